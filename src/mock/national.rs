@@ -1,0 +1,1061 @@
+//! The national portal mock (`dvc-sync mock national`): a strict, in-memory emulation of the
+//! DVCQG integration adapter described in `national-portal.md`, with seeded transport faults
+//! and `/_mock/` views that make it the oracle of the project's tests.
+
+use std::{
+    collections::{BTreeMap, HashMap, HashSet, VecDeque},
+    sync::{Arc, Mutex, MutexGuard},
+    time::{Duration, Instant},
+};
+
+use axum::{
+    Extension, Json, Router,
+    body::Bytes,
+    extract::{DefaultBodyLimit, Path, Query, State},
+    http::{HeaderMap, StatusCode, header},
+    response::{IntoResponse, Response},
+    routing::{get, post},
+};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value, json};
+use tokio::net::TcpListener;
+
+use super::{
+    catalogue,
+    faults::{html_error, merge_patch},
+    server::{self, DropConnection, MockServer},
+};
+use crate::domain::{
+    dates::{self, parse_national},
+    mahoso::{self, province_of},
+    status::{NationalStatus, transition_allowed},
+    text::{char_len, is_normalized, max_chars},
+};
+
+/// Start-up settings of the national mock.
+#[derive(Debug, Clone)]
+pub struct NationalConfig {
+    pub username: String,
+    pub password: String,
+    /// The unit code (madonvi) of the one account the mock knows.
+    pub madonvi: String,
+    pub faults: Faults,
+}
+
+impl Default for NationalConfig {
+    fn default() -> Self {
+        Self {
+            username: "dvc-sync".into(),
+            password: "dvc-sync-secret".into(),
+            madonvi: catalogue::PROVINCE_UNIT.into(),
+            faults: Faults::default(),
+        }
+    }
+}
+
+/// The fault profile: every knob of `national-portal.md`, settable at start (flags of the
+/// same names in kebab case) and at run time (`PUT /_mock/faults`, partial JSON).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, clap::Args)]
+#[serde(deny_unknown_fields)]
+pub struct Faults {
+    /// Share of calls answered HTTP 500 with an HTML page (nothing applied).
+    #[arg(long, default_value_t = 0.0)]
+    pub error_rate: f64,
+    /// Integration calls per second above which the answer is 429 with Retry-After (0: no limit).
+    #[arg(long, default_value_t = 0.0)]
+    pub rate_limit_per_second: f64,
+    /// Delay before every answer.
+    #[arg(long, default_value_t = 0)]
+    pub latency_ms: u64,
+    /// The delay varies uniformly by up to this much either way.
+    #[arg(long, default_value_t = 0)]
+    pub latency_jitter_ms: u64,
+    /// Every call gets HTTP 503.
+    #[arg(long, default_value_t = false)]
+    pub outage: bool,
+    /// Share of integration calls applied and then left unanswered (connection closed).
+    #[arg(long, default_value_t = 0.0)]
+    pub drop_after_apply_rate: f64,
+    /// How long a session lives.
+    #[arg(long, default_value_t = 600.0)]
+    pub session_ttl_seconds: f64,
+    /// Most items one call may carry (error code 8 above it).
+    #[arg(long, default_value_t = 100)]
+    pub max_items_per_call: usize,
+    /// Seed of every random choice (faults, error_code forms, session tokens).
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+}
+
+impl Default for Faults {
+    fn default() -> Self {
+        Self {
+            error_rate: 0.0,
+            rate_limit_per_second: 0.0,
+            latency_ms: 0,
+            latency_jitter_ms: 0,
+            outage: false,
+            drop_after_apply_rate: 0.0,
+            session_ttl_seconds: 600.0,
+            max_items_per_call: 100,
+            seed: 1,
+        }
+    }
+}
+
+impl Faults {
+    pub fn validate(&self) -> Result<(), String> {
+        let mut problems = Vec::new();
+        for (name, rate) in
+            [("error_rate", self.error_rate), ("drop_after_apply_rate", self.drop_after_apply_rate)]
+        {
+            if !(0.0..=1.0).contains(&rate) {
+                problems.push(format!("{name} must be between 0 and 1"));
+            }
+        }
+        if !(self.rate_limit_per_second.is_finite() && self.rate_limit_per_second >= 0.0) {
+            problems.push("rate_limit_per_second must be 0 (no limit) or positive".into());
+        }
+        if !(self.session_ttl_seconds.is_finite() && self.session_ttl_seconds > 0.0) {
+            problems.push("session_ttl_seconds must be positive".into());
+        }
+        if self.max_items_per_call == 0 {
+            problems.push("max_items_per_call must be at least 1".into());
+        }
+        if problems.is_empty() { Ok(()) } else { Err(problems.join("; ")) }
+    }
+}
+
+/// Error codes of `national-portal.md`.
+pub mod code {
+    pub const OK: i64 = 0;
+    pub const SESSION: i64 = -1;
+    pub const MALFORMED: i64 = 1;
+    pub const INVALID: i64 = 2;
+    pub const EXISTS: i64 = 3;
+    pub const UNKNOWN_DOSSIER: i64 = 4;
+    pub const STATUS: i64 = 5;
+    pub const UNKNOWN_PROCEDURE: i64 = 6;
+    pub const NOT_YOUR_UNIT: i64 = 7;
+    pub const TOO_MANY: i64 = 8;
+    /// `/auth` with wrong credentials (mock choice: the real code is unpublished).
+    pub const BAD_CREDENTIALS: i64 = 9;
+}
+
+/// Starts the mock on `listener`; returns once it accepts connections.
+pub async fn start(listener: TcpListener, config: NationalConfig) -> anyhow::Result<MockServer> {
+    config.faults.validate().map_err(anyhow::Error::msg)?;
+    let mock = Arc::new(Mock::new(config));
+    let router = Router::new()
+        .route("/auth", post(auth))
+        .route("/integration", post(integration))
+        .route("/_mock/state", get(list_state))
+        .route("/_mock/state/{mahoso}", get(one_state))
+        .route("/_mock/stats", get(stats))
+        .route("/_mock/faults", get(get_faults).put(put_faults))
+        .route("/_mock/reset", post(reset))
+        .route("/_mock/report", get(report))
+        .route("/_mock/calls", get(calls))
+        .layer(DefaultBodyLimit::max(16 * 1024 * 1024))
+        .with_state(mock);
+    Ok(server::spawn(listener, router)?)
+}
+
+struct Mock {
+    username: String,
+    password: String,
+    madonvi: String,
+    state: Mutex<MockState>,
+}
+
+struct MockState {
+    faults: Faults,
+    rng: fastrand::Rng,
+    sessions: HashMap<String, Instant>,
+    dossiers: BTreeMap<String, Stored>,
+    stats: Stats,
+    bucket: TokenBucket,
+    calls: VecDeque<CallRecord>,
+    next_call: u64,
+}
+
+/// What the mock holds for one dossier.
+#[derive(Debug, Clone, Serialize)]
+struct Stored {
+    dossier: Map<String, Value>,
+    history: Vec<Map<String, Value>>,
+    status_sequence: Vec<String>,
+    creates: u64,
+    updates: u64,
+}
+
+#[derive(Debug, Default, Serialize)]
+struct Stats {
+    /// Processed calls by service and outcome ("ok" or "error_<code>").
+    calls: BTreeMap<String, BTreeMap<String, u64>>,
+    /// Every error_code answered, success included.
+    error_codes: BTreeMap<String, u64>,
+    sessions_issued: u64,
+    /// Transport faults by kind: error_500, rate_limited_429, outage_503, dropped_after_apply.
+    http_faults: BTreeMap<String, u64>,
+    items_applied: ItemsApplied,
+    /// Calls by the value of their `dstcode` header ("" when absent).
+    dstcodes: BTreeMap<String, u64>,
+    duplicate_history_entries: u64,
+    out_of_order_history_entries: u64,
+    rejected_status_changes: u64,
+}
+
+#[derive(Debug, Default, Serialize)]
+struct ItemsApplied {
+    dossiers_created: u64,
+    dossiers_updated: u64,
+    history_entries: u64,
+}
+
+/// One call, as `/_mock/calls` lists it (a bounded ring of the most recent).
+#[derive(Debug, Clone, Serialize)]
+struct CallRecord {
+    seq: u64,
+    service: String,
+    outcome: String,
+    error_code: Option<i64>,
+    items: Vec<String>,
+}
+
+const CALL_RING: usize = 5_000;
+
+/// A token bucket holding one second's worth of calls.
+struct TokenBucket {
+    tokens: f64,
+    at: Instant,
+}
+
+impl TokenBucket {
+    /// Takes a token, or says how many whole seconds until one is available.
+    fn take(&mut self, rate: f64, now: Instant) -> Result<(), u64> {
+        let capacity = rate.max(1.0);
+        let elapsed = now.saturating_duration_since(self.at).as_secs_f64();
+        self.tokens = (self.tokens + elapsed * rate).min(capacity);
+        self.at = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            Ok(())
+        } else {
+            Err((((1.0 - self.tokens) / rate).ceil() as u64).max(1))
+        }
+    }
+}
+
+impl Mock {
+    fn new(config: NationalConfig) -> Self {
+        let rng = fastrand::Rng::with_seed(config.faults.seed);
+        let bucket = TokenBucket { tokens: config.faults.rate_limit_per_second.max(1.0), at: Instant::now() };
+        Self {
+            username: config.username,
+            password: config.password,
+            madonvi: config.madonvi,
+            state: Mutex::new(MockState {
+                faults: config.faults,
+                rng,
+                sessions: HashMap::new(),
+                dossiers: BTreeMap::new(),
+                stats: Stats::default(),
+                bucket,
+                calls: VecDeque::new(),
+                next_call: 0,
+            }),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, MockState> {
+        // A panic while holding the lock would be a bug in the mock; keep serving regardless.
+        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The transport faults decided on arrival: a delay, and maybe an answer that replaces
+    /// processing.
+    fn transport(&self, rate_limited: bool) -> (Duration, Option<Response>) {
+        let mut st = self.lock();
+        let st = &mut *st;
+        let f = &st.faults;
+        let jitter = if f.latency_jitter_ms > 0 {
+            st.rng.i64(-(f.latency_jitter_ms as i64)..=f.latency_jitter_ms as i64)
+        } else {
+            0
+        };
+        let delay = Duration::from_millis((f.latency_ms as i64 + jitter).max(0) as u64);
+        let fault = if f.outage {
+            Some(("outage_503", html_error(StatusCode::SERVICE_UNAVAILABLE)))
+        } else if f.error_rate > 0.0 && st.rng.f64() < f.error_rate {
+            Some(("error_500", html_error(StatusCode::INTERNAL_SERVER_ERROR)))
+        } else if rate_limited && f.rate_limit_per_second > 0.0 {
+            match st.bucket.take(f.rate_limit_per_second, Instant::now()) {
+                Ok(()) => None,
+                Err(retry_after) => Some((
+                    "rate_limited_429",
+                    (
+                        StatusCode::TOO_MANY_REQUESTS,
+                        [(header::RETRY_AFTER, retry_after.to_string())],
+                        html_error(StatusCode::TOO_MANY_REQUESTS),
+                    )
+                        .into_response(),
+                )),
+            }
+        } else {
+            None
+        };
+        let fault = fault.map(|(kind, response)| {
+            *st.stats.http_faults.entry(kind.into()).or_default() += 1;
+            response
+        });
+        (delay, fault)
+    }
+}
+
+/// A JSON answer with HTTP 200 and an error_code in one of the forms the real adapter uses;
+/// `extra` adds `result` or `session` beside it.
+fn answer(st: &mut MockState, code: i64, message: &str, extra: Option<(&str, Value)>) -> Response {
+    *st.stats.error_codes.entry(code.to_string()).or_default() += 1;
+    let error_code = match (code, st.rng.u8(0..6)) {
+        (0, 0 | 1) => json!(0),
+        (0, 2 | 3) => json!("0"),
+        (0, _) => json!("00"),
+        (c, 0..=2) => json!(c),
+        (c, _) => json!(c.to_string()),
+    };
+    let mut body = json!({"error_code": error_code, "message": message});
+    if let Some((key, value)) = extra {
+        body[key] = value;
+    }
+    Json(body).into_response()
+}
+
+fn is_json(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"))
+}
+
+async fn auth(State(mock): State<Arc<Mock>>, headers: HeaderMap, body: Bytes) -> Response {
+    let (delay, fault) = mock.transport(false);
+    tokio::time::sleep(delay).await;
+    if let Some(fault) = fault {
+        return fault;
+    }
+    let mut st = mock.lock();
+    let st = &mut *st;
+    let request: Option<Value> = if is_json(&headers) { serde_json::from_slice(&body).ok() } else { None };
+    let creds =
+        request.as_ref().and_then(|r| Some((r.get("username")?.as_str()?, r.get("password")?.as_str()?)));
+    let (code, message, session) = match creds {
+        None => (code::MALFORMED, "Yêu cầu không hợp lệ: cần JSON {username, password}", None),
+        Some((u, p)) if u == mock.username && p == mock.password => {
+            let now = Instant::now();
+            st.sessions.retain(|_, expires| *expires > now);
+            let token: String = std::iter::repeat_with(|| st.rng.alphanumeric()).take(32).collect();
+            let ttl = Duration::from_secs_f64(st.faults.session_ttl_seconds);
+            st.sessions.insert(token.clone(), now + ttl);
+            st.stats.sessions_issued += 1;
+            (code::OK, "Đăng nhập thành công", Some(token))
+        }
+        Some(_) => (code::BAD_CREDENTIALS, "Tên đăng nhập hoặc mật khẩu không đúng", None),
+    };
+    count_call(st, "auth", code, Vec::new());
+    answer(st, code, message, session.map(|s| ("session", Value::String(s))))
+}
+
+fn count_call(st: &mut MockState, service: &str, code: i64, items: Vec<String>) {
+    let outcome = if code == code::OK { "ok".to_string() } else { format!("error_{code}") };
+    *st.stats.calls.entry(service.into()).or_default().entry(outcome.clone()).or_default() += 1;
+    record_call(st, service, outcome, Some(code), items);
+}
+
+fn record_call(st: &mut MockState, service: &str, outcome: String, code: Option<i64>, items: Vec<String>) {
+    st.next_call += 1;
+    if st.calls.len() == CALL_RING {
+        st.calls.pop_front();
+    }
+    st.calls.push_back(CallRecord {
+        seq: st.next_call,
+        service: service.into(),
+        outcome,
+        error_code: code,
+        items,
+    });
+}
+
+async fn integration(
+    State(mock): State<Arc<Mock>>,
+    Extension(drop_connection): Extension<DropConnection>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let (delay, fault) = mock.transport(true);
+    tokio::time::sleep(delay).await;
+    if let Some(fault) = fault {
+        return fault;
+    }
+    let dstcode = headers.get("dstcode").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+    // The lock must be released before awaiting, hence the block.
+    let response = {
+        let mut st = mock.lock();
+        let st = &mut *st;
+        *st.stats.dstcodes.entry(dstcode).or_default() += 1;
+        let outcome = if is_json(&headers) {
+            match serde_json::from_slice::<Value>(&body) {
+                Ok(request) => process(&mock, st, request),
+                Err(e) => {
+                    Outcome::fail(UNKNOWN_SERVICE, code::MALFORMED, format!("Yêu cầu không phải JSON: {e}"))
+                }
+            }
+        } else {
+            Outcome::fail(UNKNOWN_SERVICE, code::MALFORMED, "Content-Type phải là application/json".into())
+        };
+        count_call(st, outcome.service, outcome.code, outcome.items);
+        let rate = st.faults.drop_after_apply_rate;
+        if rate > 0.0 && st.rng.f64() < rate {
+            *st.stats.http_faults.entry("dropped_after_apply".into()).or_default() += 1;
+            if let Some(last) = st.calls.back_mut() {
+                last.outcome.push_str("+dropped");
+            }
+            None
+        } else {
+            let result = outcome.result.map(|r| ("result", r));
+            Some(answer(st, outcome.code, &outcome.message, result))
+        }
+    };
+    match response {
+        Some(response) => response,
+        None => drop_connection.now().await,
+    }
+}
+
+/// The result of processing one integration call.
+struct Outcome {
+    service: &'static str,
+    code: i64,
+    message: String,
+    result: Option<Value>,
+    items: Vec<String>,
+}
+
+impl Outcome {
+    fn fail(service: &'static str, code: i64, message: String) -> Self {
+        Self { service, code, message, result: None, items: Vec::new() }
+    }
+}
+
+/// The service label of calls whose service is missing or unknown (keeps stats bounded).
+const UNKNOWN_SERVICE: &str = "unknown";
+
+fn service_label(name: &str) -> &'static str {
+    ["DongBoHoSoMC", "CapNhatTienDoHoSoMC", "TraCuuHoSo", "LayThuTuc"]
+        .into_iter()
+        .find(|s| *s == name)
+        .unwrap_or(UNKNOWN_SERVICE)
+}
+
+fn process(mock: &Mock, st: &mut MockState, mut request: Value) -> Outcome {
+    let Some(envelope) = request.as_object_mut() else {
+        return Outcome::fail(UNKNOWN_SERVICE, code::MALFORMED, "Yêu cầu phải là một đối tượng JSON".into());
+    };
+    let name = envelope.get("service").and_then(Value::as_str).unwrap_or("");
+    let service = service_label(name);
+    let now = Instant::now();
+    let session_ok = envelope
+        .get("session")
+        .and_then(Value::as_str)
+        .and_then(|s| st.sessions.get(s))
+        .is_some_and(|expires| *expires > now);
+    if !session_ok {
+        return Outcome::fail(service, code::SESSION, "Phiên làm việc không hợp lệ hoặc đã hết hạn".into());
+    }
+    if envelope.get("madonvi").and_then(Value::as_str) != Some(mock.madonvi.as_str()) {
+        return Outcome::fail(
+            service,
+            code::NOT_YOUR_UNIT,
+            "madonvi không phải đơn vị của phiên làm việc".into(),
+        );
+    }
+    let province = province_of(&mock.madonvi).to_owned();
+    match service {
+        "DongBoHoSoMC" => sync_dossiers(st, envelope, &province),
+        "CapNhatTienDoHoSoMC" => append_history(st, envelope, &province),
+        "TraCuuHoSo" => look_up_dossier(st, envelope, &province),
+        "LayThuTuc" => look_up_procedure(envelope),
+        _ => {
+            let message = format!("service không được hỗ trợ: {name:?}");
+            Outcome::fail(UNKNOWN_SERVICE, code::MALFORMED, message)
+        }
+    }
+}
+
+/// Takes `data` out of the envelope as an array of at most `max` items.
+fn take_items(
+    st: &MockState,
+    envelope: &mut Map<String, Value>,
+    service: &'static str,
+) -> Result<Vec<Value>, Outcome> {
+    let items = match envelope.get_mut("data").map(Value::take) {
+        Some(Value::Array(items)) => items,
+        _ => return Err(Outcome::fail(service, code::MALFORMED, "data phải là một mảng".into())),
+    };
+    let max = st.faults.max_items_per_call;
+    if items.len() > max {
+        return Err(Outcome::fail(
+            service,
+            code::TOO_MANY,
+            format!("Số hồ sơ trong một lần gọi ({}) vượt quá giới hạn {max}", items.len()),
+        ));
+    }
+    Ok(items)
+}
+
+fn mahoso_of(item: &Value) -> String {
+    item.get("MaHoSo").and_then(Value::as_str).unwrap_or("").to_owned()
+}
+
+fn sync_dossiers(st: &mut MockState, envelope: &mut Map<String, Value>, province: &str) -> Outcome {
+    const SERVICE: &str = "DongBoHoSoMC";
+    let updating = match envelope.get("isUpdating") {
+        Some(Value::String(s)) if s == "True" => true,
+        Some(Value::String(s)) if s == "False" => false,
+        _ => {
+            return Outcome::fail(
+                SERVICE,
+                code::MALFORMED,
+                "isUpdating phải là chuỗi \"True\" hoặc \"False\"".into(),
+            );
+        }
+    };
+    let items = match take_items(st, envelope, SERVICE) {
+        Ok(items) => items,
+        Err(outcome) => return outcome,
+    };
+    let names: Vec<String> = items.iter().map(mahoso_of).collect();
+    // Validate everything first: the call is all-or-nothing.
+    let mut overlay: HashMap<&str, NationalStatus> = HashMap::new();
+    for (item, mahoso) in items.iter().zip(&names) {
+        if let Err(e) = validate_item(item, DOSSIER_FIELDS, province) {
+            return e.into_outcome(SERVICE, mahoso, names.clone());
+        }
+        // Validation guarantees a valid status code.
+        let to = item
+            .get("TrangThaiHoSo")
+            .and_then(Value::as_str)
+            .and_then(NationalStatus::parse)
+            .unwrap_or(NationalStatus::REGISTERED);
+        let current = overlay.get(mahoso.as_str()).copied().or_else(|| {
+            st.dossiers.get(mahoso).map(|d| {
+                d.dossier
+                    .get("TrangThaiHoSo")
+                    .and_then(Value::as_str)
+                    .and_then(NationalStatus::parse)
+                    .unwrap_or(NationalStatus::REGISTERED)
+            })
+        });
+        match (updating, current) {
+            (false, Some(_)) => {
+                return ItemError::new(code::EXISTS, "MaHoSo", "hồ sơ đã tồn tại".into()).into_outcome(
+                    SERVICE,
+                    mahoso,
+                    names.clone(),
+                );
+            }
+            (true, None) => {
+                return ItemError::new(code::UNKNOWN_DOSSIER, "MaHoSo", "không tìm thấy hồ sơ".into())
+                    .into_outcome(SERVICE, mahoso, names.clone());
+            }
+            (true, Some(from)) if !transition_allowed(from, to) => {
+                st.stats.rejected_status_changes += 1;
+                let reason = format!(
+                    "không được chuyển trạng thái từ {from} ({}) sang {to} ({})",
+                    from.name(),
+                    to.name()
+                );
+                return ItemError::new(code::STATUS, "TrangThaiHoSo", reason).into_outcome(
+                    SERVICE,
+                    mahoso,
+                    names.clone(),
+                );
+            }
+            _ => {}
+        }
+        overlay.insert(mahoso.as_str(), to);
+    }
+    for (item, mahoso) in items.into_iter().zip(&names) {
+        let Value::Object(dossier) = item else { continue };
+        let status = dossier.get("TrangThaiHoSo").and_then(Value::as_str).unwrap_or("").to_owned();
+        match st.dossiers.get_mut(mahoso) {
+            Some(stored) => {
+                stored.dossier = dossier;
+                stored.updates += 1;
+                if stored.status_sequence.last() != Some(&status) {
+                    stored.status_sequence.push(status);
+                }
+                st.stats.items_applied.dossiers_updated += 1;
+            }
+            None => {
+                st.dossiers.insert(
+                    mahoso.clone(),
+                    Stored {
+                        dossier,
+                        history: Vec::new(),
+                        status_sequence: vec![status],
+                        creates: 1,
+                        updates: 0,
+                    },
+                );
+                st.stats.items_applied.dossiers_created += 1;
+            }
+        }
+    }
+    Outcome {
+        service: SERVICE,
+        code: code::OK,
+        message: "Đồng bộ hồ sơ thành công".into(),
+        result: None,
+        items: names,
+    }
+}
+
+fn append_history(st: &mut MockState, envelope: &mut Map<String, Value>, province: &str) -> Outcome {
+    const SERVICE: &str = "CapNhatTienDoHoSoMC";
+    let items = match take_items(st, envelope, SERVICE) {
+        Ok(items) => items,
+        Err(outcome) => return outcome,
+    };
+    let names: Vec<String> = items.iter().map(mahoso_of).collect();
+    for (item, mahoso) in items.iter().zip(&names) {
+        if let Err(e) = validate_item(item, HISTORY_FIELDS, province) {
+            return e.into_outcome(SERVICE, mahoso, names.clone());
+        }
+        if !st.dossiers.contains_key(mahoso) {
+            return ItemError::new(code::UNKNOWN_DOSSIER, "MaHoSo", "không tìm thấy hồ sơ".into())
+                .into_outcome(SERVICE, mahoso, names.clone());
+        }
+    }
+    for (item, mahoso) in items.into_iter().zip(&names) {
+        let Value::Object(entry) = item else { continue };
+        let Some(stored) = st.dossiers.get_mut(mahoso) else { continue };
+        if stored.history.contains(&entry) {
+            st.stats.duplicate_history_entries += 1;
+        }
+        let time =
+            |e: &Map<String, Value>| e.get("ThoiDiemXuLy").and_then(Value::as_str).and_then(parse_national);
+        if let (Some(last), Some(this)) = (stored.history.last().and_then(time), time(&entry)) {
+            if this < last {
+                st.stats.out_of_order_history_entries += 1;
+            }
+        }
+        stored.history.push(entry);
+        st.stats.items_applied.history_entries += 1;
+    }
+    Outcome {
+        service: SERVICE,
+        code: code::OK,
+        message: "Cập nhật tiến độ thành công".into(),
+        result: None,
+        items: names,
+    }
+}
+
+fn look_up_dossier(st: &mut MockState, envelope: &Map<String, Value>, province: &str) -> Outcome {
+    const SERVICE: &str = "TraCuuHoSo";
+    let Some(mahoso) = envelope.get("mahoso").and_then(Value::as_str) else {
+        return Outcome::fail(SERVICE, code::MALFORMED, "thiếu mahoso".into());
+    };
+    if let Ok(parsed) = mahoso::parse(mahoso) {
+        if province_of(parsed.agency) != province {
+            return Outcome::fail(
+                SERVICE,
+                code::NOT_YOUR_UNIT,
+                format!("MaHoSo={mahoso}: hồ sơ không thuộc đơn vị"),
+            );
+        }
+    }
+    let result = match st.dossiers.get(mahoso) {
+        Some(stored) => {
+            let mut dossier = stored.dossier.clone();
+            dossier.insert(
+                "QuaTrinhXuLy".into(),
+                Value::Array(stored.history.iter().cloned().map(Value::Object).collect()),
+            );
+            vec![Value::Object(dossier)]
+        }
+        None => Vec::new(),
+    };
+    Outcome {
+        service: SERVICE,
+        code: code::OK,
+        message: "Thành công".into(),
+        result: Some(Value::Array(result)),
+        items: vec![mahoso.into()],
+    }
+}
+
+fn look_up_procedure(envelope: &Map<String, Value>) -> Outcome {
+    const SERVICE: &str = "LayThuTuc";
+    let Some(wanted) = envelope.get("maTTHC").and_then(Value::as_str) else {
+        return Outcome::fail(SERVICE, code::MALFORMED, "thiếu maTTHC".into());
+    };
+    let result: Vec<Value> = catalogue::find(wanted)
+        .map(|p| {
+            json!({
+                "MATTHC": p.code,
+                "TENTTHC": p.name,
+                "LINHVUCTHUCHIEN": [{"MALINHVUC": p.field_code, "TENLINHVUC": p.field_name}],
+            })
+        })
+        .into_iter()
+        .collect();
+    Outcome {
+        service: SERVICE,
+        code: code::OK,
+        message: "Thành công".into(),
+        result: Some(Value::Array(result)),
+        items: Vec::new(),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Validation
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Kind {
+    Text,
+    /// One of these codes.
+    Code(&'static [&'static str]),
+    Date,
+    MaHoSo,
+    Procedure,
+}
+
+struct Field {
+    name: &'static str,
+    required: bool,
+    kind: Kind,
+}
+
+const fn f(name: &'static str, required: bool, kind: Kind) -> Field {
+    Field { name, required, kind }
+}
+
+const STATUS_CODES: &[&str] = &["1", "2", "3", "4", "5", "6", "7", "8", "9", "10"];
+
+/// The dossier's fields in the order the national table lists them; the first failing one
+/// is the one reported.
+const DOSSIER_FIELDS: &[Field] = &[
+    f("MaHoSo", true, Kind::MaHoSo),
+    f("MaTTHC", true, Kind::Procedure),
+    f("TenTTHC", true, Kind::Text),
+    f("MaLinhVuc", true, Kind::Text),
+    f("TenLinhVuc", true, Kind::Text),
+    f("KenhThucHien", true, Kind::Code(&["1", "2", "3"])),
+    f("LoaiDoiTuong", true, Kind::Code(&["1", "2", "3", "4"])),
+    f("ChuHoSo", false, Kind::Text),
+    f("SoGiayToChuHoSo", false, Kind::Text),
+    f("Email", false, Kind::Text),
+    f("SoDienThoai", false, Kind::Text),
+    f("TrichYeuHoSo", true, Kind::Text),
+    f("NgayTiepNhan", true, Kind::Date),
+    f("NgayHenTra", false, Kind::Date),
+    f("TrangThaiHoSo", true, Kind::Code(STATUS_CODES)),
+    f("NgayTra", false, Kind::Date),
+    f("NgayKetThucXuLy", false, Kind::Date),
+    f("HinhThuc", true, Kind::Code(&["0", "1"])),
+    f("DonViXuLy", true, Kind::Text),
+];
+
+const HISTORY_FIELDS: &[Field] = &[
+    f("MaHoSo", true, Kind::MaHoSo),
+    f("NguoiXuLy", true, Kind::Text),
+    f("ChucDanh", false, Kind::Text),
+    f("PhongBanXuLy", false, Kind::Text),
+    f("ThoiDiemXuLy", true, Kind::Date),
+    f("NoiDungXuLy", true, Kind::Text),
+    f("TrangThai", true, Kind::Code(STATUS_CODES)),
+    f("NgayBatDau", false, Kind::Date),
+    f("NgayKetThucTheoQuyDinh", false, Kind::Date),
+];
+
+struct ItemError {
+    code: i64,
+    field: String,
+    reason: String,
+}
+
+impl ItemError {
+    fn new(code: i64, field: &str, reason: String) -> Self {
+        Self { code, field: field.into(), reason }
+    }
+
+    fn invalid(field: &str, reason: impl Into<String>) -> Self {
+        Self::new(code::INVALID, field, reason.into())
+    }
+
+    fn into_outcome(self, service: &'static str, mahoso: &str, items: Vec<String>) -> Outcome {
+        let message = format!("MaHoSo={mahoso}: {}: {}", self.field, self.reason);
+        Outcome { service, code: self.code, message, result: None, items }
+    }
+}
+
+/// Checks one item against its field table; the order of checks decides which error a
+/// doubly-bad item reports: shape (2), then province (7), then catalogue (6).
+fn validate_item(item: &Value, fields: &[Field], province: &str) -> Result<(), ItemError> {
+    let Some(obj) = item.as_object() else {
+        return Err(ItemError::invalid("MaHoSo", "mục dữ liệu không phải đối tượng JSON"));
+    };
+    if let Some(unknown) = obj.keys().find(|k| !fields.iter().any(|f| f.name == k.as_str())) {
+        return Err(ItemError::invalid(unknown, "trường không được hỗ trợ"));
+    }
+    let mut deferred: Option<ItemError> = None;
+    for field in fields {
+        let value = match obj.get(field.name) {
+            None => None,
+            Some(Value::String(s)) => Some(s.as_str()),
+            Some(other) => {
+                return Err(ItemError::invalid(
+                    field.name,
+                    format!("phải là chuỗi JSON, nhận được {}", json_kind(other)),
+                ));
+            }
+        };
+        let value = match value {
+            Some(v) if !v.is_empty() => v,
+            _ if field.required => {
+                return Err(ItemError::invalid(field.name, "bắt buộc, không được để trống"));
+            }
+            _ => continue,
+        };
+        if !is_normalized(value) {
+            return Err(ItemError::invalid(field.name, "văn bản phải ở dạng Unicode dựng sẵn (NFC)"));
+        }
+        let limit = max_chars(field.name);
+        let len = char_len(value);
+        if len > limit {
+            return Err(ItemError::invalid(field.name, format!("dài {len} ký tự, vượt quá {limit}")));
+        }
+        match field.kind {
+            Kind::Text => {}
+            Kind::Code(codes) => {
+                if !codes.contains(&value) {
+                    return Err(ItemError::invalid(field.name, format!("mã {value:?} không hợp lệ")));
+                }
+            }
+            Kind::Date => {
+                if parse_national(value).is_none() {
+                    return Err(ItemError::invalid(
+                        field.name,
+                        format!("{value:?} không phải thời điểm yyyyMMddHHmmss hợp lệ"),
+                    ));
+                }
+            }
+            Kind::MaHoSo => match mahoso::parse(value) {
+                Err(e) => return Err(ItemError::invalid(field.name, format!("mã hồ sơ sai định dạng: {e}"))),
+                Ok(parsed) if province_of(parsed.agency) != province => {
+                    deferred.get_or_insert(ItemError::new(
+                        code::NOT_YOUR_UNIT,
+                        field.name,
+                        format!("hồ sơ không thuộc tỉnh {province}"),
+                    ));
+                }
+                Ok(_) => {}
+            },
+            Kind::Procedure => {
+                if catalogue::find(value).is_none() {
+                    // Reported after every shape check and the province check.
+                    if deferred.as_ref().is_none_or(|d| d.code != code::NOT_YOUR_UNIT) {
+                        deferred = Some(ItemError::new(
+                            code::UNKNOWN_PROCEDURE,
+                            field.name,
+                            format!("thủ tục {value} không có trong danh mục"),
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    let date = |name: &str| obj.get(name).and_then(Value::as_str).and_then(parse_national);
+    if let (Some(received), Some(due)) = (date("NgayTiepNhan"), date("NgayHenTra")) {
+        if due < received {
+            return Err(ItemError::invalid("NgayHenTra", "ngày hẹn trả trước ngày tiếp nhận"));
+        }
+    }
+    deferred.map_or(Ok(()), Err)
+}
+
+fn json_kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "boolean",
+        Value::Number(_) => "số",
+        Value::String(_) => "chuỗi",
+        Value::Array(_) => "mảng",
+        Value::Object(_) => "đối tượng",
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// `/_mock/` views
+
+#[derive(Deserialize)]
+struct Page {
+    after: Option<String>,
+    limit: Option<usize>,
+}
+
+fn state_view(stored: &Stored) -> Value {
+    json!({
+        "dossier": stored.dossier,
+        "history": stored.history,
+        "status_sequence": stored.status_sequence,
+        "creates": stored.creates,
+        "updates": stored.updates,
+    })
+}
+
+async fn one_state(State(mock): State<Arc<Mock>>, Path(mahoso): Path<String>) -> Response {
+    match mock.lock().dossiers.get(&mahoso) {
+        Some(stored) => Json(state_view(stored)).into_response(),
+        None => (StatusCode::NOT_FOUND, Json(json!({"error": "unknown MaHoSo"}))).into_response(),
+    }
+}
+
+async fn list_state(State(mock): State<Arc<Mock>>, Query(page): Query<Page>) -> Response {
+    let limit = page.limit.unwrap_or(1000).clamp(1, 10_000);
+    let st = mock.lock();
+    let range = match &page.after {
+        Some(after) => {
+            st.dossiers.range::<String, _>((std::ops::Bound::Excluded(after), std::ops::Bound::Unbounded))
+        }
+        None => st.dossiers.range::<String, _>(..),
+    };
+    let mut items: Vec<Value> = Vec::with_capacity(limit.min(st.dossiers.len()));
+    let mut has_more = false;
+    for (_, stored) in range {
+        if items.len() == limit {
+            has_more = true;
+            break;
+        }
+        items.push(state_view(stored));
+    }
+    Json(json!({"items": items, "has_more": has_more})).into_response()
+}
+
+async fn stats(State(mock): State<Arc<Mock>>) -> Response {
+    let st = mock.lock();
+    let mut value = serde_json::to_value(&st.stats).unwrap_or_default();
+    value["dossiers"] = json!(st.dossiers.len());
+    value["history_entries_stored"] = json!(st.dossiers.values().map(|d| d.history.len()).sum::<usize>());
+    value["sessions_live"] = json!(st.sessions.values().filter(|e| **e > Instant::now()).count());
+    Json(value).into_response()
+}
+
+async fn get_faults(State(mock): State<Arc<Mock>>) -> Response {
+    Json(mock.lock().faults.clone()).into_response()
+}
+
+async fn put_faults(State(mock): State<Arc<Mock>>, body: Bytes) -> Response {
+    let mut st = mock.lock();
+    let updated: Faults = match merge_patch(&st.faults, &body) {
+        Ok(f) => f,
+        Err(e) => return (StatusCode::BAD_REQUEST, Json(json!({"error": e}))).into_response(),
+    };
+    if let Err(e) = updated.validate() {
+        return (StatusCode::BAD_REQUEST, Json(json!({"error": e}))).into_response();
+    }
+    if updated.seed != st.faults.seed {
+        st.rng = fastrand::Rng::with_seed(updated.seed);
+    }
+    st.faults = updated;
+    Json(st.faults.clone()).into_response()
+}
+
+async fn reset(State(mock): State<Arc<Mock>>) -> Response {
+    let mut st = mock.lock();
+    st.sessions.clear();
+    st.dossiers.clear();
+    st.stats = Stats::default();
+    st.calls.clear();
+    st.rng = fastrand::Rng::with_seed(st.faults.seed);
+    Json(json!({"reset": true})).into_response()
+}
+
+#[derive(Deserialize)]
+struct CallsQuery {
+    after: Option<u64>,
+    limit: Option<usize>,
+}
+
+async fn calls(State(mock): State<Arc<Mock>>, Query(q): Query<CallsQuery>) -> Response {
+    let st = mock.lock();
+    let after = q.after.unwrap_or(0);
+    let limit = q.limit.unwrap_or(1000).clamp(1, CALL_RING);
+    let items: Vec<&CallRecord> = st.calls.iter().filter(|c| c.seq > after).take(limit).collect();
+    Json(json!({"items": items, "last_seq": st.next_call})).into_response()
+}
+
+/// On-time figures (Quyết định 766/QĐ-TTg): finished dossiers on time or late against
+/// NgayHenTra, open ones within term or overdue, by processing agency and in total.
+async fn report(State(mock): State<Arc<Mock>>) -> Response {
+    #[derive(Default, Serialize)]
+    struct Tally {
+        dossiers: u64,
+        finished_on_time: u64,
+        finished_late: u64,
+        finished_without_due_date: u64,
+        open_within_term: u64,
+        open_overdue: u64,
+        open_without_due_date: u64,
+        refused_or_withdrawn: u64,
+        on_time_percent: Option<f64>,
+    }
+    let now = dates::format_national(dates::to_vn_local(jiff::Timestamp::now()));
+    let st = mock.lock();
+    let mut total = Tally::default();
+    let mut by_agency: BTreeMap<String, Tally> = BTreeMap::new();
+    let text = |d: &Map<String, Value>, k: &str| d.get(k).and_then(Value::as_str).unwrap_or("").to_owned();
+    for stored in st.dossiers.values() {
+        let d = &stored.dossier;
+        let status = NationalStatus::parse(&text(d, "TrangThaiHoSo"));
+        let due = text(d, "NgayHenTra");
+        let finished_at =
+            Some(text(d, "NgayKetThucXuLy")).filter(|s| !s.is_empty()).unwrap_or_else(|| text(d, "NgayTra"));
+        let agency = by_agency.entry(text(d, "DonViXuLy")).or_default();
+        for t in [&mut total, agency] {
+            t.dossiers += 1;
+            match status {
+                Some(s) if s.is_finished() => match (due.is_empty(), finished_at.is_empty()) {
+                    (true, _) => t.finished_without_due_date += 1,
+                    // Finished but no finishing date given: judged late, as the portal cannot prove otherwise.
+                    (false, true) => t.finished_late += 1,
+                    (false, false) if finished_at <= due => t.finished_on_time += 1,
+                    (false, false) => t.finished_late += 1,
+                },
+                Some(s) if s.is_final() => t.refused_or_withdrawn += 1,
+                _ if due.is_empty() => t.open_without_due_date += 1,
+                _ if now <= due => t.open_within_term += 1,
+                _ => t.open_overdue += 1,
+            }
+        }
+    }
+    for t in std::iter::once(&mut total).chain(by_agency.values_mut()) {
+        let judged = t.finished_on_time + t.finished_late;
+        t.on_time_percent = (judged > 0).then(|| t.finished_on_time as f64 * 100.0 / judged as f64);
+    }
+    Json(json!({"total": total, "by_agency": by_agency})).into_response()
+}
+
+/// The set of fields a dossier may carry, for clients that build dossiers (and tests).
+pub fn dossier_field_names() -> HashSet<&'static str> {
+    DOSSIER_FIELDS.iter().map(|f| f.name).collect()
+}
+
+/// The set of fields a history entry may carry.
+pub fn history_field_names() -> HashSet<&'static str> {
+    HISTORY_FIELDS.iter().map(|f| f.name).collect()
+}
