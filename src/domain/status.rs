@@ -66,6 +66,21 @@ impl fmt::Display for NationalStatus {
     }
 }
 
+/// The provincial vendor's local status codes and their national equivalents: the default
+/// `status_map` (provincial-portal.md).
+pub const DEFAULT_STATUS_MAP: &[(&str, u8)] = &[
+    ("receiving", 1),
+    ("new", 2),
+    ("denied", 3),
+    ("processing", 4),
+    ("waiting", 5),
+    ("paying", 6),
+    ("cancelled", 7),
+    ("unresolved", 8),
+    ("releasing", 9),
+    ("done", 10),
+];
+
 /// The national rules: a final status never changes, nothing moves back to 1, skipping
 /// forward is allowed (a poller may miss intermediate states), re-sending is allowed.
 pub fn transition_allowed(from: NationalStatus, to: NationalStatus) -> bool {

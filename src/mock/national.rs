@@ -646,10 +646,10 @@ fn append_history(st: &mut MockState, envelope: &mut Map<String, Value>, provinc
         }
         let time =
             |e: &Map<String, Value>| e.get("ThoiDiemXuLy").and_then(Value::as_str).and_then(parse_national);
-        if let (Some(last), Some(this)) = (stored.history.last().and_then(time), time(&entry)) {
-            if this < last {
-                st.stats.out_of_order_history_entries += 1;
-            }
+        if let (Some(last), Some(this)) = (stored.history.last().and_then(time), time(&entry))
+            && this < last
+        {
+            st.stats.out_of_order_history_entries += 1;
         }
         stored.history.push(entry);
         st.stats.items_applied.history_entries += 1;
@@ -668,14 +668,11 @@ fn look_up_dossier(st: &mut MockState, envelope: &Map<String, Value>, province: 
     let Some(mahoso) = envelope.get("mahoso").and_then(Value::as_str) else {
         return Outcome::fail(SERVICE, code::MALFORMED, "thiếu mahoso".into());
     };
-    if let Ok(parsed) = mahoso::parse(mahoso) {
-        if province_of(parsed.agency) != province {
-            return Outcome::fail(
-                SERVICE,
-                code::NOT_YOUR_UNIT,
-                format!("MaHoSo={mahoso}: hồ sơ không thuộc đơn vị"),
-            );
-        }
+    if let Ok(parsed) = mahoso::parse(mahoso)
+        && province_of(parsed.agency) != province
+    {
+        let message = format!("MaHoSo={mahoso}: hồ sơ không thuộc đơn vị");
+        return Outcome::fail(SERVICE, code::NOT_YOUR_UNIT, message);
     }
     let result = match st.dossiers.get(mahoso) {
         Some(stored) => {
@@ -880,10 +877,10 @@ fn validate_item(item: &Value, fields: &[Field], province: &str) -> Result<(), I
         }
     }
     let date = |name: &str| obj.get(name).and_then(Value::as_str).and_then(parse_national);
-    if let (Some(received), Some(due)) = (date("NgayTiepNhan"), date("NgayHenTra")) {
-        if due < received {
-            return Err(ItemError::invalid("NgayHenTra", "ngày hẹn trả trước ngày tiếp nhận"));
-        }
+    if let (Some(received), Some(due)) = (date("NgayTiepNhan"), date("NgayHenTra"))
+        && due < received
+    {
+        return Err(ItemError::invalid("NgayHenTra", "ngày hẹn trả trước ngày tiếp nhận"));
     }
     deferred.map_or(Ok(()), Err)
 }

@@ -217,9 +217,10 @@ impl Provincial {
         loop {
             let page = self.page(cursor.as_ref().map(|(t, i)| (t.as_str(), i.as_str())), limit).await;
             let items = page["items"].as_array().expect("items").clone();
-            if let Some(last) = items.last() {
+            // Raw records may be anything; the cursor comes from the last one that has one.
+            if let Some(last) = items.iter().rev().find(|i| i["updated_at"].is_string()) {
                 cursor = Some((
-                    last["updated_at"].as_str().expect("updated_at").to_owned(),
+                    last["updated_at"].as_str().unwrap_or_default().to_owned(),
                     last["MaHoSo"].as_str().unwrap_or("").to_owned(),
                 ));
             }

@@ -272,9 +272,9 @@ pub fn plan(seed: u64, base_day: Date, index: u32, traits: &Traits) -> Life {
         statuses.push("denied");
     } else {
         statuses.push("processing");
-        for _ in 0..rng.u8(0..3) {
-            statuses.push("processing"); // transferred between departments
-        }
+        // Transferred between departments: more steps in the same status.
+        let transfers = usize::from(rng.u8(0..3));
+        statuses.extend(std::iter::repeat_n("processing", transfers));
         if rng.f64() < 0.3 {
             statuses.extend(["waiting", "processing"]);
         }
@@ -359,7 +359,7 @@ impl Life {
     pub fn listed_mahoso(&self, index: u32, traits: &Traits) -> Option<String> {
         match traits.defect {
             Some(Defect::NoMaHoSo) => None,
-            Some(Defect::MalformedMaHoSo) if index % 2 == 0 => Some(self.mahoso.replace('-', "/")),
+            Some(Defect::MalformedMaHoSo) if index.is_multiple_of(2) => Some(self.mahoso.replace('-', "/")),
             Some(Defect::MalformedMaHoSo) => {
                 // A day that does not exist: the 31st of February.
                 let mut parts = self.mahoso.splitn(3, '-');
@@ -395,7 +395,7 @@ impl Life {
             if rfc3339 {
                 let ts = VN_OFFSET.to_timestamp(dt).unwrap_or(Timestamp::UNIX_EPOCH);
                 // Alternate between UTC and the local offset, as different vendor modules do.
-                if index % 2 == 0 {
+                if index.is_multiple_of(2) {
                     Value::String(ts.to_string())
                 } else {
                     Value::String(format_rfc3339_vn(ts))

@@ -393,10 +393,10 @@ impl World {
         s.version += 1;
         s.updated_at = ts;
         let version = s.version;
-        if let SlotKind::Generated { steps, .. } = s.kind {
-            if version >= steps {
-                self.active.swap_remove(pick);
-            }
+        if let SlotKind::Generated { steps, .. } = s.kind
+            && version >= steps
+        {
+            self.active.swap_remove(pick);
         }
         self.stats.changes += 1;
         let visible_at = self.visibility(slot, ts);
