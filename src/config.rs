@@ -1,0 +1,706 @@
+//! Configuration: built-in defaults (`config/default.toml`) → the file → environment
+//! variables (`DVC_SYNC__SECTION__KEY`), the last winning. Every problem is reported at once,
+//! each by its key; secrets are a type that never prints, and may come from files that only
+//! their owner can read.
+
+use std::{
+    collections::{BTreeMap, BTreeSet, HashMap},
+    fmt,
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use config::{Environment, File, FileFormat, Value, ValueKind};
+use serde::de::DeserializeOwned;
+
+use crate::{domain::status::NationalStatus, telemetry::LogFormat};
+
+/// The defaults, one comment line each: the documentation of every key.
+pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
+
+/// Used when no `--config` is given and this file exists.
+pub const SYSTEM_PATH: &str = "/etc/dvc-sync/dvc-sync.toml";
+
+/// A secret value: shown as `<redacted>` by `Debug` and `Display`.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(if self.0.is_empty() { "\"\"" } else { "<redacted>" })
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self, f)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub store: StoreConfig,
+    pub provincial: ProvincialConfig,
+    pub national: NationalConfig,
+    pub status_map: BTreeMap<String, NationalStatus>,
+    pub telemetry: TelemetryConfig,
+    pub daemon: DaemonConfig,
+    /// Where the file layer came from, if any.
+    pub source: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    pub path: PathBuf,
+}
+
+/// Settings of one HTTP peer that both portals share.
+#[derive(Debug, Clone)]
+pub struct HttpConfig {
+    pub base_url: reqwest::Url,
+    pub connect_timeout: Duration,
+    pub request_timeout: Duration,
+    pub max_response_bytes: usize,
+    pub ca_file: Option<PathBuf>,
+    pub retry_initial: Duration,
+    pub retry_max: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct ProvincialConfig {
+    pub http: HttpConfig,
+    pub api_key: Secret,
+    pub poll_interval: Duration,
+    pub page_size: usize,
+    pub look_back: Duration,
+    pub reconcile_interval: Option<Duration>,
+}
+
+#[derive(Debug, Clone)]
+pub struct NationalConfig {
+    pub http: HttpConfig,
+    pub username: String,
+    pub password: Secret,
+    pub madonvi: String,
+    pub dstcode: Option<String>,
+    pub batch_size: usize,
+    pub max_concurrency: usize,
+    pub session_renew: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct TelemetryConfig {
+    pub log_format: LogFormat,
+    pub metrics_listen: Option<SocketAddr>,
+}
+
+#[derive(Debug, Clone)]
+pub struct DaemonConfig {
+    pub drain: Duration,
+    pub heartbeat: Duration,
+    pub stale_heartbeat: Duration,
+    pub outbox_age_threshold: Duration,
+}
+
+/// What the configuration is for: running the daemon needs the credentials; inspecting the
+/// database (`status`, `retry`) needs only the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Purpose {
+    Run,
+    Inspect,
+}
+
+/// Every problem found, each with the key it concerns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigErrors(pub Vec<(String, String)>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "invalid configuration ({} problem{}):",
+            self.0.len(),
+            if self.0.len() == 1 { "" } else { "s" }
+        )?;
+        for (key, problem) in &self.0 {
+            writeln!(f, "  {key}: {problem}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+/// Keys whose values are secrets, with the key of their file alternative.
+const SECRETS: &[(&str, &str)] =
+    &[("provincial.api_key", "provincial.api_key_file"), ("national.password", "national.password_file")];
+
+/// Loads the configuration from `path` (or the system file, or nothing) and the process
+/// environment.
+pub fn load(path: Option<&Path>, purpose: Purpose) -> Result<Config, ConfigErrors> {
+    let env: HashMap<String, String> =
+        std::env::vars().filter(|(k, _)| k.starts_with("DVC_SYNC__")).collect();
+    load_with_env(path, env, purpose)
+}
+
+/// As [`load`], with the environment given (tests).
+pub fn load_with_env(
+    path: Option<&Path>,
+    env: HashMap<String, String>,
+    purpose: Purpose,
+) -> Result<Config, ConfigErrors> {
+    let file = match path {
+        Some(p) => Some(p.to_path_buf()),
+        None => Path::new(SYSTEM_PATH).exists().then(|| PathBuf::from(SYSTEM_PATH)),
+    };
+    let mut builder = config::Config::builder().add_source(File::from_str(DEFAULT_TOML, FileFormat::Toml));
+    if let Some(file) = &file {
+        builder = builder.add_source(File::from(file.as_path()).format(FileFormat::Toml).required(true));
+    }
+    builder = builder.add_source(
+        Environment::with_prefix("DVC_SYNC")
+            .prefix_separator("__")
+            .separator("__")
+            .source(Some(env.into_iter().collect())),
+    );
+    let merged = builder.build().map_err(|e| {
+        let key = file.as_ref().map_or_else(|| "environment".to_owned(), |f| f.display().to_string());
+        ConfigErrors(vec![(key, e.to_string())])
+    })?;
+    let mut r = Reader { cfg: &merged, problems: Vec::new() };
+    r.check_unknown_keys();
+    let config = r.read(file, purpose);
+    match config {
+        Some(config) if r.problems.is_empty() => Ok(config),
+        _ => Err(ConfigErrors(r.problems)),
+    }
+}
+
+struct Reader<'a> {
+    cfg: &'a config::Config,
+    problems: Vec<(String, String)>,
+}
+
+impl Reader<'_> {
+    fn problem(&mut self, key: &str, message: impl Into<String>) {
+        self.problems.push((key.to_owned(), message.into()));
+    }
+
+    fn get<T: DeserializeOwned>(&mut self, key: &str, what: &str) -> Option<T> {
+        match self.cfg.get::<T>(key) {
+            Ok(v) => Some(v),
+            Err(e) => {
+                let detail = e.to_string();
+                let detail = detail.split(" for key").next().unwrap_or(&detail).to_owned();
+                self.problem(key, format!("expected {what} ({detail})"));
+                None
+            }
+        }
+    }
+
+    fn string(&mut self, key: &str) -> Option<String> {
+        self.get::<String>(key, "a string")
+    }
+
+    fn seconds(&mut self, key: &str, allow_zero: bool) -> Option<Duration> {
+        let v = self.get::<f64>(key, "a number of seconds")?;
+        if !v.is_finite() || v < 0.0 || (!allow_zero && v == 0.0) {
+            self.problem(
+                key,
+                if allow_zero { "must be 0 or more seconds" } else { "must be more than 0 seconds" },
+            );
+            return None;
+        }
+        Some(Duration::from_secs_f64(v))
+    }
+
+    fn count(&mut self, key: &str, min: u64, max: u64) -> Option<usize> {
+        let v = self.get::<i64>(key, "an integer")?;
+        if v < min as i64 || v > max as i64 {
+            self.problem(key, format!("must be from {min} to {max}, not {v}"));
+            return None;
+        }
+        usize::try_from(v).ok()
+    }
+
+    fn url(&mut self, key: &str) -> Option<reqwest::Url> {
+        let s = self.string(key)?;
+        match reqwest::Url::parse(&s) {
+            Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => Some(u),
+            Ok(_) => {
+                self.problem(key, format!("{s:?} must be an http:// or https:// URL with a host"));
+                None
+            }
+            Err(e) => {
+                self.problem(key, format!("{s:?} is not a URL: {e}"));
+                None
+            }
+        }
+    }
+
+    fn optional_path(&mut self, key: &str) -> Option<Option<PathBuf>> {
+        let s = self.string(key)?;
+        if s.is_empty() {
+            return Some(None);
+        }
+        let path = PathBuf::from(&s);
+        if !path.is_file() {
+            self.problem(key, format!("{s} is not a readable file"));
+            return None;
+        }
+        Some(Some(path))
+    }
+
+    /// A secret from its key or its `_file` key, never both.
+    fn secret(&mut self, key: &str, file_key: &str, required: bool) -> Option<Secret> {
+        let inline = self.string(key)?;
+        let file = self.string(file_key)?;
+        match (inline.is_empty(), file.is_empty()) {
+            (false, false) => {
+                self.problem(key, format!("set either {key} or {file_key}, not both"));
+                None
+            }
+            (false, true) => Some(Secret(inline)),
+            (true, false) => match read_secret_file(Path::new(&file)) {
+                Ok(s) => Some(Secret(s)),
+                Err(e) => {
+                    self.problem(file_key, e);
+                    None
+                }
+            },
+            (true, true) if required => {
+                self.problem(key, format!("required (or {file_key})"));
+                None
+            }
+            (true, true) => Some(Secret::default()),
+        }
+    }
+
+    fn http(&mut self, section: &str) -> Option<HttpConfig> {
+        let k = |name: &str| format!("{section}.{name}");
+        let base_url = self.url(&k("base_url"));
+        let connect_timeout = self.seconds(&k("connect_timeout_seconds"), false);
+        let request_timeout = self.seconds(&k("request_timeout_seconds"), false);
+        let max_response_bytes = self.count(&k("max_response_bytes"), 1024, 1 << 32);
+        let ca_file = self.optional_path(&k("ca_file"));
+        let retry_initial = self.seconds(&k("retry_initial_seconds"), false);
+        let retry_max = self.seconds(&k("retry_max_seconds"), false);
+        if let (Some(a), Some(b)) = (retry_initial, retry_max)
+            && b < a
+        {
+            self.problem(&k("retry_max_seconds"), "must not be less than retry_initial_seconds");
+        }
+        Some(HttpConfig {
+            base_url: base_url?,
+            connect_timeout: connect_timeout?,
+            request_timeout: request_timeout?,
+            max_response_bytes: max_response_bytes?,
+            ca_file: ca_file?,
+            retry_initial: retry_initial?,
+            retry_max: retry_max?,
+        })
+    }
+
+    fn status_map(&mut self) -> Option<BTreeMap<String, NationalStatus>> {
+        let table = match self.cfg.get_table("status_map") {
+            Ok(t) => t,
+            Err(e) => {
+                self.problem("status_map", format!("expected a table of local status = national code ({e})"));
+                return None;
+            }
+        };
+        let mut map = BTreeMap::new();
+        let mut ok = true;
+        for (local, value) in table {
+            let key = format!("status_map.{local}");
+            match value
+                .clone()
+                .into_int()
+                .ok()
+                .and_then(|c| u8::try_from(c).ok())
+                .and_then(NationalStatus::new)
+            {
+                Some(status) => {
+                    map.insert(local, status);
+                }
+                None => {
+                    self.problem(&key, format!("must be a national status code from 1 to 10, not {value}"));
+                    ok = false;
+                }
+            }
+        }
+        ok.then_some(map)
+    }
+
+    fn read(&mut self, source: Option<PathBuf>, purpose: Purpose) -> Option<Config> {
+        let run = purpose == Purpose::Run;
+        let store_path = self.string("store.path");
+        if store_path.as_deref() == Some("") {
+            self.problem("store.path", "must not be empty");
+        }
+
+        let provincial_http = self.http("provincial");
+        let api_key = self.secret(SECRETS[0].0, SECRETS[0].1, run);
+        let poll_interval = self.seconds("provincial.poll_interval_seconds", false);
+        let page_size = self.count("provincial.page_size", 1, 1000);
+        let look_back = self.seconds("provincial.look_back_seconds", true);
+        let reconcile = self.seconds("provincial.reconcile_interval_seconds", true);
+
+        let national_http = self.http("national");
+        let username = self.string("national.username");
+        let password = self.secret(SECRETS[1].0, SECRETS[1].1, run);
+        let madonvi = self.string("national.madonvi");
+        if run {
+            for (key, value) in [("national.username", &username), ("national.madonvi", &madonvi)] {
+                if value.as_deref() == Some("") {
+                    self.problem(key, "required");
+                }
+            }
+        }
+        let dstcode = self.string("national.dstcode");
+        let batch_size = self.count("national.batch_size", 1, 1000);
+        let max_concurrency = self.count("national.max_concurrency", 1, 256);
+        let session_renew = self.seconds("national.session_renew_seconds", false);
+
+        let status_map = self.status_map();
+
+        let log_format = match self.string("telemetry.log_format").as_deref() {
+            Some("json") => Some(LogFormat::Json),
+            Some("pretty") => Some(LogFormat::Pretty),
+            Some(other) => {
+                self.problem(
+                    "telemetry.log_format",
+                    format!("must be \"json\" or \"pretty\", not {other:?}"),
+                );
+                None
+            }
+            None => None,
+        };
+        let metrics_listen = match self.string("telemetry.metrics_listen") {
+            Some(s) if s.is_empty() => Some(None),
+            Some(s) => match s.parse::<SocketAddr>() {
+                Ok(addr) => Some(Some(addr)),
+                Err(_) => {
+                    self.problem(
+                        "telemetry.metrics_listen",
+                        format!("{s:?} is not an address like 127.0.0.1:9187"),
+                    );
+                    None
+                }
+            },
+            None => None,
+        };
+
+        let drain = self.seconds("daemon.drain_seconds", false);
+        let heartbeat = self.seconds("daemon.heartbeat_seconds", false);
+        let stale_heartbeat = self.seconds("daemon.stale_heartbeat_seconds", false);
+        let outbox_age_threshold = self.seconds("daemon.outbox_age_threshold_seconds", false);
+
+        Some(Config {
+            store: StoreConfig { path: PathBuf::from(store_path?) },
+            provincial: ProvincialConfig {
+                http: provincial_http?,
+                api_key: api_key?,
+                poll_interval: poll_interval?,
+                page_size: page_size?,
+                look_back: look_back?,
+                reconcile_interval: Some(reconcile?).filter(|d| !d.is_zero()),
+            },
+            national: NationalConfig {
+                http: national_http?,
+                username: username?,
+                password: password?,
+                madonvi: madonvi?,
+                dstcode: dstcode.filter(|d| !d.is_empty()),
+                batch_size: batch_size?,
+                max_concurrency: max_concurrency?,
+                session_renew: session_renew?,
+            },
+            status_map: status_map?,
+            telemetry: TelemetryConfig { log_format: log_format?, metrics_listen: metrics_listen? },
+            daemon: DaemonConfig {
+                drain: drain?,
+                heartbeat: heartbeat?,
+                stale_heartbeat: stale_heartbeat?,
+                outbox_age_threshold: outbox_age_threshold?,
+            },
+            source,
+        })
+    }
+
+    /// Keys the defaults do not define are typos (status_map is open-ended).
+    fn check_unknown_keys(&mut self) {
+        let known = default_keys();
+        let mut found = BTreeSet::new();
+        if let Ok(table) = self.cfg.clone().try_deserialize::<config::Map<String, Value>>() {
+            flatten("", table, &mut found);
+        }
+        for key in found {
+            if !known.contains(&key) && !key.starts_with("status_map.") {
+                self.problem(&key, "unknown key (see config/default.toml for every key)");
+            }
+        }
+    }
+}
+
+fn flatten(prefix: &str, table: config::Map<String, Value>, out: &mut BTreeSet<String>) {
+    for (key, value) in table {
+        let full = if prefix.is_empty() { key } else { format!("{prefix}.{key}") };
+        match value.kind {
+            ValueKind::Table(inner) => flatten(&full, inner, out),
+            _ => {
+                out.insert(full);
+            }
+        }
+    }
+}
+
+fn default_keys() -> BTreeSet<String> {
+    let defaults = config::Config::builder()
+        .add_source(File::from_str(DEFAULT_TOML, FileFormat::Toml))
+        .build()
+        .and_then(|c| c.try_deserialize::<config::Map<String, Value>>())
+        .unwrap_or_default();
+    let mut keys = BTreeSet::new();
+    flatten("", defaults, &mut keys);
+    keys
+}
+
+fn redacted(secret: &Secret) -> String {
+    if secret.is_empty() { "\"\"".into() } else { "\"<redacted>\"".into() }
+}
+
+/// Reads a secret file: it must be readable and not readable by group or others.
+pub fn read_secret_file(path: &Path) -> Result<String, String> {
+    let meta = std::fs::metadata(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = meta.permissions().mode();
+        if mode & 0o044 != 0 {
+            return Err(format!(
+                "{} is readable by group or others (mode {:o}); chmod 600 it",
+                path.display(),
+                mode & 0o777
+            ));
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = meta;
+    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let secret = text.trim_end_matches(['\n', '\r']).to_owned();
+    if secret.is_empty() {
+        return Err(format!("{} is empty", path.display()));
+    }
+    Ok(secret)
+}
+
+impl Config {
+    /// The effective configuration as TOML dotted keys, secrets redacted, for `check-config`.
+    pub fn render_redacted(&self) -> String {
+        let mut lines: Vec<(String, String)> = Vec::new();
+        let mut put = |k: &str, v: String| lines.push((k.to_owned(), v));
+        let q = |s: &str| format!("{s:?}");
+        let secs = |d: Duration| format!("{}", d.as_secs_f64());
+        put("store.path", q(&self.store.path.display().to_string()));
+        for (section, http) in [("provincial", &self.provincial.http), ("national", &self.national.http)] {
+            put(&format!("{section}.base_url"), q(http.base_url.as_str()));
+            put(&format!("{section}.connect_timeout_seconds"), secs(http.connect_timeout));
+            put(&format!("{section}.request_timeout_seconds"), secs(http.request_timeout));
+            put(&format!("{section}.max_response_bytes"), http.max_response_bytes.to_string());
+            put(
+                &format!("{section}.ca_file"),
+                q(&http.ca_file.as_ref().map(|p| p.display().to_string()).unwrap_or_default()),
+            );
+            put(&format!("{section}.retry_initial_seconds"), secs(http.retry_initial));
+            put(&format!("{section}.retry_max_seconds"), secs(http.retry_max));
+        }
+        put("provincial.api_key", redacted(&self.provincial.api_key));
+        put("provincial.poll_interval_seconds", secs(self.provincial.poll_interval));
+        put("provincial.page_size", self.provincial.page_size.to_string());
+        put("provincial.look_back_seconds", secs(self.provincial.look_back));
+        put(
+            "provincial.reconcile_interval_seconds",
+            self.provincial.reconcile_interval.map_or_else(|| "0".to_owned(), secs),
+        );
+        put("national.username", q(&self.national.username));
+        put("national.password", redacted(&self.national.password));
+        put("national.madonvi", q(&self.national.madonvi));
+        put("national.dstcode", q(self.national.dstcode.as_deref().unwrap_or("")));
+        put("national.batch_size", self.national.batch_size.to_string());
+        put("national.max_concurrency", self.national.max_concurrency.to_string());
+        put("national.session_renew_seconds", secs(self.national.session_renew));
+        for (local, status) in &self.status_map {
+            put(&format!("status_map.{local}"), status.to_string());
+        }
+        put(
+            "telemetry.log_format",
+            q(match self.telemetry.log_format {
+                LogFormat::Json => "json",
+                LogFormat::Pretty => "pretty",
+            }),
+        );
+        put(
+            "telemetry.metrics_listen",
+            q(&self.telemetry.metrics_listen.map(|a| a.to_string()).unwrap_or_default()),
+        );
+        put("daemon.drain_seconds", secs(self.daemon.drain));
+        put("daemon.heartbeat_seconds", secs(self.daemon.heartbeat));
+        put("daemon.stale_heartbeat_seconds", secs(self.daemon.stale_heartbeat));
+        put("daemon.outbox_age_threshold_seconds", secs(self.daemon.outbox_age_threshold));
+        let mut out = String::new();
+        if let Some(source) = &self.source {
+            out.push_str(&format!(
+                "# from {} and the environment over built-in defaults\n",
+                source.display()
+            ));
+        } else {
+            out.push_str("# built-in defaults and the environment (no configuration file)\n");
+        }
+        for (k, v) in lines {
+            out.push_str(&format!("{k} = {v}\n"));
+        }
+        out
+    }
+
+    /// Local status → national code.
+    pub fn map_status(&self, local: &str) -> Option<NationalStatus> {
+        self.status_map.get(local).copied()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+    }
+
+    fn runnable() -> HashMap<String, String> {
+        env(&[
+            ("DVC_SYNC__PROVINCIAL__API_KEY", "k"),
+            ("DVC_SYNC__NATIONAL__USERNAME", "u"),
+            ("DVC_SYNC__NATIONAL__PASSWORD", "0123"),
+            ("DVC_SYNC__NATIONAL__MADONVI", "000.00.00.H58"),
+        ])
+    }
+
+    fn file(text: &str) -> tempfile::NamedTempFile {
+        let mut f = tempfile::Builder::new().suffix(".toml").tempfile().unwrap();
+        std::io::Write::write_all(&mut f, text.as_bytes()).unwrap();
+        f
+    }
+
+    #[test]
+    fn defaults_load_for_inspection_and_env_wins_over_the_file() {
+        let c = load_with_env(
+            Some(Path::new("/nonexistent-dir-for-test/x.toml")),
+            HashMap::new(),
+            Purpose::Inspect,
+        );
+        assert!(c.is_err(), "a named file must exist");
+        let f = file("[provincial]\npage_size = 200\n[store]\npath = \"/tmp/a.db\"\n");
+        let mut e = runnable();
+        e.insert("DVC_SYNC__PROVINCIAL__PAGE_SIZE".into(), "300".into());
+        let c = load_with_env(Some(f.path()), e, Purpose::Run).unwrap();
+        assert_eq!(c.provincial.page_size, 300);
+        assert_eq!(c.store.path, PathBuf::from("/tmp/a.db"));
+        assert_eq!(c.national.password.expose(), "0123", "a numeric-looking secret keeps its leading zero");
+        assert_eq!(c.map_status("processing"), NationalStatus::new(4));
+    }
+
+    #[test]
+    fn every_bad_key_is_named_at_once() {
+        let f = file(
+            "[provincial]\npage_size = 5000\npoll_interval_seconds = \"soon\"\nbase_url = \"ftp://x\"\n\
+             [national]\nbatch_size = 0\n[status_map]\nprocessing = 11\n[telemetry]\nlog_format = \"xml\"\n\
+             metrics_listen = \"nowhere\"\n[daemon]\ndrain_seconds = -1\n[typo]\nkey = 1\n",
+        );
+        let errors = load_with_env(Some(f.path()), HashMap::new(), Purpose::Run).unwrap_err();
+        let keys: BTreeSet<&str> = errors.0.iter().map(|(k, _)| k.as_str()).collect();
+        for key in [
+            "provincial.page_size",
+            "provincial.poll_interval_seconds",
+            "provincial.base_url",
+            "national.batch_size",
+            "status_map.processing",
+            "telemetry.log_format",
+            "telemetry.metrics_listen",
+            "daemon.drain_seconds",
+            "typo.key",
+            "provincial.api_key",
+            "national.password",
+            "national.username",
+            "national.madonvi",
+        ] {
+            assert!(keys.contains(key), "{key} not named in {errors}");
+        }
+    }
+
+    #[test]
+    fn secrets_never_print_and_files_must_be_private() {
+        let s = Secret::new("hunter2");
+        assert_eq!(format!("{s:?} {s}"), "<redacted> <redacted>");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("password");
+        std::fs::write(&path, "from-file\n").unwrap();
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+            assert!(read_secret_file(&path).unwrap_err().contains("readable by group or others"));
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        }
+        assert_eq!(read_secret_file(&path).unwrap(), "from-file");
+        let mut e = runnable();
+        e.remove("DVC_SYNC__NATIONAL__PASSWORD");
+        e.insert("DVC_SYNC__NATIONAL__PASSWORD_FILE".into(), path.display().to_string());
+        let c = load_with_env(None, e, Purpose::Run).unwrap();
+        assert_eq!(c.national.password.expose(), "from-file");
+        let rendered = c.render_redacted();
+        assert!(!rendered.contains("from-file") && !rendered.contains("\"k\""), "{rendered}");
+        assert!(rendered.contains("national.password = \"<redacted>\""), "{rendered}");
+    }
+
+    #[test]
+    fn both_a_secret_and_its_file_is_refused() {
+        let mut e = runnable();
+        e.insert("DVC_SYNC__NATIONAL__PASSWORD_FILE".into(), "/etc/hostname".into());
+        let errors = load_with_env(None, e, Purpose::Run).unwrap_err();
+        assert!(errors.0.iter().any(|(k, m)| k == "national.password" && m.contains("not both")), "{errors}");
+    }
+
+    #[test]
+    fn inspection_does_not_need_credentials() {
+        assert!(load_with_env(None, HashMap::new(), Purpose::Inspect).is_ok());
+        assert!(load_with_env(None, HashMap::new(), Purpose::Run).is_err());
+    }
+
+    #[test]
+    fn the_rendered_config_is_valid_toml_that_loads_back() {
+        let c = load_with_env(None, runnable(), Purpose::Run).unwrap();
+        let rendered = c.render_redacted();
+        let f = file(&rendered);
+        let again = load_with_env(Some(f.path()), runnable(), Purpose::Run).unwrap();
+        assert_eq!(
+            again.render_redacted().lines().skip(1).collect::<Vec<_>>(),
+            rendered.lines().skip(1).collect::<Vec<_>>()
+        );
+    }
+}

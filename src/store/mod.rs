@@ -1,0 +1,193 @@
+//! SQLite: the one way to open the database (WAL, `synchronous = FULL`, a busy timeout,
+//! foreign keys, migrations applied on open) and the small helpers every part shares. The
+//! queries themselves live beside the code that needs them.
+//!
+//! Why `synchronous = FULL`: before each national write the pusher durably marks the
+//! dossiers concerned as in flight. With FULL, that mark is on disk (the WAL fsynced) before
+//! the request leaves, so a power cut can cost a read-back, never a resent history entry.
+
+pub mod lock;
+
+use std::{
+    path::{Path, PathBuf},
+    sync::{Mutex, MutexGuard},
+    time::Duration,
+};
+
+use rusqlite::{Connection, OpenFlags, OptionalExtension, Transaction, params};
+use rusqlite_migration::{M, Migrations};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot open the database {path}: {source}")]
+    Open { path: PathBuf, source: rusqlite::Error },
+    #[error("cannot migrate the database {path}: {source}")]
+    Migrate { path: PathBuf, source: rusqlite_migration::Error },
+    #[error("database error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+}
+
+fn migrations() -> Migrations<'static> {
+    Migrations::new(vec![M::up(include_str!("../../migrations/0001_initial.sql"))])
+}
+
+/// The daemon's read-write handle: one connection, one writer at a time.
+pub struct Store {
+    conn: Mutex<Connection>,
+    path: PathBuf,
+}
+
+impl Store {
+    /// Opens (creating if needed) and migrates the database.
+    pub fn open(path: &Path) -> Result<Store, StoreError> {
+        let open_err = |source| StoreError::Open { path: path.to_path_buf(), source };
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            // Let SQLite report a missing directory in its own words if this fails.
+            let _ = std::fs::create_dir_all(dir);
+        }
+        let mut conn = Connection::open(path).map_err(open_err)?;
+        conn.busy_timeout(Duration::from_secs(5)).map_err(open_err)?;
+        conn.pragma_update(None, "journal_mode", "WAL").map_err(open_err)?;
+        conn.pragma_update(None, "synchronous", "FULL").map_err(open_err)?;
+        conn.pragma_update(None, "foreign_keys", "ON").map_err(open_err)?;
+        // Integrity first: a corrupt file must stop the daemon with a clear message, not be
+        // written to.
+        let check: String = conn.query_row("PRAGMA quick_check", [], |r| r.get(0)).map_err(open_err)?;
+        if check != "ok" {
+            return Err(StoreError::Open {
+                path: path.to_path_buf(),
+                source: rusqlite::Error::SqliteFailure(
+                    rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CORRUPT),
+                    Some(format!("integrity check failed: {check}")),
+                ),
+            });
+        }
+        migrations()
+            .to_latest(&mut conn)
+            .map_err(|source| StoreError::Migrate { path: path.to_path_buf(), source })?;
+        Ok(Store { conn: Mutex::new(conn), path: path.to_path_buf() })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Connection> {
+        // A panic while holding the connection cannot leave a transaction open: rusqlite
+        // rolls back on drop. The connection itself stays usable.
+        self.conn.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Runs `f` on the connection (reads, or single statements).
+    pub fn read<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T, StoreError> {
+        Ok(f(&self.lock())?)
+    }
+
+    /// Runs `f` in one transaction, committed if it returns Ok.
+    pub fn write<T>(&self, f: impl FnOnce(&Transaction<'_>) -> rusqlite::Result<T>) -> Result<T, StoreError> {
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        let value = f(&tx)?;
+        tx.commit()?;
+        Ok(value)
+    }
+}
+
+/// Opens the database read-only, for `status`: works while the daemon runs, and never
+/// creates or migrates anything.
+pub fn open_read_only(path: &Path) -> Result<Connection, StoreError> {
+    let open_err = |source| StoreError::Open { path: path.to_path_buf(), source };
+    if !path.exists() {
+        return Err(StoreError::Open {
+            path: path.to_path_buf(),
+            source: rusqlite::Error::SqliteFailure(
+                rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CANTOPEN),
+                Some("no such file".into()),
+            ),
+        });
+    }
+    let conn =
+        Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)
+            .map_err(open_err)?;
+    conn.busy_timeout(Duration::from_secs(2)).map_err(open_err)?;
+    Ok(conn)
+}
+
+pub fn meta_get(conn: &Connection, key: &str) -> rusqlite::Result<Option<String>> {
+    conn.query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
+        .optional()
+        .map(Option::flatten)
+}
+
+pub fn meta_set(conn: &Connection, key: &str, value: Option<&str>) -> rusqlite::Result<()> {
+    conn.execute(
+        "INSERT INTO meta(key, value) VALUES (?1, ?2) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+        params![key, value],
+    )?;
+    Ok(())
+}
+
+/// Adds `by` to an integer kept in meta.
+pub fn meta_add(conn: &Connection, key: &str, by: i64) -> rusqlite::Result<()> {
+    conn.execute(
+        "INSERT INTO meta(key, value) VALUES (?1, ?2)
+         ON CONFLICT(key) DO UPDATE SET value = CAST(COALESCE(CAST(value AS INTEGER), 0) + ?2 AS TEXT)",
+        params![key, by],
+    )?;
+    Ok(())
+}
+
+/// FNV-1a, 64 bits: a stable hash (unlike std's) for comparing payloads across restarts and
+/// releases. Stored as i64, SQLite's integer.
+pub fn stable_hash(bytes: &[u8]) -> i64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in bytes {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h as i64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn migrations_are_valid() {
+        migrations().validate().unwrap();
+    }
+
+    #[test]
+    fn open_creates_migrates_and_reopens() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sub/state.db");
+        let store = Store::open(&path).unwrap();
+        store.write(|tx| meta_set(tx, "k", Some("v"))).unwrap();
+        store.write(|tx| meta_add(tx, "n", 2)).unwrap();
+        store.write(|tx| meta_add(tx, "n", 3)).unwrap();
+        drop(store);
+        let store = Store::open(&path).unwrap();
+        assert_eq!(store.read(|c| meta_get(c, "k")).unwrap().as_deref(), Some("v"));
+        assert_eq!(store.read(|c| meta_get(c, "n")).unwrap().as_deref(), Some("5"));
+        let mode: String = store.read(|c| c.query_row("PRAGMA journal_mode", [], |r| r.get(0))).unwrap();
+        assert_eq!(mode, "wal");
+        let ro = open_read_only(&path).unwrap();
+        assert_eq!(meta_get(&ro, "k").unwrap().as_deref(), Some("v"));
+        assert!(ro.execute("DELETE FROM meta", []).is_err(), "read-only");
+    }
+
+    #[test]
+    fn a_corrupt_file_is_refused_with_a_clear_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        std::fs::write(&path, vec![0x42u8; 8192]).unwrap();
+        let err = Store::open(&path).err().expect("refused").to_string();
+        assert!(err.contains("state.db"), "{err}");
+    }
+
+    #[test]
+    fn stable_hash_is_stable() {
+        assert_eq!(stable_hash(b""), 0xcbf2_9ce4_8422_2325_u64 as i64);
+        assert_eq!(stable_hash(b"a"), 0xaf63_dc4c_8601_ec8c_u64 as i64);
+    }
+}
