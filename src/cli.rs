@@ -5,8 +5,14 @@ use std::{io::Write, net::SocketAddr, path::PathBuf, process::ExitCode};
 use clap::{Args, Parser, Subcommand};
 use tokio::net::TcpListener;
 
+use tokio_util::sync::CancellationToken;
+
 use crate::{
+    config::{self, Purpose},
+    daemon,
     mock::{self, MockServer},
+    ops,
+    store::Store,
     telemetry::{self, LogFormat, Output},
 };
 
@@ -26,6 +32,27 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run the daemon until SIGTERM or SIGINT (exit 0 after a clean drain, 78 bad config, 1 fatal)
+    Run,
+    /// Validate the configuration and print it with secrets redacted (exit 78 when invalid)
+    CheckConfig,
+    /// Re-enqueue parked items: dead dossiers and quarantined records (both when neither flag is given)
+    Retry {
+        /// Dossiers the national portal refused
+        #[arg(long)]
+        dead: bool,
+        /// Records quarantined locally (they are judged again by the next full pass)
+        #[arg(long)]
+        quarantined: bool,
+        /// Only these (MaHoSo, or a quarantine key)
+        mahoso: Vec<String>,
+    },
+    /// One full reconciliation pass now (by the running daemon if there is one)
+    Reconcile {
+        /// Print the report as JSON
+        #[arg(long)]
+        json: bool,
+    },
     /// Run a portal mock (for tests, demos and benchmarks; bind it to loopback)
     Mock {
         #[command(subcommand)]
@@ -76,10 +103,108 @@ pub struct ProvincialArgs {
     pub knobs: mock::provincial::Knobs,
 }
 
+/// Exit code for an invalid configuration (EX_CONFIG).
+pub const EXIT_CONFIG: u8 = 78;
+
 /// Runs a command to completion and gives the process exit code.
 pub fn run(cli: Cli) -> ExitCode {
+    let config_path = cli.config.as_deref();
     match cli.command {
         Command::Mock { portal } => block_on(run_mock(portal)),
+        Command::CheckConfig => match config::load(config_path, Purpose::Run) {
+            Ok(c) => {
+                print!("{}", c.render_redacted());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprint!("{e}");
+                ExitCode::from(EXIT_CONFIG)
+            }
+        },
+        Command::Run => {
+            let config = match config::load(config_path, Purpose::Run) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprint!("{e}");
+                    return ExitCode::from(EXIT_CONFIG);
+                }
+            };
+            telemetry::init(config.telemetry.log_format, Output::Stdout, "info");
+            block_on(async move {
+                let token = CancellationToken::new();
+                let signals = token.clone();
+                tokio::spawn(async move {
+                    shutdown_signal().await;
+                    tracing::info!(
+                        event = "signal_received",
+                        "stopping: draining in-flight work (a second signal aborts)"
+                    );
+                    signals.cancel();
+                    shutdown_signal().await;
+                    tracing::warn!(event = "signal_received", "second signal: aborting now");
+                    std::process::exit(130);
+                });
+                match daemon::run(config, token).await {
+                    Ok(()) => Ok(ExitCode::SUCCESS),
+                    Err(e) => {
+                        tracing::error!(event = "daemon_failed", error = format!("{e:#}"));
+                        eprintln!("dvc-sync: {e:#}");
+                        Ok(ExitCode::FAILURE)
+                    }
+                }
+            })
+        }
+        Command::Retry { dead, quarantined, mahoso } => {
+            let config = match config::load(config_path, Purpose::Inspect) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprint!("{e}");
+                    return ExitCode::from(EXIT_CONFIG);
+                }
+            };
+            let result = Store::open(&config.store.path)
+                .map_err(anyhow::Error::from)
+                .and_then(|store| ops::retry(&store, dead, quarantined, &mahoso));
+            match result {
+                Ok(done) => {
+                    println!(
+                        "re-enqueued {} dead dossier(s); released {} quarantined record(s) to be judged again by the next full pass",
+                        done.dead, done.quarantined
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("dvc-sync retry: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Reconcile { json } => {
+            let config = match config::load(config_path, Purpose::Inspect) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprint!("{e}");
+                    return ExitCode::from(EXIT_CONFIG);
+                }
+            };
+            telemetry::init(config.telemetry.log_format, Output::Stderr, "warn");
+            block_on(async move {
+                let report = ops::reconcile(&config, std::time::Duration::from_secs(24 * 3600)).await?;
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&report)?);
+                } else {
+                    println!(
+                        "reconciled {} records: {} changes the poller had missed, {} quarantined, {} dossiers re-enqueued; coverage {:.2}%",
+                        report.records,
+                        report.drift,
+                        report.quarantined,
+                        report.requeued,
+                        report.coverage_percent
+                    );
+                }
+                Ok(ExitCode::SUCCESS)
+            })
+        }
     }
 }
 

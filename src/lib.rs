@@ -3,7 +3,15 @@
 
 pub mod cli;
 pub mod config;
+pub mod daemon;
 pub mod domain;
+pub mod metrics;
 pub mod mock;
+pub mod national;
+pub mod ops;
+pub mod provincial;
 pub mod store;
+pub mod sync;
 pub mod telemetry;
+pub mod transport;
+pub mod verify;

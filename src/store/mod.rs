@@ -137,17 +137,6 @@ pub fn meta_add(conn: &Connection, key: &str, by: i64) -> rusqlite::Result<()> {
     Ok(())
 }
 
-/// FNV-1a, 64 bits: a stable hash (unlike std's) for comparing payloads across restarts and
-/// releases. Stored as i64, SQLite's integer.
-pub fn stable_hash(bytes: &[u8]) -> i64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in bytes {
-        h ^= u64::from(*b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    h as i64
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -183,11 +172,5 @@ mod tests {
         std::fs::write(&path, vec![0x42u8; 8192]).unwrap();
         let err = Store::open(&path).err().expect("refused").to_string();
         assert!(err.contains("state.db"), "{err}");
-    }
-
-    #[test]
-    fn stable_hash_is_stable() {
-        assert_eq!(stable_hash(b""), 0xcbf2_9ce4_8422_2325_u64 as i64);
-        assert_eq!(stable_hash(b"a"), 0xaf63_dc4c_8601_ec8c_u64 as i64);
     }
 }

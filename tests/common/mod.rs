@@ -262,3 +262,5 @@ impl Provincial {
         self.http.put(self.url("/_mock/faults")).json(&patch).send().await.expect("send")
     }
 }
+
+pub mod daemon;

@@ -1,0 +1,355 @@
+//! From a raw provincial record to what the national portal accepts (provincial-portal.md):
+//! NFC text, strings where numbers came, lengths cut at character boundaries, dates in Vietnam
+//! local time, the local status through `status_map`. A record that cannot be repaired is
+//! quarantined with its reason and never sent.
+
+use std::collections::BTreeMap;
+
+use jiff::Timestamp;
+use serde_json::{Map, Value};
+
+use super::{
+    dates::normalize_date,
+    mahoso, stable_hash,
+    status::NationalStatus,
+    text::{max_chars, to_nfc, truncate_chars},
+};
+
+pub type StatusMap = BTreeMap<String, NationalStatus>;
+
+/// The national fields the catalogue (LayThuTuc) supplies when the record lacks them.
+pub const CATALOGUE_FIELDS: [&str; 3] = ["TenTTHC", "MaLinhVuc", "TenLinhVuc"];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Text,
+    Date,
+}
+
+/// (field, required, kind) of the national dossier, in the national table's order. MaHoSo,
+/// MaTTHC and TrangThaiHoSo are handled apart.
+const DOSSIER_FIELDS: &[(&str, bool, Kind)] = &[
+    ("KenhThucHien", true, Kind::Text),
+    ("LoaiDoiTuong", true, Kind::Text),
+    ("ChuHoSo", false, Kind::Text),
+    ("SoGiayToChuHoSo", false, Kind::Text),
+    ("Email", false, Kind::Text),
+    ("SoDienThoai", false, Kind::Text),
+    ("TrichYeuHoSo", true, Kind::Text),
+    ("NgayTiepNhan", true, Kind::Date),
+    ("NgayHenTra", false, Kind::Date),
+    ("NgayTra", false, Kind::Date),
+    ("NgayKetThucXuLy", false, Kind::Date),
+    ("HinhThuc", true, Kind::Text),
+    ("DonViXuLy", true, Kind::Text),
+];
+
+const HISTORY_FIELDS: &[(&str, bool, Kind)] = &[
+    ("NguoiXuLy", true, Kind::Text),
+    ("ChucDanh", false, Kind::Text),
+    ("PhongBanXuLy", false, Kind::Text),
+    ("ThoiDiemXuLy", true, Kind::Date),
+    ("NoiDungXuLy", true, Kind::Text),
+    ("NgayBatDau", false, Kind::Date),
+    ("NgayKetThucTheoQuyDinh", false, Kind::Date),
+];
+
+/// A record in the national form.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Normalized {
+    pub mahoso: String,
+    pub version: i64,
+    pub updated_at: Timestamp,
+    /// Every national dossier field, as strings ("" for absent optional ones).
+    pub dossier: Map<String, Value>,
+    /// TenTTHC, MaLinhVuc or TenLinhVuc is missing: fill from the catalogue before sending.
+    pub needs_catalogue: bool,
+    pub procedure: String,
+    pub status: NationalStatus,
+    /// The processing history, oldest first, in the national form.
+    pub history: Vec<Value>,
+}
+
+/// Why a record is quarantined, and how to recognise it again.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Quarantined {
+    /// The MaHoSo as given, or a fingerprint of the record when it has none.
+    pub key: String,
+    pub mahoso: Option<String>,
+    pub version: Option<i64>,
+    pub updated_at: Option<Timestamp>,
+    pub reason: String,
+}
+
+/// The position of a raw record in the listing, read even from records that are otherwise
+/// unusable, so that the cursor can move past them.
+pub fn position_of(raw: &Value) -> Option<(Timestamp, String)> {
+    let ts = raw.get("updated_at")?.as_str()?.parse().ok()?;
+    let id = raw.get("MaHoSo").and_then(Value::as_str).unwrap_or("").to_owned();
+    Some((ts, id))
+}
+
+/// A scalar as the national API wants it: a string. Numbers become their decimal form;
+/// null or absent is `None`.
+fn scalar(v: Option<&Value>) -> Result<Option<String>, &'static str> {
+    match v {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(Value::Number(n)) => Ok(Some(match (n.as_i64(), n.as_u64(), n.as_f64()) {
+            (Some(i), _, _) => i.to_string(),
+            (_, Some(u), _) => u.to_string(),
+            (_, _, Some(f)) if f.fract() == 0.0 && f.abs() < 1e15 => format!("{f:.0}"),
+            _ => n.to_string(),
+        })),
+        Some(Value::Bool(_)) => Err("is a boolean, not text"),
+        Some(Value::Array(_)) | Some(Value::Object(_)) => Err("is not a scalar"),
+    }
+}
+
+fn text(field: &str, s: &str) -> String {
+    let nfc = to_nfc(s);
+    truncate_chars(&nfc, max_chars(field)).to_owned()
+}
+
+/// Converts the fields of `table` from `source` into `out`; the error names the field.
+fn convert(
+    source: &Map<String, Value>,
+    table: &[(&str, bool, Kind)],
+    out: &mut Map<String, Value>,
+) -> Result<(), String> {
+    for (field, required, kind) in table {
+        let value = scalar(source.get(*field)).map_err(|why| format!("{field} {why}"))?;
+        let value = match value {
+            Some(v) if !v.trim().is_empty() => v,
+            _ if *required => return Err(format!("missing {field}")),
+            _ => String::new(),
+        };
+        let converted = match kind {
+            _ if value.is_empty() => value,
+            Kind::Text => text(field, &value),
+            Kind::Date => {
+                normalize_date(&value).ok_or_else(|| format!("unparseable date in {field}: {value:?}"))?
+            }
+        };
+        out.insert((*field).to_owned(), Value::String(converted));
+    }
+    Ok(())
+}
+
+fn local_status(record: &Map<String, Value>, map: &StatusMap) -> Result<NationalStatus, String> {
+    let local = scalar(record.get("TrangThai")).map_err(|why| format!("TrangThai {why}"))?;
+    let local = local.filter(|s| !s.is_empty()).ok_or("no local status (TrangThai)")?;
+    map.get(&local).copied().ok_or_else(|| format!("local status {local:?} not in status_map"))
+}
+
+/// A stable key for a record without a usable MaHoSo, from fields that do not change over
+/// its life, so that every version of it lands on the same quarantine row.
+fn fingerprint(record: &Value) -> String {
+    let part = |k: &str| record.get(k).map(Value::to_string).unwrap_or_default();
+    let identity = ["MaTTHC", "NgayTiepNhan", "ChuHoSo", "SoGiayToChuHoSo", "DonViXuLy"].map(part).join("|");
+    format!("no-MaHoSo:{:016x}", stable_hash(identity.as_bytes()) as u64)
+}
+
+/// Normalises one raw provincial record.
+pub fn normalize(raw: &Value, map: &StatusMap) -> Result<Normalized, Quarantined> {
+    let mahoso_given = raw.get("MaHoSo").and_then(Value::as_str).filter(|s| !s.is_empty()).map(str::to_owned);
+    let version = raw.get("version").and_then(Value::as_i64);
+    let updated_at = raw.get("updated_at").and_then(Value::as_str).and_then(|s| s.parse::<Timestamp>().ok());
+    let quarantine = |reason: String| Quarantined {
+        key: mahoso_given.clone().unwrap_or_else(|| fingerprint(raw)),
+        mahoso: mahoso_given.clone(),
+        version,
+        updated_at,
+        reason,
+    };
+    let Some(record) = raw.as_object() else {
+        return Err(quarantine("the record is not a JSON object".into()));
+    };
+    let Some(mahoso) = mahoso_given.clone() else {
+        return Err(quarantine(match record.get("MaHoSo") {
+            None | Some(Value::Null) => "no MaHoSo".into(),
+            Some(Value::String(_)) => "no MaHoSo (empty)".into(),
+            Some(other) => format!("malformed MaHoSo: {other} is not a string"),
+        }));
+    };
+    if let Err(e) = mahoso::parse(&mahoso) {
+        return Err(quarantine(format!("malformed MaHoSo {mahoso:?}: {e}")));
+    }
+    let Some(version) = version.filter(|v| *v >= 0) else {
+        return Err(quarantine("no version (a non-negative integer)".into()));
+    };
+    let Some(updated_at) = updated_at else {
+        return Err(quarantine("unparseable updated_at".into()));
+    };
+    let status = local_status(record, map).map_err(quarantine)?;
+
+    let mut dossier = Map::new();
+    dossier.insert("MaHoSo".into(), Value::String(mahoso.clone()));
+    let procedure = match scalar(record.get("MaTTHC")) {
+        Ok(Some(p)) if !p.trim().is_empty() => p.trim().to_owned(),
+        Ok(_) => return Err(quarantine("missing MaTTHC".into())),
+        Err(why) => return Err(quarantine(format!("MaTTHC {why}"))),
+    };
+    dossier.insert("MaTTHC".into(), Value::String(procedure.clone()));
+    let mut needs_catalogue = false;
+    for field in CATALOGUE_FIELDS {
+        match scalar(record.get(field)) {
+            Ok(Some(v)) if !v.trim().is_empty() => {
+                dossier.insert(field.into(), Value::String(text(field, &v)));
+            }
+            Ok(_) => {
+                needs_catalogue = true;
+                dossier.insert(field.into(), Value::String(String::new()));
+            }
+            Err(why) => return Err(quarantine(format!("{field} {why}"))),
+        }
+    }
+    convert(record, DOSSIER_FIELDS, &mut dossier).map_err(quarantine)?;
+    dossier.insert("TrangThaiHoSo".into(), Value::String(status.to_string()));
+
+    let entries = match record.get("QuaTrinhXuLy") {
+        None | Some(Value::Null) => &Vec::new(),
+        Some(Value::Array(entries)) => entries,
+        Some(_) => return Err(quarantine("QuaTrinhXuLy is not an array".into())),
+    };
+    let mut history = Vec::with_capacity(entries.len());
+    for (i, entry) in entries.iter().enumerate() {
+        let n = i + 1;
+        let Some(entry) = entry.as_object() else {
+            return Err(quarantine(format!("history entry {n} is not an object")));
+        };
+        let mut out = Map::new();
+        out.insert("MaHoSo".into(), Value::String(mahoso.clone()));
+        convert(entry, HISTORY_FIELDS, &mut out)
+            .map_err(|e| quarantine(format!("history entry {n}: {e}")))?;
+        let status = local_status(entry, map).map_err(|e| quarantine(format!("history entry {n}: {e}")))?;
+        out.insert("TrangThai".into(), Value::String(status.to_string()));
+        history.push(Value::Object(out));
+    }
+    Ok(Normalized { mahoso, version, updated_at, dossier, needs_catalogue, procedure, status, history })
+}
+
+/// Fills the catalogue fields from a `LayThuTuc` answer.
+pub fn fill_catalogue(dossier: &mut Map<String, Value>, name: &str, field_code: &str, field_name: &str) {
+    for (field, value) in CATALOGUE_FIELDS.iter().zip([name, field_code, field_name]) {
+        let current = dossier.get(*field).and_then(Value::as_str).unwrap_or("");
+        if current.is_empty() {
+            dossier.insert((*field).to_owned(), Value::String(text(field, value)));
+        }
+    }
+}
+
+/// Whether any catalogue field is still empty.
+pub fn lacks_catalogue(dossier: &Map<String, Value>) -> bool {
+    CATALOGUE_FIELDS.iter().any(|f| dossier.get(*f).and_then(Value::as_str).is_none_or(str::is_empty))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::status::DEFAULT_STATUS_MAP;
+    use serde_json::json;
+    use unicode_normalization::UnicodeNormalization;
+
+    fn map() -> StatusMap {
+        DEFAULT_STATUS_MAP.iter().map(|(k, v)| ((*k).to_owned(), NationalStatus::new(*v).unwrap())).collect()
+    }
+
+    fn record() -> Value {
+        json!({
+            "MaHoSo": "000.00.15.H58-260301-0001", "MaTTHC": "1.001193",
+            "KenhThucHien": "2", "LoaiDoiTuong": "1", "ChuHoSo": "Nguyễn Văn An",
+            "TrichYeuHoSo": "Đăng ký khai sinh", "NgayTiepNhan": "20260301083000",
+            "NgayHenTra": "20260305170000", "TrangThai": "processing", "HinhThuc": "0",
+            "DonViXuLy": "Sở Tư pháp", "updated_at": "2026-03-01T08:30:00.123456+07:00", "version": 3,
+            "QuaTrinhXuLy": [{"MaHoSo": "000.00.15.H58-260301-0001", "NguoiXuLy": "Trần Văn Hậu",
+                "ThoiDiemXuLy": "20260301083000", "NoiDungXuLy": "Tiếp nhận", "TrangThai": "new"}],
+        })
+    }
+
+    fn with(mut v: Value, k: &str, x: Value) -> Value {
+        v[k] = x;
+        v
+    }
+
+    #[test]
+    fn a_clean_record_becomes_the_national_form() {
+        let n = normalize(&record(), &map()).unwrap();
+        assert_eq!(n.mahoso, "000.00.15.H58-260301-0001");
+        assert_eq!((n.version, n.status.code()), (3, 4));
+        assert_eq!(n.dossier["TrangThaiHoSo"], "4");
+        assert_eq!(n.dossier["SoDienThoai"], "", "absent optional fields are empty strings");
+        assert!(n.needs_catalogue, "no TenTTHC in the record");
+        assert_eq!(n.history[0]["TrangThai"], "2");
+        assert_eq!(n.history[0]["ChucDanh"], "");
+        assert!(n.dossier.get("TrangThai").is_none() && n.dossier.get("version").is_none());
+    }
+
+    #[test]
+    fn mess_is_repaired() {
+        let nfd: String = "Nguyễn Văn An".nfd().collect();
+        let long: String = std::iter::repeat_n('ễ', 1200).collect();
+        let r = with(record(), "ChuHoSo", json!(nfd));
+        let r = with(r, "KenhThucHien", json!(2));
+        let r = with(r, "SoDienThoai", json!(912345678));
+        let r = with(r, "TrichYeuHoSo", json!(long));
+        let r = with(r, "NgayTiepNhan", json!("2026-03-01T01:30:00Z"));
+        let n = normalize(&r, &map()).unwrap();
+        assert_eq!(n.dossier["ChuHoSo"], "Nguyễn Văn An");
+        assert_eq!(n.dossier["KenhThucHien"], "2");
+        assert_eq!(n.dossier["SoDienThoai"], "912345678");
+        assert_eq!(n.dossier["TrichYeuHoSo"].as_str().unwrap().chars().count(), 1000);
+        assert_eq!(n.dossier["NgayTiepNhan"], "20260301083000");
+    }
+
+    #[test]
+    fn each_defect_is_quarantined_with_its_reason() {
+        let cases = [
+            (json!({"TrangThai": "new"}), "no MaHoSo"),
+            (with(record(), "MaHoSo", json!("HS/2026/1")), "malformed MaHoSo"),
+            (with(record(), "MaHoSo", json!("000.00.15.H58-260231-0001")), "malformed MaHoSo"),
+            (with(record(), "NgayTiepNhan", json!("31/02/2026 08:00")), "unparseable date in NgayTiepNhan"),
+            (with(record(), "TrangThai", json!("dang_tham_dinh")), "not in status_map"),
+            (with(record(), "TrichYeuHoSo", json!({"x": 1})), "TrichYeuHoSo is not a scalar"),
+            (
+                with(record(), "QuaTrinhXuLy", json!([{"NguoiXuLy": "A"}])),
+                "history entry 1: missing ThoiDiemXuLy",
+            ),
+            (json!("just a string"), "not a JSON object"),
+        ];
+        for (raw, reason) in cases {
+            let q = normalize(&raw, &map()).unwrap_err();
+            assert!(q.reason.contains(reason), "{:?} should say {reason:?}", q.reason);
+        }
+    }
+
+    #[test]
+    fn records_without_mahoso_keep_one_key_across_versions() {
+        let a = without_mahoso(with(record(), "version", json!(1)));
+        let b = without_mahoso(with(with(record(), "version", json!(2)), "TrangThai", json!("done")));
+        let (qa, qb) = (normalize(&a, &map()).unwrap_err(), normalize(&b, &map()).unwrap_err());
+        assert_eq!(qa.key, qb.key);
+        assert!(qa.key.starts_with("no-MaHoSo:"));
+        assert_eq!(qa.version, Some(1));
+    }
+
+    fn without_mahoso(mut v: Value) -> Value {
+        v.as_object_mut().unwrap().remove("MaHoSo");
+        v
+    }
+
+    #[test]
+    fn catalogue_fields_are_filled_only_where_missing() {
+        let mut n = normalize(&record(), &map()).unwrap();
+        assert!(lacks_catalogue(&n.dossier));
+        fill_catalogue(&mut n.dossier, "Đăng ký khai sinh", "G09-TP09", "Hộ tịch");
+        assert!(!lacks_catalogue(&n.dossier));
+        assert_eq!(n.dossier["TenLinhVuc"], "Hộ tịch");
+        let r = with(
+            with(with(record(), "TenTTHC", json!("Tên riêng")), "MaLinhVuc", json!("X")),
+            "TenLinhVuc",
+            json!("Y"),
+        );
+        assert!(!normalize(&r, &map()).unwrap().needs_catalogue);
+    }
+}

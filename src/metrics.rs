@@ -1,0 +1,50 @@
+//! Metric names: a contract with dashboards and alerts (see docs/operations.md). Prefixed
+//! `dvc_sync_`, `_total` on counters, `_seconds` on durations, labels bounded (never a MaHoSo).
+
+pub const OUTBOX_DEPTH: &str = "dvc_sync_outbox_depth";
+pub const OUTBOX_OLDEST_AGE: &str = "dvc_sync_outbox_oldest_pending_age_seconds";
+pub const DOSSIERS: &str = "dvc_sync_dossiers";
+pub const COVERAGE: &str = "dvc_sync_coverage_ratio";
+pub const CALLS: &str = "dvc_sync_national_calls_total";
+pub const CALL_DURATION: &str = "dvc_sync_national_call_duration_seconds";
+pub const SYNC_LAG: &str = "dvc_sync_change_to_ack_lag_seconds";
+pub const SESSION_RENEWALS: &str = "dvc_sync_session_renewals_total";
+pub const CONCURRENCY_LIMIT: &str = "dvc_sync_concurrency_limit";
+pub const PAGES: &str = "dvc_sync_provincial_pages_total";
+pub const RECORDS: &str = "dvc_sync_provincial_records_total";
+pub const DEAD: &str = "dvc_sync_dossiers_parked_total";
+pub const LAST_POLL: &str = "dvc_sync_last_successful_poll_timestamp_seconds";
+pub const LAST_PUSH: &str = "dvc_sync_last_successful_push_timestamp_seconds";
+pub const LOGIN_FAILURES: &str = "dvc_sync_login_failures_total";
+pub const UP: &str = "dvc_sync_up";
+
+/// Every metric with its help text, registered once when the exporter starts.
+pub fn describe() {
+    use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+    describe_gauge!(
+        OUTBOX_DEPTH,
+        "Dossiers with changes not yet acknowledged by the national portal (dead ones excluded)."
+    );
+    describe_gauge!(OUTBOX_OLDEST_AGE, Unit::Seconds, "Age of the oldest change waiting in the outbox.");
+    describe_gauge!(DOSSIERS, "Dossiers by sync state: in_sync, pending, retrying, dead, quarantined.");
+    describe_gauge!(COVERAGE, "Share of valid dossiers whose national copy is current (0 to 1).");
+    describe_counter!(CALLS, "Calls to the national portal by service and outcome.");
+    describe_histogram!(CALL_DURATION, Unit::Seconds, "Duration of national portal calls by service.");
+    describe_histogram!(
+        SYNC_LAG,
+        Unit::Seconds,
+        "From a provincial change (its updated_at) to its acknowledgement by the national portal."
+    );
+    describe_counter!(
+        SESSION_RENEWALS,
+        "National sessions opened after the first (renewals and re-logins after expiry)."
+    );
+    describe_gauge!(CONCURRENCY_LIMIT, "Current adaptive limit on national calls in flight.");
+    describe_counter!(PAGES, "Provincial listing pages by outcome (ok, failed).");
+    describe_counter!(RECORDS, "Provincial records read, by result (changed, seen, quarantined).");
+    describe_counter!(DEAD, "Dossiers parked as dead after a permanent national refusal.");
+    describe_gauge!(LAST_POLL, Unit::Seconds, "Unix time of the last successful provincial poll.");
+    describe_gauge!(LAST_PUSH, Unit::Seconds, "Unix time of the last successful national push round.");
+    describe_counter!(LOGIN_FAILURES, "Failed logins to the national portal.");
+    describe_gauge!(UP, "1 while the daemon runs.");
+}

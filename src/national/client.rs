@@ -1,0 +1,163 @@
+//! The HTTP client of the national integration API: logs in, keeps the session (renewing it
+//! before it expires, and at once when the portal answers -1), and wraps each service call in
+//! the envelope `{session, madonvi, service, ...}`.
+
+use std::{
+    sync::atomic::{AtomicU64, Ordering},
+    time::Duration,
+};
+
+use serde_json::{Value, json};
+use tokio::{sync::Mutex, time::Instant};
+
+use super::classify::{Answer, TransientKind, classify};
+use crate::{
+    config::{NationalConfig, Secret},
+    transport,
+};
+
+struct Session {
+    token: String,
+    obtained: Instant,
+}
+
+pub struct HttpNational {
+    http: reqwest::Client,
+    auth_url: reqwest::Url,
+    integration_url: reqwest::Url,
+    username: String,
+    password: Secret,
+    madonvi: String,
+    dstcode: Option<String>,
+    max_bytes: usize,
+    renew_after: Duration,
+    session: Mutex<Option<Session>>,
+    logins: AtomicU64,
+}
+
+fn join(base: &reqwest::Url, path: &str) -> anyhow::Result<reqwest::Url> {
+    let mut base = base.clone();
+    if !base.path().ends_with('/') {
+        let with_slash = format!("{}/", base.path());
+        base.set_path(&with_slash);
+    }
+    Ok(base.join(path)?)
+}
+
+impl HttpNational {
+    pub fn new(cfg: &NationalConfig) -> anyhow::Result<HttpNational> {
+        Ok(HttpNational {
+            http: transport::client(&cfg.http)?,
+            auth_url: join(&cfg.http.base_url, "auth")?,
+            integration_url: join(&cfg.http.base_url, "integration")?,
+            username: cfg.username.clone(),
+            password: cfg.password.clone(),
+            madonvi: cfg.madonvi.clone(),
+            dstcode: cfg.dstcode.clone(),
+            max_bytes: cfg.http.max_response_bytes,
+            renew_after: cfg.session_renew,
+            session: Mutex::new(None),
+            logins: AtomicU64::new(0),
+        })
+    }
+
+    /// Logins after the first: proactive renewals and re-logins after -1.
+    pub fn session_renewals(&self) -> u64 {
+        self.logins.load(Ordering::Relaxed).saturating_sub(1)
+    }
+
+    async fn post(&self, url: &reqwest::Url, body: &Value) -> Answer {
+        let mut request = self.http.post(url.clone()).json(body);
+        if let Some(dstcode) = &self.dstcode {
+            request = request.header("dstcode", dstcode);
+        }
+        classify(transport::send(request, self.max_bytes).await)
+    }
+
+    /// A live session token, logging in when there is none or it is due for renewal.
+    async fn token(&self) -> Result<String, Answer> {
+        let mut session = self.session.lock().await;
+        if let Some(s) = session.as_ref().filter(|s| s.obtained.elapsed() < self.renew_after) {
+            return Ok(s.token.clone());
+        }
+        let body = json!({"username": self.username, "password": self.password.expose()});
+        match self.post(&self.auth_url, &body).await {
+            Answer::Ok(answer) => {
+                match answer.get("session").and_then(Value::as_str).filter(|t| !t.is_empty()) {
+                    Some(token) => {
+                        self.logins.fetch_add(1, Ordering::Relaxed);
+                        tracing::debug!(event = "session_opened", service = "auth");
+                        *session = Some(Session { token: token.to_owned(), obtained: Instant::now() });
+                        Ok(token.to_owned())
+                    }
+                    None => Err(Answer::retry(
+                        TransientKind::Login,
+                        "login answered success without a session",
+                        false,
+                    )),
+                }
+            }
+            Answer::Refused { code, message } => Err(Answer::retry(
+                TransientKind::Login,
+                format!("login refused (error_code {code}): {message}"),
+                false,
+            )),
+            Answer::Retry(mut t) => {
+                t.reason = format!("login failed: {}", t.reason);
+                t.maybe_applied = false;
+                Err(Answer::Retry(t))
+            }
+        }
+    }
+
+    /// Drops the session if it is still `token` (another call may have renewed it already).
+    async fn forget(&self, token: &str) {
+        let mut session = self.session.lock().await;
+        if session.as_ref().is_some_and(|s| s.token == token) {
+            *session = None;
+        }
+    }
+
+    /// One integration call; on -1 logs in again and retries once (a -1 applied nothing).
+    pub async fn call(&self, service: &str, fields: Value) -> Answer {
+        for _ in 0..2 {
+            let token = match self.token().await {
+                Ok(t) => t,
+                Err(answer) => return answer,
+            };
+            let mut body = json!({"session": token, "madonvi": self.madonvi, "service": service});
+            if let (Value::Object(body), Value::Object(fields)) = (&mut body, &fields) {
+                body.extend(fields.iter().map(|(k, v)| (k.clone(), v.clone())));
+            }
+            match self.post(&self.integration_url, &body).await {
+                Answer::Refused { code: -1, .. } => {
+                    tracing::info!(
+                        event = "session_expired",
+                        service,
+                        "national session refused: logging in again"
+                    );
+                    self.forget(&token).await;
+                }
+                answer => return answer,
+            }
+        }
+        Answer::retry(TransientKind::Session, "session refused again right after a new login", false)
+    }
+
+    pub async fn sync_dossiers(&self, updating: bool, items: &[&Value]) -> Answer {
+        let flag = if updating { "True" } else { "False" };
+        self.call("DongBoHoSoMC", json!({"isUpdating": flag, "data": items})).await
+    }
+
+    pub async fn append_history(&self, entries: &[&Value]) -> Answer {
+        self.call("CapNhatTienDoHoSoMC", json!({"data": entries})).await
+    }
+
+    pub async fn look_up(&self, mahoso: &str) -> Answer {
+        self.call("TraCuuHoSo", json!({"mahoso": mahoso})).await
+    }
+
+    pub async fn procedure(&self, code: &str) -> Answer {
+        self.call("LayThuTuc", json!({"maTTHC": code})).await
+    }
+}

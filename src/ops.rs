@@ -1,0 +1,116 @@
+//! Operator commands that act on the database: `retry` and `reconcile`.
+
+use std::{sync::Arc, time::Duration};
+
+use anyhow::Context;
+use rusqlite::params;
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    config::Config,
+    national::HttpNational,
+    provincial::HttpProvincial,
+    store::{Store, lock::DaemonLock, meta_get, meta_set},
+    sync::{
+        Engine, EngineConfig,
+        ports::SystemClock,
+        reconciler::{LAST, LAST_AT, REQUESTED, ReconcileReport},
+    },
+};
+
+/// What `retry` did.
+#[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Retried {
+    pub dead: usize,
+    pub quarantined: usize,
+}
+
+/// Re-enqueues dead dossiers and releases quarantined records (all, or those named), so
+/// that they are tried again. Safe while the daemon runs: each change is one transaction.
+pub fn retry(store: &Store, dead: bool, quarantined: bool, only: &[String]) -> anyhow::Result<Retried> {
+    let (dead, quarantined) = if !dead && !quarantined { (true, true) } else { (dead, quarantined) };
+    let now = jiff::Timestamp::now().as_microsecond();
+    let done = store.write(|tx| {
+        let mut out = Retried::default();
+        let named = |key: &str| only.is_empty() || only.iter().any(|k| k == key);
+        if dead {
+            let keys: Vec<String> = {
+                let mut stmt = tx.prepare("SELECT mahoso FROM dead")?;
+                stmt.query_map([], |r| r.get(0))?.collect::<rusqlite::Result<_>>()?
+            };
+            for key in keys.into_iter().filter(|k| named(k)) {
+                tx.execute("DELETE FROM dead WHERE mahoso = ?1", [&key])?;
+                tx.execute(
+                    "INSERT INTO outbox (mahoso, enqueued_at, next_attempt_at, attempts) VALUES (?1, ?2, ?2, 0)
+                     ON CONFLICT(mahoso) DO UPDATE SET next_attempt_at = ?2, attempts = 0",
+                    params![key, now],
+                )?;
+                out.dead += 1;
+            }
+            // Ask the catalogue again: it may know the procedure now.
+            tx.execute("DELETE FROM procedure WHERE known = 0", [])?;
+            meta_set(tx, "catalogue_flush", Some(&now.to_string()))?;
+        }
+        if quarantined {
+            let keys: Vec<(String, Option<String>)> = {
+                let mut stmt = tx.prepare("SELECT key, mahoso FROM quarantine")?;
+                stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<rusqlite::Result<_>>()?
+            };
+            for (key, mahoso) in keys {
+                if named(&key) || mahoso.as_deref().is_some_and(named) {
+                    tx.execute("DELETE FROM quarantine WHERE key = ?1", [&key])?;
+                    out.quarantined += 1;
+                }
+            }
+            if out.quarantined > 0 {
+                // The records are judged again as the next full pass reads them.
+                meta_set(tx, REQUESTED, Some(&now.to_string()))?;
+            }
+        }
+        Ok(out)
+    })?;
+    Ok(done)
+}
+
+/// One full reconciliation pass: done by the running daemon if there is one (this waits for
+/// it), else here.
+pub async fn reconcile(config: &Config, timeout: Duration) -> anyhow::Result<ReconcileReport> {
+    let path = &config.store.path;
+    if DaemonLock::is_held(path) {
+        let store = Store::open(path)?;
+        let before = store.read(|c| meta_get(c, LAST_AT))?;
+        let now = jiff::Timestamp::now().as_microsecond();
+        store.write(|tx| meta_set(tx, REQUESTED, Some(&now.to_string())))?;
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            let (at, report) = store.read(|c| Ok((meta_get(c, LAST_AT)?, meta_get(c, LAST)?)))?;
+            if at != before
+                && let Some(report) = report
+            {
+                return Ok(serde_json::from_str(&report)?);
+            }
+            anyhow::ensure!(
+                tokio::time::Instant::now() < deadline,
+                "the daemon did not finish the pass within {timeout:?}"
+            );
+        }
+    }
+    anyhow::ensure!(
+        !config.provincial.api_key.is_empty(),
+        "provincial.api_key (or provincial.api_key_file) is required to read the listing"
+    );
+    let _lock = DaemonLock::acquire(path)?;
+    let store = Arc::new(Store::open(path)?);
+    let source = HttpProvincial::new(&config.provincial).context("while setting up the provincial client")?;
+    // The pass only reads the listing; pushes happen when the daemon runs.
+    let sink = HttpNational::new(&config.national).context("while setting up the national client")?;
+    let engine = Engine::new(store, source, sink, SystemClock, EngineConfig::from_config(config))?;
+    let token = CancellationToken::new();
+    let stop = token.clone();
+    tokio::spawn(async move {
+        crate::cli::shutdown_signal().await;
+        stop.cancel();
+    });
+    engine.reconcile_once(&token).await.context("the pass was interrupted")
+}

@@ -1,0 +1,101 @@
+//! The national procedure catalogue as LayThuTuc answered, cached in memory and in the store.
+//! Unknown codes are asked again after an hour (the catalogue may gain them), known ones
+//! after a day.
+
+use std::{collections::HashMap, sync::Mutex};
+
+use rusqlite::params;
+
+const UNKNOWN_TTL_MICROS: i64 = 3_600 * 1_000_000;
+const KNOWN_TTL_MICROS: i64 = 24 * 3_600 * 1_000_000;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Entry {
+    Known { name: String, field_code: String, field_name: String },
+    Unknown,
+}
+
+#[derive(Debug, Default)]
+pub struct Catalogue {
+    entries: Mutex<HashMap<String, (Entry, i64)>>,
+}
+
+/// A known procedure's catalogue fields.
+pub struct Known {
+    pub name: String,
+    pub field_code: String,
+    pub field_name: String,
+}
+
+impl Catalogue {
+    pub fn load(conn: &rusqlite::Connection) -> rusqlite::Result<Catalogue> {
+        let mut stmt =
+            conn.prepare("SELECT code, known, name, field_code, field_name, fetched_at FROM procedure")?;
+        let rows = stmt.query_map([], |r| {
+            let entry = if r.get::<_, bool>(1)? {
+                Entry::Known {
+                    name: r.get::<_, Option<String>>(2)?.unwrap_or_default(),
+                    field_code: r.get::<_, Option<String>>(3)?.unwrap_or_default(),
+                    field_name: r.get::<_, Option<String>>(4)?.unwrap_or_default(),
+                }
+            } else {
+                Entry::Unknown
+            };
+            Ok((r.get::<_, String>(0)?, (entry, r.get::<_, i64>(5)?)))
+        })?;
+        Ok(Catalogue { entries: Mutex::new(rows.collect::<rusqlite::Result<_>>()?) })
+    }
+
+    /// The cached answer for `code`, if still fresh.
+    pub fn get(&self, code: &str, now: i64) -> Option<Entry> {
+        let entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        let (entry, at) = entries.get(code)?;
+        let ttl = if matches!(entry, Entry::Unknown) { UNKNOWN_TTL_MICROS } else { KNOWN_TTL_MICROS };
+        (now - at < ttl).then(|| entry.clone())
+    }
+
+    /// The fields of a known procedure, if cached (stale entries are still good enough to
+    /// fill a record; the pusher refreshes them when it asks).
+    pub fn known(&self, code: &str, _now: i64) -> Option<Known> {
+        let entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        match entries.get(code) {
+            Some((Entry::Known { name, field_code, field_name }, _)) => Some(Known {
+                name: name.clone(),
+                field_code: field_code.clone(),
+                field_name: field_name.clone(),
+            }),
+            _ => None,
+        }
+    }
+
+    pub fn put(
+        &self,
+        tx: &rusqlite::Transaction<'_>,
+        code: &str,
+        entry: Entry,
+        now: i64,
+    ) -> rusqlite::Result<()> {
+        let (known, name, field_code, field_name) = match &entry {
+            Entry::Known { name, field_code, field_name } => {
+                (true, Some(name), Some(field_code), Some(field_name))
+            }
+            Entry::Unknown => (false, None, None, None),
+        };
+        tx.prepare_cached(
+            "INSERT INTO procedure (code, known, name, field_code, field_name, fetched_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+             ON CONFLICT(code) DO UPDATE SET known = excluded.known, name = excluded.name,
+                 field_code = excluded.field_code, field_name = excluded.field_name, fetched_at = excluded.fetched_at",
+        )?
+        .execute(params![code, known, name, field_code, field_name, now])?;
+        self.entries.lock().unwrap_or_else(|p| p.into_inner()).insert(code.to_owned(), (entry, now));
+        Ok(())
+    }
+
+    /// Forgets unknown answers (after `retry`, so that a fixed catalogue is asked again).
+    pub fn forget_unknown(&self) {
+        self.entries
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|_, (e, _)| !matches!(e, Entry::Unknown));
+    }
+}

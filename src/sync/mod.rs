@@ -1,0 +1,302 @@
+//! The engine: poller → SQLite outbox → pusher, plus the reconciler and the heartbeat. It is
+//! written against the [`ports`] traits (source, sink, clock), so the same code runs against
+//! the HTTP portals in production and against in-memory portals with controlled time in the
+//! simulation.
+
+pub mod catalogue;
+pub mod limiter;
+pub mod poller;
+pub mod ports;
+pub mod pusher;
+pub mod reconciler;
+pub mod stats;
+
+use std::{
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use backon::{BackoffBuilder, ExponentialBuilder};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use self::{
+    catalogue::Catalogue,
+    limiter::Limiter,
+    ports::{Clock, Sink, Source},
+    reconciler::ReconcileReport,
+    stats::{EngineStats, StatsSnapshot},
+};
+use crate::{
+    config::Config,
+    domain::normalize::StatusMap,
+    metrics as m,
+    store::{Store, StoreError, meta_add, meta_set},
+};
+
+/// What the engine needs of the configuration.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    pub page_size: usize,
+    pub poll_interval: Duration,
+    pub look_back: Duration,
+    pub reconcile_interval: Option<Duration>,
+    /// (initial, max) wait between attempts to read a failed page.
+    pub poll_retry: (Duration, Duration),
+    /// (initial, max) wait before a dossier's next attempt after a failed push.
+    pub push_retry: (Duration, Duration),
+    pub batch_size: usize,
+    pub max_concurrency: usize,
+    /// Dossiers taken per pusher round.
+    pub round_size: usize,
+    pub status_map: StatusMap,
+    pub drain: Duration,
+    pub heartbeat: Duration,
+    /// Seeds the jitter of every backoff (fixed in simulations, from the clock otherwise).
+    pub seed: u64,
+}
+
+impl EngineConfig {
+    pub fn from_config(c: &Config) -> EngineConfig {
+        let batch_size = c.national.batch_size;
+        let max_concurrency = c.national.max_concurrency;
+        EngineConfig {
+            page_size: c.provincial.page_size,
+            poll_interval: c.provincial.poll_interval,
+            look_back: c.provincial.look_back,
+            reconcile_interval: c.provincial.reconcile_interval,
+            poll_retry: (c.provincial.http.retry_initial, c.provincial.http.retry_max),
+            push_retry: (c.national.http.retry_initial, c.national.http.retry_max),
+            batch_size,
+            max_concurrency,
+            round_size: (batch_size * max_concurrency * 4).clamp(batch_size, 20_000),
+            status_map: c.status_map.clone(),
+            drain: c.daemon.drain,
+            heartbeat: c.daemon.heartbeat,
+            seed: jiff::Timestamp::now().as_nanosecond() as u64,
+        }
+    }
+}
+
+/// The wait before attempt `attempts + 1`: exponential from `initial`, with jitter, never
+/// more than `max` (jitter included).
+pub fn retry_delay(attempts: i64, initial: Duration, max: Duration, seed: u64) -> Duration {
+    let half = max / 2;
+    let n = attempts.clamp(1, 64) as usize;
+    ExponentialBuilder::default()
+        .with_min_delay(initial.min(half))
+        .with_max_delay(half)
+        .with_jitter()
+        .with_jitter_seed(seed)
+        .without_max_times()
+        .build()
+        .nth(n - 1)
+        .unwrap_or(max)
+        .min(max)
+}
+
+/// Last successes and errors, kept in memory and written by the heartbeat.
+#[derive(Debug, Default)]
+struct Notes {
+    poll_success: Option<i64>,
+    poll_error: Option<String>,
+    push_success: Option<i64>,
+    push_error: Option<String>,
+    renewals_written: u64,
+}
+
+pub struct Inner<S, N, C> {
+    pub(crate) store: Arc<Store>,
+    pub(crate) source: S,
+    pub(crate) sink: N,
+    pub(crate) clock: C,
+    pub(crate) cfg: EngineConfig,
+    pub(crate) limiter: Arc<Limiter>,
+    pub(crate) stats: EngineStats,
+    pub(crate) catalogue: Catalogue,
+    pub(crate) pusher_wake: Notify,
+    rng: Mutex<fastrand::Rng>,
+    notes: Mutex<Notes>,
+}
+
+impl<S: Source, N: Sink, C: Clock> Inner<S, N, C> {
+    pub(crate) fn next_seed(&self) -> u64 {
+        self.rng.lock().unwrap_or_else(|p| p.into_inner()).u64(..)
+    }
+
+    fn notes(&self) -> std::sync::MutexGuard<'_, Notes> {
+        self.notes.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(crate) fn note_poll_success(&self) {
+        let now = self.clock.now();
+        metrics::gauge!(m::LAST_POLL).set(now.as_second() as f64);
+        let mut n = self.notes();
+        n.poll_success = Some(now.as_microsecond());
+        n.poll_error = None;
+    }
+
+    pub(crate) fn note_poll_error(&self, error: &str) {
+        self.notes().poll_error = Some(error.to_owned());
+    }
+
+    pub(crate) fn note_push_success(&self) {
+        let now = self.clock.now();
+        metrics::gauge!(m::LAST_PUSH).set(now.as_second() as f64);
+        let mut n = self.notes();
+        n.push_success = Some(now.as_microsecond());
+        n.push_error = None;
+    }
+
+    pub(crate) fn note_push_error(&self, error: &str) {
+        self.notes().push_error = Some(error.to_owned());
+    }
+
+    /// Writes the heartbeat and the notes in one transaction.
+    fn beat(&self, started_at: i64, stopping: bool) -> Result<(), StoreError> {
+        let now = self.clock.now().as_microsecond();
+        let renewals = self.sink.session_renewals();
+        let (notes, new_renewals) = {
+            let mut n = self.notes();
+            let delta = renewals.saturating_sub(n.renewals_written);
+            n.renewals_written = renewals;
+            ((n.poll_success, n.poll_error.clone(), n.push_success, n.push_error.clone()), delta)
+        };
+        metrics::counter!(m::SESSION_RENEWALS).increment(new_renewals);
+        self.store.write(|tx| {
+            tx.execute(
+                "INSERT INTO heartbeat (id, pid, version, started_at, beat_at, stopped_at) VALUES (1, ?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT(id) DO UPDATE SET pid = excluded.pid, version = excluded.version,
+                     started_at = excluded.started_at, beat_at = excluded.beat_at, stopped_at = excluded.stopped_at",
+                rusqlite::params![std::process::id(), env!("CARGO_PKG_VERSION"), started_at, now, stopping.then_some(now)],
+            )?;
+            let time = |t: Option<i64>| t.map(|t| t.to_string());
+            if let Some(t) = notes.0 {
+                meta_set(tx, "poll_last_success_at", time(Some(t)).as_deref())?;
+            }
+            meta_set(tx, "poll_last_error", notes.1.as_deref())?;
+            if let Some(t) = notes.2 {
+                meta_set(tx, "push_last_success_at", time(Some(t)).as_deref())?;
+            }
+            meta_set(tx, "push_last_error", notes.3.as_deref())?;
+            if new_renewals > 0 {
+                meta_add(tx, "session_renewals", new_renewals as i64)?;
+            }
+            meta_set(tx, "concurrency_limit", Some(&self.limiter.limit().to_string()))?;
+            Ok(())
+        })
+    }
+}
+
+/// The sync engine over a source, a sink and a clock.
+pub struct Engine<S, N, C> {
+    inner: Arc<Inner<S, N, C>>,
+}
+
+impl<S: Source, N: Sink, C: Clock> Engine<S, N, C> {
+    pub fn new(
+        store: Arc<Store>,
+        source: S,
+        sink: N,
+        clock: C,
+        cfg: EngineConfig,
+    ) -> Result<Self, StoreError> {
+        let catalogue = store.read(Catalogue::load)?;
+        let limiter = Limiter::new(cfg.max_concurrency);
+        let rng = Mutex::new(fastrand::Rng::with_seed(cfg.seed));
+        Ok(Engine {
+            inner: Arc::new(Inner {
+                store,
+                source,
+                sink,
+                clock,
+                cfg,
+                limiter,
+                stats: EngineStats::default(),
+                catalogue,
+                pusher_wake: Notify::new(),
+                rng,
+                notes: Mutex::new(Notes::default()),
+            }),
+        })
+    }
+
+    pub fn stats(&self) -> StatsSnapshot {
+        self.inner.stats.snapshot()
+    }
+
+    pub fn store(&self) -> &Arc<Store> {
+        &self.inner.store
+    }
+
+    pub fn source(&self) -> &S {
+        &self.inner.source
+    }
+
+    pub fn sink(&self) -> &N {
+        &self.inner.sink
+    }
+
+    /// The current adaptive concurrency limit.
+    pub fn concurrency_limit(&self) -> usize {
+        self.inner.limiter.limit()
+    }
+
+    /// Runs until `token` is cancelled, then lets in-flight pushes finish for at most the
+    /// drain time. Anything cut off is still marked in flight and read back on the next start.
+    pub async fn run(&self, token: CancellationToken) {
+        let inner = &self.inner;
+        let started_at = inner.clock.now().as_microsecond();
+        if let Err(e) = inner.beat(started_at, false) {
+            tracing::error!(event = "store_failed", what = "heartbeat", error = %e);
+        }
+        metrics::gauge!(m::UP).set(1.0);
+        let poller = tokio::spawn(poller::run(inner.clone(), token.clone()));
+        let pusher = tokio::spawn(pusher::run(inner.clone(), token.clone()));
+        let reconciler = tokio::spawn(reconciler::run(inner.clone(), token.clone()));
+        let beats = {
+            let inner = inner.clone();
+            let token = token.clone();
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(inner.cfg.heartbeat);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+                loop {
+                    tokio::select! {
+                        biased;
+                        () = token.cancelled() => return,
+                        _ = tick.tick() => {}
+                    }
+                    if let Err(e) = inner.beat(started_at, false) {
+                        tracing::error!(event = "store_failed", what = "heartbeat", error = %e);
+                    }
+                }
+            })
+        };
+        token.cancelled().await;
+        tracing::info!(event = "drain_started", drain_seconds = inner.cfg.drain.as_secs_f64());
+        let abort =
+            [poller.abort_handle(), pusher.abort_handle(), reconciler.abort_handle(), beats.abort_handle()];
+        let all = async {
+            let _ = tokio::join!(poller, pusher, reconciler, beats);
+        };
+        if tokio::time::timeout(inner.cfg.drain, all).await.is_err() {
+            tracing::warn!(
+                event = "drain_timeout",
+                "in-flight calls cut off at the drain deadline; they will be read back on the next start"
+            );
+            for handle in abort {
+                handle.abort();
+            }
+        }
+        if let Err(e) = inner.beat(started_at, true) {
+            tracing::error!(event = "store_failed", what = "heartbeat", error = %e);
+        }
+        metrics::gauge!(m::UP).set(0.0);
+        tracing::info!(event = "drain_finished");
+    }
+
+    /// One full reconciliation pass now (the daemon not running).
+    pub async fn reconcile_once(&self, token: &CancellationToken) -> Option<ReconcileReport> {
+        reconciler::pass(&self.inner, token).await
+    }
+}

@@ -1,0 +1,440 @@
+//! The poller: reads the provincial listing and records every change in the store, one
+//! transaction per page together with the cursor that page moved (so a crash replays at most
+//! one page, whose records are then recognised as seen).
+//!
+//! Two passes share the work. The head pass reads strictly after the head cursor: fresh
+//! changes, fast. A timestamp cursor is not a log, though: a change can become visible after
+//! others with a later `updated_at`. So a trailing pass follows `look_back` behind the clock
+//! and re-reads that window once; by then every change in it is visible. Each record is thus
+//! read about twice, whatever the window's length. The reconciler's full pass catches
+//! anything later still.
+
+use std::{sync::Arc, time::Duration};
+
+use backon::{ExponentialBuilder, Retryable};
+use jiff::Timestamp;
+use rusqlite::{OptionalExtension, Transaction, params};
+use serde_json::Value;
+use tokio_util::sync::CancellationToken;
+
+use super::{
+    Inner,
+    ports::{Clock, Cursor, Page, Sink, Source, SourceError},
+};
+use crate::{
+    domain::{
+        normalize::{Normalized, Quarantined, fill_catalogue, normalize, position_of},
+        stable_hash,
+    },
+    metrics as m,
+    store::{self, meta_get, meta_set},
+    telemetry::Trouble,
+};
+
+pub(crate) const HEAD: &str = "head_cursor";
+pub(crate) const TAIL: &str = "tail_cursor";
+
+/// Quarantined records are kept up to this size, enough to see what was wrong.
+const MAX_QUARANTINED_RECORD: usize = 64 * 1024;
+
+pub(crate) fn read_cursor(conn: &rusqlite::Connection, key: &str) -> rusqlite::Result<Option<Cursor>> {
+    Ok(meta_get(conn, key)?.and_then(|v| {
+        let (ts, id) = v.split_once('|')?;
+        Some(Cursor { updated_at: Timestamp::from_microsecond(ts.parse().ok()?).ok()?, id: id.to_owned() })
+    }))
+}
+
+fn write_cursor(conn: &rusqlite::Connection, key: &str, cursor: &Cursor) -> rusqlite::Result<()> {
+    meta_set(conn, key, Some(&format!("{}|{}", cursor.updated_at.as_microsecond(), cursor.id)))
+}
+
+/// What applying one page did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Applied {
+    pub read: usize,
+    /// New dossiers or newer versions recorded.
+    pub changed: usize,
+    /// Already known at this version or newer.
+    pub seen: usize,
+    pub quarantined: usize,
+    /// Dossiers put (back) in the outbox.
+    pub enqueued: usize,
+}
+
+/// Records a page's items and, in the same transaction, the cursor it moved.
+pub(crate) fn apply_page<S: Source, N: Sink, C: Clock>(
+    inner: &Inner<S, N, C>,
+    items: &[Value],
+    cursor: Option<(&str, &Cursor)>,
+) -> Result<Applied, store::StoreError> {
+    let now = inner.clock.now().as_microsecond();
+    let map = &inner.cfg.status_map;
+    inner.store.write(|tx| {
+        let mut applied = Applied { read: items.len(), ..Applied::default() };
+        for raw in items {
+            // Cheap recognition of what was already seen, before normalising anything.
+            if let (Some(mahoso), Some(version)) =
+                (raw.get("MaHoSo").and_then(Value::as_str), raw.get("version").and_then(Value::as_i64))
+                && known_version(tx, mahoso)?.is_some_and(|v| v >= version)
+            {
+                applied.seen += 1;
+                continue;
+            }
+            match normalize(raw, map) {
+                Ok(mut n) => {
+                    if n.needs_catalogue
+                        && let Some(entry) = inner.catalogue.known(&n.procedure, now)
+                    {
+                        fill_catalogue(&mut n.dossier, &entry.name, &entry.field_code, &entry.field_name);
+                        n.needs_catalogue = false;
+                    }
+                    match record_dossier(tx, &n, raw, now)? {
+                        Recorded::Seen => applied.seen += 1,
+                        Recorded::Changed { enqueued } => {
+                            applied.changed += 1;
+                            applied.enqueued += usize::from(enqueued);
+                        }
+                        Recorded::Quarantined => applied.quarantined += 1,
+                    }
+                }
+                Err(q) => {
+                    if record_quarantine(tx, &q, raw, now)? {
+                        applied.quarantined += 1;
+                    } else {
+                        applied.seen += 1;
+                    }
+                }
+            }
+        }
+        if let Some((key, cursor)) = cursor {
+            write_cursor(tx, key, cursor)?;
+        }
+        Ok(applied)
+    })
+}
+
+fn known_version(tx: &Transaction<'_>, mahoso: &str) -> rusqlite::Result<Option<i64>> {
+    let dossier: Option<i64> = tx
+        .prepare_cached("SELECT version FROM dossier WHERE mahoso = ?1")?
+        .query_row([mahoso], |r| r.get(0))
+        .optional()?;
+    let quarantined: Option<i64> = tx
+        .prepare_cached("SELECT version FROM quarantine WHERE key = ?1")?
+        .query_row([mahoso], |r| r.get::<_, Option<i64>>(0))
+        .optional()?
+        .flatten();
+    Ok(match (dossier, quarantined) {
+        (Some(a), Some(b)) => Some(a.max(b)),
+        (a, b) => a.or(b),
+    })
+}
+
+enum Recorded {
+    Seen,
+    Changed { enqueued: bool },
+    Quarantined,
+}
+
+/// The fields that identify a history entry: what was done, when, by whom. Compared instead
+/// of whole entries so that a changed status_map does not look like rewritten history.
+fn entry_identity(e: &Value) -> [&Value; 3] {
+    [&e["ThoiDiemXuLy"], &e["NoiDungXuLy"], &e["NguoiXuLy"]]
+}
+
+fn record_dossier(tx: &Transaction<'_>, n: &Normalized, raw: &Value, now: i64) -> rusqlite::Result<Recorded> {
+    let existing: Option<(i64, i64, Option<i64>, String)> = tx
+        .prepare_cached("SELECT version, acked_history, acked_hash, history FROM dossier WHERE mahoso = ?1")?
+        .query_row([&n.mahoso], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+        .optional()?;
+    if let Some((version, acked_history, _, stored_history)) = &existing {
+        if *version >= n.version {
+            return Ok(Recorded::Seen);
+        }
+        // History is append-only; what was already sent must still be there, unchanged.
+        let acked = *acked_history as usize;
+        if acked > 0 {
+            let stored: Vec<Value> = serde_json::from_str(stored_history).unwrap_or_default();
+            let intact = n.history.len() >= acked
+                && stored.len() >= acked
+                && stored[..acked]
+                    .iter()
+                    .zip(&n.history[..acked])
+                    .all(|(a, b)| entry_identity(a) == entry_identity(b));
+            if !intact {
+                let q = Quarantined {
+                    key: n.mahoso.clone(),
+                    mahoso: Some(n.mahoso.clone()),
+                    version: Some(n.version),
+                    updated_at: Some(n.updated_at),
+                    reason: format!(
+                        "history rewritten: the first {acked} entries were already sent to the national portal and have changed or gone"
+                    ),
+                };
+                record_quarantine(tx, &q, raw, now)?;
+                return Ok(Recorded::Quarantined);
+            }
+        }
+    }
+    let payload = serde_json::to_string(&n.dossier).unwrap_or_default();
+    let payload_hash = stable_hash(payload.as_bytes());
+    let history = serde_json::to_string(&n.history).unwrap_or_default();
+    tx.prepare_cached(
+        "INSERT INTO dossier (mahoso, version, updated_at, seen_at, payload, payload_hash, status, procedure,
+                              needs_catalogue, history, history_len)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
+         ON CONFLICT(mahoso) DO UPDATE SET
+             version = excluded.version, updated_at = excluded.updated_at, seen_at = excluded.seen_at,
+             payload = excluded.payload, payload_hash = excluded.payload_hash, status = excluded.status,
+             procedure = excluded.procedure, needs_catalogue = excluded.needs_catalogue,
+             history = excluded.history, history_len = excluded.history_len",
+    )?
+    .execute(params![
+        n.mahoso,
+        n.version,
+        n.updated_at.as_microsecond(),
+        now,
+        payload,
+        payload_hash,
+        n.status.code(),
+        n.procedure,
+        n.needs_catalogue,
+        history,
+        n.history.len() as i64,
+    ])?;
+    // A valid version supersedes whatever was quarantined under this MaHoSo.
+    tx.prepare_cached("DELETE FROM quarantine WHERE key = ?1")?.execute([&n.mahoso])?;
+    let acked_hash = existing.as_ref().and_then(|e| e.2);
+    let acked_history = existing.as_ref().map_or(0, |e| e.1);
+    let in_sync = acked_hash == Some(payload_hash) && acked_history == n.history.len() as i64;
+    let mut enqueued = false;
+    if !in_sync {
+        // A new version is a new chance for a dossier the national portal refused.
+        tx.prepare_cached("DELETE FROM dead WHERE mahoso = ?1")?.execute([&n.mahoso])?;
+        enqueued = tx
+            .prepare_cached(
+                "INSERT INTO outbox (mahoso, enqueued_at, next_attempt_at, attempts)
+                 VALUES (?1, ?2, ?2, 0) ON CONFLICT(mahoso) DO NOTHING",
+            )?
+            .execute(params![n.mahoso, now])?
+            > 0;
+    }
+    Ok(Recorded::Changed { enqueued })
+}
+
+/// Records a quarantined record; false when this version was already recorded.
+fn record_quarantine(tx: &Transaction<'_>, q: &Quarantined, raw: &Value, now: i64) -> rusqlite::Result<bool> {
+    let known: Option<Option<i64>> = tx
+        .prepare_cached("SELECT version FROM quarantine WHERE key = ?1")?
+        .query_row([&q.key], |r| r.get(0))
+        .optional()?;
+    if let (Some(Some(known)), Some(version)) = (known, q.version)
+        && known >= version
+    {
+        tx.prepare_cached("UPDATE quarantine SET last_seen_at = ?2 WHERE key = ?1")?
+            .execute(params![q.key, now])?;
+        return Ok(false);
+    }
+    // A valid newer version of the same dossier is already recorded: this one is stale.
+    if let (Some(mahoso), Some(version)) = (&q.mahoso, q.version) {
+        let newer: Option<i64> = tx
+            .prepare_cached("SELECT version FROM dossier WHERE mahoso = ?1")?
+            .query_row([mahoso], |r| r.get(0))
+            .optional()?;
+        if newer.is_some_and(|v| v >= version) {
+            return Ok(false);
+        }
+    }
+    let mut record = raw.to_string();
+    if record.len() > MAX_QUARANTINED_RECORD {
+        let cut = (0..=MAX_QUARANTINED_RECORD).rev().find(|i| record.is_char_boundary(*i)).unwrap_or(0);
+        record.truncate(cut);
+    }
+    tx.prepare_cached(
+        "INSERT INTO quarantine (key, mahoso, version, updated_at, reason, record, first_seen_at, last_seen_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7)
+         ON CONFLICT(key) DO UPDATE SET mahoso = excluded.mahoso, version = excluded.version,
+             updated_at = excluded.updated_at, reason = excluded.reason, record = excluded.record,
+             last_seen_at = excluded.last_seen_at",
+    )?
+    .execute(params![q.key, q.mahoso, q.version, q.updated_at.map(|t| t.as_microsecond()), q.reason, record, now])?;
+    tracing::warn!(event = "record_quarantined", dossier = q.mahoso.as_deref().unwrap_or(&q.key), reason = %q.reason);
+    Ok(true)
+}
+
+/// The furthest position on a page (never behind `current`: a page that goes backwards
+/// cannot move the cursor back).
+pub(crate) fn furthest(items: &[Value], current: Option<&Cursor>) -> Option<Cursor> {
+    let on_page =
+        items.iter().filter_map(position_of).map(|(updated_at, id)| Cursor { updated_at, id }).max();
+    match (on_page, current) {
+        (Some(p), Some(c)) if &p <= c => Some(c.clone()),
+        (Some(p), _) => Some(p),
+        (None, c) => c.cloned(),
+    }
+}
+
+/// Reads one page, retrying failures with capped, jittered backoff until it succeeds or the
+/// daemon stops (None).
+pub(crate) async fn fetch_page<S: Source, N: Sink, C: Clock>(
+    inner: &Inner<S, N, C>,
+    token: &CancellationToken,
+    cursor: Option<&Cursor>,
+    trouble: &mut Trouble,
+) -> Option<Page> {
+    let limit = inner.cfg.page_size;
+    let backoff = ExponentialBuilder::default()
+        .with_min_delay(inner.cfg.poll_retry.0)
+        .with_max_delay(inner.cfg.poll_retry.1)
+        .with_jitter()
+        .with_jitter_seed(inner.next_seed())
+        .without_max_times();
+    let attempt = || async { inner.source.page(cursor, limit).await };
+    let retrying =
+        attempt.retry(backoff).sleep(tokio::time::sleep).notify(|e: &SourceError, wait: Duration| {
+            metrics::counter!(m::PAGES, "outcome" => "failed").increment(1);
+            inner.stats.page_failed();
+            trouble.failed(&e.reason, wait);
+            inner.note_poll_error(&e.reason);
+        });
+    tokio::select! {
+        biased;
+        () = token.cancelled() => None,
+        page = retrying => page.ok(),
+    }
+}
+
+fn apply_and_count<S: Source, N: Sink, C: Clock>(
+    inner: &Inner<S, N, C>,
+    items: &[Value],
+    cursor: Option<(&str, &Cursor)>,
+) -> Option<Applied> {
+    match apply_page(inner, items, cursor) {
+        Ok(applied) => {
+            metrics::counter!(m::PAGES, "outcome" => "ok").increment(1);
+            metrics::counter!(m::RECORDS, "result" => "changed").increment(applied.changed as u64);
+            metrics::counter!(m::RECORDS, "result" => "seen").increment(applied.seen as u64);
+            metrics::counter!(m::RECORDS, "result" => "quarantined").increment(applied.quarantined as u64);
+            inner.stats.page_applied(&applied);
+            if applied.enqueued > 0 || applied.changed > 0 {
+                inner.pusher_wake.notify_one();
+            }
+            Some(applied)
+        }
+        Err(e) => {
+            // The database refused (disk full, read-only): nothing was committed, so the
+            // cursor did not move; the page is read again after the pause.
+            tracing::error!(event = "store_failed", what = "recording a page", error = %e);
+            inner.note_poll_error(&format!("cannot record a page: {e}"));
+            None
+        }
+    }
+}
+
+/// Reads after the head cursor to the end of the listing. False if stopped or the store failed.
+async fn head_pass<S: Source, N: Sink, C: Clock>(
+    inner: &Inner<S, N, C>,
+    token: &CancellationToken,
+    trouble: &mut Trouble,
+) -> bool {
+    loop {
+        let cursor = match inner.store.read(|c| read_cursor(c, HEAD)) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!(event = "store_failed", what = "reading the cursor", error = %e);
+                return false;
+            }
+        };
+        let Some(page) = fetch_page(inner, token, cursor.as_ref(), trouble).await else { return false };
+        trouble.recovered();
+        let next = furthest(&page.items, cursor.as_ref());
+        let Some(_) = apply_and_count(inner, &page.items, next.as_ref().map(|c| (HEAD, c))) else {
+            return false;
+        };
+        inner.note_poll_success();
+        let stuck = next.is_none() || next == cursor;
+        if !page.has_more {
+            return true;
+        }
+        if stuck {
+            // A full page without a usable position: it cannot be read past. Say so loudly;
+            // the reconciler's full pass still covers these records.
+            tracing::error!(
+                event = "cursor_stuck",
+                "a full page gave no position to read after; waiting for the next poll"
+            );
+            return true;
+        }
+    }
+}
+
+/// Re-reads the look-back window once it is old enough for every change in it to be visible.
+async fn tail_pass<S: Source, N: Sink, C: Clock>(
+    inner: &Inner<S, N, C>,
+    token: &CancellationToken,
+    trouble: &mut Trouble,
+) -> bool {
+    let look_back = inner.cfg.look_back;
+    if look_back.is_zero() {
+        return true;
+    }
+    let boundary = inner.clock.now().checked_sub(look_back).unwrap_or(Timestamp::UNIX_EPOCH);
+    loop {
+        let cursor = match inner.store.read(|c| read_cursor(c, TAIL)) {
+            Ok(Some(c)) => c,
+            Ok(None) => {
+                // First start: everything older than the window was visible when the head
+                // pass began reading from the start, so the trail begins at the window.
+                let start = Cursor { updated_at: boundary, id: String::new() };
+                if inner.store.write(|tx| write_cursor(tx, TAIL, &start)).is_err() {
+                    return false;
+                }
+                return true;
+            }
+            Err(_) => return false,
+        };
+        if cursor.updated_at >= boundary {
+            return true;
+        }
+        let Some(page) = fetch_page(inner, token, Some(&cursor), trouble).await else { return false };
+        trouble.recovered();
+        let ripe: Vec<Value> = page
+            .items
+            .iter()
+            .take_while(|r| position_of(r).is_none_or(|(ts, _)| ts <= boundary))
+            .cloned()
+            .collect();
+        let reached_boundary = ripe.len() < page.items.len();
+        let next = furthest(&ripe, Some(&cursor)).filter(|c| c.updated_at <= boundary);
+        let next = next.unwrap_or_else(|| cursor.clone());
+        let Some(applied) = apply_and_count(inner, &ripe, Some((TAIL, &next))) else { return false };
+        if applied.changed > 0 {
+            inner.stats.late_found(applied.changed);
+            tracing::info!(
+                event = "late_changes_found",
+                count = applied.changed,
+                "the look-back pass found changes the head pass had missed"
+            );
+        }
+        if reached_boundary || !page.has_more || next == cursor {
+            return true;
+        }
+    }
+}
+
+pub(crate) async fn run<S: Source, N: Sink, C: Clock>(inner: Arc<Inner<S, N, C>>, token: CancellationToken) {
+    let mut trouble = Trouble::new("provincial poll");
+    let mut interval = tokio::time::interval(inner.cfg.poll_interval);
+    // A poll that overran its interval is followed by the next at once, not by a burst.
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    while !token.is_cancelled() {
+        tokio::select! {
+            biased;
+            () = token.cancelled() => break,
+            _ = interval.tick() => {}
+        }
+        if !head_pass(&inner, &token, &mut trouble).await {
+            continue;
+        }
+        tail_pass(&inner, &token, &mut trouble).await;
+    }
+}

@@ -1,0 +1,945 @@
+//! The pusher: brings the national copy of every dossier in the outbox up to its latest
+//! provincial state, in rounds.
+//!
+//! A round takes the dossiers that are due and, in order:
+//! 1. resolves uncertain history writes (a lost answer, a timeout) by reading the dossier back
+//!    (TraCuuHoSo) before anything is resent: no history entry is ever appended twice;
+//! 2. fills missing catalogue fields (LayThuTuc, cached);
+//! 3. sends the dossiers whose payload changed, created or replaced (DongBoHoSoMC);
+//! 4. then the history entries not yet acknowledged, oldest first (CapNhatTienDoHoSoMC).
+//!
+//! Calls run concurrently under the adaptive limiter; a dossier is in at most one call at a
+//! time, and a round ends before the next begins, so each dossier's writes stay in order.
+//! Before every write the dossiers concerned are durably marked in flight; an answer clears
+//! the mark. A refused item is isolated and parked as dead with the portal's message while
+//! the rest of its batch is sent again; transient trouble reschedules the dossiers with
+//! capped, jittered exponential backoff kept in the outbox.
+
+use std::{
+    collections::{HashMap, HashSet},
+    sync::Arc,
+    time::Duration,
+};
+
+use futures::StreamExt;
+use rusqlite::params;
+use serde_json::{Map, Value};
+use tokio_util::sync::CancellationToken;
+
+use super::{
+    Inner,
+    catalogue::Entry,
+    limiter::Signal,
+    ports::{Clock, Sink, Source},
+};
+use crate::{
+    domain::{normalize::fill_catalogue, stable_hash},
+    metrics as m,
+    national::{Answer, Transient, TransientKind, classify::named_item},
+    store::StoreError,
+    telemetry::Trouble,
+};
+
+/// `inflight` values: which kind of write may have been applied without an answer.
+const INFLIGHT_PAYLOAD: i64 = 1;
+const INFLIGHT_HISTORY: i64 = 2;
+
+/// One due dossier, as loaded at the start of a round.
+#[derive(Debug)]
+struct Work {
+    mahoso: String,
+    version: i64,
+    updated_at: i64,
+    payload: Value,
+    payload_hash: i64,
+    status: i64,
+    procedure: String,
+    needs_catalogue: bool,
+    history: Vec<Value>,
+    national_exists: bool,
+    acked_hash: Option<i64>,
+    acked_history: usize,
+    inflight: i64,
+    attempts: i64,
+    /// What the round decided, once it decided; a dossier with a fate takes no further part.
+    fate: Option<Fate>,
+}
+
+#[derive(Debug, Clone)]
+enum Fate {
+    Retry(Transient),
+    Dead {
+        code: Option<i64>,
+        reason: String,
+    },
+    /// Changed under the round (a newer version): leave it for the next round.
+    Later,
+}
+
+impl Work {
+    fn open(&self) -> bool {
+        self.fate.is_none()
+    }
+
+    fn payload_acked(&self) -> bool {
+        self.acked_hash == Some(self.payload_hash)
+    }
+}
+
+fn load_due(conn: &rusqlite::Connection, now: i64, limit: usize) -> rusqlite::Result<Vec<Work>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT d.mahoso, d.version, d.updated_at, d.payload, d.payload_hash, d.status, d.procedure,
+                d.needs_catalogue, d.history, d.national_exists, d.acked_hash, d.acked_history,
+                d.inflight, o.attempts
+         FROM outbox o JOIN dossier d ON d.mahoso = o.mahoso
+         WHERE o.next_attempt_at <= ?1
+         ORDER BY o.next_attempt_at
+         LIMIT ?2",
+    )?;
+    let rows = stmt.query_map(params![now, limit as i64], |r| {
+        let payload: String = r.get(3)?;
+        let history: String = r.get(8)?;
+        Ok(Work {
+            mahoso: r.get(0)?,
+            version: r.get(1)?,
+            updated_at: r.get(2)?,
+            payload: serde_json::from_str(&payload).unwrap_or(Value::Null),
+            payload_hash: r.get(4)?,
+            status: r.get(5)?,
+            procedure: r.get(6)?,
+            needs_catalogue: r.get(7)?,
+            history: serde_json::from_str(&history).unwrap_or_default(),
+            national_exists: r.get(9)?,
+            acked_hash: r.get(10)?,
+            acked_history: r.get::<_, i64>(11)? as usize,
+            inflight: r.get(12)?,
+            attempts: r.get(13)?,
+            fate: None,
+        })
+    })?;
+    rows.collect()
+}
+
+/// One call under the limiter, measured.
+async fn call<S: Source, N: Sink, C: Clock, F, Fut>(
+    inner: &Inner<S, N, C>,
+    service: &'static str,
+    f: F,
+) -> Answer
+where
+    F: FnOnce() -> Fut,
+    Fut: Future<Output = Answer>,
+{
+    let permit = inner.limiter.acquire().await;
+    let answer = f().await;
+    let signal = match &answer {
+        Answer::Ok(_) | Answer::Refused { .. } => Signal::Answered,
+        Answer::Retry(t) => match t.kind {
+            TransientKind::RateLimited => Signal::RateLimited { retry_after: t.retry_after },
+            TransientKind::Unavailable | TransientKind::ServerError | TransientKind::Timeout => {
+                Signal::Overloaded { retry_after: t.retry_after }
+            }
+            _ => Signal::Neutral,
+        },
+    };
+    inner.limiter.record(&permit, signal);
+    let elapsed = tokio::time::Instant::now().duration_since(permit.started());
+    drop(permit);
+    metrics::counter!(m::CALLS, "service" => service, "outcome" => answer.label()).increment(1);
+    metrics::histogram!(m::CALL_DURATION, "service" => service).record(elapsed.as_secs_f64());
+    metrics::gauge!(m::CONCURRENCY_LIMIT).set(inner.limiter.limit() as f64);
+    if let Answer::Retry(t) = &answer {
+        inner.stats.fault(t.kind.label());
+        tracing::debug!(event = "call_failed", service, error = %t.reason, http_status = t.http_status, duration_ms = elapsed.as_millis() as u64);
+    }
+    answer
+}
+
+/// Codes that concern one item of a call (the others concern the whole call).
+fn item_level(code: i64) -> bool {
+    (2..=7).contains(&code)
+}
+
+fn refusal_reason(code: i64, message: &str) -> String {
+    format!("national portal refused (error_code {code}): {message}")
+}
+
+// ---------------------------------------------------------------------------------------------
+// Reading back
+
+/// How many of `ours` the national copy holds, in order, compared by what identifies an entry.
+fn matched_prefix(ours: &[Value], theirs: &[Value]) -> usize {
+    let id = |e: &Value| {
+        (e["ThoiDiemXuLy"].clone(), e["NoiDungXuLy"].clone(), e["NguoiXuLy"].clone(), e["TrangThai"].clone())
+    };
+    ours.iter().zip(theirs).take_while(|(a, b)| id(a) == id(b)).count()
+}
+
+/// Reads one dossier back and records what the national portal holds of it.
+async fn read_back<S: Source, N: Sink, C: Clock>(inner: &Inner<S, N, C>, w: &mut Work) {
+    let answer = call(inner, "TraCuuHoSo", || inner.sink.look_up(&w.mahoso)).await;
+    inner.stats.readback();
+    match answer {
+        Answer::Ok(body) => {
+            match body
+                .get("result")
+                .and_then(Value::as_array)
+                .and_then(|r| r.first())
+                .and_then(Value::as_object)
+            {
+                None => {
+                    w.national_exists = false;
+                    w.acked_hash = None;
+                    w.acked_history = 0;
+                }
+                Some(found) => {
+                    let mut dossier: Map<String, Value> = found.clone();
+                    let history = match dossier.remove("QuaTrinhXuLy") {
+                        Some(Value::Array(h)) => h,
+                        _ => Vec::new(),
+                    };
+                    w.national_exists = true;
+                    w.acked_hash =
+                        Some(stable_hash(serde_json::to_string(&dossier).unwrap_or_default().as_bytes()));
+                    let matched = matched_prefix(&w.history, &history);
+                    if history.len() > matched {
+                        tracing::warn!(
+                            event = "national_history_diverges",
+                            dossier = %w.mahoso,
+                            national_entries = history.len(),
+                            matched,
+                            "the national copy holds history entries this daemon did not send"
+                        );
+                    }
+                    w.acked_history = matched;
+                }
+            }
+            w.inflight = 0;
+        }
+        Answer::Refused { code, message } => {
+            w.fate = Some(Fate::Retry(Transient {
+                kind: TransientKind::BadAnswer,
+                reason: format!("read-back refused (error_code {code}): {message}"),
+                maybe_applied: false,
+                retry_after: None,
+                http_status: None,
+            }));
+        }
+        Answer::Retry(t) => w.fate = Some(Fate::Retry(t)),
+    }
+}
+
+fn save_read_backs(tx: &rusqlite::Transaction<'_>, work: &[&Work]) -> rusqlite::Result<()> {
+    let mut stmt = tx.prepare_cached(
+        "UPDATE dossier SET national_exists = ?2, acked_hash = ?3, acked_history = ?4, inflight = ?5 WHERE mahoso = ?1",
+    )?;
+    for w in work {
+        stmt.execute(params![w.mahoso, w.national_exists, w.acked_hash, w.acked_history as i64, w.inflight])?;
+    }
+    Ok(())
+}
+
+async fn resolve_uncertain<S: Source, N: Sink, C: Clock>(
+    inner: &Inner<S, N, C>,
+    work: &mut [Work],
+) -> Result<(), StoreError> {
+    // Payload creates that may have been applied: one probe decides how to resend the lot
+    // (resending a payload is harmless either way; the probe only saves refusals).
+    let creates_probe =
+        work.iter().position(|w| w.open() && w.inflight == INFLIGHT_PAYLOAD && !w.national_exists);
+    // History writes that may have been applied: read each dossier back.
+    let concurrency = inner.cfg.max_concurrency;
+    let uncertain: Vec<usize> =
+        (0..work.len()).filter(|&i| work[i].open() && work[i].inflight == INFLIGHT_HISTORY).collect();
+    let reads: Vec<_> = work
+        .iter_mut()
+        .filter(|w| w.open() && w.inflight == INFLIGHT_HISTORY)
+        .map(|w| read_back(inner, w))
+        .collect();
+    futures::stream::iter(reads).buffer_unordered(concurrency).collect::<Vec<()>>().await;
+    let resolved: Vec<&Work> = uncertain.iter().map(|&i| &work[i]).filter(|w| w.open()).collect();
+    if !resolved.is_empty() {
+        inner.store.write(|tx| save_read_backs(tx, &resolved))?;
+    }
+    if let Some(i) = creates_probe {
+        read_back(inner, &mut work[i]).await;
+        if work[i].open() {
+            let exists = work[i].national_exists;
+            inner.store.write(|tx| save_read_backs(tx, &[&work[i]]))?;
+            for w in
+                work.iter_mut().filter(|w| w.open() && w.inflight == INFLIGHT_PAYLOAD && !w.national_exists)
+            {
+                // Sent as updates if the probe found its dossier: a mismatch is corrected by
+                // the portal's own answer (code 4, then a create).
+                w.national_exists = exists;
+            }
+        } else {
+            // The probe failed: leave the uncertain creates to the next round.
+            let fate = work[i].fate.clone();
+            for w in
+                work.iter_mut().filter(|w| w.open() && w.inflight == INFLIGHT_PAYLOAD && !w.national_exists)
+            {
+                w.fate = fate.clone();
+            }
+        }
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// The catalogue
+
+async fn fill_catalogues<S: Source, N: Sink, C: Clock>(
+    inner: &Inner<S, N, C>,
+    work: &mut [Work],
+) -> Result<(), StoreError> {
+    let now = inner.clock.now().as_microsecond();
+    let codes: HashSet<String> =
+        work.iter().filter(|w| w.open() && w.needs_catalogue).map(|w| w.procedure.clone()).collect();
+    let mut found: HashMap<String, Result<Entry, Transient>> = HashMap::new();
+    for code in codes {
+        if let Some(entry) = inner.catalogue.get(&code, now) {
+            found.insert(code, Ok(entry));
+            continue;
+        }
+        let answer = call(inner, "LayThuTuc", || inner.sink.procedure(&code)).await;
+        let entry = match answer {
+            Answer::Ok(body) => {
+                let first = body.get("result").and_then(Value::as_array).and_then(|r| r.first());
+                let text = |v: Option<&Value>| v.and_then(Value::as_str).unwrap_or("").to_owned();
+                match first {
+                    Some(p) => {
+                        let field =
+                            p.get("LINHVUCTHUCHIEN").and_then(Value::as_array).and_then(|f| f.first());
+                        Ok(Entry::Known {
+                            name: text(p.get("TENTTHC")),
+                            field_code: text(field.and_then(|f| f.get("MALINHVUC"))),
+                            field_name: text(field.and_then(|f| f.get("TENLINHVUC"))),
+                        })
+                    }
+                    None => Ok(Entry::Unknown),
+                }
+            }
+            Answer::Refused { code: 6, .. } => Ok(Entry::Unknown),
+            Answer::Refused { code: c, message } => Err(Transient {
+                kind: TransientKind::BadAnswer,
+                reason: format!("LayThuTuc refused (error_code {c}): {message}"),
+                maybe_applied: false,
+                retry_after: None,
+                http_status: None,
+            }),
+            Answer::Retry(t) => Err(t),
+        };
+        if let Ok(entry) = &entry {
+            inner.store.write(|tx| inner.catalogue.put(tx, &code, entry.clone(), now))?;
+        }
+        found.insert(code, entry);
+    }
+    let mut filled: Vec<usize> = Vec::new();
+    for (i, w) in work.iter_mut().enumerate().filter(|(_, w)| w.open() && w.needs_catalogue) {
+        match found.get(&w.procedure) {
+            Some(Ok(Entry::Known { name, field_code, field_name })) => {
+                if let Value::Object(p) = &mut w.payload {
+                    fill_catalogue(p, name, field_code, field_name);
+                }
+                w.payload_hash =
+                    stable_hash(serde_json::to_string(&w.payload).unwrap_or_default().as_bytes());
+                w.needs_catalogue = false;
+                filled.push(i);
+            }
+            Some(Ok(Entry::Unknown)) => {
+                w.fate = Some(Fate::Dead {
+                    code: Some(6),
+                    reason: format!(
+                        "MaTTHC {} is not in the national catalogue (LayThuTuc found nothing)",
+                        w.procedure
+                    ),
+                });
+            }
+            Some(Err(t)) => w.fate = Some(Fate::Retry(t.clone())),
+            None => {}
+        }
+    }
+    if !filled.is_empty() {
+        let changed = inner.store.write(|tx| {
+            let mut stmt = tx.prepare_cached(
+                "UPDATE dossier SET payload = ?3, payload_hash = ?4, needs_catalogue = 0 WHERE mahoso = ?1 AND version = ?2",
+            )?;
+            let mut stale = Vec::new();
+            for &i in &filled {
+                let w = &work[i];
+                let n = stmt.execute(params![
+                    w.mahoso,
+                    w.version,
+                    serde_json::to_string(&w.payload).unwrap_or_default(),
+                    w.payload_hash
+                ])?;
+                if n == 0 {
+                    stale.push(i);
+                }
+            }
+            Ok(stale)
+        })?;
+        for i in changed {
+            work[i].fate = Some(Fate::Later);
+        }
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Dossier payloads
+
+#[derive(Debug)]
+enum PayloadResult {
+    Acked,
+    Dead { code: i64, reason: String },
+    Retry(Transient),
+}
+
+/// Sends the payloads of `items` (indexes into `work`), isolating refused items; returns the
+/// fate of each.
+async fn send_payloads<S: Source, N: Sink, C: Clock>(
+    inner: &Inner<S, N, C>,
+    work: &[Work],
+    updating: bool,
+    items: Vec<usize>,
+) -> Vec<(usize, PayloadResult)> {
+    let mut out = Vec::with_capacity(items.len());
+    // Each group is sent as one call; refusals split it.
+    let mut groups: Vec<(bool, Vec<usize>)> = vec![(updating, items)];
+    let mut switched: HashSet<usize> = HashSet::new();
+    while let Some((updating, mut group)) = groups.pop() {
+        if group.is_empty() {
+            continue;
+        }
+        let payloads: Vec<&Value> = group.iter().map(|&i| &work[i].payload).collect();
+        let answer = call(inner, "DongBoHoSoMC", || inner.sink.sync_dossiers(updating, &payloads)).await;
+        match answer {
+            Answer::Ok(_) => out.extend(group.into_iter().map(|i| (i, PayloadResult::Acked))),
+            Answer::Retry(t) => out.extend(group.into_iter().map(|i| (i, PayloadResult::Retry(t.clone())))),
+            Answer::Refused { code, message } => {
+                let named =
+                    named_item(&message).and_then(|m| group.iter().position(|&i| work[i].mahoso == m));
+                match (code, named) {
+                    // "đã tồn tại": it exists (an earlier answer was lost): replace it instead.
+                    (3, Some(p)) if !updating => {
+                        let i = group.remove(p);
+                        if switched.insert(i) {
+                            groups.push((true, vec![i]));
+                        } else {
+                            out.push((
+                                i,
+                                PayloadResult::Dead { code, reason: refusal_reason(code, &message) },
+                            ));
+                        }
+                        groups.push((updating, group));
+                    }
+                    // Unknown there: create it.
+                    (4, Some(p)) if updating => {
+                        let i = group.remove(p);
+                        if switched.insert(i) {
+                            groups.push((false, vec![i]));
+                        } else {
+                            out.push((
+                                i,
+                                PayloadResult::Dead { code, reason: refusal_reason(code, &message) },
+                            ));
+                        }
+                        groups.push((updating, group));
+                    }
+                    (c, Some(p)) if item_level(c) => {
+                        let i = group.remove(p);
+                        out.push((i, PayloadResult::Dead { code, reason: refusal_reason(code, &message) }));
+                        groups.push((updating, group));
+                    }
+                    // Too many items: the portal's limit is lower than batch_size.
+                    (8, _) if group.len() > 1 => {
+                        tracing::warn!(
+                            event = "batch_too_large",
+                            batch_size = group.len(),
+                            "the national portal's item limit is lower than national.batch_size; halving"
+                        );
+                        let rest = group.split_off(group.len() / 2);
+                        groups.push((updating, rest));
+                        groups.push((updating, group));
+                    }
+                    // An item-level refusal that names no item of this call: halve to find it.
+                    (c, None) if item_level(c) && c != 7 && group.len() > 1 => {
+                        let rest = group.split_off(group.len() / 2);
+                        groups.push((updating, rest));
+                        groups.push((updating, group));
+                    }
+                    (c, None) if item_level(c) && c != 7 => {
+                        out.extend(group.into_iter().map(|i| {
+                            (i, PayloadResult::Dead { code: c, reason: refusal_reason(c, &message) })
+                        }));
+                    }
+                    // The call itself is wrong (malformed, another unit, an unknown code): a
+                    // configuration or compatibility problem, not these dossiers' fault.
+                    (c, _) => {
+                        tracing::error!(event = "call_refused", service = "DongBoHoSoMC", error_code = c, message = %message, "the national portal refused the call as a whole");
+                        let t = Transient {
+                            kind: TransientKind::BadAnswer,
+                            reason: refusal_reason(c, &message),
+                            maybe_applied: false,
+                            retry_after: None,
+                            http_status: None,
+                        };
+                        out.extend(group.into_iter().map(|i| (i, PayloadResult::Retry(t.clone()))));
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+// ---------------------------------------------------------------------------------------------
+// History
+
+#[derive(Debug)]
+enum HistoryResult {
+    /// This many entries were appended.
+    Acked(usize),
+    /// The national portal does not know the dossier: create it first.
+    Missing,
+    Dead {
+        code: i64,
+        reason: String,
+    },
+    Retry(Transient),
+}
+
+/// Sends the entries `(work index, from, to)` of several dossiers in one call, isolating a
+/// refused dossier's entries.
+async fn send_history<S: Source, N: Sink, C: Clock>(
+    inner: &Inner<S, N, C>,
+    work: &[Work],
+    slices: Vec<(usize, usize, usize)>,
+) -> Vec<(usize, HistoryResult)> {
+    let mut out = Vec::with_capacity(slices.len());
+    let mut groups = vec![slices];
+    while let Some(mut group) = groups.pop() {
+        if group.is_empty() {
+            continue;
+        }
+        let entries: Vec<&Value> =
+            group.iter().flat_map(|&(i, from, to)| &work[i].history[from..to]).collect();
+        let answer = call(inner, "CapNhatTienDoHoSoMC", || inner.sink.append_history(&entries)).await;
+        match answer {
+            Answer::Ok(_) => {
+                out.extend(group.into_iter().map(|(i, from, to)| (i, HistoryResult::Acked(to - from))))
+            }
+            Answer::Retry(t) => {
+                out.extend(group.into_iter().map(|(i, ..)| (i, HistoryResult::Retry(t.clone()))))
+            }
+            Answer::Refused { code, message } => {
+                let named =
+                    named_item(&message).and_then(|m| group.iter().position(|&(i, ..)| work[i].mahoso == m));
+                match (code, named) {
+                    (4, Some(p)) => {
+                        let (i, ..) = group.remove(p);
+                        out.push((i, HistoryResult::Missing));
+                        groups.push(group);
+                    }
+                    (c, Some(p)) if item_level(c) => {
+                        let (i, ..) = group.remove(p);
+                        out.push((
+                            i,
+                            HistoryResult::Dead {
+                                code,
+                                reason: format!("history entry {}", refusal_reason(c, &message)),
+                            },
+                        ));
+                        groups.push(group);
+                    }
+                    (8, _) if group.len() > 1 => {
+                        let rest = group.split_off(group.len() / 2);
+                        groups.push(rest);
+                        groups.push(group);
+                    }
+                    (c, None) if item_level(c) && c != 7 && group.len() > 1 => {
+                        let rest = group.split_off(group.len() / 2);
+                        groups.push(rest);
+                        groups.push(group);
+                    }
+                    (c, None) if item_level(c) && c != 7 => {
+                        out.extend(group.into_iter().map(|(i, ..)| {
+                            (i, HistoryResult::Dead { code: c, reason: refusal_reason(c, &message) })
+                        }));
+                    }
+                    (c, _) => {
+                        tracing::error!(event = "call_refused", service = "CapNhatTienDoHoSoMC", error_code = c, message = %message, "the national portal refused the call as a whole");
+                        let t = Transient {
+                            kind: TransientKind::BadAnswer,
+                            reason: refusal_reason(c, &message),
+                            maybe_applied: false,
+                            retry_after: None,
+                            http_status: None,
+                        };
+                        out.extend(group.into_iter().map(|(i, ..)| (i, HistoryResult::Retry(t.clone()))));
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+// ---------------------------------------------------------------------------------------------
+// Recording outcomes
+
+fn mark_inflight(
+    tx: &rusqlite::Transaction<'_>,
+    work: &[Work],
+    items: &[usize],
+    kind: i64,
+) -> rusqlite::Result<()> {
+    let mut stmt = tx.prepare_cached("UPDATE dossier SET inflight = MAX(inflight, ?2) WHERE mahoso = ?1")?;
+    for &i in items {
+        stmt.execute(params![work[i].mahoso, kind])?;
+    }
+    Ok(())
+}
+
+/// Commits a batch of outcomes in one transaction.
+fn settle_fates(
+    tx: &rusqlite::Transaction<'_>,
+    work: &[Work],
+    items: &[usize],
+    now: i64,
+    inner_cfg: &super::EngineConfig,
+    seed: u64,
+) -> rusqlite::Result<()> {
+    for &i in items {
+        let w = &work[i];
+        match &w.fate {
+            Some(Fate::Dead { code, reason }) => {
+                tx.prepare_cached("UPDATE dossier SET inflight = 0 WHERE mahoso = ?1 AND version = ?2")?
+                    .execute(params![w.mahoso, w.version])?;
+                // Only the version that was refused is parked; a newer one gets its chance.
+                let parked = tx
+                    .prepare_cached(
+                        "INSERT INTO dead (mahoso, dead_at, attempts, error_code, reason)
+                         SELECT ?1, ?2, ?3, ?4, ?5 WHERE EXISTS (SELECT 1 FROM dossier WHERE mahoso = ?1 AND version = ?6)
+                         ON CONFLICT(mahoso) DO UPDATE SET dead_at = excluded.dead_at, attempts = excluded.attempts,
+                             error_code = excluded.error_code, reason = excluded.reason",
+                    )?
+                    .execute(params![w.mahoso, now, w.attempts + 1, code, reason, w.version])?;
+                if parked > 0 {
+                    tx.prepare_cached("DELETE FROM outbox WHERE mahoso = ?1")?.execute([&w.mahoso])?;
+                } else {
+                    tx.prepare_cached("UPDATE outbox SET next_attempt_at = ?2 WHERE mahoso = ?1")?
+                        .execute(params![w.mahoso, now])?;
+                }
+            }
+            Some(Fate::Retry(t)) => {
+                let attempts = w.attempts + 1;
+                let delay = if t.kind == TransientKind::RateLimited {
+                    // Not the dossier's trouble: wait as long as the portal asked, no longer.
+                    t.retry_after.unwrap_or(Duration::from_secs(1))
+                } else {
+                    let seed = seed ^ stable_hash(w.mahoso.as_bytes()) as u64;
+                    let delay =
+                        super::retry_delay(attempts, inner_cfg.push_retry.0, inner_cfg.push_retry.1, seed);
+                    t.retry_after.map_or(delay, |after| delay.max(after))
+                };
+                let next = now + delay.as_micros() as i64;
+                tx.prepare_cached("UPDATE outbox SET attempts = ?2, next_attempt_at = ?3, last_error = ?4 WHERE mahoso = ?1")?
+                    .execute(params![w.mahoso, attempts, next, t.reason])?;
+                // Keep the in-flight mark where the write may have been applied.
+                let inflight = if t.maybe_applied { w.inflight } else { 0 };
+                tx.prepare_cached("UPDATE dossier SET inflight = ?2 WHERE mahoso = ?1")?
+                    .execute(params![w.mahoso, inflight])?;
+            }
+            Some(Fate::Later) => {
+                tx.prepare_cached("UPDATE outbox SET next_attempt_at = ?2 WHERE mahoso = ?1")?
+                    .execute(params![w.mahoso, now])?;
+            }
+            None => {}
+        }
+    }
+    Ok(())
+}
+
+fn save_payload_acks(
+    tx: &rusqlite::Transaction<'_>,
+    work: &[Work],
+    items: &[usize],
+    now: i64,
+) -> rusqlite::Result<()> {
+    let mut stmt = tx.prepare_cached(
+        "UPDATE dossier SET national_exists = 1, acked_hash = ?2, acked_status = ?3, acked_at = ?4, inflight = 0 WHERE mahoso = ?1",
+    )?;
+    for &i in items {
+        let w = &work[i];
+        stmt.execute(params![w.mahoso, w.payload_hash, w.status, now])?;
+    }
+    Ok(())
+}
+
+fn save_history_acks(
+    tx: &rusqlite::Transaction<'_>,
+    work: &[Work],
+    items: &[usize],
+    now: i64,
+) -> rusqlite::Result<()> {
+    let mut stmt = tx.prepare_cached(
+        "UPDATE dossier SET acked_history = ?2, acked_at = ?3, inflight = 0 WHERE mahoso = ?1",
+    )?;
+    for &i in items {
+        let w = &work[i];
+        stmt.execute(params![w.mahoso, w.acked_history as i64, now])?;
+    }
+    Ok(())
+}
+
+/// Ends a round for dossiers without a fate: in sync leaves the outbox; anything left (a
+/// newer version, more history) stays due at once.
+fn finish(tx: &rusqlite::Transaction<'_>, work: &[Work], now: i64) -> rusqlite::Result<Vec<i64>> {
+    let mut lags = Vec::new();
+    let mut done = tx.prepare_cached(
+        "DELETE FROM outbox WHERE mahoso = ?1 AND EXISTS (
+             SELECT 1 FROM dossier d WHERE d.mahoso = ?1 AND d.acked_hash = d.payload_hash
+                 AND d.acked_history = d.history_len AND d.inflight = 0 AND d.needs_catalogue = 0)",
+    )?;
+    let mut again = tx.prepare_cached(
+        "UPDATE outbox SET attempts = 0, next_attempt_at = ?2, last_error = NULL WHERE mahoso = ?1",
+    )?;
+    for w in work.iter().filter(|w| w.open()) {
+        if done.execute([&w.mahoso])? > 0 {
+            lags.push(now - w.updated_at);
+        } else {
+            again.execute(params![w.mahoso, now])?;
+        }
+    }
+    Ok(lags)
+}
+
+// ---------------------------------------------------------------------------------------------
+// A round
+
+/// Runs a phase's calls concurrently (the limiter decides how many are really in flight).
+async fn run_calls<T, Fut>(concurrency: usize, calls: Vec<Fut>) -> Vec<T>
+where
+    Fut: Future<Output = Vec<T>>,
+{
+    futures::stream::iter(calls)
+        .buffer_unordered(concurrency.max(1))
+        .flat_map(futures::stream::iter)
+        .collect()
+        .await
+}
+
+/// One round; returns how many dossiers it handled.
+async fn round<S: Source, N: Sink, C: Clock>(inner: &Inner<S, N, C>) -> Result<usize, StoreError> {
+    let now = inner.clock.now().as_microsecond();
+    let mut work = inner.store.read(|c| load_due(c, now, inner.cfg.round_size))?;
+    if work.is_empty() {
+        return Ok(0);
+    }
+    let seed = inner.next_seed();
+
+    resolve_uncertain(inner, &mut work).await?;
+    fill_catalogues(inner, &mut work).await?;
+
+    // Payloads.
+    let batch = inner.cfg.batch_size;
+    let mut creates = Vec::new();
+    let mut updates = Vec::new();
+    for (i, w) in work.iter().enumerate().filter(|(_, w)| w.open() && !w.payload_acked()) {
+        if w.national_exists { updates.push(i) } else { creates.push(i) }
+    }
+    let sending: Vec<usize> = creates.iter().chain(&updates).copied().collect();
+    if !sending.is_empty() {
+        inner.store.write(|tx| mark_inflight(tx, &work, &sending, INFLIGHT_PAYLOAD))?;
+        for &i in &sending {
+            work[i].inflight = work[i].inflight.max(INFLIGHT_PAYLOAD);
+        }
+        let calls: Vec<_> = creates
+            .chunks(batch)
+            .map(|c| (false, c.to_vec()))
+            .chain(updates.chunks(batch).map(|c| (true, c.to_vec())))
+            .map(|(updating, items)| send_payloads(inner, &work, updating, items))
+            .collect();
+        let results = run_calls(inner.cfg.max_concurrency, calls).await;
+        let mut acked = Vec::new();
+        let mut fated = Vec::new();
+        for (i, result) in results {
+            match result {
+                PayloadResult::Acked => acked.push(i),
+                PayloadResult::Dead { code, reason } => {
+                    work[i].fate = Some(Fate::Dead { code: Some(code), reason });
+                    fated.push(i);
+                }
+                PayloadResult::Retry(t) => {
+                    work[i].fate = Some(Fate::Retry(t));
+                    fated.push(i);
+                }
+            }
+        }
+        for &i in &acked {
+            let w = &mut work[i];
+            w.national_exists = true;
+            w.acked_hash = Some(w.payload_hash);
+            w.inflight = 0;
+        }
+        inner.stats.dossiers_acked(acked.len());
+        inner.store.write(|tx| {
+            save_payload_acks(tx, &work, &acked, now)?;
+            settle_fates(tx, &work, &fated, now, &inner.cfg, seed)
+        })?;
+    }
+
+    // History, for dossiers whose current payload the portal holds.
+    let mut slices = Vec::new();
+    for (i, w) in work.iter().enumerate() {
+        if w.open() && w.payload_acked() && w.acked_history < w.history.len() {
+            let to = (w.acked_history + batch).min(w.history.len());
+            slices.push((i, w.acked_history, to));
+        }
+    }
+    if !slices.is_empty() {
+        let sending: Vec<usize> = slices.iter().map(|s| s.0).collect();
+        inner.store.write(|tx| mark_inflight(tx, &work, &sending, INFLIGHT_HISTORY))?;
+        for &i in &sending {
+            work[i].inflight = work[i].inflight.max(INFLIGHT_HISTORY);
+        }
+        // Pack whole dossiers into calls of at most batch_size entries.
+        let mut calls_slices: Vec<Vec<(usize, usize, usize)>> = Vec::new();
+        let mut current: Vec<(usize, usize, usize)> = Vec::new();
+        let mut size = 0;
+        for s in slices {
+            let n = s.2 - s.1;
+            if size + n > batch && !current.is_empty() {
+                calls_slices.push(std::mem::take(&mut current));
+                size = 0;
+            }
+            current.push(s);
+            size += n;
+        }
+        if !current.is_empty() {
+            calls_slices.push(current);
+        }
+        let calls: Vec<_> = calls_slices.into_iter().map(|s| send_history(inner, &work, s)).collect();
+        let results = run_calls(inner.cfg.max_concurrency, calls).await;
+        let mut acked = Vec::new();
+        let mut fated = Vec::new();
+        let mut entries = 0;
+        for (i, result) in results {
+            match result {
+                HistoryResult::Acked(n) => {
+                    work[i].acked_history += n;
+                    work[i].inflight = 0;
+                    entries += n;
+                    acked.push(i);
+                }
+                HistoryResult::Missing => {
+                    // The portal lost or never had the dossier: create it again, soon.
+                    let w = &mut work[i];
+                    w.national_exists = false;
+                    w.acked_hash = None;
+                    w.acked_history = 0;
+                    w.inflight = 0;
+                    acked.push(i);
+                    tracing::warn!(event = "national_dossier_missing", dossier = %w.mahoso, "history refused: the national portal does not know this dossier; it will be created again");
+                }
+                HistoryResult::Dead { code, reason } => {
+                    work[i].fate = Some(Fate::Dead { code: Some(code), reason });
+                    fated.push(i);
+                }
+                HistoryResult::Retry(t) => {
+                    work[i].fate = Some(Fate::Retry(t));
+                    fated.push(i);
+                }
+            }
+        }
+        inner.stats.entries_acked(entries);
+        inner.store.write(|tx| {
+            let mut missing = tx.prepare_cached(
+                "UPDATE dossier SET national_exists = 0, acked_hash = NULL, acked_history = 0, inflight = 0 WHERE mahoso = ?1",
+            )?;
+            for &i in &acked {
+                if !work[i].national_exists {
+                    missing.execute([&work[i].mahoso])?;
+                }
+            }
+            let really_acked: Vec<usize> = acked.iter().copied().filter(|&i| work[i].national_exists).collect();
+            save_history_acks(tx, &work, &really_acked, now)?;
+            settle_fates(tx, &work, &fated, now, &inner.cfg, seed)
+        })?;
+    }
+
+    // Dossiers parked or rescheduled before any call (read-back, catalogue).
+    let earlier: Vec<usize> = (0..work.len()).filter(|&i| work[i].fate.is_some()).collect();
+    let end = inner.clock.now().as_microsecond();
+    let lags = inner.store.write(|tx| {
+        settle_fates(tx, &work, &earlier, now, &inner.cfg, seed)?;
+        finish(tx, &work, end)
+    })?;
+    for lag in &lags {
+        let seconds = (*lag).max(0) as f64 / 1e6;
+        metrics::histogram!(m::SYNC_LAG).record(seconds);
+        inner.stats.synced(seconds);
+    }
+    for w in &work {
+        match &w.fate {
+            Some(Fate::Dead { code, reason }) => {
+                metrics::counter!(m::DEAD).increment(1);
+                inner.stats.dead();
+                tracing::warn!(event = "dossier_parked", dossier = %w.mahoso, error_code = code, reason = %reason);
+            }
+            Some(Fate::Retry(t)) => {
+                inner.stats.retry();
+                tracing::debug!(event = "dossier_retry", dossier = %w.mahoso, attempt = w.attempts + 1, error = %t.reason);
+            }
+            _ => {}
+        }
+    }
+    Ok(work.len())
+}
+
+/// The time of the next due outbox row, in µs.
+fn next_due(conn: &rusqlite::Connection) -> rusqlite::Result<Option<i64>> {
+    conn.query_row("SELECT MIN(next_attempt_at) FROM outbox", [], |r| r.get(0))
+}
+
+pub(crate) async fn run<S: Source, N: Sink, C: Clock>(inner: Arc<Inner<S, N, C>>, token: CancellationToken) {
+    let mut trouble = Trouble::new("national push");
+    while !token.is_cancelled() {
+        match round(&inner).await {
+            Ok(0) => {
+                trouble.recovered();
+                // Nothing due: sleep until the next retry is due, or the poller brings work.
+                let now = inner.clock.now().as_microsecond();
+                let wait = match inner.store.read(next_due) {
+                    Ok(Some(at)) => Duration::from_micros((at - now).clamp(1_000, 1_000_000) as u64),
+                    _ => Duration::from_secs(1),
+                };
+                tokio::select! {
+                    biased;
+                    () = token.cancelled() => break,
+                    () = inner.pusher_wake.notified() => {}
+                    () = tokio::time::sleep(wait) => {}
+                }
+            }
+            Ok(_) => {
+                inner.note_push_success();
+                trouble.recovered();
+            }
+            Err(e) => {
+                // The database refused a write: nothing of this round's bookkeeping was lost
+                // that a read-back cannot restore (in-flight marks are written first).
+                let wait = Duration::from_secs(1);
+                trouble.failed(&format!("database: {e}"), wait);
+                inner.note_push_error(&format!("database: {e}"));
+                tokio::select! {
+                    biased;
+                    () = token.cancelled() => break,
+                    () = tokio::time::sleep(wait) => {}
+                }
+            }
+        }
+    }
+}
