@@ -381,15 +381,7 @@ async fn tail_pass<S: Source, N: Sink, C: Clock>(
     loop {
         let cursor = match inner.store.read(|c| read_cursor(c, TAIL)) {
             Ok(Some(c)) => c,
-            Ok(None) => {
-                // First start: everything older than the window was visible when the head
-                // pass began reading from the start, so the trail begins at the window.
-                let start = Cursor { updated_at: boundary, id: String::new() };
-                if inner.store.write(|tx| write_cursor(tx, TAIL, &start)).is_err() {
-                    return false;
-                }
-                return true;
-            }
+            Ok(None) => return start_trail(inner),
             Err(_) => return false,
         };
         if cursor.updated_at >= boundary {
@@ -421,8 +413,30 @@ async fn tail_pass<S: Source, N: Sink, C: Clock>(
     }
 }
 
+/// On a first start, the trail begins one window before *now*, before the head pass starts:
+/// everything older was visible when the head pass began reading from the start, and so is
+/// read by it. (Started after the head pass instead, the trail would skip changes that became
+/// visible while a long first pass ran.)
+fn start_trail<S: Source, N: Sink, C: Clock>(inner: &Inner<S, N, C>) -> bool {
+    let boundary = inner.clock.now().checked_sub(inner.cfg.look_back).unwrap_or(Timestamp::UNIX_EPOCH);
+    let start = Cursor { updated_at: boundary, id: String::new() };
+    let result = inner.store.write(|tx| {
+        if read_cursor(tx, TAIL)?.is_none() {
+            write_cursor(tx, TAIL, &start)?;
+        }
+        Ok(())
+    });
+    if let Err(e) = &result {
+        tracing::error!(event = "store_failed", what = "starting the look-back cursor", error = %e);
+    }
+    result.is_ok()
+}
+
 pub(crate) async fn run<S: Source, N: Sink, C: Clock>(inner: Arc<Inner<S, N, C>>, token: CancellationToken) {
     let mut trouble = Trouble::new("provincial poll");
+    if !inner.cfg.look_back.is_zero() {
+        start_trail(&inner);
+    }
     let mut interval = tokio::time::interval(inner.cfg.poll_interval);
     // A poll that overran its interval is followed by the next at once, not by a burst.
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);

@@ -59,7 +59,11 @@ struct Work {
     national_exists: bool,
     acked_hash: Option<i64>,
     acked_history: usize,
+    /// The in-flight mark as the database holds it (including this round's writes).
     inflight: i64,
+    /// Uncertainty left from earlier writes that no read-back has resolved yet: it survives
+    /// this round's failures (a failed read-back must never clear it).
+    unresolved: i64,
     attempts: i64,
     /// What the round decided, once it decided; a dossier with a fate takes no further part.
     fate: Option<Fate>,
@@ -113,6 +117,7 @@ fn load_due(conn: &rusqlite::Connection, now: i64, limit: usize) -> rusqlite::Re
             acked_hash: r.get(10)?,
             acked_history: r.get::<_, i64>(11)? as usize,
             inflight: r.get(12)?,
+            unresolved: r.get(12)?,
             attempts: r.get(13)?,
             fate: None,
         })
@@ -215,6 +220,7 @@ async fn read_back<S: Source, N: Sink, C: Clock>(inner: &Inner<S, N, C>, w: &mut
                 }
             }
             w.inflight = 0;
+            w.unresolved = 0;
         }
         Answer::Refused { code, message } => {
             w.fate = Some(Fate::Retry(Transient {
@@ -648,8 +654,9 @@ fn settle_fates(
                 let next = now + delay.as_micros() as i64;
                 tx.prepare_cached("UPDATE outbox SET attempts = ?2, next_attempt_at = ?3, last_error = ?4 WHERE mahoso = ?1")?
                     .execute(params![w.mahoso, attempts, next, t.reason])?;
-                // Keep the in-flight mark where the write may have been applied.
-                let inflight = if t.maybe_applied { w.inflight } else { 0 };
+                // Keep the in-flight mark where this round's write may have been applied, and
+                // in any case whatever earlier uncertainty is still unresolved.
+                let inflight = if t.maybe_applied { w.inflight.max(w.unresolved) } else { w.unresolved };
                 tx.prepare_cached("UPDATE dossier SET inflight = ?2 WHERE mahoso = ?1")?
                     .execute(params![w.mahoso, inflight])?;
             }

@@ -18,52 +18,78 @@ use tokio::process::{Child, Command};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_dvc-sync");
 
+/// A temporary directory for one test; kept (and its path printed) when
+/// `DVC_SYNC_KEEP_TEST_DIRS` is set, to look at a failed run's database and logs.
+pub fn test_dir() -> tempfile::TempDir {
+    let keep = std::env::var_os("DVC_SYNC_KEEP_TEST_DIRS").is_some();
+    let dir = tempfile::Builder::new().prefix("dvc-sync-test-").disable_cleanup(keep).tempdir().unwrap();
+    if keep {
+        eprintln!("keeping {}", dir.path().display());
+    }
+    dir
+}
+
 pub fn status_map() -> StatusMap {
     DEFAULT_STATUS_MAP.iter().map(|(k, v)| ((*k).to_owned(), NationalStatus::new(*v).unwrap())).collect()
 }
 
-/// Writes a configuration for a fast test run; `extra` lines are appended under their
-/// sections (TOML allows a table once, so extra keys go in as dotted keys at the top).
-pub fn write_config(dir: &Path, provincial: &str, national: &str, extra: &[&str]) -> PathBuf {
+/// Writes a configuration for a fast test run; `overrides` are `section.key = value` lines
+/// (TOML values) that replace or add to the defaults below.
+pub fn write_config(dir: &Path, provincial: &str, national: &str, overrides: &[&str]) -> PathBuf {
+    let db = dir.join("state.db");
+    let mut sections: Vec<(&str, Vec<(String, String)>)> = vec![
+        ("store", vec![("path".into(), format!("{:?}", db.display().to_string()))]),
+        (
+            "provincial",
+            vec![
+                ("base_url".into(), format!("{provincial:?}")),
+                ("api_key".into(), "\"provincial-secret-key\"".into()),
+                ("poll_interval_seconds".into(), "0.2".into()),
+                ("page_size".into(), "200".into()),
+                ("look_back_seconds".into(), "2.0".into()),
+                ("retry_initial_seconds".into(), "0.05".into()),
+                ("retry_max_seconds".into(), "1.0".into()),
+                ("request_timeout_seconds".into(), "10.0".into()),
+            ],
+        ),
+        (
+            "national",
+            vec![
+                ("base_url".into(), format!("{national:?}")),
+                ("username".into(), "\"dvc-sync\"".into()),
+                ("password".into(), "\"dvc-sync-secret\"".into()),
+                ("madonvi".into(), "\"000.00.00.H58\"".into()),
+                ("retry_initial_seconds".into(), "0.1".into()),
+                ("retry_max_seconds".into(), "2.0".into()),
+                ("request_timeout_seconds".into(), "5.0".into()),
+            ],
+        ),
+        (
+            "telemetry",
+            vec![("log_format".into(), "\"json\"".into()), ("metrics_listen".into(), "\"\"".into())],
+        ),
+        ("daemon", vec![("drain_seconds".into(), "5.0".into()), ("heartbeat_seconds".into(), "0.5".into())]),
+    ];
+    for line in overrides {
+        let (key, value) = line.split_once('=').expect("section.key = value");
+        let (section, key) = key.trim().split_once('.').expect("section.key");
+        let value = value.trim().to_owned();
+        match sections.iter_mut().find(|(s, _)| *s == section) {
+            Some((_, keys)) => match keys.iter_mut().find(|(k, _)| k == key) {
+                Some(entry) => entry.1 = value,
+                None => keys.push((key.to_owned(), value)),
+            },
+            None => panic!("unknown section {section}"),
+        }
+    }
     let mut text = String::new();
-    for line in extra {
-        text.push_str(line);
+    for (section, keys) in sections {
+        text.push_str(&format!("[{section}]\n"));
+        for (k, v) in keys {
+            text.push_str(&format!("{k} = {v}\n"));
+        }
         text.push('\n');
     }
-    text.push_str(&format!(
-        r#"
-[store]
-path = "{db}"
-
-[provincial]
-base_url = "{provincial}"
-api_key = "provincial-secret-key"
-poll_interval_seconds = 0.2
-page_size = 200
-look_back_seconds = 2.0
-retry_initial_seconds = 0.05
-retry_max_seconds = 1.0
-request_timeout_seconds = 10.0
-
-[national]
-base_url = "{national}"
-username = "dvc-sync"
-password = "dvc-sync-secret"
-madonvi = "000.00.00.H58"
-retry_initial_seconds = 0.1
-retry_max_seconds = 2.0
-request_timeout_seconds = 5.0
-
-[telemetry]
-log_format = "json"
-metrics_listen = ""
-
-[daemon]
-drain_seconds = 5.0
-heartbeat_seconds = 0.5
-"#,
-        db = dir.join("state.db").display(),
-    ));
     let path = dir.join("dvc-sync.toml");
     std::fs::write(&path, text).unwrap();
     path

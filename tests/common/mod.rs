@@ -264,3 +264,21 @@ impl Provincial {
 }
 
 pub mod daemon;
+
+/// A valid provincial record (national field names, local status, whole history).
+pub fn provincial_record(mahoso: &str, status: &str, entries: usize) -> Value {
+    let mut r = dossier(mahoso);
+    let obj = r.as_object_mut().expect("object");
+    obj.remove("TrangThaiHoSo");
+    obj.insert("TrangThai".into(), json!(status));
+    let history: Vec<Value> = (0..entries)
+        .map(|i| {
+            let mut e = entry(mahoso, &format!("202603011{i}0000"), "x");
+            e["TrangThai"] = json!(if i == 0 { "new" } else { "processing" });
+            e["NoiDungXuLy"] = json!(format!("Bước xử lý {}", i + 1));
+            e
+        })
+        .collect();
+    obj.insert("QuaTrinhXuLy".into(), Value::Array(history));
+    r
+}
