@@ -414,3 +414,24 @@ async fn a_change_hidden_during_a_slow_first_pass_is_found_by_the_look_back() {
     daemon.sigterm().await;
     daemon.wait(Duration::from_secs(10)).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_signal_aborts_the_drain() {
+    let national = National::start(Faults { latency_ms: 4_000, ..Faults::default() }).await;
+    let provincial =
+        Provincial::start(Knobs { dossiers: 200, changes_per_second: 0.0, ..Knobs::default() }).await;
+    let dir = test_dir();
+    let overrides = ["daemon.drain_seconds = 30.0", "national.request_timeout_seconds = 20.0"];
+    let config = write_config(dir.path(), &provincial.server.url(), &national.server.url(), &overrides);
+    let mut daemon = Daemon::start(&config).await;
+    // Wait until calls are in flight (the login itself takes 4 s).
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    daemon.sigterm().await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(daemon.child.try_wait().unwrap().is_none(), "draining, not stopped yet");
+    let asked = std::time::Instant::now();
+    daemon.sigterm().await;
+    let status = daemon.wait(Duration::from_secs(3)).await.expect("a second signal stops at once");
+    assert_eq!(status.code(), Some(130));
+    assert!(asked.elapsed() < Duration::from_secs(3));
+}
