@@ -11,7 +11,7 @@ use crate::{
     config::{self, Purpose},
     daemon,
     mock::{self, MockServer},
-    ops,
+    ops, status,
     store::Store,
     telemetry::{self, LogFormat, Output},
 };
@@ -34,6 +34,15 @@ pub struct Cli {
 pub enum Command {
     /// Run the daemon until SIGTERM or SIGINT (exit 0 after a clean drain, 78 bad config, 1 fatal)
     Run,
+    /// The state of the synchronization, read from the database (exit 0 healthy, 1 degraded, 2 unreadable)
+    Status {
+        /// JSON with stable field names
+        #[arg(long)]
+        json: bool,
+        /// One dossier: local and national status, sync state, attempts, last error, history
+        #[arg(long, value_name = "MAHOSO")]
+        dossier: Option<String>,
+    },
     /// Validate the configuration and print it with secrets redacted (exit 78 when invalid)
     CheckConfig,
     /// Re-enqueue parked items: dead dossiers and quarantined records (both when neither flag is given)
@@ -111,6 +120,16 @@ pub fn run(cli: Cli) -> ExitCode {
     let config_path = cli.config.as_deref();
     match cli.command {
         Command::Mock { portal } => block_on(run_mock(portal)),
+        Command::Status { json, dossier } => {
+            let config = match config::load(config_path, Purpose::Inspect) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprint!("{e}");
+                    return ExitCode::from(EXIT_CONFIG);
+                }
+            };
+            status_command(&config, json, dossier.as_deref())
+        }
         Command::CheckConfig => match config::load(config_path, Purpose::Run) {
             Ok(c) => {
                 print!("{}", c.render_redacted());
@@ -206,6 +225,114 @@ pub fn run(cli: Cli) -> ExitCode {
             })
         }
     }
+}
+
+/// Exit code when the state cannot be read.
+pub const EXIT_UNREADABLE: u8 = 2;
+
+fn status_command(config: &config::Config, json: bool, dossier: Option<&str>) -> ExitCode {
+    let path = &config.store.path;
+    let unreadable = |e: &dyn std::fmt::Display| {
+        eprintln!("dvc-sync status: cannot read the state in {}: {e}", path.display());
+        ExitCode::from(EXIT_UNREADABLE)
+    };
+    let conn = match crate::store::open_read_only(path) {
+        Ok(c) => c,
+        Err(e) => return unreadable(&e),
+    };
+    match crate::store::schema_version(&conn) {
+        Ok(v) if v == crate::store::SCHEMA_VERSION => {}
+        Ok(0) => return unreadable(&"not a dvc-sync database (no schema)"),
+        Ok(v) if v < crate::store::SCHEMA_VERSION => {
+            return unreadable(&format!(
+                "the database has schema {v}, older than this version's {}: start the daemon once to migrate it",
+                crate::store::SCHEMA_VERSION
+            ));
+        }
+        Ok(v) => {
+            return unreadable(&format!(
+                "the database has schema {v}, newer than this version's {}",
+                crate::store::SCHEMA_VERSION
+            ));
+        }
+        Err(e) => return unreadable(&e),
+    }
+    if let Some(mahoso) = dossier {
+        return match status::dossier(&conn, mahoso) {
+            Ok(d) => {
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&d).unwrap_or_default());
+                } else {
+                    print!("{}", render_dossier(&d));
+                }
+                if matches!(d.sync_state, "in_sync" | "pending" | "retrying") {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::FAILURE
+                }
+            }
+            Err(e) => unreadable(&e),
+        };
+    }
+    let thresholds = status::Thresholds {
+        stale_heartbeat: config.daemon.stale_heartbeat,
+        outbox_age: config.daemon.outbox_age_threshold,
+    };
+    let report = match status::report(&conn, path, jiff::Timestamp::now(), &thresholds) {
+        Ok(r) => r,
+        Err(e) => return unreadable(&e),
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
+    } else {
+        let parked = status::parked(&conn, 10).unwrap_or_default();
+        print!("{}", status::render(&report, &parked));
+    }
+    match report.health {
+        status::Health::Ok => ExitCode::SUCCESS,
+        _ => ExitCode::FAILURE,
+    }
+}
+
+fn render_dossier(d: &status::DossierReport) -> String {
+    let mut out = format!(
+        "dossier    {}
+state      {}
+",
+        d.mahoso, d.sync_state
+    );
+    if let Some(l) = &d.local {
+        out.push_str(&format!(
+            "provincial version {} ({}), status {} {} (local {:?}), {} history entries\n",
+            l.version,
+            l.updated_at.as_deref().unwrap_or("?"),
+            l.status,
+            l.status_name,
+            l.local_status.as_deref().unwrap_or("?"),
+            l.history_entries
+        ));
+    }
+    if let Some(n) = &d.national {
+        out.push_str(&format!(
+            "national   {}, status {}, fields {}, {} history entries acknowledged{}\n",
+            if n.exists { "exists" } else { "not created" },
+            n.status.map_or("none".to_owned(), |s| format!("{s} {}", n.status_name.unwrap_or(""))),
+            if n.current { "current" } else { "behind" },
+            n.history_entries_acknowledged,
+            if n.uncertain { ", a write's outcome is being resolved" } else { "" }
+        ));
+    }
+    out.push_str(&format!("attempts   {}\n", d.attempts));
+    if let Some(at) = &d.next_attempt_at {
+        out.push_str(&format!("next       {at}\n"));
+    }
+    if let Some(e) = &d.last_error {
+        out.push_str(&format!("last error {e}\n"));
+    }
+    if let Some(q) = &d.quarantine_reason {
+        out.push_str(&format!("quarantine {q}\n"));
+    }
+    out
 }
 
 fn block_on(fut: impl Future<Output = anyhow::Result<ExitCode>>) -> ExitCode {

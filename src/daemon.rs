@@ -1,18 +1,29 @@
 //! `dvc-sync run`: the daemon. Takes the database's lock, opens the store, builds the HTTP
-//! adapters and runs the engine until the token is cancelled (SIGTERM/SIGINT), then drains.
+//! adapters, serves `/metrics`, `/healthz` and `/readyz`, tells systemd how it is (READY,
+//! WATCHDOG, STATUS, STOPPING), and runs the engine until the token is cancelled, then drains.
 
-use std::sync::Arc;
+use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use anyhow::Context;
+use sd_notify::NotifyState;
+use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
     config::Config,
+    metrics as m,
     national::HttpNational,
     provincial::HttpProvincial,
     store::{Store, lock::DaemonLock},
     sync::{Engine, EngineConfig, ports::SystemClock},
+    telemetry,
 };
+
+fn notify(states: &[NotifyState<'_>]) {
+    if let Err(e) = sd_notify::notify(states) {
+        tracing::warn!(event = "sd_notify_failed", error = %e);
+    }
+}
 
 /// Runs the daemon until `token` is cancelled and the drain is over.
 pub async fn run(config: Config, token: CancellationToken) -> anyhow::Result<()> {
@@ -21,6 +32,30 @@ pub async fn run(config: Config, token: CancellationToken) -> anyhow::Result<()>
     let source = HttpProvincial::new(&config.provincial).context("while setting up the provincial client")?;
     let sink = HttpNational::new(&config.national).context("while setting up the national client")?;
     let engine = Engine::new(store, source, sink, SystemClock, EngineConfig::from_config(&config))?;
+
+    let handle = telemetry::install_metrics();
+    init_metrics();
+    let mut metrics_addr: Option<SocketAddr> = None;
+    if let Some(addr) = config.telemetry.metrics_listen {
+        let listener = TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen on telemetry.metrics_listen {addr}"))?;
+        let bound = listener.local_addr()?;
+        let probe = {
+            let engine = engine.clone();
+            move || engine.readiness()
+        };
+        let router = telemetry::health_router(handle, probe);
+        let stop = token.clone();
+        tokio::spawn(async move {
+            let serve =
+                axum::serve(listener, router).with_graceful_shutdown(async move { stop.cancelled().await });
+            if let Err(e) = serve.await {
+                tracing::error!(event = "metrics_listener_failed", error = %e);
+            }
+        });
+        metrics_addr = Some(bound);
+    }
     tracing::info!(
         event = "daemon_started",
         version = env!("CARGO_PKG_VERSION"),
@@ -28,8 +63,55 @@ pub async fn run(config: Config, token: CancellationToken) -> anyhow::Result<()>
         provincial = %config.provincial.http.base_url,
         national = %config.national.http.base_url,
         batch_size = config.national.batch_size,
+        metrics = metrics_addr.map(|a| a.to_string()).unwrap_or_default(),
     );
+
+    // systemd: READY once serving, then WATCHDOG pings at half the interval it asks for,
+    // with a STATUS line each time; STOPPING when the drain begins.
+    notify(&[NotifyState::Ready, NotifyState::Status(&engine.status_line())]);
+    let pings = {
+        let engine = engine.clone();
+        let token = token.clone();
+        let every = sd_notify::watchdog_enabled().map(|d| d / 2).unwrap_or(Duration::from_secs(10));
+        let watchdog = sd_notify::watchdog_enabled().is_some();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+            loop {
+                tokio::select! {
+                    biased;
+                    () = token.cancelled() => break,
+                    _ = tick.tick() => {}
+                }
+                let line = engine.status_line();
+                if watchdog {
+                    notify(&[NotifyState::Watchdog, NotifyState::Status(&line)]);
+                } else {
+                    notify(&[NotifyState::Status(&line)]);
+                }
+            }
+            notify(&[NotifyState::Stopping, NotifyState::Status("draining in-flight calls")]);
+        })
+    };
     engine.run(token).await;
+    let _ = pings.await;
     tracing::info!(event = "daemon_stopped");
     Ok(())
+}
+
+/// Registers every metric, so that a scrape shows them all from the start.
+fn init_metrics() {
+    for service in ["auth", "DongBoHoSoMC", "CapNhatTienDoHoSoMC", "TraCuuHoSo", "LayThuTuc"] {
+        metrics::counter!(m::CALLS, "service" => service, "outcome" => "ok").increment(0);
+    }
+    for outcome in ["ok", "failed"] {
+        metrics::counter!(m::PAGES, "outcome" => outcome).increment(0);
+    }
+    for result in ["changed", "seen", "quarantined"] {
+        metrics::counter!(m::RECORDS, "result" => result).increment(0);
+    }
+    metrics::counter!(m::SESSION_RENEWALS).increment(0);
+    metrics::counter!(m::DEAD).increment(0);
+    metrics::counter!(m::LOGIN_FAILURES).increment(0);
+    metrics::gauge!(m::UP).set(1.0);
 }

@@ -10,6 +10,7 @@ pub mod mock;
 pub mod national;
 pub mod ops;
 pub mod provincial;
+pub mod status;
 pub mod store;
 pub mod sync;
 pub mod telemetry;

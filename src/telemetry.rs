@@ -99,7 +99,7 @@ impl Trouble {
     pub fn recovered(&mut self) {
         if self.failures > 0 {
             tracing::info!(
-                event = "recovered",
+                event = "failure_recovered",
                 what = self.what,
                 failures = self.failures,
                 "{} recovered",
@@ -110,4 +110,63 @@ impl Trouble {
         self.unlogged = 0;
         self.last_logged = None;
     }
+}
+
+/// Installs the Prometheus recorder once per process and returns its handle. Durations are
+/// histograms with buckets fit for each (a call lasts milliseconds; a sync lag, seconds).
+pub fn install_metrics() -> metrics_exporter_prometheus::PrometheusHandle {
+    use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
+    static HANDLE: std::sync::OnceLock<metrics_exporter_prometheus::PrometheusHandle> =
+        std::sync::OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let call = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
+            let lag = [0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0];
+            let builder = PrometheusBuilder::new()
+                .set_buckets_for_metric(Matcher::Full(crate::metrics::CALL_DURATION.into()), &call)
+                .and_then(|b| b.set_buckets_for_metric(Matcher::Full(crate::metrics::SYNC_LAG.into()), &lag))
+                .unwrap_or_else(|_| PrometheusBuilder::new());
+            let recorder = builder.build_recorder();
+            let handle = recorder.handle();
+            if metrics::set_global_recorder(recorder).is_err() {
+                tracing::warn!(
+                    event = "metrics_recorder_exists",
+                    "another metrics recorder is installed; /metrics may be empty"
+                );
+            }
+            crate::metrics::describe();
+            handle
+        })
+        .clone()
+}
+
+/// `/metrics` (Prometheus text), `/healthz` (alive) and `/readyz` (doing its job, or why not).
+pub fn health_router<F>(handle: metrics_exporter_prometheus::PrometheusHandle, readiness: F) -> axum::Router
+where
+    F: Fn() -> crate::sync::Readiness + Clone + Send + Sync + 'static,
+{
+    use axum::{Json, http::StatusCode, response::IntoResponse, routing::get};
+    axum::Router::new()
+        .route(
+            "/metrics",
+            get(move || {
+                let handle = handle.clone();
+                async move {
+                    handle.run_upkeep();
+                    ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], handle.render())
+                }
+            }),
+        )
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route(
+            "/readyz",
+            get(move || {
+                let readiness = readiness.clone();
+                async move {
+                    let r = readiness();
+                    let status = if r.ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+                    (status, Json(r)).into_response()
+                }
+            }),
+        )
 }

@@ -66,6 +66,8 @@ pub struct Normalized {
     pub needs_catalogue: bool,
     pub procedure: String,
     pub status: NationalStatus,
+    /// The provincial system's own status code (`TrangThai`).
+    pub local_status: String,
     /// The processing history, oldest first, in the national form.
     pub history: Vec<Value>,
 }
@@ -136,10 +138,12 @@ fn convert(
     Ok(())
 }
 
-fn local_status(record: &Map<String, Value>, map: &StatusMap) -> Result<NationalStatus, String> {
+fn local_status(record: &Map<String, Value>, map: &StatusMap) -> Result<(NationalStatus, String), String> {
     let local = scalar(record.get("TrangThai")).map_err(|why| format!("TrangThai {why}"))?;
     let local = local.filter(|s| !s.is_empty()).ok_or("no local status (TrangThai)")?;
-    map.get(&local).copied().ok_or_else(|| format!("local status {local:?} not in status_map"))
+    let status =
+        map.get(&local).copied().ok_or_else(|| format!("local status {local:?} not in status_map"))?;
+    Ok((status, local))
 }
 
 /// A stable key for a record without a usable MaHoSo, from fields that do not change over
@@ -181,7 +185,7 @@ pub fn normalize(raw: &Value, map: &StatusMap) -> Result<Normalized, Quarantined
     let Some(updated_at) = updated_at else {
         return Err(quarantine("unparseable updated_at".into()));
     };
-    let status = local_status(record, map).map_err(quarantine)?;
+    let (status, local) = local_status(record, map).map_err(quarantine)?;
 
     let mut dossier = Map::new();
     dossier.insert("MaHoSo".into(), Value::String(mahoso.clone()));
@@ -222,11 +226,22 @@ pub fn normalize(raw: &Value, map: &StatusMap) -> Result<Normalized, Quarantined
         out.insert("MaHoSo".into(), Value::String(mahoso.clone()));
         convert(entry, HISTORY_FIELDS, &mut out)
             .map_err(|e| quarantine(format!("history entry {n}: {e}")))?;
-        let status = local_status(entry, map).map_err(|e| quarantine(format!("history entry {n}: {e}")))?;
+        let (status, _) =
+            local_status(entry, map).map_err(|e| quarantine(format!("history entry {n}: {e}")))?;
         out.insert("TrangThai".into(), Value::String(status.to_string()));
         history.push(Value::Object(out));
     }
-    Ok(Normalized { mahoso, version, updated_at, dossier, needs_catalogue, procedure, status, history })
+    Ok(Normalized {
+        mahoso,
+        version,
+        updated_at,
+        dossier,
+        needs_catalogue,
+        procedure,
+        status,
+        local_status: local,
+        history,
+    })
 }
 
 /// Fills the catalogue fields from a `LayThuTuc` answer.

@@ -13,7 +13,7 @@ use tokio::{sync::Mutex, time::Instant};
 use super::classify::{Answer, TransientKind, classify};
 use crate::{
     config::{NationalConfig, Secret},
-    transport,
+    metrics as m, transport,
 };
 
 struct Session {
@@ -81,7 +81,12 @@ impl HttpNational {
             return Ok(s.token.clone());
         }
         let body = json!({"username": self.username, "password": self.password.expose()});
-        match self.post(&self.auth_url, &body).await {
+        let answer = self.post(&self.auth_url, &body).await;
+        metrics::counter!(m::CALLS, "service" => "auth", "outcome" => answer.label()).increment(1);
+        if !matches!(answer, Answer::Ok(_)) {
+            metrics::counter!(m::LOGIN_FAILURES).increment(1);
+        }
+        match answer {
             Answer::Ok(answer) => {
                 match answer.get("session").and_then(Value::as_str).filter(|t| !t.is_empty()) {
                     Some(token) => {

@@ -60,7 +60,8 @@ impl DaemonLock {
     /// Whether a daemon holds the lock of `db` now (for commands that must not race it).
     pub fn is_held(db: &Path) -> bool {
         let path = Self::lock_path(db);
-        let Ok(file) = OpenOptions::new().read(true).write(true).open(&path) else { return false };
+        // Read-only is enough to test a lock, and works for an operator who cannot write it.
+        let Ok(file) = OpenOptions::new().read(true).open(&path) else { return false };
         match file.try_lock() {
             Ok(()) => {
                 let _ = file.unlock();

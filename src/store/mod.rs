@@ -27,8 +27,19 @@ pub enum StoreError {
     Sqlite(#[from] rusqlite::Error),
 }
 
+/// The schema version this build writes (the number of migrations).
+pub const SCHEMA_VERSION: i64 = 2;
+
+/// The schema version of an open database (SQLite's user_version, kept by the migrations).
+pub fn schema_version(conn: &Connection) -> rusqlite::Result<i64> {
+    conn.query_row("PRAGMA user_version", [], |r| r.get(0))
+}
+
 fn migrations() -> Migrations<'static> {
-    Migrations::new(vec![M::up(include_str!("../../migrations/0001_initial.sql"))])
+    Migrations::new(vec![
+        M::up(include_str!("../../migrations/0001_initial.sql")),
+        M::up(include_str!("../../migrations/0002_counts.sql")),
+    ])
 }
 
 /// The daemon's read-write handle: one connection, one writer at a time.
@@ -144,6 +155,9 @@ mod tests {
     #[test]
     fn migrations_are_valid() {
         migrations().validate().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s.db")).unwrap();
+        assert_eq!(store.read(schema_version).unwrap(), SCHEMA_VERSION);
     }
 
     #[test]
@@ -163,6 +177,69 @@ mod tests {
         let ro = open_read_only(&path).unwrap();
         assert_eq!(meta_get(&ro, "k").unwrap().as_deref(), Some("v"));
         assert!(ro.execute("DELETE FROM meta", []).is_err(), "read-only");
+    }
+
+    #[test]
+    fn counts_follow_inserts_deletes_and_upserts() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("state.db")).unwrap();
+        let counts = |store: &Store| -> Vec<(String, i64)> {
+            store
+                .read(|c| {
+                    let mut stmt = c.prepare("SELECT name, n FROM counts ORDER BY name")?;
+                    stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect()
+                })
+                .unwrap()
+        };
+        let real = |store: &Store| -> Vec<(String, i64)> {
+            store
+                .read(|c| {
+                    let q = |sql: &str| c.query_row(sql, [], |r| r.get::<_, i64>(0));
+                    Ok(vec![
+                        ("dead".into(), q("SELECT COUNT(*) FROM dead")?),
+                        ("dossier".into(), q("SELECT COUNT(*) FROM dossier")?),
+                        ("outbox".into(), q("SELECT COUNT(*) FROM outbox")?),
+                        ("quarantine".into(), q("SELECT COUNT(*) FROM quarantine")?),
+                        ("retrying".into(), q("SELECT COUNT(*) FROM outbox WHERE attempts > 0")?),
+                    ])
+                })
+                .unwrap()
+        };
+        store
+            .write(|tx| {
+                for i in 0..5 {
+                    tx.execute(
+                        "INSERT INTO dossier (mahoso, version, updated_at, seen_at, payload, payload_hash, status, procedure, history, history_len)
+                         VALUES (?1, 1, 0, 0, '{}', 0, 2, 'p', '[]', 0)
+                         ON CONFLICT(mahoso) DO UPDATE SET version = version + 1",
+                        [format!("d{}", i % 3)],
+                    )?;
+                }
+                tx.execute("INSERT INTO outbox (mahoso, enqueued_at, next_attempt_at) VALUES ('d0', 0, 0), ('d1', 0, 0)", [])?;
+                tx.execute("INSERT INTO outbox (mahoso, enqueued_at, next_attempt_at) VALUES ('d0', 0, 0) ON CONFLICT DO NOTHING", [])?;
+                tx.execute("UPDATE outbox SET attempts = 2 WHERE mahoso = 'd0'", [])?;
+                tx.execute("UPDATE outbox SET attempts = 3 WHERE mahoso = 'd0'", [])?;
+                tx.execute("INSERT INTO dead (mahoso, dead_at, attempts, reason) VALUES ('d2', 0, 1, 'x')", [])?;
+                tx.execute(
+                    "INSERT INTO dead (mahoso, dead_at, attempts, reason) VALUES ('d2', 0, 1, 'y') ON CONFLICT(mahoso) DO UPDATE SET reason = excluded.reason",
+                    [],
+                )?;
+                tx.execute("INSERT INTO quarantine (key, reason, record, first_seen_at, last_seen_at) VALUES ('q', 'r', '{}', 0, 0)", [])?;
+                Ok(())
+            })
+            .unwrap();
+        assert_eq!(counts(&store), real(&store));
+        store
+            .write(|tx| {
+                tx.execute("DELETE FROM outbox WHERE mahoso = 'd0'", [])?;
+                tx.execute("UPDATE outbox SET attempts = 1 WHERE mahoso = 'd1'", [])?;
+                tx.execute("UPDATE outbox SET attempts = 0 WHERE mahoso = 'd1'", [])?;
+                tx.execute("DELETE FROM dead", [])?;
+                tx.execute("DELETE FROM quarantine", [])?;
+                Ok(())
+            })
+            .unwrap();
+        assert_eq!(counts(&store), real(&store));
     }
 
     #[test]

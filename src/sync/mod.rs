@@ -103,6 +103,15 @@ struct Notes {
     push_success: Option<i64>,
     push_error: Option<String>,
     renewals_written: u64,
+    /// The last time the database refused the heartbeat, with why.
+    store_error: Option<String>,
+}
+
+/// Whether the daemon does its job, for `/readyz`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Readiness {
+    pub ready: bool,
+    pub reasons: Vec<String>,
 }
 
 pub struct Inner<S, N, C> {
@@ -117,6 +126,9 @@ pub struct Inner<S, N, C> {
     pub(crate) pusher_wake: Notify,
     rng: Mutex<fastrand::Rng>,
     notes: Mutex<Notes>,
+    started_at: i64,
+    /// National call failures, logged quietly (see `telemetry::Trouble`).
+    pub(crate) national_trouble: Mutex<crate::telemetry::Trouble>,
 }
 
 impl<S: Source, N: Sink, C: Clock> Inner<S, N, C> {
@@ -163,7 +175,7 @@ impl<S: Source, N: Sink, C: Clock> Inner<S, N, C> {
             ((n.poll_success, n.poll_error.clone(), n.push_success, n.push_error.clone()), delta)
         };
         metrics::counter!(m::SESSION_RENEWALS).increment(new_renewals);
-        self.store.write(|tx| {
+        let result = self.store.write(|tx| {
             tx.execute(
                 "INSERT INTO heartbeat (id, pid, version, started_at, beat_at, stopped_at) VALUES (1, ?1, ?2, ?3, ?4, ?5)
                  ON CONFLICT(id) DO UPDATE SET pid = excluded.pid, version = excluded.version,
@@ -184,13 +196,122 @@ impl<S: Source, N: Sink, C: Clock> Inner<S, N, C> {
             }
             meta_set(tx, "concurrency_limit", Some(&self.limiter.limit().to_string()))?;
             Ok(())
-        })
+        });
+        self.notes().store_error = result.as_ref().err().map(ToString::to_string);
+        self.export_gauges(now);
+        result
+    }
+
+    /// Sets the gauges that describe the whole state (cheap: trigger-kept counts, an index).
+    fn export_gauges(&self, now: i64) {
+        let read = self.store.read(|c| {
+            let counts = crate::status::dossier_counts(c)?;
+            let oldest: Option<i64> = c.query_row("SELECT MIN(enqueued_at) FROM outbox", [], |r| r.get(0))?;
+            Ok((counts, oldest))
+        });
+        let Ok((d, oldest)) = read else { return };
+        for (state, n) in [
+            ("in_sync", d.in_sync),
+            ("pending", d.pending),
+            ("retrying", d.retrying),
+            ("dead", d.dead),
+            ("quarantined", d.quarantined),
+        ] {
+            metrics::gauge!(m::DOSSIERS, "state" => state).set(n as f64);
+        }
+        metrics::gauge!(m::OUTBOX_DEPTH).set((d.pending + d.retrying) as f64);
+        metrics::gauge!(m::OUTBOX_OLDEST_AGE).set(oldest.map_or(0.0, |at| (now - at).max(0) as f64 / 1e6));
+        metrics::gauge!(m::COVERAGE).set(crate::status::coverage(&d) / 100.0);
+        metrics::gauge!(m::CONCURRENCY_LIMIT).set(self.limiter.limit() as f64);
+    }
+
+    fn readiness(&self) -> Readiness {
+        let started_at = self.started_at;
+        let now = self.clock.now().as_microsecond();
+        let mut reasons = Vec::new();
+        if let Err(e) = self.store.read(|c| c.query_row("SELECT 1", [], |r| r.get::<_, i64>(0))) {
+            reasons.push(format!("the database is not readable: {e}"));
+        }
+        let depth =
+            self.store.read(crate::status::dossier_counts).map(|d| d.pending + d.retrying).unwrap_or(0);
+        let n = self.notes();
+        if let Some(e) = &n.store_error {
+            reasons.push(format!("the database refuses writes: {e}"));
+        }
+        let poll_window = (self.cfg.poll_interval * 3).max(Duration::from_secs(30)).as_micros() as i64;
+        match n.poll_success {
+            Some(at) if now - at <= poll_window => {}
+            Some(at) => reasons.push(format!(
+                "no successful poll for {:.0} s{}",
+                (now - at) as f64 / 1e6,
+                n.poll_error.as_ref().map(|e| format!(" (last error: {e})")).unwrap_or_default()
+            )),
+            None => reasons.push(format!(
+                "no successful poll yet{}",
+                n.poll_error.as_ref().map(|e| format!(" (last error: {e})")).unwrap_or_default()
+            )),
+        }
+        let push_window = (self.cfg.poll_interval * 3).max(Duration::from_secs(60)).as_micros() as i64;
+        let since = n.push_success.unwrap_or(started_at);
+        if depth > 0 && now - since > push_window {
+            reasons.push(format!(
+                "{depth} dossier(s) waiting and no national call answered for {:.0} s{}",
+                (now - since) as f64 / 1e6,
+                n.push_error.as_ref().map(|e| format!(" (last error: {e})")).unwrap_or_default()
+            ));
+        }
+        Readiness { ready: reasons.is_empty(), reasons }
+    }
+
+    /// A progress line for the logs, once a minute.
+    fn report_progress(&self) {
+        let read = self.store.read(|c| {
+            let d = crate::status::dossier_counts(c)?;
+            let oldest: Option<i64> = c.query_row("SELECT MIN(enqueued_at) FROM outbox", [], |r| r.get(0))?;
+            Ok((d, oldest))
+        });
+        if let Ok((d, oldest)) = read {
+            let now = self.clock.now().as_microsecond();
+            tracing::info!(
+                event = "progress_reported",
+                total = d.total,
+                in_sync = d.in_sync,
+                pending = d.pending,
+                retrying = d.retrying,
+                dead = d.dead,
+                quarantined = d.quarantined,
+                coverage_percent = crate::status::coverage(&d),
+                oldest_pending_age_seconds = oldest.map_or(0.0, |at| (now - at).max(0) as f64 / 1e6),
+                concurrency_limit = self.limiter.limit(),
+            );
+        }
+    }
+
+    /// One line for systemd's STATUS: synced/valid, outbox, parked.
+    fn status_line(&self) -> String {
+        match self.store.read(crate::status::dossier_counts) {
+            Ok(d) => format!(
+                "synced {}/{}, outbox {}, dead {}, quarantined {}",
+                d.in_sync,
+                d.total.saturating_sub(d.quarantined),
+                d.pending + d.retrying,
+                d.dead,
+                d.quarantined
+            ),
+            Err(e) => format!("database error: {e}"),
+        }
     }
 }
 
-/// The sync engine over a source, a sink and a clock.
+/// The sync engine over a source, a sink and a clock. Clones share one engine.
 pub struct Engine<S, N, C> {
     inner: Arc<Inner<S, N, C>>,
+}
+
+impl<S, N, C> Clone for Engine<S, N, C> {
+    fn clone(&self) -> Self {
+        Engine { inner: self.inner.clone() }
+    }
 }
 
 impl<S: Source, N: Sink, C: Clock> Engine<S, N, C> {
@@ -204,6 +325,7 @@ impl<S: Source, N: Sink, C: Clock> Engine<S, N, C> {
         let catalogue = store.read(Catalogue::load)?;
         let limiter = Limiter::new(cfg.max_concurrency);
         let rng = Mutex::new(fastrand::Rng::with_seed(cfg.seed));
+        let started_at = clock.now().as_microsecond();
         Ok(Engine {
             inner: Arc::new(Inner {
                 store,
@@ -217,6 +339,8 @@ impl<S: Source, N: Sink, C: Clock> Engine<S, N, C> {
                 pusher_wake: Notify::new(),
                 rng,
                 notes: Mutex::new(Notes::default()),
+                started_at,
+                national_trouble: Mutex::new(crate::telemetry::Trouble::new("national calls")),
             }),
         })
     }
@@ -237,6 +361,17 @@ impl<S: Source, N: Sink, C: Clock> Engine<S, N, C> {
         &self.inner.sink
     }
 
+    /// Whether the daemon does its job: the database usable, a recent successful poll, and
+    /// national calls answered while work waits.
+    pub fn readiness(&self) -> Readiness {
+        self.inner.readiness()
+    }
+
+    /// A one-line summary (systemd's STATUS).
+    pub fn status_line(&self) -> String {
+        self.inner.status_line()
+    }
+
     /// The current adaptive concurrency limit.
     pub fn concurrency_limit(&self) -> usize {
         self.inner.limiter.limit()
@@ -246,7 +381,7 @@ impl<S: Source, N: Sink, C: Clock> Engine<S, N, C> {
     /// drain time. Anything cut off is still marked in flight and read back on the next start.
     pub async fn run(&self, token: CancellationToken) {
         let inner = &self.inner;
-        let started_at = inner.clock.now().as_microsecond();
+        let started_at = inner.started_at;
         if let Err(e) = inner.beat(started_at, false) {
             tracing::error!(event = "store_failed", what = "heartbeat", error = %e);
         }
@@ -260,6 +395,7 @@ impl<S: Source, N: Sink, C: Clock> Engine<S, N, C> {
             tokio::spawn(async move {
                 let mut tick = tokio::time::interval(inner.cfg.heartbeat);
                 tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+                let mut last_report = tokio::time::Instant::now();
                 loop {
                     tokio::select! {
                         biased;
@@ -268,6 +404,10 @@ impl<S: Source, N: Sink, C: Clock> Engine<S, N, C> {
                     }
                     if let Err(e) = inner.beat(started_at, false) {
                         tracing::error!(event = "store_failed", what = "heartbeat", error = %e);
+                    }
+                    if last_report.elapsed() >= Duration::from_secs(60) {
+                        last_report = tokio::time::Instant::now();
+                        inner.report_progress();
                     }
                 }
             })

@@ -180,13 +180,13 @@ fn record_dossier(tx: &Transaction<'_>, n: &Normalized, raw: &Value, now: i64) -
     let history = serde_json::to_string(&n.history).unwrap_or_default();
     tx.prepare_cached(
         "INSERT INTO dossier (mahoso, version, updated_at, seen_at, payload, payload_hash, status, procedure,
-                              needs_catalogue, history, history_len)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
+                              needs_catalogue, history, history_len, local_status)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
          ON CONFLICT(mahoso) DO UPDATE SET
              version = excluded.version, updated_at = excluded.updated_at, seen_at = excluded.seen_at,
              payload = excluded.payload, payload_hash = excluded.payload_hash, status = excluded.status,
              procedure = excluded.procedure, needs_catalogue = excluded.needs_catalogue,
-             history = excluded.history, history_len = excluded.history_len",
+             history = excluded.history, history_len = excluded.history_len, local_status = excluded.local_status",
     )?
     .execute(params![
         n.mahoso,
@@ -200,6 +200,7 @@ fn record_dossier(tx: &Transaction<'_>, n: &Normalized, raw: &Value, now: i64) -
         n.needs_catalogue,
         history,
         n.history.len() as i64,
+        n.local_status,
     ])?;
     // A valid version supersedes whatever was quarantined under this MaHoSo.
     tx.prepare_cached("DELETE FROM quarantine WHERE key = ?1")?.execute([&n.mahoso])?;

@@ -153,6 +153,21 @@ where
     metrics::counter!(m::CALLS, "service" => service, "outcome" => answer.label()).increment(1);
     metrics::histogram!(m::CALL_DURATION, "service" => service).record(elapsed.as_secs_f64());
     metrics::gauge!(m::CONCURRENCY_LIMIT).set(inner.limiter.limit() as f64);
+    match &answer {
+        Answer::Ok(_) | Answer::Refused { .. } => {
+            inner.note_push_success();
+            inner.national_trouble.lock().unwrap_or_else(|p| p.into_inner()).recovered();
+        }
+        Answer::Retry(t) => {
+            inner.note_push_error(&t.reason);
+            let wait = t.retry_after.unwrap_or(inner.cfg.push_retry.0);
+            inner
+                .national_trouble
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .failed(&format!("{service}: {}", t.reason), wait);
+        }
+    }
     if let Answer::Retry(t) = &answer {
         inner.stats.fault(t.kind.label());
         tracing::debug!(event = "call_failed", service, error = %t.reason, http_status = t.http_status, duration_ms = elapsed.as_millis() as u64);
@@ -209,7 +224,7 @@ async fn read_back<S: Source, N: Sink, C: Clock>(inner: &Inner<S, N, C>, w: &mut
                     let matched = matched_prefix(&w.history, &history);
                     if history.len() > matched {
                         tracing::warn!(
-                            event = "national_history_diverges",
+                            event = "national_history_diverged",
                             dossier = %w.mahoso,
                             national_entries = history.len(),
                             matched,
@@ -462,7 +477,7 @@ async fn send_payloads<S: Source, N: Sink, C: Clock>(
                     // Too many items: the portal's limit is lower than batch_size.
                     (8, _) if group.len() > 1 => {
                         tracing::warn!(
-                            event = "batch_too_large",
+                            event = "batch_halved",
                             batch_size = group.len(),
                             "the national portal's item limit is lower than national.batch_size; halving"
                         );
@@ -850,7 +865,7 @@ async fn round<S: Source, N: Sink, C: Clock>(inner: &Inner<S, N, C>) -> Result<u
                     w.acked_history = 0;
                     w.inflight = 0;
                     acked.push(i);
-                    tracing::warn!(event = "national_dossier_missing", dossier = %w.mahoso, "history refused: the national portal does not know this dossier; it will be created again");
+                    tracing::warn!(event = "dossier_recreated", dossier = %w.mahoso, "history refused: the national portal does not know this dossier; it will be created again");
                 }
                 HistoryResult::Dead { code, reason } => {
                     work[i].fate = Some(Fate::Dead { code: Some(code), reason });
@@ -899,7 +914,7 @@ async fn round<S: Source, N: Sink, C: Clock>(inner: &Inner<S, N, C>) -> Result<u
             }
             Some(Fate::Retry(t)) => {
                 inner.stats.retry();
-                tracing::debug!(event = "dossier_retry", dossier = %w.mahoso, attempt = w.attempts + 1, error = %t.reason);
+                tracing::debug!(event = "dossier_rescheduled", dossier = %w.mahoso, attempt = w.attempts + 1, error = %t.reason);
             }
             _ => {}
         }
@@ -931,10 +946,7 @@ pub(crate) async fn run<S: Source, N: Sink, C: Clock>(inner: Arc<Inner<S, N, C>>
                     () = tokio::time::sleep(wait) => {}
                 }
             }
-            Ok(_) => {
-                inner.note_push_success();
-                trouble.recovered();
-            }
+            Ok(_) => trouble.recovered(),
             Err(e) => {
                 // The database refused a write: nothing of this round's bookkeeping was lost
                 // that a read-back cannot restore (in-flight marks are written first).

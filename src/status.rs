@@ -1,0 +1,456 @@
+//! `dvc-sync status`: the state of the synchronization read straight from the database
+//! (read-only, so it works with the daemon running or stopped). Counts come from the `counts`
+//! table that triggers keep, the oldest pending change from an index: no full scan, however
+//! big the database.
+
+use std::{path::Path, time::Duration};
+
+use jiff::Timestamp;
+use rusqlite::{Connection, OptionalExtension};
+use serde::Serialize;
+
+use crate::{
+    domain::status::NationalStatus,
+    store::{lock::DaemonLock, meta_get},
+    sync::poller::{HEAD, read_cursor},
+};
+
+/// When `status` calls things degraded.
+#[derive(Debug, Clone, Copy)]
+pub struct Thresholds {
+    pub stale_heartbeat: Duration,
+    pub outbox_age: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Health {
+    Ok,
+    Degraded,
+    Failing,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct StatusReport {
+    pub health: Health,
+    pub problems: Vec<String>,
+    pub daemon: DaemonInfo,
+    pub dossiers: Dossiers,
+    pub coverage_percent: f64,
+    pub outbox: Outbox,
+    pub poll: Poll,
+    pub push: Push,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct DaemonInfo {
+    /// running, stopped or stale.
+    pub state: &'static str,
+    pub pid: Option<u32>,
+    pub heartbeat_age_seconds: Option<f64>,
+    pub version: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Dossiers {
+    pub total: u64,
+    pub in_sync: u64,
+    pub pending: u64,
+    pub retrying: u64,
+    pub dead: u64,
+    pub quarantined: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Outbox {
+    pub depth: u64,
+    pub oldest_pending_age_seconds: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Poll {
+    pub last_success_at: Option<String>,
+    pub last_error: Option<String>,
+    pub cursor: Option<CursorInfo>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct CursorInfo {
+    pub updated_at: String,
+    pub id: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Push {
+    pub last_success_at: Option<String>,
+    pub last_error: Option<String>,
+    pub session_renewals: u64,
+}
+
+fn micros_to_rfc3339(micros: i64) -> Option<String> {
+    Timestamp::from_microsecond(micros).ok().map(|t| t.to_string())
+}
+
+fn count(conn: &Connection, name: &str) -> rusqlite::Result<u64> {
+    let n: Option<i64> =
+        conn.query_row("SELECT n FROM counts WHERE name = ?1", [name], |r| r.get(0)).optional()?;
+    Ok(n.unwrap_or(0).max(0) as u64)
+}
+
+/// The dossier counts, from the trigger-kept counts and the (small) quarantine table.
+pub fn dossier_counts(conn: &Connection) -> rusqlite::Result<Dossiers> {
+    let rows = count(conn, "dossier")?;
+    let outbox = count(conn, "outbox")?;
+    let retrying = count(conn, "retrying")?;
+    let dead = count(conn, "dead")?;
+    let quarantined = count(conn, "quarantine")?;
+    // Quarantined records that never had a valid version (no dossier row), and quarantined
+    // newer versions of dossiers that are otherwise in sync.
+    let (without_row, parked_in_sync): (i64, i64) = conn.query_row(
+        "SELECT
+             (SELECT COUNT(*) FROM quarantine q WHERE NOT EXISTS (SELECT 1 FROM dossier d WHERE d.mahoso = q.key)),
+             (SELECT COUNT(*) FROM quarantine q JOIN dossier d ON d.mahoso = q.key
+                  WHERE NOT EXISTS (SELECT 1 FROM outbox o WHERE o.mahoso = q.key)
+                    AND NOT EXISTS (SELECT 1 FROM dead x WHERE x.mahoso = q.key))",
+        [],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )?;
+    Ok(Dossiers {
+        total: rows + without_row.max(0) as u64,
+        in_sync: rows
+            .saturating_sub(outbox)
+            .saturating_sub(dead)
+            .saturating_sub(parked_in_sync.max(0) as u64),
+        pending: outbox.saturating_sub(retrying),
+        retrying,
+        dead,
+        quarantined,
+    })
+}
+
+/// in_sync / (total − quarantined) × 100, and 100 when there is nothing valid to cover.
+pub fn coverage(d: &Dossiers) -> f64 {
+    let valid = d.total.saturating_sub(d.quarantined);
+    if valid == 0 { 100.0 } else { d.in_sync as f64 * 100.0 / valid as f64 }
+}
+
+/// Reads the whole report. `db` is the database path (to test the daemon's lock).
+pub fn report(
+    conn: &Connection,
+    db: &Path,
+    now: Timestamp,
+    t: &Thresholds,
+) -> rusqlite::Result<StatusReport> {
+    let now_us = now.as_microsecond();
+    let dossiers = dossier_counts(conn)?;
+    let coverage_percent = coverage(&dossiers);
+    let oldest: Option<i64> = conn.query_row("SELECT MIN(enqueued_at) FROM outbox", [], |r| r.get(0))?;
+    let outbox = Outbox {
+        depth: dossiers.pending + dossiers.retrying,
+        oldest_pending_age_seconds: oldest.map_or(0.0, |at| (now_us - at).max(0) as f64 / 1e6),
+    };
+    let beat: Option<(u32, String, i64, Option<i64>)> = conn
+        .query_row("SELECT pid, version, beat_at, stopped_at FROM heartbeat WHERE id = 1", [], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+        })
+        .optional()?;
+    let locked = DaemonLock::is_held(db);
+    let daemon = match &beat {
+        None => DaemonInfo {
+            state: if locked { "running" } else { "stopped" },
+            pid: None,
+            heartbeat_age_seconds: None,
+            version: None,
+        },
+        Some((pid, version, beat_at, stopped_at)) => {
+            let age = (now_us - beat_at).max(0) as f64 / 1e6;
+            let state = match (locked, stopped_at) {
+                (false, Some(_)) => "stopped",
+                (true, _) if age <= t.stale_heartbeat.as_secs_f64() => "running",
+                // Holding the lock without beating (hung), or gone without stopping (killed).
+                _ => "stale",
+            };
+            DaemonInfo {
+                state,
+                pid: Some(*pid),
+                heartbeat_age_seconds: Some(age),
+                version: Some(version.clone()),
+            }
+        }
+    };
+    let meta = |key: &str| meta_get(conn, key);
+    let time = |v: Option<String>| v.and_then(|v| v.parse::<i64>().ok()).and_then(micros_to_rfc3339);
+    let poll_success = meta("poll_last_success_at")?;
+    let push_success = meta("push_last_success_at")?;
+    let poll = Poll {
+        last_success_at: time(poll_success.clone()),
+        last_error: meta("poll_last_error")?,
+        cursor: read_cursor(conn, HEAD)?
+            .map(|c| CursorInfo { updated_at: c.updated_at.to_string(), id: c.id }),
+    };
+    let push = Push {
+        last_success_at: time(push_success.clone()),
+        last_error: meta("push_last_error")?,
+        session_renewals: meta("session_renewals")?.and_then(|v| v.parse().ok()).unwrap_or(0),
+    };
+
+    let mut problems = Vec::new();
+    if dossiers.dead > 0 {
+        problems.push(format!(
+            "{} dossier(s) refused by the national portal (dead); fix the cause, then `dvc-sync retry --dead`",
+            dossiers.dead
+        ));
+    }
+    if dossiers.quarantined > 0 {
+        problems.push(format!(
+            "{} provincial record(s) quarantined (never sent); fix them at the source or the status_map, then `dvc-sync retry --quarantined`",
+            dossiers.quarantined
+        ));
+    }
+    if daemon.state == "stale" {
+        problems.push(match daemon.heartbeat_age_seconds {
+            Some(age) => format!(
+                "the daemon's heartbeat is {age:.0} s old and it did not stop cleanly (hung or killed)"
+            ),
+            None => "the daemon holds the lock but has not written a heartbeat".into(),
+        });
+    }
+    if outbox.oldest_pending_age_seconds > t.outbox_age.as_secs_f64() {
+        problems.push(format!(
+            "the oldest change has waited {:.0} s in the outbox (threshold {:.0} s)",
+            outbox.oldest_pending_age_seconds,
+            t.outbox_age.as_secs_f64()
+        ));
+    }
+    // Running but not doing its job: no success for a long time while errors are recorded.
+    let silent_for = |success: Option<String>| {
+        success.and_then(|v| v.parse::<i64>().ok()).map_or(f64::INFINITY, |at| (now_us - at) as f64 / 1e6)
+    };
+    let mut failing = false;
+    if daemon.state == "running" {
+        let stale = t.stale_heartbeat.as_secs_f64();
+        if let Some(error) = &poll.last_error
+            && silent_for(poll_success) > stale
+        {
+            failing = true;
+            problems.push(format!("polling the provincial portal has been failing: {error}"));
+        }
+        if let Some(error) = &push.last_error
+            && outbox.depth > 0
+            && silent_for(push_success) > stale
+        {
+            failing = true;
+            problems.push(format!("pushing to the national portal has been failing: {error}"));
+        }
+    }
+    let health = if failing {
+        Health::Failing
+    } else if problems.is_empty() {
+        Health::Ok
+    } else {
+        Health::Degraded
+    };
+    Ok(StatusReport { health, problems, daemon, dossiers, coverage_percent, outbox, poll, push })
+}
+
+/// Up to `limit` parked items with their reasons, newest first: (kind, key, reason).
+pub fn parked(conn: &Connection, limit: usize) -> rusqlite::Result<Vec<(&'static str, String, String)>> {
+    let mut out = Vec::new();
+    let mut stmt = conn.prepare("SELECT mahoso, reason FROM dead ORDER BY dead_at DESC LIMIT ?1")?;
+    for row in stmt.query_map([limit as i64], |r| Ok(("dead", r.get(0)?, r.get(1)?)))? {
+        out.push(row?);
+    }
+    let mut stmt = conn.prepare("SELECT key, reason FROM quarantine ORDER BY last_seen_at DESC LIMIT ?1")?;
+    for row in stmt.query_map([limit as i64], |r| Ok(("quarantined", r.get(0)?, r.get(1)?)))? {
+        out.push(row?);
+    }
+    Ok(out)
+}
+
+/// One dossier, for `status --dossier`.
+#[derive(Debug, Clone, Serialize)]
+pub struct DossierReport {
+    pub mahoso: String,
+    pub found: bool,
+    /// in_sync, pending, retrying, dead, quarantined, or unknown.
+    pub sync_state: &'static str,
+    pub local: Option<LocalSide>,
+    pub national: Option<NationalSide>,
+    pub attempts: u64,
+    pub next_attempt_at: Option<String>,
+    pub last_error: Option<String>,
+    pub quarantine_reason: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct LocalSide {
+    pub version: i64,
+    pub updated_at: Option<String>,
+    /// The provincial system's own code.
+    pub local_status: Option<String>,
+    /// Its national equivalent (TrangThaiHoSo) and name.
+    pub status: u8,
+    pub status_name: &'static str,
+    pub history_entries: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct NationalSide {
+    pub exists: bool,
+    /// The last status the national portal acknowledged.
+    pub status: Option<u8>,
+    pub status_name: Option<&'static str>,
+    /// Whether the national copy holds the latest recorded fields.
+    pub current: bool,
+    pub history_entries_acknowledged: u64,
+    pub acknowledged_at: Option<String>,
+    /// A write's outcome is unknown; it is read back before anything is resent.
+    pub uncertain: bool,
+}
+
+pub fn dossier(conn: &Connection, mahoso: &str) -> rusqlite::Result<DossierReport> {
+    type Row =
+        (i64, i64, Option<String>, i64, i64, bool, Option<i64>, i64, Option<i64>, Option<i64>, i64, i64);
+    let row: Option<Row> = conn
+        .query_row(
+            "SELECT version, updated_at, local_status, status, history_len, national_exists, acked_status,
+                    acked_history, acked_at, acked_hash, payload_hash, inflight
+             FROM dossier WHERE mahoso = ?1",
+            [mahoso],
+            |r| {
+                Ok((
+                    r.get(0)?,
+                    r.get(1)?,
+                    r.get(2)?,
+                    r.get(3)?,
+                    r.get(4)?,
+                    r.get(5)?,
+                    r.get(6)?,
+                    r.get(7)?,
+                    r.get(8)?,
+                    r.get(9)?,
+                    r.get(10)?,
+                    r.get(11)?,
+                ))
+            },
+        )
+        .optional()?;
+    let outbox: Option<(i64, i64, Option<String>)> = conn
+        .query_row(
+            "SELECT attempts, next_attempt_at, last_error FROM outbox WHERE mahoso = ?1",
+            [mahoso],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .optional()?;
+    let dead: Option<(i64, String)> = conn
+        .query_row("SELECT attempts, reason FROM dead WHERE mahoso = ?1", [mahoso], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .optional()?;
+    let quarantine: Option<String> = conn
+        .query_row("SELECT reason FROM quarantine WHERE key = ?1 OR mahoso = ?1 LIMIT 1", [mahoso], |r| {
+            r.get(0)
+        })
+        .optional()?;
+    let sync_state = match (&row, &outbox, &dead, &quarantine) {
+        (_, _, _, Some(_)) => "quarantined",
+        (_, _, Some(_), _) => "dead",
+        (_, Some((attempts, ..)), _, _) if *attempts > 0 => "retrying",
+        (_, Some(_), _, _) => "pending",
+        (Some(_), None, None, None) => "in_sync",
+        _ => "unknown",
+    };
+    let name = |code: i64| u8::try_from(code).ok().and_then(NationalStatus::new);
+    let local = row.as_ref().map(|r| LocalSide {
+        version: r.0,
+        updated_at: micros_to_rfc3339(r.1),
+        local_status: r.2.clone(),
+        status: r.3 as u8,
+        status_name: name(r.3).map_or("?", NationalStatus::name),
+        history_entries: r.4.max(0) as u64,
+    });
+    let national = row.as_ref().map(|r| NationalSide {
+        exists: r.5,
+        status: r.6.and_then(|s| u8::try_from(s).ok()),
+        status_name: r.6.and_then(name).map(NationalStatus::name),
+        current: r.9 == Some(r.10),
+        history_entries_acknowledged: r.7.max(0) as u64,
+        acknowledged_at: r.8.and_then(micros_to_rfc3339),
+        uncertain: r.11 != 0,
+    });
+    Ok(DossierReport {
+        mahoso: mahoso.to_owned(),
+        found: row.is_some() || quarantine.is_some(),
+        sync_state,
+        local,
+        national,
+        attempts: outbox.as_ref().map(|o| o.0).or(dead.as_ref().map(|d| d.0)).unwrap_or(0).max(0) as u64,
+        next_attempt_at: outbox.as_ref().and_then(|o| micros_to_rfc3339(o.1)),
+        last_error: outbox.and_then(|o| o.2).or(dead.map(|d| d.1)),
+        quarantine_reason: quarantine,
+    })
+}
+
+/// The report for people.
+pub fn render(r: &StatusReport, parked: &[(&'static str, String, String)]) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let health = match r.health {
+        Health::Ok => "OK",
+        Health::Degraded => "DEGRADED",
+        Health::Failing => "FAILING",
+    };
+    let _ = writeln!(out, "health     {health}");
+    for p in &r.problems {
+        let _ = writeln!(out, "  ! {p}");
+    }
+    let d = &r.daemon;
+    let beat = d.heartbeat_age_seconds.map(|a| format!(", heartbeat {a:.1} s ago")).unwrap_or_default();
+    let pid = d
+        .pid
+        .map(|p| format!(" (pid {p}{})", d.version.as_ref().map(|v| format!(", v{v}")).unwrap_or_default()))
+        .unwrap_or_default();
+    let _ = writeln!(out, "daemon     {}{pid}{beat}", d.state);
+    let n = &r.dossiers;
+    let _ = writeln!(
+        out,
+        "dossiers   {} total: {} in sync, {} pending, {} retrying, {} dead, {} quarantined",
+        n.total, n.in_sync, n.pending, n.retrying, n.dead, n.quarantined
+    );
+    let _ = writeln!(out, "coverage   {:.2} %", r.coverage_percent);
+    let _ = writeln!(
+        out,
+        "outbox     {} waiting, oldest {:.0} s",
+        r.outbox.depth, r.outbox.oldest_pending_age_seconds
+    );
+    let cursor =
+        r.poll.cursor.as_ref().map(|c| format!(", cursor {} {}", c.updated_at, c.id)).unwrap_or_default();
+    let _ = writeln!(
+        out,
+        "poll       last success {}{cursor}",
+        r.poll.last_success_at.as_deref().unwrap_or("never")
+    );
+    if let Some(e) = &r.poll.last_error {
+        let _ = writeln!(out, "           last error: {e}");
+    }
+    let _ = writeln!(
+        out,
+        "push       last success {}, session renewals {}",
+        r.push.last_success_at.as_deref().unwrap_or("never"),
+        r.push.session_renewals
+    );
+    if let Some(e) = &r.push.last_error {
+        let _ = writeln!(out, "           last error: {e}");
+    }
+    if !parked.is_empty() {
+        let mut table = comfy_table::Table::new();
+        table.set_content_arrangement(comfy_table::ContentArrangement::Dynamic);
+        table.set_header(["parked", "MaHoSo / key", "reason"]);
+        for (kind, key, reason) in parked {
+            let reason: String = reason.chars().take(160).collect();
+            table.add_row([*kind, key.as_str(), reason.as_str()]);
+        }
+        let _ = writeln!(out, "\n{table}");
+    }
+    out
+}
