@@ -22,7 +22,8 @@ fn mahoso(i: usize) -> String {
 
 fn build(db: &Path, n: usize) {
     let store = Store::open(db).unwrap();
-    let existing: i64 = store.read(|c| c.query_row("SELECT n FROM counts WHERE name = 'dossier'", [], |r| r.get(0))).unwrap();
+    let existing: i64 =
+        store.read(|c| c.query_row("SELECT n FROM counts WHERE name = 'dossier'", [], |r| r.get(0))).unwrap();
     if existing as usize == n {
         println!("reusing {} ({n} dossiers)", db.display());
         return;
@@ -97,27 +98,38 @@ fn main() {
     std::fs::create_dir_all(&dir).unwrap();
     let db = dir.join(format!("status-{n}.db"));
     build(&db, n);
-    let _ = Store::open(&db).unwrap().read(|c| c.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(())));
-    let size: u64 = ["", "-wal"].iter().filter_map(|s| std::fs::metadata(format!("{}{s}", db.display())).ok()).map(|m| m.len()).sum();
+    let _ =
+        Store::open(&db).unwrap().read(|c| c.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(())));
+    let size: u64 = ["", "-wal"]
+        .iter()
+        .filter_map(|s| std::fs::metadata(format!("{}{s}", db.display())).ok())
+        .map(|m| m.len())
+        .sum();
     let config = dir.join("status-bench.toml");
     std::fs::write(&config, format!("[store]\npath = {:?}\n", db.display().to_string())).unwrap();
     let bin = env!("CARGO_BIN_EXE_dvc-sync");
     let run = |args: &[&str]| {
         let started = Instant::now();
-        let out = Command::new(bin).args(["--config", config.to_str().unwrap(), "status"]).args(args).output().unwrap();
+        let out = Command::new(bin)
+            .args(["--config", config.to_str().unwrap(), "status"])
+            .args(args)
+            .output()
+            .unwrap();
         let took = started.elapsed().as_secs_f64() * 1000.0;
         assert!(out.status.code().is_some_and(|c| c <= 1), "{}", String::from_utf8_lossy(&out.stderr));
         (took, String::from_utf8_lossy(&out.stdout).into_owned())
     };
-    for (label, args) in [("status --json", &["--json"][..]), ("status (table)", &[][..]), ("status --dossier", &["--dossier", "000.00.10.H58-250101-00008"][..])] {
+    for (label, args) in [
+        ("status --json", &["--json"][..]),
+        ("status (table)", &[][..]),
+        ("status --dossier", &["--dossier", "000.00.10.H58-250101-00008"][..]),
+    ] {
         run(args);
         let mut times: Vec<f64> = (0..9).map(|_| run(args).0).collect();
         times.sort_by(f64::total_cmp);
         println!(
             "{label}: median {:.1} ms (min {:.1}, max {:.1}) over 9 runs, new process each",
-            times[4],
-            times[0],
-            times[8]
+            times[4], times[0], times[8]
         );
     }
     let conn = dvc_sync::store::open_read_only(&db).unwrap();

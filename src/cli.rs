@@ -62,6 +62,22 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// The whole system in one process on loopback: both mocks, the daemon, faults, and a
+    /// verified report (exit 0 only when nothing was lost, duplicated or reordered)
+    Demo {
+        /// How many dossiers the province files
+        #[arg(long, default_value_t = 3_000)]
+        dossiers: u32,
+        /// Keep the database here (default: a temporary directory)
+        #[arg(long, value_name = "PATH")]
+        db: Option<PathBuf>,
+        /// Print the report as JSON
+        #[arg(long)]
+        json: bool,
+        /// Seed of the simulation and the faults
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
     /// Run a portal mock (for tests, demos and benchmarks; bind it to loopback)
     Mock {
         #[command(subcommand)]
@@ -120,6 +136,16 @@ pub fn run(cli: Cli) -> ExitCode {
     let config_path = cli.config.as_deref();
     match cli.command {
         Command::Mock { portal } => block_on(run_mock(portal)),
+        Command::Demo { dossiers, db, json, seed } => {
+            if std::env::var_os("RUST_LOG").is_some() {
+                telemetry::init(LogFormat::Pretty, Output::Stderr, "info");
+            }
+            let opts = crate::demo::DemoOptions { dossiers, db, seed, ..Default::default() };
+            block_on(async move {
+                let kept = crate::demo::run(opts, json).await?;
+                Ok(if kept { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+            })
+        }
         Command::Status { json, dossier } => {
             let config = match config::load(config_path, Purpose::Inspect) {
                 Ok(c) => c,

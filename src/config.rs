@@ -168,6 +168,20 @@ pub fn load_with_env(
         Some(p) => Some(p.to_path_buf()),
         None => Path::new(SYSTEM_PATH).exists().then(|| PathBuf::from(SYSTEM_PATH)),
     };
+    build(file, env, purpose)
+}
+
+/// The built-in defaults with `values` (`DVC_SYNC__SECTION__KEY` names) on top, no file read:
+/// for the demo, which must not pick up a production configuration.
+pub fn from_values(values: HashMap<String, String>, purpose: Purpose) -> Result<Config, ConfigErrors> {
+    build(None, values, purpose)
+}
+
+fn build(
+    file: Option<PathBuf>,
+    env: HashMap<String, String>,
+    purpose: Purpose,
+) -> Result<Config, ConfigErrors> {
     let mut builder = config::Config::builder().add_source(File::from_str(DEFAULT_TOML, FileFormat::Toml));
     if let Some(file) = &file {
         builder = builder.add_source(File::from(file.as_path()).format(FileFormat::Toml).required(true));

@@ -25,13 +25,21 @@ fn notify(states: &[NotifyState<'_>]) {
     }
 }
 
-/// Runs the daemon until `token` is cancelled and the drain is over.
-pub async fn run(config: Config, token: CancellationToken) -> anyhow::Result<()> {
-    let _lock = DaemonLock::acquire(&config.store.path)?;
+/// The production engine: the store at `store.path`, the HTTP portals, the system clock.
+pub type HttpEngine = Engine<HttpProvincial, HttpNational, SystemClock>;
+
+/// Opens the store and builds the engine (the caller holds the database's lock).
+pub fn build_engine(config: &Config) -> anyhow::Result<HttpEngine> {
     let store = Arc::new(Store::open(&config.store.path)?);
     let source = HttpProvincial::new(&config.provincial).context("while setting up the provincial client")?;
     let sink = HttpNational::new(&config.national).context("while setting up the national client")?;
-    let engine = Engine::new(store, source, sink, SystemClock, EngineConfig::from_config(&config))?;
+    Ok(Engine::new(store, source, sink, SystemClock, EngineConfig::from_config(config))?)
+}
+
+/// Runs the daemon until `token` is cancelled and the drain is over.
+pub async fn run(config: Config, token: CancellationToken) -> anyhow::Result<()> {
+    let _lock = DaemonLock::acquire(&config.store.path)?;
+    let engine = build_engine(&config)?;
 
     let handle = telemetry::install_metrics();
     init_metrics();
