@@ -78,6 +78,22 @@ pub enum Command {
         #[arg(long, default_value_t = 1)]
         seed: u64,
     },
+    /// Deterministic simulation of the engine under seeded faults and crashes (for developers)
+    #[command(hide = true)]
+    Simulate {
+        /// Replay one seed and print its report
+        #[arg(long)]
+        seed: Option<u64>,
+        /// How many seeds to run
+        #[arg(long, default_value_t = 1_000)]
+        seeds: u64,
+        /// The first seed
+        #[arg(long, default_value_t = 0)]
+        from: u64,
+        /// Threads (default: the machine's cores)
+        #[arg(long)]
+        threads: Option<usize>,
+    },
     /// Run a portal mock (for tests, demos and benchmarks; bind it to loopback)
     Mock {
         #[command(subcommand)]
@@ -136,6 +152,7 @@ pub fn run(cli: Cli) -> ExitCode {
     let config_path = cli.config.as_deref();
     match cli.command {
         Command::Mock { portal } => block_on(run_mock(portal)),
+        Command::Simulate { seed, seeds, from, threads } => simulate(seed, seeds, from, threads),
         Command::Demo { dossiers, db, json, seed } => {
             if std::env::var_os("RUST_LOG").is_some() {
                 telemetry::init(LogFormat::Pretty, Output::Stderr, "info");
@@ -251,6 +268,47 @@ pub fn run(cli: Cli) -> ExitCode {
             })
         }
     }
+}
+
+fn simulate(seed: Option<u64>, seeds: u64, from: u64, threads: Option<usize>) -> ExitCode {
+    if std::env::var_os("RUST_LOG").is_some() {
+        telemetry::init(LogFormat::Pretty, Output::Stderr, "info");
+    }
+    if let Some(seed) = seed {
+        let report = crate::sim::run(seed);
+        println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
+        return if report.ok { ExitCode::SUCCESS } else { ExitCode::FAILURE };
+    }
+    let threads = threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
+    let started = std::time::Instant::now();
+    let reports = crate::sim::run_many(from, seeds, threads);
+    let failed: Vec<&crate::sim::SimReport> = reports.iter().filter(|r| !r.ok).collect();
+    let mut faults: std::collections::BTreeMap<String, u64> = std::collections::BTreeMap::new();
+    for r in &reports {
+        for (k, v) in &r.faults {
+            *faults.entry(k.clone()).or_default() += v;
+        }
+    }
+    let crashes: u64 = reports.iter().map(|r| u64::from(r.crashes)).sum();
+    let dossiers: usize = reports.iter().map(|r| r.dossiers).sum();
+    println!(
+        "{} seeds ({}..{}) in {:.1} s on {threads} threads: {} failed; {dossiers} dossiers, {crashes} crashes, faults {faults:?}",
+        reports.len(),
+        from,
+        from + seeds,
+        started.elapsed().as_secs_f64(),
+        failed.len()
+    );
+    for r in &failed {
+        println!(
+            "seed {} failed: {}
+  replay: {}",
+            r.seed,
+            r.failures.join("; "),
+            crate::sim::replay_command(r.seed)
+        );
+    }
+    if failed.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE }
 }
 
 /// Exit code when the state cannot be read.

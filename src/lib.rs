@@ -11,6 +11,7 @@ pub mod mock;
 pub mod national;
 pub mod ops;
 pub mod provincial;
+pub mod sim;
 pub mod status;
 pub mod store;
 pub mod sync;

@@ -99,18 +99,7 @@ pub async fn provincial_truth(http: &reqwest::Client, base: &str) -> anyhow::Res
         }
         let page = get_json(http, url.as_str()).await?;
         let items = page["items"].as_array().cloned().unwrap_or_default();
-        for item in &items {
-            all.push(TruthItem {
-                key: item["key"].as_str().unwrap_or("").to_owned(),
-                record: item["record"].clone(),
-                statuses: item["statuses"]
-                    .as_array()
-                    .map(|s| s.iter().filter_map(Value::as_str).map(str::to_owned).collect())
-                    .unwrap_or_default(),
-                defect: item["defect"].as_str().map(str::to_owned),
-                unknown_procedure: item["unknown_procedure"] == Value::Bool(true),
-            });
-        }
+        all.extend(truth_items(&items));
         after = all.last().map(|t: &TruthItem| t.key.clone());
         if page["has_more"] != Value::Bool(true) || items.is_empty() {
             return Ok(all);
@@ -165,6 +154,34 @@ pub async fn verify(
     let truth = provincial_truth(http, provincial).await?;
     let state = national_state(http, national).await?;
     let stats = get_json(http, &format!("{national}/_mock/stats")).await?;
+    Ok(compare(&truth, &state, &stats, map))
+}
+
+/// Reads truth items as `/_mock/truth` (or `World::truth`) lists them.
+pub fn truth_items(items: &[Value]) -> Vec<TruthItem> {
+    items
+        .iter()
+        .map(|item| TruthItem {
+            key: item["key"].as_str().unwrap_or("").to_owned(),
+            record: item["record"].clone(),
+            statuses: item["statuses"]
+                .as_array()
+                .map(|s| s.iter().filter_map(Value::as_str).map(str::to_owned).collect())
+                .unwrap_or_default(),
+            defect: item["defect"].as_str().map(str::to_owned),
+            unknown_procedure: item["unknown_procedure"] == Value::Bool(true),
+        })
+        .collect()
+}
+
+/// The verdict from the data itself: the provincial truth, the national state by MaHoSo, and
+/// the national mock's stats.
+pub fn compare(
+    truth: &[TruthItem],
+    state: &BTreeMap<String, Value>,
+    stats: &Value,
+    map: &StatusMap,
+) -> Verdict {
     let mut v = Verdict {
         dossiers: truth.len(),
         duplicate_history_entries: stats["duplicate_history_entries"].as_u64().unwrap_or(0),
@@ -172,7 +189,7 @@ pub async fn verify(
         rejected_status_changes: stats["rejected_status_changes"].as_u64().unwrap_or(0),
         ..Verdict::default()
     };
-    for item in &truth {
+    for item in truth {
         if let Some(defect) = &item.defect {
             *v.injected_defects.entry(defect.clone()).or_default() += 1;
             continue;
@@ -228,7 +245,7 @@ pub async fn verify(
         v.synchronized += 1;
     }
     v.coverage_percent = if v.valid == 0 { 100.0 } else { v.synchronized as f64 * 100.0 / v.valid as f64 };
-    Ok(v)
+    v
 }
 
 #[cfg(test)]

@@ -83,8 +83,12 @@ async fn status_is_healthy_while_running_and_after_a_clean_stop() {
     let config = write_config(dir.path(), &provincial.server.url(), &national.server.url(), &[]);
     let mut daemon = Daemon::start(&config).await;
     converge(&provincial.server.url(), &national.server.url(), Duration::from_secs(60)).await;
-    wait_until("status ok", Duration::from_secs(20), || status_soon(&config)["dossiers"]["in_sync"] == 150)
-        .await;
+    // Last successes reach the database with the next heartbeat.
+    wait_until("status ok", Duration::from_secs(20), || {
+        let v = status_soon(&config);
+        v["dossiers"]["in_sync"] == 150 && v["push"]["last_success_at"].is_string()
+    })
+    .await;
 
     let (code, v) = status_json(&config);
     assert_status_shape(&v);

@@ -5,8 +5,11 @@
 use std::{
     collections::{BTreeMap, HashMap, HashSet, VecDeque},
     sync::{Arc, Mutex, MutexGuard},
-    time::{Duration, Instant},
+    time::Duration,
 };
+
+// tokio's clock: real in the mock server, virtual (and exact) in simulations.
+use tokio::time::Instant;
 
 use axum::{
     Extension, Json, Router,
@@ -145,7 +148,7 @@ pub mod code {
 /// Starts the mock on `listener`; returns once it accepts connections.
 pub async fn start(listener: TcpListener, config: NationalConfig) -> anyhow::Result<MockServer> {
     config.faults.validate().map_err(anyhow::Error::msg)?;
-    let mock = Arc::new(Mock::new(config));
+    let mock = Arc::new(NationalCore::new(config));
     let router = Router::new()
         .route("/auth", post(auth))
         .route("/integration", post(integration))
@@ -161,7 +164,9 @@ pub async fn start(listener: TcpListener, config: NationalConfig) -> anyhow::Res
     Ok(server::spawn(listener, router)?)
 }
 
-struct Mock {
+/// The national portal's behaviour, without HTTP: the mock server wraps it, the simulation
+/// calls it directly.
+pub struct NationalCore {
     username: String,
     password: String,
     madonvi: String,
@@ -247,8 +252,8 @@ impl TokenBucket {
     }
 }
 
-impl Mock {
-    fn new(config: NationalConfig) -> Self {
+impl NationalCore {
+    pub fn new(config: NationalConfig) -> Self {
         let rng = fastrand::Rng::with_seed(config.faults.seed);
         let bucket = TokenBucket { tokens: config.faults.rate_limit_per_second.max(1.0), at: Instant::now() };
         Self {
@@ -313,9 +318,9 @@ impl Mock {
     }
 }
 
-/// A JSON answer with HTTP 200 and an error_code in one of the forms the real adapter uses;
-/// `extra` adds `result` or `session` beside it.
-fn answer(st: &mut MockState, code: i64, message: &str, extra: Option<(&str, Value)>) -> Response {
+/// A JSON answer (sent with HTTP 200) with an error_code in one of the forms the real adapter
+/// uses; `extra` adds `result` or `session` beside it.
+fn answer(st: &mut MockState, code: i64, message: &str, extra: Option<(&str, Value)>) -> Value {
     *st.stats.error_codes.entry(code.to_string()).or_default() += 1;
     let error_code = match (code, st.rng.u8(0..6)) {
         (0, 0 | 1) => json!(0),
@@ -328,7 +333,7 @@ fn answer(st: &mut MockState, code: i64, message: &str, extra: Option<(&str, Val
     if let Some((key, value)) = extra {
         body[key] = value;
     }
-    Json(body).into_response()
+    body
 }
 
 fn is_json(headers: &HeaderMap) -> bool {
@@ -339,32 +344,87 @@ fn is_json(headers: &HeaderMap) -> bool {
         .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"))
 }
 
-async fn auth(State(mock): State<Arc<Mock>>, headers: HeaderMap, body: Bytes) -> Response {
+async fn auth(State(mock): State<Arc<NationalCore>>, headers: HeaderMap, body: Bytes) -> Response {
     let (delay, fault) = mock.transport(false);
     tokio::time::sleep(delay).await;
     if let Some(fault) = fault {
         return fault;
     }
-    let mut st = mock.lock();
-    let st = &mut *st;
     let request: Option<Value> = if is_json(&headers) { serde_json::from_slice(&body).ok() } else { None };
-    let creds =
-        request.as_ref().and_then(|r| Some((r.get("username")?.as_str()?, r.get("password")?.as_str()?)));
-    let (code, message, session) = match creds {
-        None => (code::MALFORMED, "Yêu cầu không hợp lệ: cần JSON {username, password}", None),
-        Some((u, p)) if u == mock.username && p == mock.password => {
-            let now = Instant::now();
-            st.sessions.retain(|_, expires| *expires > now);
-            let token: String = std::iter::repeat_with(|| st.rng.alphanumeric()).take(32).collect();
-            let ttl = Duration::from_secs_f64(st.faults.session_ttl_seconds);
-            st.sessions.insert(token.clone(), now + ttl);
-            st.stats.sessions_issued += 1;
-            (code::OK, "Đăng nhập thành công", Some(token))
+    Json(mock.auth(request.as_ref())).into_response()
+}
+
+impl NationalCore {
+    /// `POST /auth`: `request` is None when the body is not JSON.
+    pub fn auth(&self, request: Option<&Value>) -> Value {
+        let mut st = self.lock();
+        let st = &mut *st;
+        let creds = request.and_then(|r| Some((r.get("username")?.as_str()?, r.get("password")?.as_str()?)));
+        let (code, message, session) = match creds {
+            None => (code::MALFORMED, "Yêu cầu không hợp lệ: cần JSON {username, password}", None),
+            Some((u, p)) if u == self.username && p == self.password => {
+                let now = Instant::now();
+                st.sessions.retain(|_, expires| *expires > now);
+                let token: String = std::iter::repeat_with(|| st.rng.alphanumeric()).take(32).collect();
+                let ttl = Duration::from_secs_f64(st.faults.session_ttl_seconds);
+                st.sessions.insert(token.clone(), now + ttl);
+                st.stats.sessions_issued += 1;
+                (code::OK, "Đăng nhập thành công", Some(token))
+            }
+            Some(_) => (code::BAD_CREDENTIALS, "Tên đăng nhập hoặc mật khẩu không đúng", None),
+        };
+        count_call(st, "auth", code, Vec::new());
+        answer(st, code, message, session.map(|s| ("session", Value::String(s))))
+    }
+
+    /// `POST /integration`: `request` is Err(why) when the body is not the API's JSON.
+    pub fn integrate(&self, request: Result<Value, String>, dstcode: &str) -> Value {
+        let mut st = self.lock();
+        let st = &mut *st;
+        *st.stats.dstcodes.entry(dstcode.to_owned()).or_default() += 1;
+        let outcome = match request {
+            Ok(request) => process(self, st, request),
+            Err(why) => Outcome::fail(UNKNOWN_SERVICE, code::MALFORMED, why),
+        };
+        count_call(st, outcome.service, outcome.code, outcome.items);
+        let result = outcome.result.map(|r| ("result", r));
+        answer(st, outcome.code, &outcome.message, result)
+    }
+
+    /// Whether this answer is lost (the drop_after_apply fault), counted as such.
+    pub fn roll_drop(&self) -> bool {
+        let mut st = self.lock();
+        let rate = st.faults.drop_after_apply_rate;
+        if rate > 0.0 && st.rng.f64() < rate {
+            *st.stats.http_faults.entry("dropped_after_apply".into()).or_default() += 1;
+            if let Some(last) = st.calls.back_mut() {
+                last.outcome.push_str("+dropped");
+            }
+            true
+        } else {
+            false
         }
-        Some(_) => (code::BAD_CREDENTIALS, "Tên đăng nhập hoặc mật khẩu không đúng", None),
-    };
-    count_call(st, "auth", code, Vec::new());
-    answer(st, code, message, session.map(|s| ("session", Value::String(s))))
+    }
+
+    /// Every dossier held, as `/_mock/state` shows it, by MaHoSo.
+    pub fn state(&self) -> BTreeMap<String, Value> {
+        self.lock().dossiers.iter().map(|(k, v)| (k.clone(), state_view(v))).collect()
+    }
+
+    /// The counters of `/_mock/stats`.
+    pub fn stats(&self) -> Value {
+        let st = self.lock();
+        let mut value = serde_json::to_value(&st.stats).unwrap_or_default();
+        value["dossiers"] = json!(st.dossiers.len());
+        value["history_entries_stored"] = json!(st.dossiers.values().map(|d| d.history.len()).sum::<usize>());
+        value["sessions_live"] = json!(st.sessions.values().filter(|e| **e > Instant::now()).count());
+        value
+    }
+
+    /// Changes the fault profile (the simulation sets session_ttl_seconds and max_items_per_call).
+    pub fn set_faults(&self, faults: Faults) {
+        self.lock().faults = faults;
+    }
 }
 
 fn count_call(st: &mut MockState, service: &str, code: i64, items: Vec<String>) {
@@ -388,7 +448,7 @@ fn record_call(st: &mut MockState, service: &str, outcome: String, code: Option<
 }
 
 async fn integration(
-    State(mock): State<Arc<Mock>>,
+    State(mock): State<Arc<NationalCore>>,
     Extension(drop_connection): Extension<DropConnection>,
     headers: HeaderMap,
     body: Bytes,
@@ -398,39 +458,17 @@ async fn integration(
     if let Some(fault) = fault {
         return fault;
     }
-    let dstcode = headers.get("dstcode").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
-    // The lock must be released before awaiting, hence the block.
-    let response = {
-        let mut st = mock.lock();
-        let st = &mut *st;
-        *st.stats.dstcodes.entry(dstcode).or_default() += 1;
-        let outcome = if is_json(&headers) {
-            match serde_json::from_slice::<Value>(&body) {
-                Ok(request) => process(&mock, st, request),
-                Err(e) => {
-                    Outcome::fail(UNKNOWN_SERVICE, code::MALFORMED, format!("Yêu cầu không phải JSON: {e}"))
-                }
-            }
-        } else {
-            Outcome::fail(UNKNOWN_SERVICE, code::MALFORMED, "Content-Type phải là application/json".into())
-        };
-        count_call(st, outcome.service, outcome.code, outcome.items);
-        let rate = st.faults.drop_after_apply_rate;
-        if rate > 0.0 && st.rng.f64() < rate {
-            *st.stats.http_faults.entry("dropped_after_apply".into()).or_default() += 1;
-            if let Some(last) = st.calls.back_mut() {
-                last.outcome.push_str("+dropped");
-            }
-            None
-        } else {
-            let result = outcome.result.map(|r| ("result", r));
-            Some(answer(st, outcome.code, &outcome.message, result))
-        }
+    let dstcode = headers.get("dstcode").and_then(|v| v.to_str().ok()).unwrap_or("");
+    let request = if is_json(&headers) {
+        serde_json::from_slice::<Value>(&body).map_err(|e| format!("Yêu cầu không phải JSON: {e}"))
+    } else {
+        Err("Content-Type phải là application/json".into())
     };
-    match response {
-        Some(response) => response,
-        None => drop_connection.now().await,
+    let answer = mock.integrate(request, dstcode);
+    if mock.roll_drop() {
+        return drop_connection.now().await;
     }
+    Json(answer).into_response()
 }
 
 /// The result of processing one integration call.
@@ -458,7 +496,7 @@ fn service_label(name: &str) -> &'static str {
         .unwrap_or(UNKNOWN_SERVICE)
 }
 
-fn process(mock: &Mock, st: &mut MockState, mut request: Value) -> Outcome {
+fn process(mock: &NationalCore, st: &mut MockState, mut request: Value) -> Outcome {
     let Some(envelope) = request.as_object_mut() else {
         return Outcome::fail(UNKNOWN_SERVICE, code::MALFORMED, "Yêu cầu phải là một đối tượng JSON".into());
     };
@@ -915,14 +953,14 @@ fn state_view(stored: &Stored) -> Value {
     })
 }
 
-async fn one_state(State(mock): State<Arc<Mock>>, Path(mahoso): Path<String>) -> Response {
+async fn one_state(State(mock): State<Arc<NationalCore>>, Path(mahoso): Path<String>) -> Response {
     match mock.lock().dossiers.get(&mahoso) {
         Some(stored) => Json(state_view(stored)).into_response(),
         None => (StatusCode::NOT_FOUND, Json(json!({"error": "unknown MaHoSo"}))).into_response(),
     }
 }
 
-async fn list_state(State(mock): State<Arc<Mock>>, Query(page): Query<Page>) -> Response {
+async fn list_state(State(mock): State<Arc<NationalCore>>, Query(page): Query<Page>) -> Response {
     let limit = page.limit.unwrap_or(1000).clamp(1, 10_000);
     let st = mock.lock();
     let range = match &page.after {
@@ -943,20 +981,15 @@ async fn list_state(State(mock): State<Arc<Mock>>, Query(page): Query<Page>) -> 
     Json(json!({"items": items, "has_more": has_more})).into_response()
 }
 
-async fn stats(State(mock): State<Arc<Mock>>) -> Response {
-    let st = mock.lock();
-    let mut value = serde_json::to_value(&st.stats).unwrap_or_default();
-    value["dossiers"] = json!(st.dossiers.len());
-    value["history_entries_stored"] = json!(st.dossiers.values().map(|d| d.history.len()).sum::<usize>());
-    value["sessions_live"] = json!(st.sessions.values().filter(|e| **e > Instant::now()).count());
-    Json(value).into_response()
+async fn stats(State(mock): State<Arc<NationalCore>>) -> Response {
+    Json(mock.stats()).into_response()
 }
 
-async fn get_faults(State(mock): State<Arc<Mock>>) -> Response {
+async fn get_faults(State(mock): State<Arc<NationalCore>>) -> Response {
     Json(mock.lock().faults.clone()).into_response()
 }
 
-async fn put_faults(State(mock): State<Arc<Mock>>, body: Bytes) -> Response {
+async fn put_faults(State(mock): State<Arc<NationalCore>>, body: Bytes) -> Response {
     let mut st = mock.lock();
     let updated: Faults = match merge_patch(&st.faults, &body) {
         Ok(f) => f,
@@ -972,7 +1005,7 @@ async fn put_faults(State(mock): State<Arc<Mock>>, body: Bytes) -> Response {
     Json(st.faults.clone()).into_response()
 }
 
-async fn reset(State(mock): State<Arc<Mock>>) -> Response {
+async fn reset(State(mock): State<Arc<NationalCore>>) -> Response {
     let mut st = mock.lock();
     st.sessions.clear();
     st.dossiers.clear();
@@ -988,7 +1021,7 @@ struct CallsQuery {
     limit: Option<usize>,
 }
 
-async fn calls(State(mock): State<Arc<Mock>>, Query(q): Query<CallsQuery>) -> Response {
+async fn calls(State(mock): State<Arc<NationalCore>>, Query(q): Query<CallsQuery>) -> Response {
     let st = mock.lock();
     let after = q.after.unwrap_or(0);
     let limit = q.limit.unwrap_or(1000).clamp(1, CALL_RING);
@@ -998,7 +1031,7 @@ async fn calls(State(mock): State<Arc<Mock>>, Query(q): Query<CallsQuery>) -> Re
 
 /// On-time figures (Quyết định 766/QĐ-TTg): finished dossiers on time or late against
 /// NgayHenTra, open ones within term or overdue, by processing agency and in total.
-async fn report(State(mock): State<Arc<Mock>>) -> Response {
+async fn report(State(mock): State<Arc<NationalCore>>) -> Response {
     #[derive(Default, Serialize)]
     struct Tally {
         dossiers: u64,

@@ -21,19 +21,56 @@ struct Session {
     obtained: Instant,
 }
 
-pub struct HttpNational {
+/// Where a call goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    Auth,
+    Integration,
+}
+
+/// Carries one JSON body to the portal and classifies what comes back. HTTP in production;
+/// in memory, with seeded faults, in the simulation.
+pub trait Transport: Send + Sync + 'static {
+    fn post(&self, target: Target, body: &Value) -> impl Future<Output = Answer> + Send;
+}
+
+/// The HTTP transport: timeouts, TLS, size limit, the optional dstcode header.
+pub struct HttpTransport {
     http: reqwest::Client,
     auth_url: reqwest::Url,
     integration_url: reqwest::Url,
+    dstcode: Option<String>,
+    max_bytes: usize,
+}
+
+impl Transport for HttpTransport {
+    async fn post(&self, target: Target, body: &Value) -> Answer {
+        let url = match target {
+            Target::Auth => &self.auth_url,
+            Target::Integration => &self.integration_url,
+        };
+        let mut request = self.http.post(url.clone()).json(body);
+        if let Some(dstcode) = &self.dstcode {
+            request = request.header("dstcode", dstcode);
+        }
+        classify(transport::send(request, self.max_bytes).await)
+    }
+}
+
+/// The national client: the session (renewed before it expires, and at once on -1) and the
+/// integration envelope `{session, madonvi, service, ...}`, over any transport.
+pub struct NationalClient<T> {
+    transport: T,
     username: String,
     password: Secret,
     madonvi: String,
-    dstcode: Option<String>,
-    max_bytes: usize,
     renew_after: Duration,
     session: Mutex<Option<Session>>,
     logins: AtomicU64,
 }
+
+/// The production client.
+pub type HttpNational = NationalClient<HttpTransport>;
 
 fn join(base: &reqwest::Url, path: &str) -> anyhow::Result<reqwest::Url> {
     let mut base = base.clone();
@@ -46,32 +83,49 @@ fn join(base: &reqwest::Url, path: &str) -> anyhow::Result<reqwest::Url> {
 
 impl HttpNational {
     pub fn new(cfg: &NationalConfig) -> anyhow::Result<HttpNational> {
-        Ok(HttpNational {
+        let transport = HttpTransport {
             http: transport::client(&cfg.http)?,
             auth_url: join(&cfg.http.base_url, "auth")?,
             integration_url: join(&cfg.http.base_url, "integration")?,
-            username: cfg.username.clone(),
-            password: cfg.password.clone(),
-            madonvi: cfg.madonvi.clone(),
             dstcode: cfg.dstcode.clone(),
             max_bytes: cfg.http.max_response_bytes,
-            renew_after: cfg.session_renew,
+        };
+        Ok(NationalClient::with_transport(
+            transport,
+            &cfg.username,
+            cfg.password.clone(),
+            &cfg.madonvi,
+            cfg.session_renew,
+        ))
+    }
+}
+
+impl<T: Transport> NationalClient<T> {
+    pub fn with_transport(
+        transport: T,
+        username: &str,
+        password: Secret,
+        madonvi: &str,
+        renew_after: Duration,
+    ) -> Self {
+        NationalClient {
+            transport,
+            username: username.to_owned(),
+            password,
+            madonvi: madonvi.to_owned(),
+            renew_after,
             session: Mutex::new(None),
             logins: AtomicU64::new(0),
-        })
+        }
+    }
+
+    pub fn transport(&self) -> &T {
+        &self.transport
     }
 
     /// Logins after the first: proactive renewals and re-logins after -1.
     pub fn session_renewals(&self) -> u64 {
         self.logins.load(Ordering::Relaxed).saturating_sub(1)
-    }
-
-    async fn post(&self, url: &reqwest::Url, body: &Value) -> Answer {
-        let mut request = self.http.post(url.clone()).json(body);
-        if let Some(dstcode) = &self.dstcode {
-            request = request.header("dstcode", dstcode);
-        }
-        classify(transport::send(request, self.max_bytes).await)
     }
 
     /// A live session token, logging in when there is none or it is due for renewal.
@@ -81,7 +135,7 @@ impl HttpNational {
             return Ok(s.token.clone());
         }
         let body = json!({"username": self.username, "password": self.password.expose()});
-        let answer = self.post(&self.auth_url, &body).await;
+        let answer = self.transport.post(Target::Auth, &body).await;
         metrics::counter!(m::CALLS, "service" => "auth", "outcome" => answer.label()).increment(1);
         if !matches!(answer, Answer::Ok(_)) {
             metrics::counter!(m::LOGIN_FAILURES).increment(1);
@@ -134,7 +188,7 @@ impl HttpNational {
             if let (Value::Object(body), Value::Object(fields)) = (&mut body, &fields) {
                 body.extend(fields.iter().map(|(k, v)| (k.clone(), v.clone())));
             }
-            match self.post(&self.integration_url, &body).await {
+            match self.transport.post(Target::Integration, &body).await {
                 Answer::Refused { code: -1, .. } => {
                     tracing::info!(
                         event = "session_expired",

@@ -5,4 +5,4 @@ pub mod classify;
 pub mod client;
 
 pub use classify::{Answer, Transient, TransientKind, classify, error_code};
-pub use client::HttpNational;
+pub use client::{HttpNational, HttpTransport, NationalClient, Target, Transport};

@@ -68,13 +68,7 @@ impl Catalogue {
         }
     }
 
-    pub fn put(
-        &self,
-        tx: &rusqlite::Transaction<'_>,
-        code: &str,
-        entry: Entry,
-        now: i64,
-    ) -> rusqlite::Result<()> {
+    pub fn put(&self, tx: &rusqlite::Connection, code: &str, entry: Entry, now: i64) -> rusqlite::Result<()> {
         let (known, name, field_code, field_name) = match &entry {
             Entry::Known { name, field_code, field_name } => {
                 (true, Some(name), Some(field_code), Some(field_name))

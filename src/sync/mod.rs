@@ -129,6 +129,8 @@ pub struct Inner<S, N, C> {
     started_at: i64,
     /// National call failures, logged quietly (see `telemetry::Trouble`).
     pub(crate) national_trouble: Mutex<crate::telemetry::Trouble>,
+    /// Items per call: batch_size, lowered for good when the portal answers code 8.
+    item_limit: std::sync::atomic::AtomicUsize,
 }
 
 impl<S: Source, N: Sink, C: Clock> Inner<S, N, C> {
@@ -138,6 +140,24 @@ impl<S: Source, N: Sink, C: Clock> Inner<S, N, C> {
 
     fn notes(&self) -> std::sync::MutexGuard<'_, Notes> {
         self.notes.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Items per national call.
+    pub(crate) fn item_limit(&self) -> usize {
+        self.item_limit.load(std::sync::atomic::Ordering::Relaxed).max(1)
+    }
+
+    /// The portal refused `attempted` items as too many (code 8): never send more than half.
+    pub(crate) fn learn_item_limit(&self, at_most: usize) {
+        let at_most = at_most.max(1);
+        let before = self.item_limit.fetch_min(at_most, std::sync::atomic::Ordering::Relaxed);
+        if at_most < before {
+            tracing::warn!(
+                event = "batch_halved",
+                batch_size = at_most,
+                "the national portal takes fewer items per call than national.batch_size; sending at most {at_most}"
+            );
+        }
     }
 
     pub(crate) fn note_poll_success(&self) {
@@ -303,6 +323,17 @@ impl<S: Source, N: Sink, C: Clock> Inner<S, N, C> {
     }
 }
 
+/// Aborts tasks when dropped.
+struct AbortOnDrop(Vec<tokio::task::AbortHandle>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        for handle in &self.0 {
+            handle.abort();
+        }
+    }
+}
+
 /// The sync engine over a source, a sink and a clock. Clones share one engine.
 pub struct Engine<S, N, C> {
     inner: Arc<Inner<S, N, C>>,
@@ -326,6 +357,7 @@ impl<S: Source, N: Sink, C: Clock> Engine<S, N, C> {
         let limiter = Limiter::new(cfg.max_concurrency);
         let rng = Mutex::new(fastrand::Rng::with_seed(cfg.seed));
         let started_at = clock.now().as_microsecond();
+        let batch_size = cfg.batch_size.max(1);
         Ok(Engine {
             inner: Arc::new(Inner {
                 store,
@@ -341,6 +373,7 @@ impl<S: Source, N: Sink, C: Clock> Engine<S, N, C> {
                 notes: Mutex::new(Notes::default()),
                 started_at,
                 national_trouble: Mutex::new(crate::telemetry::Trouble::new("national calls")),
+                item_limit: std::sync::atomic::AtomicUsize::new(batch_size),
             }),
         })
     }
@@ -389,6 +422,9 @@ impl<S: Source, N: Sink, C: Clock> Engine<S, N, C> {
         let poller = tokio::spawn(poller::run(inner.clone(), token.clone()));
         let pusher = tokio::spawn(pusher::run(inner.clone(), token.clone()));
         let reconciler = tokio::spawn(reconciler::run(inner.clone(), token.clone()));
+        // If this future is dropped (a simulated crash), the tasks go with it.
+        let mut guard =
+            AbortOnDrop(vec![poller.abort_handle(), pusher.abort_handle(), reconciler.abort_handle()]);
         let beats = {
             let inner = inner.clone();
             let token = token.clone();
@@ -412,6 +448,7 @@ impl<S: Source, N: Sink, C: Clock> Engine<S, N, C> {
                 }
             })
         };
+        guard.0.push(beats.abort_handle());
         token.cancelled().await;
         tracing::info!(event = "drain_started", drain_seconds = inner.cfg.drain.as_secs_f64());
         let abort =
@@ -433,6 +470,7 @@ impl<S: Source, N: Sink, C: Clock> Engine<S, N, C> {
         }
         metrics::gauge!(m::UP).set(0.0);
         tracing::info!(event = "drain_finished");
+        guard.0.clear();
     }
 
     /// One full reconciliation pass now (the daemon not running).

@@ -13,7 +13,7 @@ use std::{sync::Arc, time::Duration};
 
 use backon::{ExponentialBuilder, Retryable};
 use jiff::Timestamp;
-use rusqlite::{OptionalExtension, Transaction, params};
+use rusqlite::{OptionalExtension, params};
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
@@ -113,7 +113,7 @@ pub(crate) fn apply_page<S: Source, N: Sink, C: Clock>(
     })
 }
 
-fn known_version(tx: &Transaction<'_>, mahoso: &str) -> rusqlite::Result<Option<i64>> {
+fn known_version(tx: &rusqlite::Connection, mahoso: &str) -> rusqlite::Result<Option<i64>> {
     let dossier: Option<i64> = tx
         .prepare_cached("SELECT version FROM dossier WHERE mahoso = ?1")?
         .query_row([mahoso], |r| r.get(0))
@@ -141,7 +141,12 @@ fn entry_identity(e: &Value) -> [&Value; 3] {
     [&e["ThoiDiemXuLy"], &e["NoiDungXuLy"], &e["NguoiXuLy"]]
 }
 
-fn record_dossier(tx: &Transaction<'_>, n: &Normalized, raw: &Value, now: i64) -> rusqlite::Result<Recorded> {
+fn record_dossier(
+    tx: &rusqlite::Connection,
+    n: &Normalized,
+    raw: &Value,
+    now: i64,
+) -> rusqlite::Result<Recorded> {
     let existing: Option<(i64, i64, Option<i64>, String)> = tx
         .prepare_cached("SELECT version, acked_history, acked_hash, history FROM dossier WHERE mahoso = ?1")?
         .query_row([&n.mahoso], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
@@ -223,7 +228,12 @@ fn record_dossier(tx: &Transaction<'_>, n: &Normalized, raw: &Value, now: i64) -
 }
 
 /// Records a quarantined record; false when this version was already recorded.
-fn record_quarantine(tx: &Transaction<'_>, q: &Quarantined, raw: &Value, now: i64) -> rusqlite::Result<bool> {
+fn record_quarantine(
+    tx: &rusqlite::Connection,
+    q: &Quarantined,
+    raw: &Value,
+    now: i64,
+) -> rusqlite::Result<bool> {
     let known: Option<Option<i64>> = tx
         .prepare_cached("SELECT version FROM quarantine WHERE key = ?1")?
         .query_row([&q.key], |r| r.get(0))

@@ -7,7 +7,7 @@ use std::future::Future;
 use jiff::Timestamp;
 use serde_json::Value;
 
-use crate::national::{Answer, HttpNational};
+use crate::national::{Answer, NationalClient, Transport};
 use crate::provincial::HttpProvincial;
 
 /// A position in the provincial listing: strictly after (updated_at, id).
@@ -70,7 +70,8 @@ impl Clock for SystemClock {
 }
 
 /// Wall-clock time that advances with tokio's clock, so that under a paused runtime (the
-/// simulation) it is virtual and exactly reproducible.
+/// simulation) it is virtual and exactly reproducible. Copies share the same origin.
+#[derive(Debug, Clone, Copy)]
 pub struct TokioClock {
     base: Timestamp,
     start: tokio::time::Instant,
@@ -99,24 +100,24 @@ impl Source for HttpProvincial {
     }
 }
 
-impl Sink for HttpNational {
+impl<T: Transport> Sink for NationalClient<T> {
     fn sync_dossiers(&self, updating: bool, items: &[&Value]) -> impl Future<Output = Answer> + Send {
-        HttpNational::sync_dossiers(self, updating, items)
+        NationalClient::sync_dossiers(self, updating, items)
     }
 
     fn append_history(&self, entries: &[&Value]) -> impl Future<Output = Answer> + Send {
-        HttpNational::append_history(self, entries)
+        NationalClient::append_history(self, entries)
     }
 
     fn look_up(&self, mahoso: &str) -> impl Future<Output = Answer> + Send {
-        HttpNational::look_up(self, mahoso)
+        NationalClient::look_up(self, mahoso)
     }
 
     fn procedure(&self, code: &str) -> impl Future<Output = Answer> + Send {
-        HttpNational::procedure(self, code)
+        NationalClient::procedure(self, code)
     }
 
     fn session_renewals(&self) -> u64 {
-        HttpNational::session_renewals(self)
+        NationalClient::session_renewals(self)
     }
 }

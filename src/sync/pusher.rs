@@ -250,7 +250,7 @@ async fn read_back<S: Source, N: Sink, C: Clock>(inner: &Inner<S, N, C>, w: &mut
     }
 }
 
-fn save_read_backs(tx: &rusqlite::Transaction<'_>, work: &[&Work]) -> rusqlite::Result<()> {
+fn save_read_backs(tx: &rusqlite::Connection, work: &[&Work]) -> rusqlite::Result<()> {
     let mut stmt = tx.prepare_cached(
         "UPDATE dossier SET national_exists = ?2, acked_hash = ?3, acked_history = ?4, inflight = ?5 WHERE mahoso = ?1",
     )?;
@@ -315,7 +315,8 @@ async fn fill_catalogues<S: Source, N: Sink, C: Clock>(
     work: &mut [Work],
 ) -> Result<(), StoreError> {
     let now = inner.clock.now().as_microsecond();
-    let codes: HashSet<String> =
+    // Ordered, so that a simulation replays the same calls in the same order.
+    let codes: std::collections::BTreeSet<String> =
         work.iter().filter(|w| w.open() && w.needs_catalogue).map(|w| w.procedure.clone()).collect();
     let mut found: HashMap<String, Result<Entry, Transient>> = HashMap::new();
     for code in codes {
@@ -476,11 +477,7 @@ async fn send_payloads<S: Source, N: Sink, C: Clock>(
                     }
                     // Too many items: the portal's limit is lower than batch_size.
                     (8, _) if group.len() > 1 => {
-                        tracing::warn!(
-                            event = "batch_halved",
-                            batch_size = group.len(),
-                            "the national portal's item limit is lower than national.batch_size; halving"
-                        );
+                        inner.learn_item_limit(group.len() / 2);
                         let rest = group.split_off(group.len() / 2);
                         groups.push((updating, rest));
                         groups.push((updating, group));
@@ -575,10 +572,18 @@ async fn send_history<S: Source, N: Sink, C: Clock>(
                         ));
                         groups.push(group);
                     }
-                    (8, _) if group.len() > 1 => {
-                        let rest = group.split_off(group.len() / 2);
-                        groups.push(rest);
-                        groups.push(group);
+                    (8, _) if entries.len() > 1 => {
+                        inner.learn_item_limit(entries.len() / 2);
+                        if group.len() > 1 {
+                            let rest = group.split_off(group.len() / 2);
+                            groups.push(rest);
+                            groups.push(group);
+                        } else {
+                            // One dossier with more entries than the portal takes at once:
+                            // send the older half now, the rest in a later call.
+                            let (i, from, to) = group[0];
+                            groups.push(vec![(i, from, from + (to - from) / 2)]);
+                        }
                     }
                     (c, None) if item_level(c) && c != 7 && group.len() > 1 => {
                         let rest = group.split_off(group.len() / 2);
@@ -612,7 +617,7 @@ async fn send_history<S: Source, N: Sink, C: Clock>(
 // Recording outcomes
 
 fn mark_inflight(
-    tx: &rusqlite::Transaction<'_>,
+    tx: &rusqlite::Connection,
     work: &[Work],
     items: &[usize],
     kind: i64,
@@ -626,7 +631,7 @@ fn mark_inflight(
 
 /// Commits a batch of outcomes in one transaction.
 fn settle_fates(
-    tx: &rusqlite::Transaction<'_>,
+    tx: &rusqlite::Connection,
     work: &[Work],
     items: &[usize],
     now: i64,
@@ -686,7 +691,7 @@ fn settle_fates(
 }
 
 fn save_payload_acks(
-    tx: &rusqlite::Transaction<'_>,
+    tx: &rusqlite::Connection,
     work: &[Work],
     items: &[usize],
     now: i64,
@@ -702,7 +707,7 @@ fn save_payload_acks(
 }
 
 fn save_history_acks(
-    tx: &rusqlite::Transaction<'_>,
+    tx: &rusqlite::Connection,
     work: &[Work],
     items: &[usize],
     now: i64,
@@ -719,7 +724,7 @@ fn save_history_acks(
 
 /// Ends a round for dossiers without a fate: in sync leaves the outbox; anything left (a
 /// newer version, more history) stays due at once.
-fn finish(tx: &rusqlite::Transaction<'_>, work: &[Work], now: i64) -> rusqlite::Result<Vec<i64>> {
+fn finish(tx: &rusqlite::Connection, work: &[Work], now: i64) -> rusqlite::Result<Vec<i64>> {
     let mut lags = Vec::new();
     let mut done = tx.prepare_cached(
         "DELETE FROM outbox WHERE mahoso = ?1 AND EXISTS (
@@ -767,7 +772,7 @@ async fn round<S: Source, N: Sink, C: Clock>(inner: &Inner<S, N, C>) -> Result<u
     fill_catalogues(inner, &mut work).await?;
 
     // Payloads.
-    let batch = inner.cfg.batch_size;
+    let batch = inner.item_limit();
     let mut creates = Vec::new();
     let mut updates = Vec::new();
     for (i, w) in work.iter().enumerate().filter(|(_, w)| w.open() && !w.payload_acked()) {

@@ -55,7 +55,7 @@ pub fn coverage(conn: &rusqlite::Connection) -> rusqlite::Result<f64> {
 
 /// Puts back in the outbox every dossier whose acknowledged state is not its latest and that
 /// is neither waiting nor parked: the outbox's own consistency check.
-fn requeue_drift(tx: &rusqlite::Transaction<'_>, now: i64) -> rusqlite::Result<usize> {
+fn requeue_drift(tx: &rusqlite::Connection, now: i64) -> rusqlite::Result<usize> {
     tx.execute(
         "INSERT INTO outbox (mahoso, enqueued_at, next_attempt_at, attempts)
          SELECT d.mahoso, ?1, ?1, 0 FROM dossier d

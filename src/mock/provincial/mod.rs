@@ -33,6 +33,15 @@ use super::{
 };
 use crate::domain::dates::{format_rfc3339_vn, to_vn_local};
 
+/// Microseconds since the Unix epoch: the wall clock for the mock server, a virtual one in
+/// simulations.
+pub type Clock = Arc<dyn Fn() -> i64 + Send + Sync>;
+
+/// The system's clock.
+pub fn wall_clock() -> Clock {
+    Arc::new(|| Timestamp::now().as_microsecond())
+}
+
 /// Start-up settings of the provincial mock.
 #[derive(Debug, Clone)]
 pub struct ProvincialConfig {
@@ -138,7 +147,8 @@ impl Knobs {
 /// lived before this returns.
 pub async fn start(listener: TcpListener, config: ProvincialConfig) -> anyhow::Result<MockServer> {
     config.knobs.validate().map_err(anyhow::Error::msg)?;
-    let mock = Arc::new(Mock { api_key: config.api_key, world: Mutex::new(World::new(config.knobs)) });
+    let mock =
+        Arc::new(Mock { api_key: config.api_key, world: Mutex::new(World::new(config.knobs, wall_clock())) });
     let router = Router::new()
         .route("/api/v1/dossiers", get(list_dossiers))
         .route("/api/v1/dossiers/{mahoso}", get(one_dossier))
@@ -217,7 +227,14 @@ struct Stats {
     unauthorized: u64,
 }
 
-struct World {
+/// Rendered records kept for a second read.
+const RENDER_CACHE: usize = 4_096;
+
+/// The simulated province: every dossier, its versions and their visibility. The HTTP mock
+/// serves it; the deterministic simulation drives it directly with virtual time.
+pub struct World {
+    clock: Clock,
+    rendered: Mutex<HashMap<(u32, u32, i64), Value>>,
     knobs: Knobs,
     /// Fixed at start so that run-time changes to `seed` do not rewrite existing lives.
     plan_seed: u64,
@@ -239,20 +256,18 @@ struct World {
     stats: Stats,
 }
 
-fn now_micros() -> i64 {
-    Timestamp::now().as_microsecond()
-}
-
 fn timestamp(micros: i64) -> Timestamp {
     Timestamp::from_microsecond(micros).unwrap_or(Timestamp::UNIX_EPOCH)
 }
 
 impl World {
-    fn new(knobs: Knobs) -> Self {
-        let today = to_vn_local(Timestamp::now()).date();
+    pub fn new(knobs: Knobs, clock: Clock) -> Self {
+        let today = to_vn_local(timestamp(clock())).date();
         let span_days = i64::from(knobs.dossiers.div_ceil(life::PER_DAY)) + 7;
         let base_day = today.checked_sub(jiff::Span::new().days(span_days)).unwrap_or(today);
         let mut world = World {
+            clock,
+            rendered: Mutex::new(HashMap::new()),
             plan_seed: knobs.seed,
             rng: fastrand::Rng::with_seed(knobs.seed ^ 0x5eed),
             base_day,
@@ -282,7 +297,7 @@ impl World {
     /// A fresh updated_at: the wall clock, never behind an earlier stamp (equal to the
     /// previous one when the clock has not moved: a natural tie).
     fn stamp(&mut self) -> i64 {
-        self.last_stamp = now_micros().max(self.last_stamp);
+        self.last_stamp = (self.clock)().max(self.last_stamp);
         self.last_stamp
     }
 
@@ -307,7 +322,7 @@ impl World {
     /// apart with some ties.
     fn backfill(&mut self) {
         let remaining = self.knobs.dossiers.saturating_sub(self.generated);
-        let now = now_micros();
+        let now = (self.clock)();
         let mut ts = now - i64::from(remaining) - 1;
         for i in 0..remaining {
             if i % 10 != 9 {
@@ -403,8 +418,9 @@ impl World {
         self.pending.push(Reverse((visible_at, slot, version, ts)));
     }
 
-    fn tick(&mut self, elapsed: Duration) {
-        let now = now_micros();
+    /// Lets `elapsed` of simulated life happen.
+    pub fn tick(&mut self, elapsed: Duration) {
+        let now = (self.clock)();
         if !self.paused {
             let cps = self.knobs.changes_per_second;
             if cps == 0.0 {
@@ -459,8 +475,46 @@ impl World {
         }
     }
 
+    fn truth_item(&self, key: &str, slot: u32) -> Value {
+        let s = &self.slots[slot as usize];
+        let record = self.render(slot, s.version, s.updated_at);
+        let (statuses, defect, mess, unknown_procedure) = match &s.kind {
+            SlotKind::Generated { index, traits, .. } => (
+                self.plan(*index, traits).statuses(s.version as usize),
+                traits.defect.map(|d| d.describe()),
+                traits.mess_names(),
+                traits.unknown_procedure,
+            ),
+            SlotKind::Raw { statuses, .. } => (statuses.clone(), None, Vec::new(), false),
+        };
+        json!({
+            "key": key,
+            "record": record,
+            "statuses": statuses,
+            "defect": defect,
+            "mess": mess,
+            "unknown_procedure": unknown_procedure,
+            "visible_version": s.visible.map(|(v, _)| v),
+        })
+    }
+
     /// A record as served: `version` of slot `slot`.
     fn render(&self, slot: u32, version: u32, updated_at: i64) -> Value {
+        // Pages are read twice (the daemon's head and look-back passes): keep recent renders.
+        let key = (slot, version, updated_at);
+        if let Some(v) = self.rendered.lock().unwrap_or_else(|p| p.into_inner()).get(&key) {
+            return v.clone();
+        }
+        let value = self.render_uncached(slot, version, updated_at);
+        let mut cache = self.rendered.lock().unwrap_or_else(|p| p.into_inner());
+        if cache.len() >= RENDER_CACHE {
+            cache.clear();
+        }
+        cache.insert(key, value.clone());
+        value
+    }
+
+    fn render_uncached(&self, slot: u32, version: u32, updated_at: i64) -> Value {
         let s = &self.slots[slot as usize];
         match &s.kind {
             SlotKind::Generated { index, traits, .. } => {
@@ -475,7 +529,34 @@ impl World {
         }
     }
 
-    fn finished(&self) -> bool {
+    /// One listing page strictly after `after` (updated_at in µs, MaHoSo), as visible now:
+    /// `(items, has_more)`.
+    pub fn list(&mut self, after: Option<(i64, &str)>, limit: usize) -> (Vec<Value>, bool) {
+        let now = (self.clock)();
+        self.promote(now);
+        match self.page(after, limit) {
+            Value::Object(mut page) => {
+                let has_more = page.get("has_more") == Some(&Value::Bool(true));
+                let items = match page.remove("items") {
+                    Some(Value::Array(items)) => items,
+                    _ => Vec::new(),
+                };
+                (items, has_more)
+            }
+            _ => (Vec::new(), false),
+        }
+    }
+
+    /// Every record, visible or not, as `/_mock/truth` lists it.
+    pub fn truth(&self) -> Vec<Value> {
+        self.by_truth_key.iter().map(|(key, slot)| self.truth_item(key, *slot)).collect()
+    }
+
+    pub fn knobs_mut(&mut self) -> &mut Knobs {
+        &mut self.knobs
+    }
+
+    pub fn finished(&self) -> bool {
         self.generated >= self.knobs.dossiers && self.active.is_empty()
     }
 
@@ -499,7 +580,7 @@ impl World {
         json!({"items": items, "has_more": has_more})
     }
 
-    fn upsert_raw(&mut self, mut record: Value, delay_ms: u64) -> Value {
+    pub fn upsert_raw(&mut self, mut record: Value, delay_ms: u64) -> Value {
         let mahoso = record.get("MaHoSo").and_then(Value::as_str).map(str::to_owned);
         let status = record.get("TrangThai").map(|s| s.as_str().map_or_else(|| s.to_string(), str::to_owned));
         let existing = mahoso.as_deref().and_then(|m| self.by_truth_key.get(m).copied());
@@ -565,7 +646,7 @@ impl World {
             at
         };
         self.pending.push(Reverse((visible_at, slot, version, ts)));
-        self.promote(now_micros());
+        self.promote((self.clock)());
         json!({"MaHoSo": mahoso, "updated_at": format_rfc3339_vn(timestamp(ts)), "version": version})
     }
 }
@@ -631,7 +712,8 @@ async fn list_dossiers(
         }
     };
     let mut world = mock.lock();
-    world.promote(now_micros());
+    let now = (world.clock)();
+    world.promote(now);
     let page = world.page(after.map(|ts| (ts, q.after_id.as_deref().unwrap_or(""))), limit);
     let malformed = world.knobs.malformed_rate;
     if malformed > 0.0 && world.rng.f64() < malformed {
@@ -663,7 +745,8 @@ async fn one_dossier(
         return refusal;
     }
     let mut world = mock.lock();
-    world.promote(now_micros());
+    let now = (world.clock)();
+    world.promote(now);
     let found = world.by_list_key.get(mahoso.as_str()).copied().and_then(|slot| {
         let (version, updated_at) = world.slots[slot as usize].visible?;
         Some(world.render(slot, version, updated_at))
@@ -710,26 +793,7 @@ async fn truth(State(mock): State<Arc<Mock>>, Query(q): Query<TruthQuery>) -> Re
             has_more = true;
             break;
         }
-        let s = &world.slots[*slot as usize];
-        let record = world.render(*slot, s.version, s.updated_at);
-        let (statuses, defect, mess, unknown_procedure) = match &s.kind {
-            SlotKind::Generated { index, traits, .. } => (
-                world.plan(*index, traits).statuses(s.version as usize),
-                traits.defect.map(|d| d.describe()),
-                traits.mess_names(),
-                traits.unknown_procedure,
-            ),
-            SlotKind::Raw { statuses, .. } => (statuses.clone(), None, Vec::new(), false),
-        };
-        items.push(json!({
-            "key": &**key,
-            "record": record,
-            "statuses": statuses,
-            "defect": defect,
-            "mess": mess,
-            "unknown_procedure": unknown_procedure,
-            "visible_version": s.visible.map(|(v, _)| v),
-        }));
+        items.push(world.truth_item(key, *slot));
     }
     Json(json!({"items": items, "has_more": has_more})).into_response()
 }

@@ -1,0 +1,589 @@
+//! Deterministic simulation: the real engine against the real portal logic (the provincial
+//! simulator's `World` and the national mock's `NationalCore`), in memory, in virtual time
+//! (tokio's paused clock), on a real SQLite file, with seeded faults and crashes. One seed
+//! decides everything (the province, every fault, every crash), so a failing seed replays
+//! exactly: `dvc-sync simulate --seed N`.
+//!
+//! Faults: page errors and late visibility at the source; at the national portal 429 with
+//! Retry-After, 5xx before or after applying, timeouts before or after applying, lost answers,
+//! outages, short sessions, item limits below the batch size, and refused items. Crashes: the
+//! engine dropped at random moments, and right after the national portal applied a write but
+//! before the engine heard back (between "acknowledged" and "acknowledgement committed"); it
+//! restarts on the same database file.
+//!
+//! After the run, with faults off, the engine must converge, and then: every valid dossier
+//! equal on both sides, no status backwards, no history entry twice or out of order, and
+//! parked exactly what was injected.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    path::{Path, PathBuf},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
+
+use bytes::Bytes;
+use serde::Serialize;
+use serde_json::Value;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    config::Secret,
+    domain::{normalize::StatusMap, stable_hash, status::DEFAULT_STATUS_MAP, status::NationalStatus},
+    mock::{
+        national::{Faults, NationalConfig, NationalCore},
+        provincial::{Knobs, World},
+    },
+    national::{Answer, NationalClient, Target, Transient, TransientKind, Transport, classify},
+    status,
+    store::{Durability, Store},
+    sync::{
+        Engine, EngineConfig,
+        ports::{Clock, Cursor, Page, Source, SourceError, TokioClock},
+    },
+    transport::RawResponse,
+    verify::{self, TruthItem},
+};
+
+/// What one seed did and found.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct SimReport {
+    pub seed: u64,
+    pub ok: bool,
+    pub failures: Vec<String>,
+    pub dossiers: usize,
+    pub valid: usize,
+    pub synchronized: usize,
+    pub quarantined: usize,
+    pub dead: usize,
+    pub crashes: u32,
+    /// Faults injected, by kind.
+    pub faults: BTreeMap<String, u64>,
+    pub virtual_seconds: f64,
+    /// A hash of the final national state and counters: equal on every replay of the seed.
+    pub fingerprint: u64,
+}
+
+/// The scenario a seed draws.
+#[derive(Debug, Clone)]
+struct Scenario {
+    knobs: Knobs,
+    page_error: f64,
+    rate_limited: f64,
+    error_before: f64,
+    error_after: f64,
+    timeout_before: f64,
+    timeout_after: f64,
+    dropped: f64,
+    crash_after_apply: f64,
+    outages: Vec<(f64, f64)>,
+    session_ttl: f64,
+    max_items: usize,
+    batch_size: usize,
+    page_size: usize,
+    poll_interval: f64,
+    look_back: f64,
+    crashes_at: Vec<f64>,
+    fault_phase: f64,
+}
+
+impl Scenario {
+    fn draw(seed: u64) -> Scenario {
+        let mut r = fastrand::Rng::with_seed(seed ^ 0xd1ce_5eed);
+        let late = r.u64(0..800);
+        let fault_phase = 15.0 + r.f64() * 15.0;
+        let mut crashes_at: Vec<f64> = (0..r.u32(0..5)).map(|_| r.f64() * fault_phase).collect();
+        crashes_at.sort_by(f64::total_cmp);
+        let mut outages = Vec::new();
+        for _ in 0..r.u32(0..3) {
+            let start = r.f64() * fault_phase;
+            outages.push((start, start + 1.0 + r.f64() * 6.0));
+        }
+        let max_items = [3, 5, 10, 100][r.usize(0..4)];
+        Scenario {
+            knobs: Knobs {
+                dossiers: r.u32(3..12),
+                changes_per_second: 8.0 + r.f64() * 32.0,
+                seed,
+                bad_record_rate: r.f64() * 0.2,
+                messy_rate: r.f64() * 0.4,
+                unknown_procedure_rate: r.f64() * 0.12,
+                late_visibility_ms: late,
+                ..Knobs::default()
+            },
+            page_error: r.f64() * 0.15,
+            rate_limited: r.f64() * 0.1,
+            error_before: r.f64() * 0.08,
+            error_after: r.f64() * 0.05,
+            timeout_before: r.f64() * 0.03,
+            timeout_after: r.f64() * 0.03,
+            dropped: r.f64() * 0.08,
+            crash_after_apply: r.f64() * 0.02,
+            outages,
+            session_ttl: 2.0 + r.f64() * 30.0,
+            max_items,
+            // Sometimes above the portal's limit: its code 8 must halve batches.
+            batch_size: [2, 4, 10, 50][r.usize(0..4)],
+            page_size: r.usize(2..40),
+            poll_interval: 0.5 + r.f64() * 1.5,
+            // Longer than any visibility delay: the look-back pass must find late changes.
+            look_back: late as f64 / 1000.0 + 0.5 + r.f64() * 2.0,
+            crashes_at,
+            fault_phase,
+        }
+    }
+}
+
+/// Faults on or off, shared by the portals; counts what was injected.
+struct FaultSwitch {
+    on: AtomicBool,
+    counts: Mutex<BTreeMap<String, u64>>,
+    rng: Mutex<fastrand::Rng>,
+}
+
+impl FaultSwitch {
+    fn roll(&self, p: f64) -> bool {
+        self.on.load(Ordering::Relaxed)
+            && p > 0.0
+            && self.rng.lock().unwrap_or_else(|e| e.into_inner()).f64() < p
+    }
+
+    fn count(&self, kind: &str) {
+        *self.counts.lock().unwrap_or_else(|e| e.into_inner()).entry(kind.to_owned()).or_default() += 1;
+    }
+
+    fn u64(&self, range: std::ops::Range<u64>) -> u64 {
+        self.rng.lock().unwrap_or_else(|e| e.into_inner()).u64(range)
+    }
+}
+
+/// The provincial portal in memory: the simulator's world, with page faults.
+#[derive(Clone)]
+struct SimProvincial {
+    world: Arc<Mutex<World>>,
+    faults: Arc<FaultSwitch>,
+    page_error: f64,
+}
+
+impl Source for SimProvincial {
+    async fn page(&self, after: Option<&Cursor>, limit: usize) -> Result<Page, SourceError> {
+        tokio::time::sleep(Duration::from_millis(self.faults.u64(1..20))).await;
+        if self.faults.roll(self.page_error) {
+            self.faults.count("page_error");
+            return Err(SourceError {
+                reason: "HTTP 500 (simulated)".into(),
+                http_status: Some(500),
+                timeout: false,
+            });
+        }
+        let mut world = self.world.lock().unwrap_or_else(|e| e.into_inner());
+        let (items, has_more) =
+            world.list(after.map(|c| (c.updated_at.as_microsecond(), c.id.as_str())), limit);
+        Ok(Page { items, has_more })
+    }
+}
+
+/// The national portal in memory: the mock's core behind seeded transport faults and crashes.
+#[derive(Clone)]
+struct SimTransport {
+    core: Arc<NationalCore>,
+    faults: Arc<FaultSwitch>,
+    scenario: Arc<Scenario>,
+    clock: TokioClock,
+    origin: jiff::Timestamp,
+    crash: Arc<Notify>,
+    crashing: Arc<AtomicBool>,
+    crashes: Arc<std::sync::atomic::AtomicU32>,
+}
+
+/// Crashes right after an applied write, at most this many per seed.
+const MAX_CRASHES_AFTER_APPLY: u32 = 6;
+
+impl SimTransport {
+    fn retry(kind: TransientKind, maybe_applied: bool, retry_after: Option<Duration>) -> Answer {
+        Answer::Retry(Transient {
+            kind,
+            reason: format!("simulated {}", kind.label()),
+            maybe_applied,
+            retry_after,
+            http_status: None,
+        })
+    }
+
+    fn in_outage(&self) -> bool {
+        let t = self.clock.now().duration_since(self.origin).as_secs_f64();
+        self.faults.on.load(Ordering::Relaxed) && self.scenario.outages.iter().any(|(a, b)| t >= *a && t < *b)
+    }
+}
+
+impl Transport for SimTransport {
+    async fn post(&self, target: Target, body: &Value) -> Answer {
+        let s = &self.scenario;
+        tokio::time::sleep(Duration::from_millis(self.faults.u64(1..30))).await;
+        if self.crashing.load(Ordering::Relaxed) {
+            return std::future::pending().await;
+        }
+        if self.in_outage() {
+            self.faults.count("outage_503");
+            return Self::retry(TransientKind::Unavailable, false, None);
+        }
+        let f = &self.faults;
+        if target == Target::Integration {
+            if f.roll(s.rate_limited) {
+                f.count("rate_limited_429");
+                return Self::retry(
+                    TransientKind::RateLimited,
+                    false,
+                    Some(Duration::from_secs(f.u64(1..3))),
+                );
+            }
+            if f.roll(s.error_before) {
+                f.count("error_500_not_applied");
+                return Self::retry(TransientKind::ServerError, true, None);
+            }
+            if f.roll(s.timeout_before) {
+                f.count("timeout_not_applied");
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                return Self::retry(TransientKind::Timeout, true, None);
+            }
+        }
+        let answer = match target {
+            Target::Auth => self.core.auth(Some(body)),
+            Target::Integration => self.core.integrate(Ok(body.clone()), ""),
+        };
+        if target == Target::Integration {
+            if self.crashes.load(Ordering::Relaxed) < MAX_CRASHES_AFTER_APPLY && f.roll(s.crash_after_apply) {
+                // Applied, and the engine dies before it hears so.
+                f.count("crash_after_apply");
+                self.crashes.fetch_add(1, Ordering::Relaxed);
+                self.crashing.store(true, Ordering::Relaxed);
+                self.crash.notify_one();
+                return std::future::pending().await;
+            }
+            if f.roll(s.dropped) {
+                f.count("dropped_after_apply");
+                return Self::retry(TransientKind::Dropped, true, None);
+            }
+            if f.roll(s.error_after) {
+                f.count("error_500_applied");
+                return Self::retry(TransientKind::ServerError, true, None);
+            }
+            if f.roll(s.timeout_after) {
+                f.count("timeout_applied");
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                return Self::retry(TransientKind::Timeout, true, None);
+            }
+        }
+        // Through the real classifier, as bytes, so that both error_code forms are read.
+        let raw = RawResponse {
+            status: 200,
+            retry_after: None,
+            content_type: Some("application/json".into()),
+            body: Bytes::from(serde_json::to_vec(&answer).unwrap_or_default()),
+        };
+        classify(Ok(raw))
+    }
+}
+
+fn status_map() -> StatusMap {
+    DEFAULT_STATUS_MAP.iter().filter_map(|(k, v)| Some(((*k).to_owned(), NationalStatus::new(*v)?))).collect()
+}
+
+/// Where simulation databases live: memory-backed when the machine has it.
+fn scratch_dir() -> PathBuf {
+    let shm = Path::new("/dev/shm");
+    if shm.is_dir() { shm.to_path_buf() } else { std::env::temp_dir() }
+}
+
+/// Runs one seed to its verdict.
+pub fn run(seed: u64) -> SimReport {
+    // Time only: no sockets here, and without the IO driver parking costs no syscall.
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_time().start_paused(true).build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            return SimReport { seed, failures: vec![format!("no runtime: {e}")], ..SimReport::default() };
+        }
+    };
+    let keep = std::env::var_os("DVC_SYNC_SIM_KEEP").is_some();
+    let dir = match tempfile::Builder::new()
+        .prefix("dvc-sync-sim-")
+        .disable_cleanup(keep)
+        .tempdir_in(scratch_dir())
+    {
+        Ok(d) => d,
+        Err(e) => {
+            return SimReport {
+                seed,
+                failures: vec![format!("no scratch directory: {e}")],
+                ..SimReport::default()
+            };
+        }
+    };
+    if keep {
+        eprintln!("seed {seed}: database kept in {}", dir.path().display());
+    }
+    runtime.block_on(run_in(seed, &dir.path().join("sim.db")))
+}
+
+async fn run_in(seed: u64, db: &Path) -> SimReport {
+    let scenario = Arc::new(Scenario::draw(seed));
+    let origin = "2026-03-02T01:00:00Z".parse::<jiff::Timestamp>().unwrap_or(jiff::Timestamp::UNIX_EPOCH);
+    let clock = TokioClock::starting_at(origin);
+    let micros = Arc::new(move || clock.now().as_microsecond());
+    let world = Arc::new(Mutex::new(World::new(scenario.knobs.clone(), micros)));
+    let faults = Arc::new(FaultSwitch {
+        on: AtomicBool::new(true),
+        counts: Mutex::new(BTreeMap::new()),
+        rng: Mutex::new(fastrand::Rng::with_seed(seed ^ 0xfa17)),
+    });
+    let national_config = NationalConfig {
+        faults: Faults {
+            session_ttl_seconds: scenario.session_ttl,
+            max_items_per_call: scenario.max_items,
+            seed,
+            ..Faults::default()
+        },
+        ..NationalConfig::default()
+    };
+    let core = Arc::new(NationalCore::new(national_config.clone()));
+    let crash = Arc::new(Notify::new());
+    let crashing = Arc::new(AtomicBool::new(false));
+    let crashes_after_apply = Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let map = status_map();
+    let cfg = EngineConfig {
+        page_size: scenario.page_size,
+        poll_interval: Duration::from_secs_f64(scenario.poll_interval),
+        look_back: Duration::from_secs_f64(scenario.look_back),
+        reconcile_interval: Some(Duration::from_secs(30)),
+        poll_retry: (Duration::from_millis(100), Duration::from_secs(2)),
+        push_retry: (Duration::from_millis(200), Duration::from_secs(4)),
+        batch_size: scenario.batch_size,
+        max_concurrency: 4,
+        round_size: scenario.batch_size * 16,
+        status_map: map.clone(),
+        drain: Duration::from_secs(5),
+        heartbeat: Duration::from_secs(10),
+        seed,
+    };
+
+    // The province lives on its own, in virtual time.
+    let ticking = {
+        let world = world.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                world.lock().unwrap_or_else(|e| e.into_inner()).tick(Duration::from_millis(100));
+            }
+        })
+    };
+
+    let mut report = SimReport { seed, ..SimReport::default() };
+    let mut crash_times = scenario.crashes_at.iter().copied();
+    let mut next_crash = crash_times.next();
+    let elapsed = |clock: &TokioClock| clock.now().duration_since(origin).as_secs_f64();
+    let limit = scenario.fault_phase + 900.0;
+    let mut converged = false;
+    loop {
+        let store = match Store::open_with(db, Durability::SimulationOnly) {
+            Ok(s) => Arc::new(s),
+            Err(e) => {
+                report.failures.push(format!("cannot reopen the database: {e}"));
+                break;
+            }
+        };
+        let sink = NationalClient::with_transport(
+            SimTransport {
+                core: core.clone(),
+                faults: faults.clone(),
+                scenario: scenario.clone(),
+                clock,
+                origin,
+                crash: crash.clone(),
+                crashing: crashing.clone(),
+                crashes: crashes_after_apply.clone(),
+            },
+            &national_config.username,
+            Secret::new(national_config.password.clone()),
+            &national_config.madonvi,
+            Duration::from_secs(60),
+        );
+        let source =
+            SimProvincial { world: world.clone(), faults: faults.clone(), page_error: scenario.page_error };
+        let engine = match Engine::new(store.clone(), source, sink, clock, cfg.clone()) {
+            Ok(e) => e,
+            Err(e) => {
+                report.failures.push(format!("cannot start the engine: {e}"));
+                break;
+            }
+        };
+        let token = CancellationToken::new();
+        let running = {
+            let engine = engine.clone();
+            let token = token.clone();
+            tokio::spawn(async move { engine.run(token).await })
+        };
+        // Until a crash, the end of the fault phase, or convergence.
+        let crashed = loop {
+            let now = elapsed(&clock);
+            if faults.on.load(Ordering::Relaxed) && now >= scenario.fault_phase {
+                faults.on.store(false, Ordering::Relaxed);
+            }
+            if next_crash.is_some_and(|t| now >= t) {
+                next_crash = crash_times.next();
+                faults.count("crash_random");
+                break true;
+            }
+            if crashing.load(Ordering::Relaxed) {
+                break true;
+            }
+            if !faults.on.load(Ordering::Relaxed) && settled(&world, &core, &store, &map) {
+                converged = true;
+                break false;
+            }
+            if now > limit {
+                break false;
+            }
+            tokio::select! {
+                biased;
+                () = crash.notified() => {}
+                () = tokio::time::sleep(Duration::from_millis(500)) => {}
+            }
+        };
+        if crashed {
+            report.crashes += 1;
+            running.abort();
+            let _ = running.await;
+            // Let the aborted tasks be dropped before the database is opened again.
+            for _ in 0..8 {
+                tokio::task::yield_now().await;
+            }
+            crashing.store(false, Ordering::Relaxed);
+            drop(engine);
+            continue;
+        }
+        token.cancel();
+        let _ = running.await;
+        break;
+    }
+    ticking.abort();
+    report.virtual_seconds = elapsed(&clock);
+    report.faults = faults.counts.lock().unwrap_or_else(|e| e.into_inner()).clone();
+
+    let truth = verify::truth_items(&world.lock().unwrap_or_else(|e| e.into_inner()).truth());
+    let state = core.state();
+    let stats = core.stats();
+    let verdict = verify::compare(&truth, &state, &stats, &map);
+    report.dossiers = verdict.dossiers;
+    report.valid = verdict.valid;
+    report.synchronized = verdict.synchronized;
+    if !converged {
+        report
+            .failures
+            .push(format!("did not converge within {limit:.0} virtual seconds: {}", verdict.summary()));
+    } else if !verdict.clean() || verdict.synchronized != verdict.valid {
+        report.failures.push(verdict.summary());
+    }
+    match Store::open(db) {
+        Ok(store) => match store.read(|c| parked_problems(c, &truth)) {
+            Ok((problems, quarantined, dead)) => {
+                report.failures.extend(problems);
+                report.quarantined = quarantined;
+                report.dead = dead;
+            }
+            Err(e) => report.failures.push(format!("cannot read the parked items: {e}")),
+        },
+        Err(e) => report.failures.push(format!("cannot reopen the database: {e}")),
+    }
+    let fingerprint = serde_json::to_string(&(&state, &stats)).unwrap_or_default();
+    report.fingerprint = stable_hash(fingerprint.as_bytes()) as u64;
+    report.ok = report.failures.is_empty();
+    report
+}
+
+/// Converged: the province finished, the outbox is empty, and the national copy is complete.
+fn settled(world: &Mutex<World>, core: &NationalCore, store: &Store, map: &StatusMap) -> bool {
+    let finished = world.lock().unwrap_or_else(|e| e.into_inner()).finished();
+    if !finished {
+        return false;
+    }
+    let idle = store.read(status::dossier_counts).is_ok_and(|d| d.pending + d.retrying == 0);
+    if !idle {
+        return false;
+    }
+    let truth = verify::truth_items(&world.lock().unwrap_or_else(|e| e.into_inner()).truth());
+    let verdict = verify::compare(&truth, &core.state(), &core.stats(), map);
+    verdict.not_synchronized.is_empty()
+}
+
+/// Quarantined and dead must be exactly what the simulator injected.
+fn parked_problems(
+    conn: &rusqlite::Connection,
+    truth: &[TruthItem],
+) -> rusqlite::Result<(Vec<String>, usize, usize)> {
+    let rows = |sql: &str| -> rusqlite::Result<Vec<String>> {
+        let mut stmt = conn.prepare(sql)?;
+        stmt.query_map([], |r| r.get(0))?.collect()
+    };
+    let quarantined: BTreeSet<String> = rows("SELECT key FROM quarantine")?.into_iter().collect();
+    let dead: BTreeSet<String> = rows("SELECT mahoso FROM dead")?.into_iter().collect();
+    let mut problems = Vec::new();
+    let mut keyed = BTreeSet::new();
+    let mut keyless = 0;
+    for t in truth.iter().filter(|t| t.defect.is_some()) {
+        match t.record.get("MaHoSo").and_then(Value::as_str) {
+            Some(listed) => {
+                keyed.insert(listed.to_owned());
+            }
+            None => keyless += 1,
+        }
+    }
+    let got_keyed: BTreeSet<String> =
+        quarantined.iter().filter(|k| !k.starts_with("no-MaHoSo:")).cloned().collect();
+    if got_keyed != keyed {
+        problems.push(format!("quarantined {got_keyed:?}, injected {keyed:?}"));
+    }
+    let got_keyless = quarantined.len() - got_keyed.len();
+    if got_keyless != keyless {
+        problems.push(format!("{got_keyless} quarantined without a MaHoSo, {keyless} injected"));
+    }
+    let expected_dead: BTreeSet<String> =
+        truth.iter().filter(|t| t.defect.is_none() && t.unknown_procedure).map(|t| t.key.clone()).collect();
+    if dead != expected_dead {
+        problems.push(format!("dead {dead:?}, injected unknown procedures {expected_dead:?}"));
+    }
+    Ok((problems, quarantined.len(), dead.len()))
+}
+
+/// Runs `count` seeds from `first` on `threads` threads; returns every report.
+pub fn run_many(first: u64, count: u64, threads: usize) -> Vec<SimReport> {
+    let next = Arc::new(std::sync::atomic::AtomicU64::new(first));
+    let end = first + count;
+    let handles: Vec<_> = (0..threads.max(1))
+        .map(|_| {
+            let next = next.clone();
+            std::thread::spawn(move || {
+                let mut out = Vec::new();
+                loop {
+                    let seed = next.fetch_add(1, Ordering::Relaxed);
+                    if seed >= end {
+                        return out;
+                    }
+                    out.push(run(seed));
+                }
+            })
+        })
+        .collect();
+    let mut all: Vec<SimReport> = handles.into_iter().flat_map(|h| h.join().unwrap_or_default()).collect();
+    all.sort_by_key(|r| r.seed);
+    all
+}
+
+/// The command that replays a seed exactly.
+pub fn replay_command(seed: u64) -> String {
+    format!("cargo run --release -- simulate --seed {seed}")
+}
