@@ -4,12 +4,12 @@
 
 mod common;
 
-use std::{collections::BTreeSet, path::Path, time::Duration};
+use std::time::Duration;
 
 use common::{daemon::*, *};
 use dvc_sync::{
     mock::{national::Faults, provincial::Knobs},
-    verify::{TruthItem, Verdict, provincial_truth},
+    verify::{Verdict, provincial_truth},
 };
 use serde_json::{Value, json};
 
@@ -31,55 +31,6 @@ fn assert_clean(v: &Verdict, logs: &str) {
         v.summary(),
         logs.lines().rev().take(30).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n")
     );
-}
-
-/// Quarantined and dead items are exactly those the simulator injected, each with its reason.
-fn assert_parked_as_injected(dir: &Path, truth: &[TruthItem]) {
-    let conn = db(dir);
-    let quarantined = rows(&conn, "SELECT key, reason FROM quarantine");
-    let dead = rows(&conn, "SELECT mahoso, reason FROM dead");
-    let mut expected_keys = BTreeSet::new();
-    let mut keyless = 0;
-    for t in truth.iter().filter(|t| t.defect.is_some()) {
-        match t.record.get("MaHoSo").and_then(Value::as_str) {
-            Some(listed) => {
-                expected_keys.insert(listed.to_owned());
-            }
-            None => keyless += 1,
-        }
-        let listed = t.record.get("MaHoSo").and_then(Value::as_str);
-        let reason_fragment = match t.defect.as_deref() {
-            Some("no MaHoSo") => "no MaHoSo",
-            Some("unparseable date") => "unparseable date",
-            Some("local status not in the table") => "not in status_map",
-            Some("malformed MaHoSo") => "malformed MaHoSo",
-            other => panic!("unknown defect {other:?}"),
-        };
-        if let Some(listed) = listed {
-            let (_, reason) = quarantined
-                .iter()
-                .find(|(k, _)| k == listed)
-                .unwrap_or_else(|| panic!("{listed} ({:?}) not quarantined", t.defect));
-            assert!(reason.contains(reason_fragment), "{listed}: {reason:?} should say {reason_fragment:?}");
-        }
-    }
-    let keyed: BTreeSet<String> =
-        quarantined.iter().map(|(k, _)| k.clone()).filter(|k| !k.starts_with("no-MaHoSo:")).collect();
-    assert_eq!(keyed, expected_keys, "quarantined with a key");
-    let keyless_rows: Vec<&(String, String)> =
-        quarantined.iter().filter(|(k, _)| k.starts_with("no-MaHoSo:")).collect();
-    assert_eq!(keyless_rows.len(), keyless, "quarantined without a MaHoSo");
-    assert!(keyless_rows.iter().all(|(_, r)| r.starts_with("no MaHoSo")));
-
-    let expected_dead: BTreeSet<String> =
-        truth.iter().filter(|t| t.defect.is_none() && t.unknown_procedure).map(|t| t.key.clone()).collect();
-    let dead_keys: BTreeSet<String> = dead.iter().map(|(k, _)| k.clone()).collect();
-    assert_eq!(dead_keys, expected_dead, "dead: exactly the unknown procedures");
-    for (mahoso, reason) in &dead {
-        let t = truth.iter().find(|t| &t.key == mahoso).unwrap();
-        let procedure = t.record["MaTTHC"].as_str().unwrap();
-        assert!(reason.contains(procedure), "{mahoso}: {reason:?} should name {procedure}");
-    }
 }
 
 fn faulty_national(seed: u64) -> Faults {

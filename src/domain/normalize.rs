@@ -126,6 +126,9 @@ fn convert(
             _ if *required => return Err(format!("missing {field}")),
             _ => String::new(),
         };
+        if value.contains(char::REPLACEMENT_CHARACTER) {
+            return Err(format!("{field} holds bytes that were not valid UTF-8"));
+        }
         let converted = match kind {
             _ if value.is_empty() => value,
             Kind::Text => text(field, &value),
@@ -148,9 +151,15 @@ fn local_status(record: &Map<String, Value>, map: &StatusMap) -> Result<(Nationa
 
 /// A stable key for a record without a usable MaHoSo, from fields that do not change over
 /// its life, so that every version of it lands on the same quarantine row.
+/// Junk with none of those fields (a string, a number) is keyed by its whole text instead, so
+/// that different junk is not merged into one row.
 fn fingerprint(record: &Value) -> String {
-    let part = |k: &str| record.get(k).map(Value::to_string).unwrap_or_default();
-    let identity = ["MaTTHC", "NgayTiepNhan", "ChuHoSo", "SoGiayToChuHoSo", "DonViXuLy"].map(part).join("|");
+    const IDENTITY: [&str; 5] = ["MaTTHC", "NgayTiepNhan", "ChuHoSo", "SoGiayToChuHoSo", "DonViXuLy"];
+    let identity = if IDENTITY.iter().any(|k| record.get(k).is_some()) {
+        IDENTITY.map(|k| record.get(k).map(Value::to_string).unwrap_or_default()).join("|")
+    } else {
+        record.to_string()
+    };
     format!("no-MaHoSo:{:016x}", stable_hash(identity.as_bytes()) as u64)
 }
 
@@ -198,6 +207,9 @@ pub fn normalize(raw: &Value, map: &StatusMap) -> Result<Normalized, Quarantined
     let mut needs_catalogue = false;
     for field in CATALOGUE_FIELDS {
         match scalar(record.get(field)) {
+            Ok(Some(v)) if v.contains(char::REPLACEMENT_CHARACTER) => {
+                return Err(quarantine(format!("{field} holds bytes that were not valid UTF-8")));
+            }
             Ok(Some(v)) if !v.trim().is_empty() => {
                 dossier.insert(field.into(), Value::String(text(field, &v)));
             }
@@ -331,6 +343,10 @@ mod tests {
                 "history entry 1: missing ThoiDiemXuLy",
             ),
             (json!("just a string"), "not a JSON object"),
+            (
+                with(record(), "ChuHoSo", json!("Nguy\u{FFFD}n")),
+                "ChuHoSo holds bytes that were not valid UTF-8",
+            ),
         ];
         for (raw, reason) in cases {
             let q = normalize(&raw, &map()).unwrap_err();

@@ -68,7 +68,15 @@ impl HttpProvincial {
                 timeout: false,
             });
         }
-        let page: RawPage = serde_json::from_slice(&response.body).map_err(|e| SourceError {
+        let parsed = match serde_json::from_slice::<RawPage>(&response.body) {
+            // Invalid UTF-8 somewhere: read the page with replacement characters, so that the
+            // rest of it goes through; the normaliser quarantines the records they landed in.
+            Err(_) if std::str::from_utf8(&response.body).is_err() => {
+                serde_json::from_str::<RawPage>(&String::from_utf8_lossy(&response.body))
+            }
+            other => other,
+        };
+        let page = parsed.map_err(|e| SourceError {
             reason: format!("the page is not the listing's JSON ({} bytes): {e}", response.body.len()),
             http_status: Some(200),
             timeout: false,

@@ -113,20 +113,13 @@ pub(crate) fn apply_page<S: Source, N: Sink, C: Clock>(
     })
 }
 
+/// The version already recorded for this MaHoSo, if any. Quarantined versions do not count:
+/// the same version read again may be readable now (bytes mangled in transit), and the few
+/// quarantined records are cheap to judge again.
 fn known_version(tx: &rusqlite::Connection, mahoso: &str) -> rusqlite::Result<Option<i64>> {
-    let dossier: Option<i64> = tx
-        .prepare_cached("SELECT version FROM dossier WHERE mahoso = ?1")?
+    tx.prepare_cached("SELECT version FROM dossier WHERE mahoso = ?1")?
         .query_row([mahoso], |r| r.get(0))
-        .optional()?;
-    let quarantined: Option<i64> = tx
-        .prepare_cached("SELECT version FROM quarantine WHERE key = ?1")?
-        .query_row([mahoso], |r| r.get::<_, Option<i64>>(0))
-        .optional()?
-        .flatten();
-    Ok(match (dossier, quarantined) {
-        (Some(a), Some(b)) => Some(a.max(b)),
-        (a, b) => a.or(b),
-    })
+        .optional()
 }
 
 enum Recorded {

@@ -199,7 +199,22 @@ fn matched_prefix(ours: &[Value], theirs: &[Value]) -> usize {
 async fn read_back<S: Source, N: Sink, C: Clock>(inner: &Inner<S, N, C>, w: &mut Work) {
     let answer = call(inner, "TraCuuHoSo", || inner.sink.look_up(&w.mahoso)).await;
     inner.stats.readback();
+    // Only an explicit empty result means "not there": an answer without a usable result must
+    // not be read as one (the history would be resent).
+    let usable = |body: &Value| match body.get("result") {
+        Some(Value::Array(r)) => r.first().is_none_or(Value::is_object),
+        _ => false,
+    };
     match answer {
+        Answer::Ok(body) if !usable(&body) => {
+            w.fate = Some(Fate::Retry(Transient {
+                kind: TransientKind::BadAnswer,
+                reason: "read-back answered success without a usable result".into(),
+                maybe_applied: false,
+                retry_after: None,
+                http_status: None,
+            }));
+        }
         Answer::Ok(body) => {
             match body
                 .get("result")
@@ -326,6 +341,13 @@ async fn fill_catalogues<S: Source, N: Sink, C: Clock>(
         }
         let answer = call(inner, "LayThuTuc", || inner.sink.procedure(&code)).await;
         let entry = match answer {
+            Answer::Ok(body) if !body.get("result").is_some_and(Value::is_array) => Err(Transient {
+                kind: TransientKind::BadAnswer,
+                reason: "LayThuTuc answered success without a result".into(),
+                maybe_applied: false,
+                retry_after: None,
+                http_status: None,
+            }),
             Answer::Ok(body) => {
                 let first = body.get("result").and_then(Value::as_array).and_then(|r| r.first());
                 let text = |v: Option<&Value>| v.and_then(Value::as_str).unwrap_or("").to_owned();

@@ -1,0 +1,32 @@
+//! Any bytes as a provincial record: the normaliser never panics, and whatever it accepts is
+//! what the national API takes (NFC text within its limits, real dates, a valid status).
+#![no_main]
+
+use dvc_sync::domain::{
+    dates::parse_national,
+    normalize::normalize,
+    status::{DEFAULT_STATUS_MAP, NationalStatus},
+    text::{char_len, is_normalized, max_chars},
+};
+use libfuzzer_sys::fuzz_target;
+use serde_json::Value;
+
+fuzz_target!(|data: &[u8]| {
+    let Ok(record) = serde_json::from_slice::<Value>(data) else { return };
+    let map = DEFAULT_STATUS_MAP.iter().filter_map(|(k, v)| Some(((*k).to_owned(), NationalStatus::new(*v)?))).collect();
+    let Ok(n) = normalize(&record, &map) else { return };
+    let check = |fields: &serde_json::Map<String, Value>| {
+        for (k, v) in fields {
+            let s = v.as_str().expect("every value a string");
+            assert!(is_normalized(s), "{k} not NFC");
+            assert!(char_len(s) <= max_chars(k), "{k} too long");
+            if k.starts_with("Ngay") || k == "ThoiDiemXuLy" {
+                assert!(s.is_empty() || parse_national(s).is_some(), "{k}: {s}");
+            }
+        }
+    };
+    check(&n.dossier);
+    for e in &n.history {
+        check(e.as_object().expect("an object"));
+    }
+});
