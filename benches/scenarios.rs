@@ -1,0 +1,534 @@
+//! The benchmarks of docs/BENCHMARKS.md: the real daemon (the release binary, its own
+//! process) against the real mocks (in this process), each scenario run several times and its
+//! median reported.
+//!
+//!     cargo bench --bench scenarios -- backfill|slow|freshness|memory|restart|all [--runs N] [--dossiers N]
+//!
+//! `status` on a large database is `cargo bench --bench status`.
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use dvc_sync::{
+    config::{self, Purpose},
+    daemon,
+    mock::{
+        MockServer,
+        national::{self, Faults, NationalConfig},
+        provincial::{self, Knobs, ProvincialConfig},
+    },
+};
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+const BIN: &str = env!("CARGO_BIN_EXE_dvc-sync");
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    if v.is_empty() { f64::NAN } else { v[v.len() / 2] }
+}
+
+fn http() -> reqwest::Client {
+    reqwest::Client::builder().timeout(Duration::from_secs(120)).build().unwrap()
+}
+
+async fn get(url: &str) -> Value {
+    http().get(url).send().await.unwrap().json().await.unwrap()
+}
+
+async fn mocks(faults: Faults, knobs: Knobs) -> (MockServer, MockServer) {
+    let national = national::start(
+        TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        NationalConfig { faults, ..NationalConfig::default() },
+    )
+    .await
+    .unwrap();
+    let provincial = provincial::start(
+        TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        ProvincialConfig { knobs, ..ProvincialConfig::default() },
+    )
+    .await
+    .unwrap();
+    (national, provincial)
+}
+
+fn clean(dossiers: u32, cps: f64) -> Knobs {
+    Knobs {
+        dossiers,
+        changes_per_second: cps,
+        bad_record_rate: 0.0,
+        unknown_procedure_rate: 0.0,
+        ..Knobs::default()
+    }
+}
+
+fn write_config(dir: &Path, provincial: &str, national: &str, extra: &str) -> PathBuf {
+    let text = format!(
+        r#"[store]
+path = "{db}"
+[provincial]
+base_url = "{provincial}"
+api_key = "provincial-secret-key"
+poll_interval_seconds = 0.2
+page_size = 1000
+look_back_seconds = 2.0
+[national]
+base_url = "{national}"
+username = "dvc-sync"
+password = "dvc-sync-secret"
+madonvi = "000.00.00.H58"
+request_timeout_seconds = 30.0
+[telemetry]
+metrics_listen = ""
+[daemon]
+heartbeat_seconds = 1.0
+{extra}
+"#,
+        db = dir.join("state.db").display()
+    );
+    let path = dir.join("dvc-sync.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn spawn_daemon(config: &Path, log: &Path) -> Child {
+    Command::new(BIN)
+        .args(["--config", config.to_str().unwrap(), "run"])
+        .stdout(Stdio::from(std::fs::File::create(log).unwrap()))
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+/// CPU seconds (user + system) a process used so far.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<f64> = rest.split_whitespace().map(|x| x.parse().unwrap_or(0.0)).collect();
+    (f.get(11).copied().unwrap_or(0.0) + f.get(12).copied().unwrap_or(0.0)) / 100.0
+}
+
+/// Peak resident memory of a process, in MiB.
+fn peak_rss_mib(pid: u32) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        .unwrap_or(0.0)
+        / 1024.0
+}
+
+fn stop(child: &mut Child) {
+    let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn db_size_mib(dir: &Path) -> f64 {
+    ["state.db", "state.db-wal"]
+        .iter()
+        .filter_map(|f| std::fs::metadata(dir.join(f)).ok())
+        .map(|m| m.len() as f64)
+        .sum::<f64>()
+        / 1024.0
+        / 1024.0
+}
+
+/// Waits until the national mock holds every dossier and every history entry of a backfill.
+async fn wait_complete(national: &str, provincial: &str, dossiers: u64, limit: Duration) -> bool {
+    let entries = get(&format!("{provincial}/_mock/stats")).await["changes"].as_u64().unwrap();
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        let s = get(&format!("{national}/_mock/stats")).await;
+        if s["dossiers"].as_u64() == Some(dossiers) && s["history_entries_stored"].as_u64() == Some(entries) {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    false
+}
+
+/// A bare client pushing exactly what the daemon pushed (creates, then history) to a freshly
+/// reset national mock, with the same batch size and concurrency: the raw limit.
+async fn raw_push(national: &str, dossiers: &[Value], concurrency: usize) -> f64 {
+    let http = http();
+    let login: Value = http
+        .post(format!("{national}/auth"))
+        .json(&json!({"username": "dvc-sync", "password": "dvc-sync-secret"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let session = login["session"].as_str().unwrap().to_owned();
+    let envelope = |service: &str, data: Vec<Value>| {
+        let mut body =
+            json!({"session": session, "madonvi": "000.00.00.H58", "service": service, "data": data});
+        if service == "DongBoHoSoMC" {
+            body["isUpdating"] = json!("False");
+        }
+        serde_json::to_vec(&body).unwrap()
+    };
+    let creates: Vec<Vec<u8>> = dossiers
+        .chunks(100)
+        .map(|c| envelope("DongBoHoSoMC", c.iter().map(|d| d["dossier"].clone()).collect()))
+        .collect();
+    let entries: Vec<Value> =
+        dossiers.iter().flat_map(|d| d["history"].as_array().cloned().unwrap_or_default()).collect();
+    let history: Vec<Vec<u8>> =
+        entries.chunks(100).map(|c| envelope("CapNhatTienDoHoSoMC", c.to_vec())).collect();
+    let started = Instant::now();
+    for part in [creates, history] {
+        let mut queue = part.into_iter();
+        let mut in_flight = tokio::task::JoinSet::new();
+        loop {
+            while in_flight.len() < concurrency {
+                let Some(body) = queue.next() else { break };
+                let request = http
+                    .post(format!("{national}/integration"))
+                    .header("content-type", "application/json")
+                    .body(body);
+                in_flight.spawn(async move {
+                    let answer: Value = request.send().await.unwrap().json().await.unwrap();
+                    assert!(dvc_sync::national::error_code(&answer["error_code"]) == Some(0), "{answer}");
+                });
+            }
+            if in_flight.join_next().await.is_none() {
+                break;
+            }
+        }
+    }
+    dossiers.len() as f64 / started.elapsed().as_secs_f64()
+}
+
+async fn all_national_dossiers(national: &str) -> Vec<Value> {
+    let mut all = Vec::new();
+    let mut after = String::new();
+    loop {
+        let page = get(&format!("{national}/_mock/state?limit=10000&after={after}")).await;
+        let items = page["items"].as_array().cloned().unwrap_or_default();
+        if let Some(last) = items.last() {
+            after = last["dossier"]["MaHoSo"].as_str().unwrap().to_owned();
+        }
+        all.extend(items);
+        if page["has_more"] != json!(true) {
+            return all;
+        }
+    }
+}
+
+struct Backfill {
+    rate: f64,
+    raw_rate: f64,
+    cpu_per_thousand: f64,
+    peak_rss_mib: f64,
+    db_mib: f64,
+    seconds: f64,
+}
+
+/// Scenarios 1 and 4: a fresh database backfills `n` dossiers from fault-free portals.
+async fn backfill(n: u32, with_raw: bool) -> Backfill {
+    let (national, provincial) = mocks(Faults::default(), clean(n, 0.0)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &provincial.url(), &national.url(), "");
+    let started = Instant::now();
+    let mut child = spawn_daemon(&config, &dir.path().join("daemon.log"));
+    let complete =
+        wait_complete(&national.url(), &provincial.url(), u64::from(n), Duration::from_secs(3600)).await;
+    let seconds = started.elapsed().as_secs_f64();
+    assert!(complete, "backfill did not complete");
+    let cpu = cpu_seconds(child.id());
+    let peak = peak_rss_mib(child.id());
+    stop(&mut child);
+    let db_mib = db_size_mib(dir.path());
+    let raw_rate = if with_raw {
+        let pushed = all_national_dossiers(&national.url()).await;
+        http().post(format!("{}/_mock/reset", national.url())).send().await.unwrap();
+        raw_push(&national.url(), &pushed, 8).await
+    } else {
+        f64::NAN
+    };
+    national.stop().await;
+    provincial.stop().await;
+    Backfill {
+        rate: f64::from(n) / seconds,
+        raw_rate,
+        cpu_per_thousand: cpu / f64::from(n) * 1000.0,
+        peak_rss_mib: peak,
+        db_mib,
+        seconds,
+    }
+}
+
+/// Scenario 2: a slow, rate-limited national portal. Returns (items/s after the first 10 s,
+/// share of calls answered 429 after the first 10 s).
+async fn slow(dossiers: u32, window: Duration) -> (f64, f64) {
+    let faults = Faults {
+        latency_ms: 200,
+        latency_jitter_ms: 50,
+        rate_limit_per_second: 20.0,
+        max_items_per_call: 100,
+        ..Faults::default()
+    };
+    let (national, provincial) = mocks(faults, clean(dossiers, 0.0)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &provincial.url(), &national.url(), "");
+    let mut child = spawn_daemon(&config, &dir.path().join("daemon.log"));
+    let snapshot = |s: &Value| {
+        let items = &s["items_applied"];
+        let applied = items["dossiers_created"].as_u64().unwrap_or(0)
+            + items["dossiers_updated"].as_u64().unwrap_or(0)
+            + items["history_entries"].as_u64().unwrap_or(0);
+        let limited = s["http_faults"]["rate_limited_429"].as_u64().unwrap_or(0);
+        let calls: u64 = s["calls"]
+            .as_object()
+            .map(|c| {
+                c.iter()
+                    .filter(|(k, _)| *k != "auth")
+                    .flat_map(|(_, o)| o.as_object().into_iter().flat_map(|o| o.values()))
+                    .filter_map(Value::as_u64)
+                    .sum()
+            })
+            .unwrap_or(0);
+        (applied, limited, calls + limited)
+    };
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let first = snapshot(&get(&format!("{}/_mock/stats", national.url())).await);
+    let started = Instant::now();
+    tokio::time::sleep(window).await;
+    let last = snapshot(&get(&format!("{}/_mock/stats", national.url())).await);
+    let seconds = started.elapsed().as_secs_f64();
+    stop(&mut child);
+    national.stop().await;
+    provincial.stop().await;
+    let items_per_second = (last.0 - first.0) as f64 / seconds;
+    let share_429 = (last.1 - first.1) as f64 / ((last.2 - first.2).max(1)) as f64;
+    (items_per_second, share_429)
+}
+
+/// Scenario 3: a steady 100 changes/s with a 1 s poll interval; the daemon's own engine runs
+/// in this process so that every change's lag is measured exactly. Returns (p50, p99) s.
+async fn freshness(window: Duration) -> (f64, f64) {
+    let knobs = clean(100_000, 100.0);
+    let (national, provincial) = mocks(Faults::default(), knobs).await;
+    let dir = tempfile::tempdir().unwrap();
+    let values = [
+        ("STORE__PATH", dir.path().join("state.db").display().to_string()),
+        ("PROVINCIAL__BASE_URL", provincial.url()),
+        ("PROVINCIAL__API_KEY", "provincial-secret-key".to_owned()),
+        ("PROVINCIAL__POLL_INTERVAL_SECONDS", "1.0".to_owned()),
+        ("PROVINCIAL__LOOK_BACK_SECONDS", "2.0".to_owned()),
+        ("NATIONAL__BASE_URL", national.url()),
+        ("NATIONAL__USERNAME", "dvc-sync".to_owned()),
+        ("NATIONAL__PASSWORD", "dvc-sync-secret".to_owned()),
+        ("NATIONAL__MADONVI", "000.00.00.H58".to_owned()),
+        ("TELEMETRY__METRICS_LISTEN", String::new()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (format!("DVC_SYNC__{k}"), v))
+    .collect();
+    let config = config::from_values(values, Purpose::Run).unwrap();
+    let engine = daemon::build_engine(&config).unwrap();
+    let token = CancellationToken::new();
+    let running = {
+        let engine = engine.clone();
+        let token = token.clone();
+        tokio::spawn(async move { engine.run(token).await })
+    };
+    tokio::time::sleep(window).await;
+    let stats = engine.stats();
+    token.cancel();
+    let _ = running.await;
+    national.stop().await;
+    provincial.stop().await;
+    (stats.lag_p50_seconds.unwrap_or(f64::NAN), stats.lag_p99_seconds.unwrap_or(f64::NAN))
+}
+
+/// Scenario 5: from start to the first push with a backlog of `n` dossiers already polled.
+/// Returns (seconds from spawning the process to the first national write, and to the first
+/// acknowledged one), measured from the national mock's call log.
+async fn restart(n: u32, runs: usize) -> Vec<(f64, f64)> {
+    let (national, provincial) = mocks(Faults::default(), clean(n, 0.0)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &provincial.url(), &national.url(), "");
+    // The backlog: a full pass records every dossier, due at once, and pushes nothing.
+    let out = Command::new(BIN)
+        .args(["--config", config.to_str().unwrap(), "reconcile", "--json"])
+        .output()
+        .unwrap();
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+    assert_eq!(report["records"].as_u64(), Some(u64::from(n)), "{out:?}");
+    let backlog = dir.path().join("backlog.db");
+    std::fs::copy(dir.path().join("state.db"), &backlog).unwrap();
+    let mut results = Vec::new();
+    for run in 0..runs {
+        std::fs::copy(&backlog, dir.path().join("state.db")).unwrap();
+        let _ = std::fs::remove_file(dir.path().join("state.db-wal"));
+        let _ = std::fs::remove_file(dir.path().join("state.db-shm"));
+        http().post(format!("{}/_mock/reset", national.url())).send().await.unwrap();
+        let before = get(&format!("{}/_mock/calls", national.url())).await["last_seq"].as_u64().unwrap_or(0);
+        let started = Instant::now();
+        let mut child = spawn_daemon(&config, &dir.path().join(format!("run-{run}.log")));
+        let (mut first_write, mut first_ack) = (None, None);
+        while first_ack.is_none() {
+            let calls = get(&format!("{}/_mock/calls?after={before}", national.url())).await;
+            for c in calls["items"].as_array().into_iter().flatten() {
+                let write = matches!(c["service"].as_str(), Some("DongBoHoSoMC" | "CapNhatTienDoHoSoMC"));
+                if write && first_write.is_none() {
+                    first_write = Some(started.elapsed().as_secs_f64());
+                }
+                if write && c["outcome"] == "ok" && first_ack.is_none() {
+                    first_ack = Some(started.elapsed().as_secs_f64());
+                }
+            }
+            assert!(started.elapsed() < Duration::from_secs(60), "no push after a restart");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        stop(&mut child);
+        results.push((first_write.unwrap_or(f64::NAN), first_ack.unwrap_or(f64::NAN)));
+    }
+    national.stop().await;
+    provincial.stop().await;
+    results
+}
+
+fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with("model name"))
+        .and_then(|l| l.split(':').nth(1))
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_default();
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let mem = std::fs::read_to_string("/proc/meminfo")
+        .unwrap_or_default()
+        .lines()
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        .unwrap_or(0.0)
+        / 1024.0
+        / 1024.0;
+    format!("{cores} cores ({cpu}), {mem:.0} GiB")
+}
+
+fn arg<T: std::str::FromStr>(name: &str) -> Option<T> {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).and_then(|v| v.parse().ok())
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let which = std::env::args()
+        .skip(1)
+        .find(|a| !a.starts_with('-') && a.parse::<f64>().is_err())
+        .unwrap_or_else(|| "all".into());
+    let runs: usize = arg("--runs").unwrap_or(5);
+    println!("machine: {}", machine());
+    let want = |s: &str| which == "all" || which == s;
+    if want("backfill") {
+        let n: u32 = arg("--dossiers").unwrap_or(200_000);
+        let mut results = Vec::new();
+        for i in 0..runs {
+            let r = backfill(n, true).await;
+            println!(
+                "backfill run {}: {n} dossiers in {:.1} s = {:.0}/s; raw push limit {:.0}/s; ratio {:.2}; {:.2} CPU-s per 1000; peak RSS {:.0} MiB",
+                i + 1,
+                r.seconds,
+                r.rate,
+                r.raw_rate,
+                r.rate / r.raw_rate,
+                r.cpu_per_thousand,
+                r.peak_rss_mib
+            );
+            results.push(r);
+        }
+        println!(
+            "BACKFILL median: {:.0} dossiers/s, raw {:.0}/s, ratio {:.2}, {:.2} CPU-s/1000 dossiers",
+            median(results.iter().map(|r| r.rate).collect()),
+            median(results.iter().map(|r| r.raw_rate).collect()),
+            median(results.iter().map(|r| r.rate / r.raw_rate).collect()),
+            median(results.iter().map(|r| r.cpu_per_thousand).collect())
+        );
+    }
+    if want("slow") {
+        let mut rates = Vec::new();
+        let mut shares = Vec::new();
+        for i in 0..runs {
+            let (rate, share) = slow(20_000, Duration::from_secs(60)).await;
+            println!(
+                "slow run {}: {rate:.0} items/s ({:.1}% of the 2000/s ceiling), {:.2}% answered 429",
+                i + 1,
+                rate / 20.0,
+                share * 100.0
+            );
+            rates.push(rate);
+            shares.push(share);
+        }
+        let rate = median(rates);
+        println!(
+            "SLOW median: {rate:.0} items/s = {:.1}% of the ceiling; 429 share {:.2}%",
+            rate / 20.0,
+            median(shares) * 100.0
+        );
+    }
+    if want("freshness") {
+        let mut p50s = Vec::new();
+        let mut p99s = Vec::new();
+        for i in 0..runs {
+            let (p50, p99) = freshness(Duration::from_secs(60)).await;
+            println!("freshness run {}: p50 {p50:.3} s, p99 {p99:.3} s", i + 1);
+            p50s.push(p50);
+            p99s.push(p99);
+        }
+        println!(
+            "FRESHNESS median: p50 {:.3} s, p99 {:.3} s (target p99 <= 2 s)",
+            median(p50s),
+            median(p99s)
+        );
+    }
+    if want("memory") {
+        let n: u32 = arg("--dossiers").unwrap_or(1_000_000);
+        let mut peaks = Vec::new();
+        for i in 0..runs {
+            let r = backfill(n, false).await;
+            println!(
+                "memory run {}: {n} dossiers in {:.0} s, peak RSS {:.1} MiB, database {:.0} MiB",
+                i + 1,
+                r.seconds,
+                r.peak_rss_mib,
+                r.db_mib
+            );
+            peaks.push(r.peak_rss_mib);
+        }
+        println!("MEMORY median: peak RSS {:.1} MiB (target <= 64)", median(peaks));
+    }
+    if want("restart") {
+        let n: u32 = arg("--dossiers").unwrap_or(100_000);
+        let results = restart(n, runs).await;
+        for (i, (write, ack)) in results.iter().enumerate() {
+            println!(
+                "restart run {}: first national write {:.3} s, first acknowledged {:.3} s after spawn",
+                i + 1,
+                write,
+                ack
+            );
+        }
+        println!(
+            "RESTART median: first write {:.3} s, first acknowledged {:.3} s (target < 1 s)",
+            median(results.iter().map(|r| r.0).collect()),
+            median(results.iter().map(|r| r.1).collect())
+        );
+    }
+}
