@@ -35,10 +35,11 @@ fn build(db: &Path, n: usize) {
         store
             .write(|tx| {
                 let mut dossier = tx.prepare_cached(
-                    "INSERT INTO dossier (mahoso, version, updated_at, seen_at, payload, payload_hash, status, procedure,
-                         history, history_len, national_exists, acked_hash, acked_status, acked_history, acked_at, local_status)
-                     VALUES (?1, 6, ?2, ?2, ?3, ?4, 10, '1.001193', ?5, 6, 1, ?6, 10, ?7, ?2, 'done')",
+                    "INSERT INTO dossier (mahoso, version, updated_at, seen_at, payload_hash, status, procedure,
+                         history_len, national_exists, acked_hash, acked_status, acked_history, acked_at, local_status)
+                     VALUES (?1, 6, ?2, ?2, ?3, 10, '1.001193', 6, 1, ?3, 10, ?4, ?2, 'done')",
                 )?;
+                let mut body = tx.prepare_cached("INSERT INTO body (mahoso, payload, history) VALUES (?1, ?2, ?3)")?;
                 let mut outbox = tx.prepare_cached(
                     "INSERT INTO outbox (mahoso, enqueued_at, next_attempt_at, attempts, last_error) VALUES (?1, ?2, ?2, ?3, ?4)",
                 )?;
@@ -69,7 +70,8 @@ fn build(db: &Path, n: usize) {
                     let pending = i % 50 == 7;
                     let retrying = i % 200 == 11;
                     let acked_history = if pending || retrying { 4 } else { 6 };
-                    dossier.execute(params![m, now - 1_000_000, payload, hash, json!(history).to_string(), hash, acked_history])?;
+                    dossier.execute(params![m, now - 1_000_000, hash, acked_history])?;
+                    body.execute(params![m, payload, json!(history).to_string()])?;
                     if pending || retrying {
                         let attempts = i64::from(retrying);
                         let error = retrying.then_some("HTTP 503 (text/html)");

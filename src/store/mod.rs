@@ -28,7 +28,7 @@ pub enum StoreError {
 }
 
 /// The schema version this build writes (the number of migrations).
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 3;
 
 /// The schema version of an open database (SQLite's user_version, kept by the migrations).
 pub fn schema_version(conn: &Connection) -> rusqlite::Result<i64> {
@@ -39,6 +39,7 @@ fn migrations() -> Migrations<'static> {
     Migrations::new(vec![
         M::up(include_str!("../../migrations/0001_initial.sql")),
         M::up(include_str!("../../migrations/0002_counts.sql")),
+        M::up(include_str!("../../migrations/0003_body.sql")),
     ])
 }
 
@@ -88,6 +89,9 @@ impl Store {
         conn.pragma_update(None, "synchronous", synchronous).map_err(open_err)?;
 
         conn.pragma_update(None, "foreign_keys", "ON").map_err(open_err)?;
+        // 16 MiB of page cache (SQLite's default is 2 MiB): the outbox's rows and indexes stay
+        // in memory during a backfill instead of being read from the OS again and again.
+        conn.pragma_update(None, "cache_size", -16_384).map_err(open_err)?;
         // Integrity first: a corrupt file must stop the daemon with a clear message, not be
         // written to.
         let check: String = conn.query_row("PRAGMA quick_check", [], |r| r.get(0)).map_err(open_err)?;
@@ -118,7 +122,7 @@ impl Store {
 
     /// Runs `f` on the connection (reads, or single statements).
     pub fn read<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T, StoreError> {
-        Ok(f(&self.lock())?)
+        blocking(|| Ok(f(&self.lock())?))
     }
 
     /// Runs `f` in one transaction (`BEGIN IMMEDIATE`: this writer takes the write lock up
@@ -135,14 +139,30 @@ impl Store {
                 }
             }
         }
-        let conn = self.lock();
-        conn.prepare_cached("BEGIN IMMEDIATE")?.execute([])?;
-        let mut open = Open(&conn, false);
-        let value = f(&conn)?;
-        conn.prepare_cached("COMMIT")?.execute([])?;
-        open.1 = true;
-        drop(open);
-        Ok(value)
+        blocking(|| {
+            let conn = self.lock();
+            conn.prepare_cached("BEGIN IMMEDIATE")?.execute([])?;
+            let mut open = Open(&conn, false);
+            let value = f(&conn)?;
+            conn.prepare_cached("COMMIT")?.execute([])?;
+            open.1 = true;
+            drop(open);
+            Ok(value)
+        })
+    }
+}
+
+/// Runs database work (which blocks: waiting for the connection, the disk, fsync) without
+/// stalling the runtime: on a multi-threaded runtime the worker hands its other tasks to
+/// another thread first. Without it, a page being recorded held both worker threads (one
+/// writing, one waiting for the connection) and every HTTP call stood still meanwhile.
+/// Elsewhere (the CLI, the single-threaded simulation) the work simply runs here.
+fn blocking<T>(f: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(f)
+        }
+        _ => f(),
     }
 }
 
@@ -193,6 +213,40 @@ pub fn meta_add(conn: &Connection, key: &str, by: i64) -> rusqlite::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_version_2_database_keeps_every_dossier_body() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.db");
+        {
+            let mut conn = Connection::open(&path).unwrap();
+            migrations().to_version(&mut conn, 2).unwrap();
+            conn.execute(
+                "INSERT INTO dossier (mahoso, version, updated_at, seen_at, payload, payload_hash, status, procedure, history, history_len, acked_history)
+                 VALUES ('H1', 3, 0, 0, '{\"MaHoSo\":\"H1\"}', 7, 2, 'p', '[{\"TrangThai\":\"2\"}]', 1, 1)",
+                [],
+            )
+            .unwrap();
+            conn.execute("INSERT INTO outbox (mahoso, enqueued_at, next_attempt_at) VALUES ('H1', 0, 0)", [])
+                .unwrap();
+        }
+        let store = Store::open(&path).unwrap();
+        assert_eq!(store.read(schema_version).unwrap(), SCHEMA_VERSION);
+        let row: (String, String, i64, i64) = store
+            .read(|c| {
+                c.query_row(
+                    "SELECT b.payload, b.history, d.version, d.acked_history FROM dossier d JOIN body b USING (mahoso)",
+                    [],
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+                )
+            })
+            .unwrap();
+        assert_eq!(row, ("{\"MaHoSo\":\"H1\"}".into(), "[{\"TrangThai\":\"2\"}]".into(), 3, 1));
+        let outbox: i64 = store
+            .read(|c| c.query_row("SELECT n FROM counts WHERE name = 'outbox'", [], |r| r.get(0)))
+            .unwrap();
+        assert_eq!(outbox, 1);
+    }
 
     #[test]
     fn migrations_are_valid() {
@@ -251,8 +305,8 @@ mod tests {
             .write(|tx| {
                 for i in 0..5 {
                     tx.execute(
-                        "INSERT INTO dossier (mahoso, version, updated_at, seen_at, payload, payload_hash, status, procedure, history, history_len)
-                         VALUES (?1, 1, 0, 0, '{}', 0, 2, 'p', '[]', 0)
+                        "INSERT INTO dossier (mahoso, version, updated_at, seen_at, payload_hash, status, procedure, history_len)
+                         VALUES (?1, 1, 0, 0, 0, 2, 'p', 0)
                          ON CONFLICT(mahoso) DO UPDATE SET version = version + 1",
                         [format!("d{}", i % 3)],
                     )?;

@@ -324,7 +324,7 @@ impl<S: Source, N: Sink, C: Clock> Inner<S, N, C> {
 }
 
 /// Aborts tasks when dropped.
-struct AbortOnDrop(Vec<tokio::task::AbortHandle>);
+pub(crate) struct AbortOnDrop(pub(crate) Vec<tokio::task::AbortHandle>);
 
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {

@@ -141,7 +141,10 @@ fn record_dossier(
     now: i64,
 ) -> rusqlite::Result<Recorded> {
     let existing: Option<(i64, i64, Option<i64>, String)> = tx
-        .prepare_cached("SELECT version, acked_history, acked_hash, history FROM dossier WHERE mahoso = ?1")?
+        .prepare_cached(
+            "SELECT d.version, d.acked_history, d.acked_hash, b.history
+             FROM dossier d JOIN body b ON b.mahoso = d.mahoso WHERE d.mahoso = ?1",
+        )?
         .query_row([&n.mahoso], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
         .optional()?;
     if let Some((version, acked_history, _, stored_history)) = &existing {
@@ -177,29 +180,32 @@ fn record_dossier(
     let payload_hash = stable_hash(payload.as_bytes());
     let history = serde_json::to_string(&n.history).unwrap_or_default();
     tx.prepare_cached(
-        "INSERT INTO dossier (mahoso, version, updated_at, seen_at, payload, payload_hash, status, procedure,
-                              needs_catalogue, history, history_len, local_status)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
+        "INSERT INTO dossier (mahoso, version, updated_at, seen_at, payload_hash, status, procedure,
+                              needs_catalogue, history_len, local_status)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
          ON CONFLICT(mahoso) DO UPDATE SET
              version = excluded.version, updated_at = excluded.updated_at, seen_at = excluded.seen_at,
-             payload = excluded.payload, payload_hash = excluded.payload_hash, status = excluded.status,
+             payload_hash = excluded.payload_hash, status = excluded.status,
              procedure = excluded.procedure, needs_catalogue = excluded.needs_catalogue,
-             history = excluded.history, history_len = excluded.history_len, local_status = excluded.local_status",
+             history_len = excluded.history_len, local_status = excluded.local_status",
     )?
     .execute(params![
         n.mahoso,
         n.version,
         n.updated_at.as_microsecond(),
         now,
-        payload,
         payload_hash,
         n.status.code(),
         n.procedure,
         n.needs_catalogue,
-        history,
         n.history.len() as i64,
         n.local_status,
     ])?;
+    tx.prepare_cached(
+        "INSERT INTO body (mahoso, payload, history) VALUES (?1, ?2, ?3)
+         ON CONFLICT(mahoso) DO UPDATE SET payload = excluded.payload, history = excluded.history",
+    )?
+    .execute(params![n.mahoso, payload, history])?;
     // A valid version supersedes whatever was quarantined under this MaHoSo.
     tx.prepare_cached("DELETE FROM quarantine WHERE key = ?1")?.execute([&n.mahoso])?;
     let acked_hash = existing.as_ref().and_then(|e| e.2);
@@ -335,31 +341,46 @@ fn apply_and_count<S: Source, N: Sink, C: Clock>(
 }
 
 /// Reads after the head cursor to the end of the listing. False if stopped or the store failed.
+///
+/// The next page is fetched while this one is recorded (its position is known as soon as the
+/// page is read): the provincial portal's answer time and the local write overlap. The head
+/// cursor is written only with the page that moved it, so a crash still replays at most one
+/// page.
 async fn head_pass<S: Source, N: Sink, C: Clock>(
-    inner: &Inner<S, N, C>,
+    inner: &Arc<Inner<S, N, C>>,
     token: &CancellationToken,
     trouble: &mut Trouble,
 ) -> bool {
+    let mut cursor = match inner.store.read(|c| read_cursor(c, HEAD)) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(event = "store_failed", what = "reading the cursor", error = %e);
+            return false;
+        }
+    };
+    let Some(mut page) = fetch_page(inner, token, cursor.as_ref(), trouble).await else { return false };
     loop {
-        let cursor = match inner.store.read(|c| read_cursor(c, HEAD)) {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::error!(event = "store_failed", what = "reading the cursor", error = %e);
-                return false;
-            }
-        };
-        let Some(page) = fetch_page(inner, token, cursor.as_ref(), trouble).await else { return false };
         trouble.recovered();
         let next = furthest(&page.items, cursor.as_ref());
+        let stuck = next.is_none() || next == cursor;
+        let prefetch = (page.has_more && !stuck).then(|| {
+            let (inner, token, after) = (inner.clone(), token.clone(), next.clone());
+            let mut trouble = std::mem::replace(trouble, Trouble::new("provincial poll"));
+            let task = tokio::spawn(async move {
+                let page = fetch_page(&inner, &token, after.as_ref(), &mut trouble).await;
+                (page, trouble)
+            });
+            let guard = super::AbortOnDrop(vec![task.abort_handle()]);
+            (task, guard)
+        });
         let Some(_) = apply_and_count(inner, &page.items, next.as_ref().map(|c| (HEAD, c))) else {
             return false;
         };
         inner.note_poll_success();
-        let stuck = next.is_none() || next == cursor;
         if !page.has_more {
             return true;
         }
-        if stuck {
+        let Some((task, _guard)) = prefetch else {
             // A full page without a usable position: it cannot be read past. Say so loudly;
             // the reconciler's full pass still covers these records.
             tracing::error!(
@@ -367,7 +388,12 @@ async fn head_pass<S: Source, N: Sink, C: Clock>(
                 "a full page gave no position to read after; waiting for the next poll"
             );
             return true;
-        }
+        };
+        let Ok((fetched, returned)) = task.await else { return false };
+        *trouble = returned;
+        let Some(fetched) = fetched else { return false };
+        page = fetched;
+        cursor = next;
     }
 }
 

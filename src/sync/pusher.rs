@@ -92,10 +92,10 @@ impl Work {
 
 fn load_due(conn: &rusqlite::Connection, now: i64, limit: usize) -> rusqlite::Result<Vec<Work>> {
     let mut stmt = conn.prepare_cached(
-        "SELECT d.mahoso, d.version, d.updated_at, d.payload, d.payload_hash, d.status, d.procedure,
-                d.needs_catalogue, d.history, d.national_exists, d.acked_hash, d.acked_history,
+        "SELECT d.mahoso, d.version, d.updated_at, b.payload, d.payload_hash, d.status, d.procedure,
+                d.needs_catalogue, b.history, d.national_exists, d.acked_hash, d.acked_history,
                 d.inflight, o.attempts
-         FROM outbox o JOIN dossier d ON d.mahoso = o.mahoso
+         FROM outbox o JOIN dossier d ON d.mahoso = o.mahoso JOIN body b ON b.mahoso = o.mahoso
          WHERE o.next_attempt_at <= ?1
          ORDER BY o.next_attempt_at
          LIMIT ?2",
@@ -407,19 +407,16 @@ async fn fill_catalogues<S: Source, N: Sink, C: Clock>(
     if !filled.is_empty() {
         let changed = inner.store.write(|tx| {
             let mut stmt = tx.prepare_cached(
-                "UPDATE dossier SET payload = ?3, payload_hash = ?4, needs_catalogue = 0 WHERE mahoso = ?1 AND version = ?2",
+                "UPDATE dossier SET payload_hash = ?3, needs_catalogue = 0 WHERE mahoso = ?1 AND version = ?2",
             )?;
+            let mut body = tx.prepare_cached("UPDATE body SET payload = ?2 WHERE mahoso = ?1")?;
             let mut stale = Vec::new();
             for &i in &filled {
                 let w = &work[i];
-                let n = stmt.execute(params![
-                    w.mahoso,
-                    w.version,
-                    serde_json::to_string(&w.payload).unwrap_or_default(),
-                    w.payload_hash
-                ])?;
-                if n == 0 {
+                if stmt.execute(params![w.mahoso, w.version, w.payload_hash])? == 0 {
                     stale.push(i);
+                } else {
+                    body.execute(params![w.mahoso, serde_json::to_string(&w.payload).unwrap_or_default()])?;
                 }
             }
             Ok(stale)

@@ -227,6 +227,9 @@ struct Stats {
     unauthorized: u64,
 }
 
+/// A record's version as rendered: (slot, version, updated_at).
+type RenderKey = (u32, u32, i64);
+
 /// Rendered records kept for a second read.
 const RENDER_CACHE: usize = 4_096;
 
@@ -234,7 +237,9 @@ const RENDER_CACHE: usize = 4_096;
 /// serves it; the deterministic simulation drives it directly with virtual time.
 pub struct World {
     clock: Clock,
-    rendered: Mutex<HashMap<(u32, u32, i64), Value>>,
+    rendered: Mutex<HashMap<RenderKey, Value>>,
+    /// The same records serialised, for the HTTP listing: a page is then mostly copied bytes.
+    rendered_json: Mutex<HashMap<RenderKey, Arc<[u8]>>>,
     knobs: Knobs,
     /// Fixed at start so that run-time changes to `seed` do not rewrite existing lives.
     plan_seed: u64,
@@ -268,6 +273,7 @@ impl World {
         let mut world = World {
             clock,
             rendered: Mutex::new(HashMap::new()),
+            rendered_json: Mutex::new(HashMap::new()),
             plan_seed: knobs.seed,
             rng: fastrand::Rng::with_seed(knobs.seed ^ 0x5eed),
             base_day,
@@ -514,6 +520,22 @@ impl World {
         value
     }
 
+    /// A record as served, serialised (cached like `render`).
+    fn render_json(&self, slot: u32, version: u32, updated_at: i64) -> Arc<[u8]> {
+        let key = (slot, version, updated_at);
+        if let Some(v) = self.rendered_json.lock().unwrap_or_else(|p| p.into_inner()).get(&key) {
+            return v.clone();
+        }
+        let bytes: Arc<[u8]> =
+            serde_json::to_vec(&self.render_uncached(slot, version, updated_at)).unwrap_or_default().into();
+        let mut cache = self.rendered_json.lock().unwrap_or_else(|p| p.into_inner());
+        if cache.len() >= RENDER_CACHE {
+            cache.clear();
+        }
+        cache.insert(key, bytes.clone());
+        bytes
+    }
+
     fn render_uncached(&self, slot: u32, version: u32, updated_at: i64) -> Value {
         let s = &self.slots[slot as usize];
         match &s.kind {
@@ -578,6 +600,32 @@ impl World {
             items.push(self.render(*slot, version, *updated_at));
         }
         json!({"items": items, "has_more": has_more})
+    }
+
+    /// `page` as the HTTP listing serves it, serialised.
+    fn page_json(&self, after: Option<(i64, &str)>, limit: usize) -> Vec<u8> {
+        let range = match after {
+            Some((ts, id)) => {
+                self.listing.range((Bound::Excluded((ts, Arc::<str>::from(id), u32::MAX)), Bound::Unbounded))
+            }
+            None => self.listing.range(..),
+        };
+        let mut body = Vec::with_capacity(limit * 3_000);
+        body.extend_from_slice(b"{\"items\":[");
+        let mut has_more = false;
+        for (count, (updated_at, _, slot)) in range.enumerate() {
+            if count == limit {
+                has_more = true;
+                break;
+            }
+            if count > 0 {
+                body.push(b',');
+            }
+            let version = self.slots[*slot as usize].visible.map_or(0, |(v, _)| v);
+            body.extend_from_slice(&self.render_json(*slot, version, *updated_at));
+        }
+        body.extend_from_slice(if has_more { b"],\"has_more\":true}" } else { b"],\"has_more\":false}" });
+        body
     }
 
     pub fn upsert_raw(&mut self, mut record: Value, delay_ms: u64) -> Value {
@@ -714,11 +762,10 @@ async fn list_dossiers(
     let mut world = mock.lock();
     let now = (world.clock)();
     world.promote(now);
-    let page = world.page(after.map(|ts| (ts, q.after_id.as_deref().unwrap_or(""))), limit);
+    let body = world.page_json(after.map(|ts| (ts, q.after_id.as_deref().unwrap_or(""))), limit);
     let malformed = world.knobs.malformed_rate;
     if malformed > 0.0 && world.rng.f64() < malformed {
         world.stats.malformed_pages += 1;
-        let body = serde_json::to_vec(&page).unwrap_or_default();
         return match world.rng.u8(0..3) {
             0 => {
                 let cut = world.rng.usize(1..body.len().max(2));
@@ -733,7 +780,7 @@ async fn list_dossiers(
         };
     }
     world.stats.pages_served += 1;
-    Json(page).into_response()
+    ([(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
 async fn one_dossier(
