@@ -74,7 +74,7 @@ path = "{db}"
 base_url = "{provincial}"
 api_key = "provincial-secret-key"
 poll_interval_seconds = 0.2
-page_size = 1000
+page_size = 500
 look_back_seconds = 2.0
 [national]
 base_url = "{national}"

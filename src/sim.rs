@@ -221,7 +221,8 @@ impl SimTransport {
 }
 
 impl Transport for SimTransport {
-    async fn post(&self, target: Target, body: &Value) -> Answer {
+    async fn post<B: serde::Serialize + Sync + ?Sized>(&self, target: Target, body: &B) -> Answer {
+        let body = serde_json::to_value(body).unwrap_or(Value::Null);
         let s = &self.scenario;
         tokio::time::sleep(Duration::from_millis(self.faults.u64(1..30))).await;
         if self.crashing.load(Ordering::Relaxed) {
@@ -252,8 +253,8 @@ impl Transport for SimTransport {
             }
         }
         let answer = match target {
-            Target::Auth => self.core.auth(Some(body)),
-            Target::Integration => self.core.integrate(Ok(body.clone()), ""),
+            Target::Auth => self.core.auth(Some(&body)),
+            Target::Integration => self.core.integrate(Ok(body), ""),
         };
         if target == Target::Integration {
             if self.crashes.load(Ordering::Relaxed) < MAX_CRASHES_AFTER_APPLY && f.roll(s.crash_after_apply) {

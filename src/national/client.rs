@@ -7,7 +7,8 @@ use std::{
     time::Duration,
 };
 
-use serde_json::{Value, json};
+use serde::Serialize;
+use serde_json::{Value, json, value::RawValue};
 use tokio::{sync::Mutex, time::Instant};
 
 use super::classify::{Answer, TransientKind, classify};
@@ -31,7 +32,23 @@ pub enum Target {
 /// Carries one JSON body to the portal and classifies what comes back. HTTP in production;
 /// in memory, with seeded faults, in the simulation.
 pub trait Transport: Send + Sync + 'static {
-    fn post(&self, target: Target, body: &Value) -> impl Future<Output = Answer> + Send;
+    /// Sends `body` (serialised by the transport: the pusher's stored JSON goes out as it is,
+    /// never copied into a new tree).
+    fn post<B: Serialize + Sync + ?Sized>(
+        &self,
+        target: Target,
+        body: &B,
+    ) -> impl Future<Output = Answer> + Send;
+}
+
+/// The integration envelope: `{session, madonvi, service}` and the service's own fields.
+#[derive(Serialize)]
+struct Envelope<'a, F> {
+    session: &'a str,
+    madonvi: &'a str,
+    service: &'a str,
+    #[serde(flatten)]
+    fields: &'a F,
 }
 
 /// The HTTP transport: timeouts, TLS, size limit, the optional dstcode header.
@@ -44,7 +61,7 @@ pub struct HttpTransport {
 }
 
 impl Transport for HttpTransport {
-    async fn post(&self, target: Target, body: &Value) -> Answer {
+    async fn post<B: Serialize + Sync + ?Sized>(&self, target: Target, body: &B) -> Answer {
         let url = match target {
             Target::Auth => &self.auth_url,
             Target::Integration => &self.integration_url,
@@ -178,16 +195,13 @@ impl<T: Transport> NationalClient<T> {
     }
 
     /// One integration call; on -1 logs in again and retries once (a -1 applied nothing).
-    pub async fn call(&self, service: &str, fields: Value) -> Answer {
+    pub async fn call<F: Serialize + Sync>(&self, service: &str, fields: F) -> Answer {
         for _ in 0..2 {
             let token = match self.token().await {
                 Ok(t) => t,
                 Err(answer) => return answer,
             };
-            let mut body = json!({"session": token, "madonvi": self.madonvi, "service": service});
-            if let (Value::Object(body), Value::Object(fields)) = (&mut body, &fields) {
-                body.extend(fields.iter().map(|(k, v)| (k.clone(), v.clone())));
-            }
+            let body = Envelope { session: &token, madonvi: &self.madonvi, service, fields: &fields };
             match self.transport.post(Target::Integration, &body).await {
                 Answer::Refused { code: -1, .. } => {
                     tracing::info!(
@@ -203,13 +217,23 @@ impl<T: Transport> NationalClient<T> {
         Answer::retry(TransientKind::Session, "session refused again right after a new login", false)
     }
 
-    pub async fn sync_dossiers(&self, updating: bool, items: &[&Value]) -> Answer {
-        let flag = if updating { "True" } else { "False" };
-        self.call("DongBoHoSoMC", json!({"isUpdating": flag, "data": items})).await
+    pub async fn sync_dossiers(&self, updating: bool, items: &[&RawValue]) -> Answer {
+        #[derive(Serialize)]
+        struct Fields<'a> {
+            #[serde(rename = "isUpdating")]
+            is_updating: &'static str,
+            data: &'a [&'a RawValue],
+        }
+        let is_updating = if updating { "True" } else { "False" };
+        self.call("DongBoHoSoMC", Fields { is_updating, data: items }).await
     }
 
-    pub async fn append_history(&self, entries: &[&Value]) -> Answer {
-        self.call("CapNhatTienDoHoSoMC", json!({"data": entries})).await
+    pub async fn append_history(&self, entries: &[&RawValue]) -> Answer {
+        #[derive(Serialize)]
+        struct Fields<'a> {
+            data: &'a [&'a RawValue],
+        }
+        self.call("CapNhatTienDoHoSoMC", Fields { data: entries }).await
     }
 
     pub async fn look_up(&self, mahoso: &str) -> Answer {

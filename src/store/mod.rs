@@ -89,9 +89,9 @@ impl Store {
         conn.pragma_update(None, "synchronous", synchronous).map_err(open_err)?;
 
         conn.pragma_update(None, "foreign_keys", "ON").map_err(open_err)?;
-        // 16 MiB of page cache (SQLite's default is 2 MiB): the outbox's rows and indexes stay
+        // 8 MiB of page cache (SQLite's default is 2 MiB): the outbox's rows and indexes stay
         // in memory during a backfill instead of being read from the OS again and again.
-        conn.pragma_update(None, "cache_size", -16_384).map_err(open_err)?;
+        conn.pragma_update(None, "cache_size", -8_192).map_err(open_err)?;
         // Integrity first: a corrupt file must stop the daemon with a clear message, not be
         // written to.
         let check: String = conn.query_row("PRAGMA quick_check", [], |r| r.get(0)).map_err(open_err)?;
@@ -122,7 +122,7 @@ impl Store {
 
     /// Runs `f` on the connection (reads, or single statements).
     pub fn read<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T, StoreError> {
-        blocking(|| Ok(f(&self.lock())?))
+        Ok(f(&self.lock())?)
     }
 
     /// Runs `f` in one transaction (`BEGIN IMMEDIATE`: this writer takes the write lock up
@@ -139,30 +139,14 @@ impl Store {
                 }
             }
         }
-        blocking(|| {
-            let conn = self.lock();
-            conn.prepare_cached("BEGIN IMMEDIATE")?.execute([])?;
-            let mut open = Open(&conn, false);
-            let value = f(&conn)?;
-            conn.prepare_cached("COMMIT")?.execute([])?;
-            open.1 = true;
-            drop(open);
-            Ok(value)
-        })
-    }
-}
-
-/// Runs database work (which blocks: waiting for the connection, the disk, fsync) without
-/// stalling the runtime: on a multi-threaded runtime the worker hands its other tasks to
-/// another thread first. Without it, a page being recorded held both worker threads (one
-/// writing, one waiting for the connection) and every HTTP call stood still meanwhile.
-/// Elsewhere (the CLI, the single-threaded simulation) the work simply runs here.
-fn blocking<T>(f: impl FnOnce() -> T) -> T {
-    match tokio::runtime::Handle::try_current() {
-        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
-            tokio::task::block_in_place(f)
-        }
-        _ => f(),
+        let conn = self.lock();
+        conn.prepare_cached("BEGIN IMMEDIATE")?.execute([])?;
+        let mut open = Open(&conn, false);
+        let value = f(&conn)?;
+        conn.prepare_cached("COMMIT")?.execute([])?;
+        open.1 = true;
+        drop(open);
+        Ok(value)
     }
 }
 

@@ -69,7 +69,7 @@ impl EngineConfig {
             push_retry: (c.national.http.retry_initial, c.national.http.retry_max),
             batch_size,
             max_concurrency,
-            round_size: (batch_size * max_concurrency * 4).clamp(batch_size, 20_000),
+            round_size: (batch_size * max_concurrency * 2).clamp(batch_size, 20_000),
             status_map: c.status_map.clone(),
             drain: c.daemon.drain,
             heartbeat: c.daemon.heartbeat,

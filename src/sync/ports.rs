@@ -5,7 +5,7 @@
 use std::future::Future;
 
 use jiff::Timestamp;
-use serde_json::Value;
+use serde_json::{Value, value::RawValue};
 
 use crate::national::{Answer, NationalClient, Transport};
 use crate::provincial::HttpProvincial;
@@ -44,9 +44,9 @@ pub trait Source: Send + Sync + 'static {
 /// The national services, each answer classified (see `national::classify`).
 pub trait Sink: Send + Sync + 'static {
     /// DongBoHoSoMC: create (`updating = false`) or replace the dossiers.
-    fn sync_dossiers(&self, updating: bool, items: &[&Value]) -> impl Future<Output = Answer> + Send;
+    fn sync_dossiers(&self, updating: bool, items: &[&RawValue]) -> impl Future<Output = Answer> + Send;
     /// CapNhatTienDoHoSoMC: append history entries.
-    fn append_history(&self, entries: &[&Value]) -> impl Future<Output = Answer> + Send;
+    fn append_history(&self, entries: &[&RawValue]) -> impl Future<Output = Answer> + Send;
     /// TraCuuHoSo: the dossier with its history, or an empty result.
     fn look_up(&self, mahoso: &str) -> impl Future<Output = Answer> + Send;
     /// LayThuTuc: the procedure, or an empty result.
@@ -101,11 +101,11 @@ impl Source for HttpProvincial {
 }
 
 impl<T: Transport> Sink for NationalClient<T> {
-    fn sync_dossiers(&self, updating: bool, items: &[&Value]) -> impl Future<Output = Answer> + Send {
+    fn sync_dossiers(&self, updating: bool, items: &[&RawValue]) -> impl Future<Output = Answer> + Send {
         NationalClient::sync_dossiers(self, updating, items)
     }
 
-    fn append_history(&self, entries: &[&Value]) -> impl Future<Output = Answer> + Send {
+    fn append_history(&self, entries: &[&RawValue]) -> impl Future<Output = Answer> + Send {
         NationalClient::append_history(self, entries)
     }
 

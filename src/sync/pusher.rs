@@ -23,7 +23,7 @@ use std::{
 
 use futures::StreamExt;
 use rusqlite::params;
-use serde_json::{Map, Value};
+use serde_json::{Map, Value, value::RawValue};
 use tokio_util::sync::CancellationToken;
 
 use super::{
@@ -50,12 +50,14 @@ struct Work {
     mahoso: String,
     version: i64,
     updated_at: i64,
-    payload: Value,
+    /// The national dossier as stored, sent as it is (parsed only to fill catalogue fields).
+    payload: Box<RawValue>,
     payload_hash: i64,
     status: i64,
     procedure: String,
     needs_catalogue: bool,
-    history: Vec<Value>,
+    /// History entries as stored, each sent as it is.
+    history: Vec<Box<RawValue>>,
     national_exists: bool,
     acked_hash: Option<i64>,
     acked_history: usize,
@@ -107,7 +109,7 @@ fn load_due(conn: &rusqlite::Connection, now: i64, limit: usize) -> rusqlite::Re
             mahoso: r.get(0)?,
             version: r.get(1)?,
             updated_at: r.get(2)?,
-            payload: serde_json::from_str(&payload).unwrap_or(Value::Null),
+            payload: RawValue::from_string(payload).unwrap_or_else(|_| RawValue::NULL.to_owned()),
             payload_hash: r.get(4)?,
             status: r.get(5)?,
             procedure: r.get(6)?,
@@ -188,11 +190,14 @@ fn refusal_reason(code: i64, message: &str) -> String {
 // Reading back
 
 /// How many of `ours` the national copy holds, in order, compared by what identifies an entry.
-fn matched_prefix(ours: &[Value], theirs: &[Value]) -> usize {
+fn matched_prefix(ours: &[Box<RawValue>], theirs: &[Value]) -> usize {
     let id = |e: &Value| {
         (e["ThoiDiemXuLy"].clone(), e["NoiDungXuLy"].clone(), e["NguoiXuLy"].clone(), e["TrangThai"].clone())
     };
-    ours.iter().zip(theirs).take_while(|(a, b)| id(a) == id(b)).count()
+    ours.iter()
+        .zip(theirs)
+        .take_while(|(a, b)| serde_json::from_str::<Value>(a.get()).is_ok_and(|a| id(&a) == id(b)))
+        .count()
 }
 
 /// Reads one dossier back and records what the national portal holds of it.
@@ -383,11 +388,13 @@ async fn fill_catalogues<S: Source, N: Sink, C: Clock>(
     for (i, w) in work.iter_mut().enumerate().filter(|(_, w)| w.open() && w.needs_catalogue) {
         match found.get(&w.procedure) {
             Some(Ok(Entry::Known { name, field_code, field_name })) => {
-                if let Value::Object(p) = &mut w.payload {
+                let mut payload: Value = serde_json::from_str(w.payload.get()).unwrap_or(Value::Null);
+                if let Value::Object(p) = &mut payload {
                     fill_catalogue(p, name, field_code, field_name);
                 }
-                w.payload_hash =
-                    stable_hash(serde_json::to_string(&w.payload).unwrap_or_default().as_bytes());
+                let text = serde_json::to_string(&payload).unwrap_or_default();
+                w.payload_hash = stable_hash(text.as_bytes());
+                w.payload = RawValue::from_string(text).unwrap_or_else(|_| RawValue::NULL.to_owned());
                 w.needs_catalogue = false;
                 filled.push(i);
             }
@@ -416,7 +423,7 @@ async fn fill_catalogues<S: Source, N: Sink, C: Clock>(
                 if stmt.execute(params![w.mahoso, w.version, w.payload_hash])? == 0 {
                     stale.push(i);
                 } else {
-                    body.execute(params![w.mahoso, serde_json::to_string(&w.payload).unwrap_or_default()])?;
+                    body.execute(params![w.mahoso, w.payload.get()])?;
                 }
             }
             Ok(stale)
@@ -454,7 +461,7 @@ async fn send_payloads<S: Source, N: Sink, C: Clock>(
         if group.is_empty() {
             continue;
         }
-        let payloads: Vec<&Value> = group.iter().map(|&i| &work[i].payload).collect();
+        let payloads: Vec<&RawValue> = group.iter().map(|&i| &*work[i].payload).collect();
         let answer = call(inner, "DongBoHoSoMC", || inner.sink.sync_dossiers(updating, &payloads)).await;
         match answer {
             Answer::Ok(_) => out.extend(group.into_iter().map(|i| (i, PayloadResult::Acked))),
@@ -561,8 +568,8 @@ async fn send_history<S: Source, N: Sink, C: Clock>(
         if group.is_empty() {
             continue;
         }
-        let entries: Vec<&Value> =
-            group.iter().flat_map(|&(i, from, to)| &work[i].history[from..to]).collect();
+        let entries: Vec<&RawValue> =
+            group.iter().flat_map(|&(i, from, to)| work[i].history[from..to].iter().map(|e| &**e)).collect();
         let answer = call(inner, "CapNhatTienDoHoSoMC", || inner.sink.append_history(&entries)).await;
         match answer {
             Answer::Ok(_) => {
