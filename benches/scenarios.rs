@@ -159,9 +159,44 @@ async fn wait_complete(national: &str, provincial: &str, dossiers: u64, limit: D
 }
 
 /// A bare client pushing exactly what the daemon pushed (creates, then history) to a freshly
-/// reset national mock, with the same batch size and concurrency: the raw limit.
-async fn raw_push(national: &str, dossiers: &[Value], concurrency: usize) -> f64 {
+/// reset national mock, with the same batch size and concurrency: the raw limit. The request
+/// bodies are prepared from the national mock's own state before the mock is reset, and only
+/// the pushing is timed.
+async fn raw_push(national: &str, concurrency: usize) -> f64 {
     let http = http();
+    // Prepared page by page, in batches of 100 items.
+    let mut creates: Vec<Vec<Value>> = Vec::new();
+    let mut history: Vec<Vec<Value>> = Vec::new();
+    let mut dossiers = 0usize;
+    let mut after = String::new();
+    let mut current_creates = Vec::new();
+    let mut current_history = Vec::new();
+    loop {
+        let page = get(&format!("{national}/_mock/state?limit=10000&after={after}")).await;
+        let items = page["items"].as_array().cloned().unwrap_or_default();
+        if let Some(last) = items.last() {
+            after = last["dossier"]["MaHoSo"].as_str().unwrap().to_owned();
+        }
+        for item in items {
+            dossiers += 1;
+            current_creates.push(item["dossier"].clone());
+            if current_creates.len() == 100 {
+                creates.push(std::mem::take(&mut current_creates));
+            }
+            for entry in item["history"].as_array().into_iter().flatten() {
+                current_history.push(entry.clone());
+                if current_history.len() == 100 {
+                    history.push(std::mem::take(&mut current_history));
+                }
+            }
+        }
+        if page["has_more"] != json!(true) {
+            break;
+        }
+    }
+    creates.push(current_creates);
+    history.push(current_history);
+    http.post(format!("{national}/_mock/reset")).send().await.unwrap();
     let login: Value = http
         .post(format!("{national}/auth"))
         .json(&json!({"username": "dvc-sync", "password": "dvc-sync-secret"}))
@@ -180,14 +215,10 @@ async fn raw_push(national: &str, dossiers: &[Value], concurrency: usize) -> f64
         }
         serde_json::to_vec(&body).unwrap()
     };
-    let creates: Vec<Vec<u8>> = dossiers
-        .chunks(100)
-        .map(|c| envelope("DongBoHoSoMC", c.iter().map(|d| d["dossier"].clone()).collect()))
-        .collect();
-    let entries: Vec<Value> =
-        dossiers.iter().flat_map(|d| d["history"].as_array().cloned().unwrap_or_default()).collect();
+    let creates: Vec<Vec<u8>> =
+        creates.into_iter().filter(|c| !c.is_empty()).map(|c| envelope("DongBoHoSoMC", c)).collect();
     let history: Vec<Vec<u8>> =
-        entries.chunks(100).map(|c| envelope("CapNhatTienDoHoSoMC", c.to_vec())).collect();
+        history.into_iter().filter(|c| !c.is_empty()).map(|c| envelope("CapNhatTienDoHoSoMC", c)).collect();
     let started = Instant::now();
     for part in [creates, history] {
         let mut queue = part.into_iter();
@@ -209,23 +240,7 @@ async fn raw_push(national: &str, dossiers: &[Value], concurrency: usize) -> f64
             }
         }
     }
-    dossiers.len() as f64 / started.elapsed().as_secs_f64()
-}
-
-async fn all_national_dossiers(national: &str) -> Vec<Value> {
-    let mut all = Vec::new();
-    let mut after = String::new();
-    loop {
-        let page = get(&format!("{national}/_mock/state?limit=10000&after={after}")).await;
-        let items = page["items"].as_array().cloned().unwrap_or_default();
-        if let Some(last) = items.last() {
-            after = last["dossier"]["MaHoSo"].as_str().unwrap().to_owned();
-        }
-        all.extend(items);
-        if page["has_more"] != json!(true) {
-            return all;
-        }
-    }
+    dossiers as f64 / started.elapsed().as_secs_f64()
 }
 
 struct Backfill {
@@ -239,7 +254,9 @@ struct Backfill {
 
 /// Scenarios 1 and 4: a fresh database backfills `n` dossiers from fault-free portals.
 async fn backfill(n: u32, with_raw: bool) -> Backfill {
+    let setup = Instant::now();
     let (national, provincial) = mocks(Faults::default(), clean(n, 0.0)).await;
+    eprintln!("  mocks ready in {:.1} s (the province filed {n} dossiers)", setup.elapsed().as_secs_f64());
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(dir.path(), &provincial.url(), &national.url(), "");
     let started = Instant::now();
@@ -252,13 +269,12 @@ async fn backfill(n: u32, with_raw: bool) -> Backfill {
     let peak = peak_rss_mib(child.id());
     stop(&mut child);
     let db_mib = db_size_mib(dir.path());
-    let raw_rate = if with_raw {
-        let pushed = all_national_dossiers(&national.url()).await;
-        http().post(format!("{}/_mock/reset", national.url())).send().await.unwrap();
-        raw_push(&national.url(), &pushed, 8).await
-    } else {
-        f64::NAN
-    };
+    eprintln!("  backfill {seconds:.1} s; harness peak RSS {:.0} MiB", peak_rss_mib(std::process::id()));
+    let raw_started = Instant::now();
+    let raw_rate = if with_raw { raw_push(&national.url(), 8).await } else { f64::NAN };
+    if with_raw {
+        eprintln!("  raw push measured in {:.1} s", raw_started.elapsed().as_secs_f64());
+    }
     national.stop().await;
     provincial.stop().await;
     Backfill {

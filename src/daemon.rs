@@ -101,8 +101,23 @@ pub async fn run(config: Config, token: CancellationToken) -> anyhow::Result<()>
             notify(&[NotifyState::Stopping, NotifyState::Status("draining in-flight calls")]);
         })
     };
+    // The heap's free pages go back to the system every few seconds (src/memory.rs).
+    let trims = {
+        let token = token.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(2));
+            loop {
+                tokio::select! {
+                    biased;
+                    () = token.cancelled() => break,
+                    _ = tick.tick() => crate::memory::release_free_memory(),
+                }
+            }
+        })
+    };
     engine.run(token).await;
     let _ = pings.await;
+    let _ = trims.await;
     tracing::info!(event = "daemon_stopped");
     Ok(())
 }

@@ -6,6 +6,7 @@ pub mod config;
 pub mod daemon;
 pub mod demo;
 pub mod domain;
+pub mod memory;
 pub mod metrics;
 pub mod mock;
 pub mod national;

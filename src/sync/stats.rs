@@ -12,7 +12,7 @@ use std::{
 use super::poller::Applied;
 
 /// Lag samples kept; beyond this, every other sample replaces an old one.
-const MAX_LAGS: usize = 200_000;
+const MAX_LAGS: usize = 20_000;
 
 #[derive(Debug, Default)]
 pub struct EngineStats {
