@@ -198,11 +198,19 @@ pub fn normalize(raw: &Value, map: &StatusMap) -> Result<Normalized, Quarantined
 
     let mut dossier = Map::new();
     dossier.insert("MaHoSo".into(), Value::String(mahoso.clone()));
+    // A code, not prose: NFC like all text (found by fuzzing: an NFD MaTTHC went through
+    // as it was), but never cut short, since a shortened code names another procedure.
     let procedure = match scalar(record.get("MaTTHC")) {
-        Ok(Some(p)) if !p.trim().is_empty() => p.trim().to_owned(),
+        Ok(Some(p)) if p.contains(char::REPLACEMENT_CHARACTER) => {
+            return Err(quarantine("MaTTHC holds bytes that were not valid UTF-8".into()));
+        }
+        Ok(Some(p)) if !p.trim().is_empty() => to_nfc(p.trim()),
         Ok(_) => return Err(quarantine("missing MaTTHC".into())),
         Err(why) => return Err(quarantine(format!("MaTTHC {why}"))),
     };
+    if procedure.chars().count() > max_chars("MaTTHC") {
+        return Err(quarantine(format!("MaTTHC longer than {} characters", max_chars("MaTTHC"))));
+    }
     dossier.insert("MaTTHC".into(), Value::String(procedure.clone()));
     let mut needs_catalogue = false;
     for field in CATALOGUE_FIELDS {
@@ -310,6 +318,18 @@ mod tests {
         assert_eq!(n.history[0]["TrangThai"], "2");
         assert_eq!(n.history[0]["ChucDanh"], "");
         assert!(n.dossier.get("TrangThai").is_none() && n.dossier.get("version").is_none());
+    }
+
+    #[test]
+    fn a_procedure_code_is_nfc_and_never_cut() {
+        // Found by fuzzing: an NFD MaTTHC went through as it was.
+        let nfd: String = "1 Ngô Đức Vy".nfd().collect();
+        let n = normalize(&with(record(), "MaTTHC", json!(nfd)), &map()).unwrap();
+        assert_eq!(n.dossier["MaTTHC"], "1 Ngô Đức Vy");
+        assert_eq!(n.procedure, "1 Ngô Đức Vy");
+        let long: String = std::iter::repeat_n('1', max_chars("MaTTHC") + 1).collect();
+        let err = normalize(&with(record(), "MaTTHC", json!(long)), &map()).unwrap_err();
+        assert!(err.reason.contains("MaTTHC longer than"), "{}", err.reason);
     }
 
     #[test]
