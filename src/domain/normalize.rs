@@ -12,7 +12,7 @@ use super::{
     dates::normalize_date,
     mahoso, stable_hash,
     status::NationalStatus,
-    text::{max_chars, to_nfc, truncate_chars},
+    text::{char_len, max_chars, to_nfc, truncate_chars},
 };
 
 pub type StatusMap = BTreeMap<String, NationalStatus>;
@@ -208,7 +208,7 @@ pub fn normalize(raw: &Value, map: &StatusMap) -> Result<Normalized, Quarantined
         Ok(_) => return Err(quarantine("missing MaTTHC".into())),
         Err(why) => return Err(quarantine(format!("MaTTHC {why}"))),
     };
-    if procedure.chars().count() > max_chars("MaTTHC") {
+    if char_len(&procedure) > max_chars("MaTTHC") {
         return Err(quarantine(format!("MaTTHC longer than {} characters", max_chars("MaTTHC"))));
     }
     dossier.insert("MaTTHC".into(), Value::String(procedure.clone()));

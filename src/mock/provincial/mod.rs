@@ -233,6 +233,21 @@ type RenderKey = (u32, u32, i64);
 /// Rendered records kept for a second read.
 const RENDER_CACHE: usize = 4_096;
 
+/// Pages are read twice (the daemon's head and look-back passes): recent renders are kept,
+/// the whole cache dropped when full.
+fn cached<V: Clone>(cache: &Mutex<HashMap<RenderKey, V>>, key: RenderKey, make: impl FnOnce() -> V) -> V {
+    if let Some(v) = cache.lock().unwrap_or_else(|p| p.into_inner()).get(&key) {
+        return v.clone();
+    }
+    let value = make();
+    let mut cache = cache.lock().unwrap_or_else(|p| p.into_inner());
+    if cache.len() >= RENDER_CACHE {
+        cache.clear();
+    }
+    cache.insert(key, value.clone());
+    value
+}
+
 /// The simulated province: every dossier, its versions and their visibility. The HTTP mock
 /// serves it; the deterministic simulation drives it directly with virtual time.
 pub struct World {
@@ -506,34 +521,16 @@ impl World {
 
     /// A record as served: `version` of slot `slot`.
     fn render(&self, slot: u32, version: u32, updated_at: i64) -> Value {
-        // Pages are read twice (the daemon's head and look-back passes): keep recent renders.
-        let key = (slot, version, updated_at);
-        if let Some(v) = self.rendered.lock().unwrap_or_else(|p| p.into_inner()).get(&key) {
-            return v.clone();
-        }
-        let value = self.render_uncached(slot, version, updated_at);
-        let mut cache = self.rendered.lock().unwrap_or_else(|p| p.into_inner());
-        if cache.len() >= RENDER_CACHE {
-            cache.clear();
-        }
-        cache.insert(key, value.clone());
-        value
+        cached(&self.rendered, (slot, version, updated_at), || {
+            self.render_uncached(slot, version, updated_at)
+        })
     }
 
     /// A record as served, serialised (cached like `render`).
     fn render_json(&self, slot: u32, version: u32, updated_at: i64) -> Arc<[u8]> {
-        let key = (slot, version, updated_at);
-        if let Some(v) = self.rendered_json.lock().unwrap_or_else(|p| p.into_inner()).get(&key) {
-            return v.clone();
-        }
-        let bytes: Arc<[u8]> =
-            serde_json::to_vec(&self.render_uncached(slot, version, updated_at)).unwrap_or_default().into();
-        let mut cache = self.rendered_json.lock().unwrap_or_else(|p| p.into_inner());
-        if cache.len() >= RENDER_CACHE {
-            cache.clear();
-        }
-        cache.insert(key, bytes.clone());
-        bytes
+        cached(&self.rendered_json, (slot, version, updated_at), || {
+            serde_json::to_vec(&self.render_uncached(slot, version, updated_at)).unwrap_or_default().into()
+        })
     }
 
     fn render_uncached(&self, slot: u32, version: u32, updated_at: i64) -> Value {
@@ -582,47 +579,42 @@ impl World {
         self.generated >= self.knobs.dossiers && self.active.is_empty()
     }
 
-    fn page(&self, after: Option<(i64, &str)>, limit: usize) -> Value {
+    /// The records of one listing page strictly after `after`, as (slot, visible version,
+    /// updated_at), and whether more follow.
+    fn page_entries(&self, after: Option<(i64, &str)>, limit: usize) -> (Vec<RenderKey>, bool) {
         let range = match after {
             Some((ts, id)) => {
                 self.listing.range((Bound::Excluded((ts, Arc::<str>::from(id), u32::MAX)), Bound::Unbounded))
             }
             None => self.listing.range(..),
         };
-        let mut items = Vec::with_capacity(limit);
-        let mut has_more = false;
-        for (updated_at, _, slot) in range {
-            if items.len() == limit {
-                has_more = true;
-                break;
-            }
-            let version = self.slots[*slot as usize].visible.map_or(0, |(v, _)| v);
-            items.push(self.render(*slot, version, *updated_at));
-        }
+        let mut entries: Vec<RenderKey> = range
+            .take(limit + 1)
+            .map(|(updated_at, _, slot)| {
+                (*slot, self.slots[*slot as usize].visible.map_or(0, |(v, _)| v), *updated_at)
+            })
+            .collect();
+        let has_more = entries.len() > limit;
+        entries.truncate(limit);
+        (entries, has_more)
+    }
+
+    fn page(&self, after: Option<(i64, &str)>, limit: usize) -> Value {
+        let (entries, has_more) = self.page_entries(after, limit);
+        let items: Vec<Value> = entries.into_iter().map(|(s, v, at)| self.render(s, v, at)).collect();
         json!({"items": items, "has_more": has_more})
     }
 
-    /// `page` as the HTTP listing serves it, serialised.
+    /// `page` as the HTTP listing serves it, serialised from cached records.
     fn page_json(&self, after: Option<(i64, &str)>, limit: usize) -> Vec<u8> {
-        let range = match after {
-            Some((ts, id)) => {
-                self.listing.range((Bound::Excluded((ts, Arc::<str>::from(id), u32::MAX)), Bound::Unbounded))
-            }
-            None => self.listing.range(..),
-        };
-        let mut body = Vec::with_capacity(limit * 3_000);
+        let (entries, has_more) = self.page_entries(after, limit);
+        let mut body = Vec::with_capacity(entries.len() * 3_000 + 32);
         body.extend_from_slice(b"{\"items\":[");
-        let mut has_more = false;
-        for (count, (updated_at, _, slot)) in range.enumerate() {
-            if count == limit {
-                has_more = true;
-                break;
-            }
-            if count > 0 {
+        for (i, (slot, version, updated_at)) in entries.into_iter().enumerate() {
+            if i > 0 {
                 body.push(b',');
             }
-            let version = self.slots[*slot as usize].visible.map_or(0, |(v, _)| v);
-            body.extend_from_slice(&self.render_json(*slot, version, *updated_at));
+            body.extend_from_slice(&self.render_json(slot, version, updated_at));
         }
         body.extend_from_slice(if has_more { b"],\"has_more\":true}" } else { b"],\"has_more\":false}" });
         body
