@@ -81,10 +81,46 @@ pub struct HttpConfig {
     pub retry_max: Duration,
 }
 
+/// Which adapter reads the provincial side.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SourceKind {
+    /// The listing of provincial-portal.md, over HTTP.
+    Http,
+    /// The one-stop system's own database, through a source profile.
+    Sql,
+}
+
+impl SourceKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            SourceKind::Http => "http",
+            SourceKind::Sql => "sql",
+        }
+    }
+}
+
+/// The SQL source's settings (`provincial.kind = "sql"`).
+#[derive(Debug, Clone)]
+pub struct SqlConfig {
+    /// `mysql://`, `mariadb://` or `postgres://`; the password is in it.
+    pub database_url: Secret,
+    /// A built-in profile's name or a profile file's path.
+    pub profile: String,
+    /// The zone of zone-less DATETIME and TIMESTAMP values.
+    pub timezone: jiff::tz::TimeZone,
+    /// Its name as configured, for messages and PostgreSQL's session.
+    pub timezone_name: String,
+    pub pool_size: usize,
+    pub statement_timeout: Duration,
+}
+
 #[derive(Debug, Clone)]
 pub struct ProvincialConfig {
+    pub kind: SourceKind,
     pub http: HttpConfig,
     pub api_key: Secret,
+    /// Set when `kind` is `sql`.
+    pub sql: Option<SqlConfig>,
     pub poll_interval: Duration,
     pub page_size: usize,
     pub look_back: Duration,
@@ -117,11 +153,13 @@ pub struct DaemonConfig {
     pub outbox_age_threshold: Duration,
 }
 
-/// What the configuration is for: running the daemon needs the credentials; inspecting the
-/// database (`status`, `retry`) needs only the store.
+/// What the configuration is for: running the daemon needs the credentials; reading the
+/// provincial source (`check-source`) needs only the source's; inspecting the database
+/// (`status`, `retry`) needs only the store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Purpose {
     Run,
+    Source,
     Inspect,
 }
 
@@ -147,8 +185,11 @@ impl fmt::Display for ConfigErrors {
 impl std::error::Error for ConfigErrors {}
 
 /// Keys whose values are secrets, with the key of their file alternative.
-const SECRETS: &[(&str, &str)] =
-    &[("provincial.api_key", "provincial.api_key_file"), ("national.password", "national.password_file")];
+const SECRETS: &[(&str, &str)] = &[
+    ("provincial.api_key", "provincial.api_key_file"),
+    ("national.password", "national.password_file"),
+    ("provincial.database_url", "provincial.database_url_file"),
+];
 
 /// Loads the configuration from `path` (or the system file, or nothing) and the process
 /// environment.
@@ -361,15 +402,84 @@ impl Reader<'_> {
         ok.then_some(map)
     }
 
+    /// `provincial.database_timezone`: an IANA name (the system's tz database), `UTC`, or a
+    /// fixed offset such as `+07:00`.
+    fn timezone(&mut self, key: &str) -> Option<(jiff::tz::TimeZone, String)> {
+        let name = self.string(key)?;
+        let parsed = match name.as_str() {
+            "" => Err("must not be empty".to_owned()),
+            // Vietnam has no DST: its fixed offset is exact even without a tz database.
+            "Asia/Ho_Chi_Minh" | "Asia/Saigon" => {
+                Ok(jiff::tz::TimeZone::get(&name).unwrap_or_else(|_| crate::domain::dates::vn_tz()))
+            }
+            n if n.starts_with(['+', '-']) => parse_offset(n)
+                .map(jiff::tz::TimeZone::fixed)
+                .ok_or(format!("{n:?} is not an offset like +07:00")),
+            n => jiff::tz::TimeZone::get(n).map_err(|e| format!("{n:?} is not a time zone ({e})")),
+        };
+        match parsed {
+            Ok(tz) => Some((tz, name)),
+            Err(e) => {
+                self.problem(key, e);
+                None
+            }
+        }
+    }
+
+    /// The SQL source's keys, checked only when `provincial.kind = "sql"`.
+    fn sql(&mut self, required: bool) -> Option<SqlConfig> {
+        let url = self.secret(SECRETS[2].0, SECRETS[2].1, required)?;
+        if !url.is_empty() && crate::provincial::sql::Dialect::of_url(url.expose()).is_none() {
+            // Never echo the URL: the password is in it.
+            self.problem(
+                SECRETS[2].0,
+                "must start with mysql://, mariadb:// or postgres:// (SQL Server is not supported yet)",
+            );
+        }
+        let profile = self.string("provincial.profile");
+        if profile.as_deref() == Some("") {
+            self.problem(
+                "provincial.profile",
+                "required with kind = \"sql\" (a built-in name such as \"opencps-v2\", or a path)",
+            );
+        }
+        let timezone = self.timezone("provincial.database_timezone");
+        let pool_size = self.count("provincial.database_pool_size", 1, 32);
+        let statement_timeout = self.seconds("provincial.statement_timeout_seconds", false);
+        let (timezone, timezone_name) = timezone?;
+        Some(SqlConfig {
+            database_url: url,
+            profile: profile?,
+            timezone,
+            timezone_name,
+            pool_size: pool_size?,
+            statement_timeout: statement_timeout?,
+        })
+    }
+
     fn read(&mut self, source: Option<PathBuf>, purpose: Purpose) -> Option<Config> {
         let run = purpose == Purpose::Run;
+        let needs_source = matches!(purpose, Purpose::Run | Purpose::Source);
         let store_path = self.string("store.path");
         if store_path.as_deref() == Some("") {
             self.problem("store.path", "must not be empty");
         }
 
+        let kind = match self.string("provincial.kind").as_deref() {
+            Some("http") => Some(SourceKind::Http),
+            Some("sql") => Some(SourceKind::Sql),
+            Some(other) => {
+                self.problem("provincial.kind", format!("must be \"http\" or \"sql\", not {other:?}"));
+                None
+            }
+            None => None,
+        };
         let provincial_http = self.http("provincial");
-        let api_key = self.secret(SECRETS[0].0, SECRETS[0].1, run);
+        let api_key = self.secret(SECRETS[0].0, SECRETS[0].1, needs_source && kind == Some(SourceKind::Http));
+        let sql = match kind {
+            Some(SourceKind::Sql) => Some(self.sql(needs_source)),
+            _ => None,
+        };
         let poll_interval = self.seconds("provincial.poll_interval_seconds", false);
         let page_size = self.count("provincial.page_size", 1, 1000);
         let look_back = self.seconds("provincial.look_back_seconds", true);
@@ -428,8 +538,13 @@ impl Reader<'_> {
         Some(Config {
             store: StoreConfig { path: PathBuf::from(store_path?) },
             provincial: ProvincialConfig {
+                kind: kind?,
                 http: provincial_http?,
                 api_key: api_key?,
+                sql: match sql {
+                    Some(sql) => Some(sql?),
+                    None => None,
+                },
                 poll_interval: poll_interval?,
                 page_size: page_size?,
                 look_back: look_back?,
@@ -470,6 +585,25 @@ impl Reader<'_> {
             }
         }
     }
+}
+
+/// `+07:00`, `-05`, `+0530`: a fixed offset from UTC.
+fn parse_offset(s: &str) -> Option<jiff::tz::Offset> {
+    let (sign, rest) = match s.as_bytes().first()? {
+        b'+' => (1, &s[1..]),
+        b'-' => (-1, &s[1..]),
+        _ => return None,
+    };
+    let digits: String = rest.chars().filter(|c| *c != ':').collect();
+    if !digits.chars().all(|c| c.is_ascii_digit()) || !matches!(digits.len(), 1 | 2 | 4) {
+        return None;
+    }
+    let (h, m) = if digits.len() == 4 { digits.split_at(2) } else { (digits.as_str(), "0") };
+    let (h, m): (i32, i32) = (h.parse().ok()?, m.parse().ok()?);
+    if h > 14 || m > 59 {
+        return None;
+    }
+    jiff::tz::Offset::from_seconds(sign * (h * 3600 + m * 60)).ok()
 }
 
 fn flatten(prefix: &str, table: config::Map<String, Value>, out: &mut BTreeSet<String>) {
@@ -544,7 +678,15 @@ impl Config {
             put(&format!("{section}.retry_initial_seconds"), secs(http.retry_initial));
             put(&format!("{section}.retry_max_seconds"), secs(http.retry_max));
         }
+        put("provincial.kind", q(self.provincial.kind.name()));
         put("provincial.api_key", redacted(&self.provincial.api_key));
+        if let Some(sql) = &self.provincial.sql {
+            put("provincial.database_url", redacted(&sql.database_url));
+            put("provincial.profile", q(&sql.profile));
+            put("provincial.database_timezone", q(&sql.timezone_name));
+            put("provincial.database_pool_size", sql.pool_size.to_string());
+            put("provincial.statement_timeout_seconds", secs(sql.statement_timeout));
+        }
         put("provincial.poll_interval_seconds", secs(self.provincial.poll_interval));
         put("provincial.page_size", self.provincial.page_size.to_string());
         put("provincial.look_back_seconds", secs(self.provincial.look_back));

@@ -13,8 +13,8 @@ use crate::{
     config::Config,
     metrics as m,
     national::HttpNational,
-    provincial::HttpProvincial,
-    store::{Store, lock::DaemonLock},
+    provincial::Provincial,
+    store::{Store, lock::DaemonLock, meta_get, meta_set},
     sync::{Engine, EngineConfig, ports::SystemClock},
     telemetry,
 };
@@ -25,15 +25,41 @@ fn notify(states: &[NotifyState<'_>]) {
     }
 }
 
-/// The production engine: the store at `store.path`, the HTTP portals, the system clock.
-pub type HttpEngine = Engine<HttpProvincial, HttpNational, SystemClock>;
+/// The production engine: the store at `store.path`, the configured provincial source, the
+/// national HTTP adapter, the system clock.
+pub type DaemonEngine = Engine<Provincial, HttpNational, SystemClock>;
 
 /// Opens the store and builds the engine (the caller holds the database's lock).
-pub fn build_engine(config: &Config) -> anyhow::Result<HttpEngine> {
+pub fn build_engine(config: &Config) -> anyhow::Result<DaemonEngine> {
     let store = Arc::new(Store::open(&config.store.path)?);
-    let source = HttpProvincial::new(&config.provincial).context("while setting up the provincial client")?;
+    check_source_kind(&store, config)?;
+    let source = Provincial::new(&config.provincial).context("while setting up the provincial source")?;
     let sink = HttpNational::new(&config.national).context("while setting up the national client")?;
     Ok(Engine::new(store, source, sink, SystemClock, EngineConfig::from_config(config))?)
+}
+
+/// A database filled from one kind of source is not read from another: the versions and
+/// cursors of the two do not compare (an HTTP `version` 3 is older than any SQL read).
+fn check_source_kind(store: &Store, config: &Config) -> anyhow::Result<()> {
+    let kind = config.provincial.kind.name();
+    let recorded = store.read(|c| meta_get(c, "source_kind"))?;
+    match recorded.as_deref() {
+        Some(k) if k == kind => Ok(()),
+        Some(k) => anyhow::bail!(
+            "{} was filled from provincial.kind = {k:?}, and the configuration now says {kind:?}: the two do not \
+             share cursors or versions. Point store.path at a new database for the new source (the national side \
+             is read back, so nothing is sent twice), or set provincial.kind back to {k:?}",
+            config.store.path.display()
+        ),
+        None => {
+            let any: bool =
+                store.read(|c| c.query_row("SELECT EXISTS (SELECT 1 FROM dossier)", [], |r| r.get(0)))?;
+            // Databases from before the SQL source were all filled over HTTP.
+            let first = if any { "http" } else { kind };
+            store.write(|tx| meta_set(tx, "source_kind", Some(first)))?;
+            if first == kind { Ok(()) } else { check_source_kind(store, config) }
+        }
+    }
 }
 
 /// Runs the daemon until `token` is cancelled and the drain is over.
@@ -68,7 +94,7 @@ pub async fn run(config: Config, token: CancellationToken) -> anyhow::Result<()>
         event = "daemon_started",
         version = env!("CARGO_PKG_VERSION"),
         db = %config.store.path.display(),
-        provincial = %config.provincial.http.base_url,
+        provincial = %provincial_target(&config),
         national = %config.national.http.base_url,
         batch_size = config.national.batch_size,
         metrics = metrics_addr.map(|a| a.to_string()).unwrap_or_default(),
@@ -120,6 +146,20 @@ pub async fn run(config: Config, token: CancellationToken) -> anyhow::Result<()>
     let _ = trims.await;
     tracing::info!(event = "daemon_stopped");
     Ok(())
+}
+
+/// Where the provincial side is read, for the start-up log line (never a password).
+fn provincial_target(config: &Config) -> String {
+    match (&config.provincial.kind, &config.provincial.sql) {
+        (crate::config::SourceKind::Sql, Some(sql)) => {
+            let url = sql.database_url.expose();
+            let scheme = url.split("://").next().unwrap_or("sql");
+            let host =
+                url.split_once('@').map_or_else(|| url.split_once("://").map_or("", |(_, r)| r), |(_, r)| r);
+            format!("{scheme}://{}", host.split('?').next().unwrap_or(""))
+        }
+        _ => config.provincial.http.base_url.to_string(),
+    }
 }
 
 /// Registers every metric, so that a scrape shows them all from the start.

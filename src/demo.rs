@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     config::{self, Purpose},
-    daemon::{self, HttpEngine},
+    daemon::{self, DaemonEngine},
     domain::normalize::StatusMap,
     mock::{
         MockServer,
@@ -128,7 +128,7 @@ impl DemoReport {
 pub struct Demo {
     pub national: MockServer,
     pub provincial: MockServer,
-    engine: HttpEngine,
+    engine: DaemonEngine,
     token: CancellationToken,
     engine_task: Option<JoinHandle<()>>,
     _tmp: Option<tempfile::TempDir>,

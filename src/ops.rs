@@ -1,21 +1,15 @@
 //! Operator commands that act on the database: `retry` and `reconcile`.
 
-use std::{sync::Arc, time::Duration};
+use std::time::Duration;
 
 use anyhow::Context;
 use rusqlite::params;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    config::Config,
-    national::HttpNational,
-    provincial::HttpProvincial,
+    config::{Config, SourceKind},
     store::{Store, lock::DaemonLock, meta_get, meta_set},
-    sync::{
-        Engine, EngineConfig,
-        ports::SystemClock,
-        reconciler::{LAST, LAST_AT, REQUESTED, ReconcileReport},
-    },
+    sync::reconciler::{LAST, LAST_AT, REQUESTED, ReconcileReport},
 };
 
 /// What `retry` did.
@@ -96,16 +90,18 @@ pub async fn reconcile(config: &Config, timeout: Duration) -> anyhow::Result<Rec
             );
         }
     }
+    let source_ready = match config.provincial.kind {
+        SourceKind::Http => !config.provincial.api_key.is_empty(),
+        SourceKind::Sql => config.provincial.sql.as_ref().is_some_and(|s| !s.database_url.is_empty()),
+    };
     anyhow::ensure!(
-        !config.provincial.api_key.is_empty(),
-        "provincial.api_key (or provincial.api_key_file) is required to read the listing"
+        source_ready,
+        "the provincial source's credentials are required to read it (provincial.api_key for kind = \"http\", \
+         provincial.database_url for kind = \"sql\", or their _file keys)"
     );
     let _lock = DaemonLock::acquire(path)?;
-    let store = Arc::new(Store::open(path)?);
-    let source = HttpProvincial::new(&config.provincial).context("while setting up the provincial client")?;
-    // The pass only reads the listing; pushes happen when the daemon runs.
-    let sink = HttpNational::new(&config.national).context("while setting up the national client")?;
-    let engine = Engine::new(store, source, sink, SystemClock, EngineConfig::from_config(config))?;
+    // The pass only reads the source; pushes happen when the daemon runs.
+    let engine = crate::daemon::build_engine(config)?;
     let token = CancellationToken::new();
     let stop = token.clone();
     tokio::spawn(async move {

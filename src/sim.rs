@@ -183,7 +183,7 @@ impl Source for SimProvincial {
         let mut world = self.world.lock().unwrap_or_else(|e| e.into_inner());
         let (items, has_more) =
             world.list(after.map(|c| (c.updated_at.as_microsecond(), c.id.as_str())), limit);
-        Ok(Page { items, has_more })
+        Ok(Page::from_listing(items, has_more))
     }
 }
 

@@ -81,6 +81,31 @@ pub struct Quarantined {
     pub version: Option<i64>,
     pub updated_at: Option<Timestamp>,
     pub reason: String,
+    /// The field whose value is missing or unusable, when one is to blame (`MaTTHC`;
+    /// `QuaTrinhXuLy.NguoiXuLy` for a history entry's), so that a source can explain why.
+    pub field: Option<String>,
+}
+
+/// A field's problem: which field, and what.
+struct Problem {
+    field: Option<String>,
+    reason: String,
+}
+
+impl From<String> for Problem {
+    fn from(reason: String) -> Problem {
+        Problem { field: None, reason }
+    }
+}
+
+impl From<&str> for Problem {
+    fn from(reason: &str) -> Problem {
+        Problem { field: None, reason: reason.to_owned() }
+    }
+}
+
+fn about(field: &str, reason: String) -> Problem {
+    Problem { field: Some(field.to_owned()), reason }
 }
 
 /// The position of a raw record in the listing, read even from records that are otherwise
@@ -118,34 +143,51 @@ fn convert(
     source: &Map<String, Value>,
     table: &[(&str, bool, Kind)],
     out: &mut Map<String, Value>,
-) -> Result<(), String> {
+) -> Result<(), Problem> {
     for (field, required, kind) in table {
-        let value = scalar(source.get(*field)).map_err(|why| format!("{field} {why}"))?;
+        let value = scalar(source.get(*field)).map_err(|why| about(field, format!("{field} {why}")))?;
         let value = match value {
             Some(v) if !v.trim().is_empty() => v,
-            _ if *required => return Err(format!("missing {field}")),
+            _ if *required => return Err(about(field, format!("missing {field}"))),
             _ => String::new(),
         };
         if value.contains(char::REPLACEMENT_CHARACTER) {
-            return Err(format!("{field} holds bytes that were not valid UTF-8"));
+            return Err(about(field, format!("{field} holds bytes that were not valid UTF-8")));
         }
         let converted = match kind {
             _ if value.is_empty() => value,
             Kind::Text => text(field, &value),
-            Kind::Date => {
-                normalize_date(&value).ok_or_else(|| format!("unparseable date in {field}: {value:?}"))?
-            }
+            Kind::Date => normalize_date(&value)
+                .ok_or_else(|| about(field, format!("unparseable date in {field}: {value:?}")))?,
         };
         out.insert((*field).to_owned(), Value::String(converted));
     }
     Ok(())
 }
 
-fn local_status(record: &Map<String, Value>, map: &StatusMap) -> Result<(NationalStatus, String), String> {
-    let local = scalar(record.get("TrangThai")).map_err(|why| format!("TrangThai {why}"))?;
-    let local = local.filter(|s| !s.is_empty()).ok_or("no local status (TrangThai)")?;
-    let status =
-        map.get(&local).copied().ok_or_else(|| format!("local status {local:?} not in status_map"))?;
+/// The national status of a record or history entry, and its local code. The source's own
+/// mapping (a `TrangThaiHoSo` field, as the SQL source's profiles give it) wins; `status_map`
+/// maps the local `TrangThai` where the source gives none.
+fn local_status(record: &Map<String, Value>, map: &StatusMap) -> Result<(NationalStatus, String), Problem> {
+    let status_problem = |reason: String| about("TrangThai", reason);
+    let local = scalar(record.get("TrangThai")).map_err(|why| status_problem(format!("TrangThai {why}")))?;
+    let local = local.filter(|s| !s.trim().is_empty());
+    let mapped = scalar(record.get("TrangThaiHoSo"))
+        .map_err(|why| status_problem(format!("TrangThaiHoSo {why}")))?
+        .filter(|s| !s.trim().is_empty());
+    if let Some(code) = mapped {
+        let status = NationalStatus::parse(code.trim()).ok_or_else(|| {
+            status_problem(format!(
+                "the source maps the local status to {code:?}, not a national status (1 to 10)"
+            ))
+        })?;
+        return Ok((status, local.unwrap_or_else(|| code.trim().to_owned())));
+    }
+    let local = local.ok_or_else(|| status_problem("no local status (TrangThai)".into()))?;
+    let status = map
+        .get(&local)
+        .copied()
+        .ok_or_else(|| status_problem(format!("local status {local:?} not in status_map")))?;
     Ok((status, local))
 }
 
@@ -168,31 +210,43 @@ pub fn normalize(raw: &Value, map: &StatusMap) -> Result<Normalized, Quarantined
     let mahoso_given = raw.get("MaHoSo").and_then(Value::as_str).filter(|s| !s.is_empty()).map(str::to_owned);
     let version = raw.get("version").and_then(Value::as_i64);
     let updated_at = raw.get("updated_at").and_then(Value::as_str).and_then(|s| s.parse::<Timestamp>().ok());
-    let quarantine = |reason: String| Quarantined {
+    let quarantine = |problem: Problem| Quarantined {
         key: mahoso_given.clone().unwrap_or_else(|| fingerprint(raw)),
         mahoso: mahoso_given.clone(),
         version,
         updated_at,
-        reason,
+        reason: problem.reason,
+        field: problem.field,
     };
     let Some(record) = raw.as_object() else {
         return Err(quarantine("the record is not a JSON object".into()));
     };
+    // What the source itself could not read (the SQL source's undecodable values).
+    if let Some(errors) = record.get("_source_errors").and_then(Value::as_array) {
+        let errors: Vec<&str> = errors.iter().filter_map(Value::as_str).collect();
+        return Err(quarantine(format!("the source could not read: {}", errors.join("; ")).into()));
+    }
     let Some(mahoso) = mahoso_given.clone() else {
-        return Err(quarantine(match record.get("MaHoSo") {
-            None | Some(Value::Null) => "no MaHoSo".into(),
-            Some(Value::String(_)) => "no MaHoSo (empty)".into(),
-            Some(other) => format!("malformed MaHoSo: {other} is not a string"),
-        }));
+        return Err(quarantine(about(
+            "MaHoSo",
+            match record.get("MaHoSo") {
+                None | Some(Value::Null) => "no MaHoSo".into(),
+                Some(Value::String(_)) => "no MaHoSo (empty)".into(),
+                Some(other) => format!("malformed MaHoSo: {other} is not a string"),
+            },
+        )));
     };
     if let Err(e) = mahoso::parse(&mahoso) {
-        return Err(quarantine(format!("malformed MaHoSo {mahoso:?}: {e}")));
+        return Err(quarantine(format!("malformed MaHoSo {mahoso:?}: {e}").into()));
     }
     let Some(version) = version.filter(|v| *v >= 0) else {
         return Err(quarantine("no version (a non-negative integer)".into()));
     };
     let Some(updated_at) = updated_at else {
-        return Err(quarantine("unparseable updated_at".into()));
+        return Err(quarantine(match record.get("updated_at") {
+            None | Some(Value::Null) => "no updated_at (the source gave no time of the last change)".into(),
+            Some(_) => "unparseable updated_at".into(),
+        }));
     };
     let (status, local) = local_status(record, map).map_err(quarantine)?;
 
@@ -205,18 +259,18 @@ pub fn normalize(raw: &Value, map: &StatusMap) -> Result<Normalized, Quarantined
             return Err(quarantine("MaTTHC holds bytes that were not valid UTF-8".into()));
         }
         Ok(Some(p)) if !p.trim().is_empty() => to_nfc(p.trim()),
-        Ok(_) => return Err(quarantine("missing MaTTHC".into())),
-        Err(why) => return Err(quarantine(format!("MaTTHC {why}"))),
+        Ok(_) => return Err(quarantine(about("MaTTHC", "missing MaTTHC".into()))),
+        Err(why) => return Err(quarantine(format!("MaTTHC {why}").into())),
     };
     if char_len(&procedure) > max_chars("MaTTHC") {
-        return Err(quarantine(format!("MaTTHC longer than {} characters", max_chars("MaTTHC"))));
+        return Err(quarantine(format!("MaTTHC longer than {} characters", max_chars("MaTTHC")).into()));
     }
     dossier.insert("MaTTHC".into(), Value::String(procedure.clone()));
     let mut needs_catalogue = false;
     for field in CATALOGUE_FIELDS {
         match scalar(record.get(field)) {
             Ok(Some(v)) if v.contains(char::REPLACEMENT_CHARACTER) => {
-                return Err(quarantine(format!("{field} holds bytes that were not valid UTF-8")));
+                return Err(quarantine(format!("{field} holds bytes that were not valid UTF-8").into()));
             }
             Ok(Some(v)) if !v.trim().is_empty() => {
                 dossier.insert(field.into(), Value::String(text(field, &v)));
@@ -225,7 +279,7 @@ pub fn normalize(raw: &Value, map: &StatusMap) -> Result<Normalized, Quarantined
                 needs_catalogue = true;
                 dossier.insert(field.into(), Value::String(String::new()));
             }
-            Err(why) => return Err(quarantine(format!("{field} {why}"))),
+            Err(why) => return Err(quarantine(format!("{field} {why}").into())),
         }
     }
     convert(record, DOSSIER_FIELDS, &mut dossier).map_err(quarantine)?;
@@ -240,14 +294,18 @@ pub fn normalize(raw: &Value, map: &StatusMap) -> Result<Normalized, Quarantined
     for (i, entry) in entries.iter().enumerate() {
         let n = i + 1;
         let Some(entry) = entry.as_object() else {
-            return Err(quarantine(format!("history entry {n} is not an object")));
+            return Err(quarantine(format!("history entry {n} is not an object").into()));
         };
         let mut out = Map::new();
         out.insert("MaHoSo".into(), Value::String(mahoso.clone()));
-        convert(entry, HISTORY_FIELDS, &mut out)
-            .map_err(|e| quarantine(format!("history entry {n}: {e}")))?;
-        let (status, _) =
-            local_status(entry, map).map_err(|e| quarantine(format!("history entry {n}: {e}")))?;
+        let in_entry = |p: Problem| {
+            quarantine(Problem {
+                field: p.field.map(|f| format!("QuaTrinhXuLy.{f}")),
+                reason: format!("history entry {n}: {}", p.reason),
+            })
+        };
+        convert(entry, HISTORY_FIELDS, &mut out).map_err(in_entry)?;
+        let (status, _) = local_status(entry, map).map_err(in_entry)?;
         out.insert("TrangThai".into(), Value::String(status.to_string()));
         history.push(Value::Object(out));
     }

@@ -14,7 +14,9 @@ use tokio::{sync::Mutex, time::Instant};
 use super::classify::{Answer, TransientKind, classify};
 use crate::{
     config::{NationalConfig, Secret},
-    metrics as m, transport,
+    metrics as m,
+    sync::ports::Sink,
+    transport,
 };
 
 struct Session {
@@ -242,5 +244,28 @@ impl<T: Transport> NationalClient<T> {
 
     pub async fn procedure(&self, code: &str) -> Answer {
         self.call("LayThuTuc", json!({"maTTHC": code})).await
+    }
+}
+
+/// The engine's sink is this client, over whichever transport.
+impl<T: Transport> Sink for NationalClient<T> {
+    fn sync_dossiers(&self, updating: bool, items: &[&RawValue]) -> impl Future<Output = Answer> + Send {
+        NationalClient::sync_dossiers(self, updating, items)
+    }
+
+    fn append_history(&self, entries: &[&RawValue]) -> impl Future<Output = Answer> + Send {
+        NationalClient::append_history(self, entries)
+    }
+
+    fn look_up(&self, mahoso: &str) -> impl Future<Output = Answer> + Send {
+        NationalClient::look_up(self, mahoso)
+    }
+
+    fn procedure(&self, code: &str) -> impl Future<Output = Answer> + Send {
+        NationalClient::procedure(self, code)
+    }
+
+    fn session_renewals(&self) -> u64 {
+        NationalClient::session_renewals(self)
     }
 }

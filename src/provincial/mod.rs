@@ -1,6 +1,67 @@
-//! The provincial portal adapter: the read API of `provincial-portal.md`. A vendor whose API
-//! differs gets another adapter behind the same `Source` trait, not a fork of the engine.
+//! The provincial side's adapters, behind the engine's `Source` trait: the HTTP listing of
+//! `provincial-portal.md` ([`http`]), and the one-stop system's own database through a source
+//! profile ([`sql`]). A vendor whose system differs gets another adapter here, not a fork of
+//! the engine.
 
-pub mod client;
+pub mod http;
+pub mod sql;
 
-pub use client::HttpProvincial;
+pub use http::HttpProvincial;
+pub use sql::SqlSource;
+
+use crate::{
+    config::{ProvincialConfig, SourceKind},
+    sync::ports::{Cursor, Page, Source, SourceError},
+};
+
+/// The configured source (`provincial.kind`).
+pub enum Provincial {
+    Http(HttpProvincial),
+    Sql(SqlSource),
+}
+
+impl Provincial {
+    pub fn new(cfg: &ProvincialConfig) -> anyhow::Result<Provincial> {
+        Ok(match cfg.kind {
+            SourceKind::Http => Provincial::Http(HttpProvincial::new(cfg)?),
+            SourceKind::Sql => Provincial::Sql(SqlSource::new(cfg)?),
+        })
+    }
+
+    pub fn kind(&self) -> SourceKind {
+        match self {
+            Provincial::Http(_) => SourceKind::Http,
+            Provincial::Sql(_) => SourceKind::Sql,
+        }
+    }
+}
+
+impl Source for Provincial {
+    async fn page(&self, after: Option<&Cursor>, limit: usize) -> Result<Page, SourceError> {
+        match self {
+            Provincial::Http(s) => s.page(after, limit).await,
+            Provincial::Sql(s) => Source::page(s, after, limit).await,
+        }
+    }
+
+    async fn scan(&self, after: Option<&Cursor>, limit: usize) -> Result<Page, SourceError> {
+        match self {
+            Provincial::Http(s) => Source::scan(s, after, limit).await,
+            Provincial::Sql(s) => Source::scan(s, after, limit).await,
+        }
+    }
+
+    fn resume_after(&self, version: i64) {
+        match self {
+            Provincial::Http(s) => s.resume_after(version),
+            Provincial::Sql(s) => s.resume_after(version),
+        }
+    }
+
+    fn explain(&self, field: &str) -> Option<String> {
+        match self {
+            Provincial::Http(s) => s.explain(field),
+            Provincial::Sql(s) => s.explain(field),
+        }
+    }
+}

@@ -28,7 +28,7 @@ pub enum StoreError {
 }
 
 /// The schema version this build writes (the number of migrations).
-pub const SCHEMA_VERSION: i64 = 3;
+pub const SCHEMA_VERSION: i64 = 4;
 
 /// The schema version of an open database (SQLite's user_version, kept by the migrations).
 pub fn schema_version(conn: &Connection) -> rusqlite::Result<i64> {
@@ -40,6 +40,7 @@ fn migrations() -> Migrations<'static> {
         M::up(include_str!("../../migrations/0001_initial.sql")),
         M::up(include_str!("../../migrations/0002_counts.sql")),
         M::up(include_str!("../../migrations/0003_body.sql")),
+        M::up(include_str!("../../migrations/0004_source_keys.sql")),
     ])
 }
 

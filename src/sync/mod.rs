@@ -354,6 +354,17 @@ impl<S: Source, N: Sink, C: Clock> Engine<S, N, C> {
         cfg: EngineConfig,
     ) -> Result<Self, StoreError> {
         let catalogue = store.read(Catalogue::load)?;
+        // A source that numbers its own reads must never number a new one below what is stored.
+        let highest: Option<i64> = store.read(|c| {
+            c.query_row(
+                "SELECT MAX(v) FROM (SELECT MAX(version) AS v FROM dossier UNION ALL SELECT MAX(version) FROM quarantine)",
+                [],
+                |r| r.get(0),
+            )
+        })?;
+        if let Some(v) = highest {
+            source.resume_after(v);
+        }
         let limiter = Limiter::new(cfg.max_concurrency);
         let rng = Mutex::new(fastrand::Rng::with_seed(cfg.seed));
         let started_at = clock.now().as_microsecond();

@@ -19,11 +19,11 @@ use tokio_util::sync::CancellationToken;
 
 use super::{
     Inner,
-    ports::{Clock, Cursor, Page, Sink, Source, SourceError},
+    ports::{Clock, Cursor, Page, Record, Sink, Source, SourceError},
 };
 use crate::{
     domain::{
-        normalize::{Normalized, Quarantined, fill_catalogue, normalize, position_of},
+        normalize::{Normalized, Quarantined, fill_catalogue, normalize},
         stable_hash,
     },
     metrics as m,
@@ -64,18 +64,22 @@ pub struct Applied {
 /// Records a page's items and, in the same transaction, the cursor it moved.
 pub(crate) fn apply_page<S: Source, N: Sink, C: Clock>(
     inner: &Inner<S, N, C>,
-    items: &[Value],
+    records: &[Record],
     cursor: Option<(&str, &Cursor)>,
 ) -> Result<Applied, store::StoreError> {
     let now = inner.clock.now().as_microsecond();
     let map = &inner.cfg.status_map;
     inner.store.write(|tx| {
-        let mut applied = Applied { read: items.len(), ..Applied::default() };
-        for raw in items {
-            // Cheap recognition of what was already seen, before normalising anything.
+        let mut applied = Applied { read: records.len(), ..Applied::default() };
+        for record in records {
+            let Record { raw, fingerprint, source_id, .. } = record;
+            // Cheap recognition of what was already seen, before normalising anything: an
+            // older or equal version, or (for sources without a version counter) the same
+            // fingerprint as the state recorded.
             if let (Some(mahoso), Some(version)) =
                 (raw.get("MaHoSo").and_then(Value::as_str), raw.get("version").and_then(Value::as_i64))
-                && known_version(tx, mahoso)?.is_some_and(|v| v >= version)
+                && let Some((known, known_fingerprint)) = known_version(tx, mahoso)?
+                && (known >= version || (fingerprint.is_some() && *fingerprint == known_fingerprint))
             {
                 applied.seen += 1;
                 continue;
@@ -88,7 +92,7 @@ pub(crate) fn apply_page<S: Source, N: Sink, C: Clock>(
                         fill_catalogue(&mut n.dossier, &entry.name, &entry.field_code, &entry.field_name);
                         n.needs_catalogue = false;
                     }
-                    match record_dossier(tx, &n, raw, now)? {
+                    match record_dossier(tx, &n, record, now)? {
                         Recorded::Seen => applied.seen += 1,
                         Recorded::Changed { enqueued } => {
                             applied.changed += 1;
@@ -97,8 +101,18 @@ pub(crate) fn apply_page<S: Source, N: Sink, C: Clock>(
                         Recorded::Quarantined => applied.quarantined += 1,
                     }
                 }
-                Err(q) => {
-                    if record_quarantine(tx, &q, raw, now)? {
+                Err(mut q) => {
+                    // A record without MaHoSo is kept under the source's own key when it has one:
+                    // every version lands on one row, and the row goes when the record is fixed.
+                    if q.mahoso.is_none()
+                        && let Some(id) = source_id
+                    {
+                        q.key = format!("no-MaHoSo:id:{id}");
+                    }
+                    if let Some(hint) = q.field.as_deref().and_then(|f| inner.source.explain(f)) {
+                        q.reason = format!("{} ({hint})", q.reason);
+                    }
+                    if record_quarantine(tx, &q, raw, source_id.as_deref(), now)? {
                         applied.quarantined += 1;
                     } else {
                         applied.seen += 1;
@@ -113,12 +127,12 @@ pub(crate) fn apply_page<S: Source, N: Sink, C: Clock>(
     })
 }
 
-/// The version already recorded for this MaHoSo, if any. Quarantined versions do not count:
-/// the same version read again may be readable now (bytes mangled in transit), and the few
-/// quarantined records are cheap to judge again.
-fn known_version(tx: &rusqlite::Connection, mahoso: &str) -> rusqlite::Result<Option<i64>> {
-    tx.prepare_cached("SELECT version FROM dossier WHERE mahoso = ?1")?
-        .query_row([mahoso], |r| r.get(0))
+/// The version (and source fingerprint) already recorded for this MaHoSo, if any.
+/// Quarantined versions do not count: the same version read again may be readable now
+/// (bytes mangled in transit), and the few quarantined records are cheap to judge again.
+fn known_version(tx: &rusqlite::Connection, mahoso: &str) -> rusqlite::Result<Option<(i64, Option<i64>)>> {
+    tx.prepare_cached("SELECT version, source_hash FROM dossier WHERE mahoso = ?1")?
+        .query_row([mahoso], |r| Ok((r.get(0)?, r.get(1)?)))
         .optional()
 }
 
@@ -137,17 +151,37 @@ fn entry_identity(e: &Value) -> [&Value; 3] {
 fn record_dossier(
     tx: &rusqlite::Connection,
     n: &Normalized,
-    raw: &Value,
+    record: &Record,
     now: i64,
 ) -> rusqlite::Result<Recorded> {
-    let existing: Option<(i64, i64, Option<i64>, String)> = tx
+    let Record { raw, fingerprint, source_id, .. } = record;
+    let existing: Option<(i64, i64, Option<i64>, String, Option<String>)> = tx
         .prepare_cached(
-            "SELECT d.version, d.acked_history, d.acked_hash, b.history
+            "SELECT d.version, d.acked_history, d.acked_hash, b.history, d.source_id
              FROM dossier d JOIN body b ON b.mahoso = d.mahoso WHERE d.mahoso = ?1",
         )?
-        .query_row([&n.mahoso], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+        .query_row([&n.mahoso], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))
         .optional()?;
-    if let Some((version, acked_history, _, stored_history)) = &existing {
+    if let Some((version, acked_history, _, stored_history, known_source)) = &existing {
+        // Two source records claim one MaHoSo (a number given twice): the first one read
+        // keeps it; the other is parked under its own key until the source is corrected.
+        if let (Some(known), Some(this)) = (known_source, source_id)
+            && known != this
+        {
+            let q = Quarantined {
+                key: format!("{}#id:{this}", n.mahoso),
+                mahoso: Some(n.mahoso.clone()),
+                version: Some(n.version),
+                updated_at: Some(n.updated_at),
+                reason: format!(
+                    "MaHoSo {} is also the dossier of source record {known}: one MaHoSo, two records (this is {this})",
+                    n.mahoso
+                ),
+                field: Some("MaHoSo".into()),
+            };
+            record_quarantine(tx, &q, raw, Some(this), now)?;
+            return Ok(Recorded::Quarantined);
+        }
         if *version >= n.version {
             return Ok(Recorded::Seen);
         }
@@ -170,8 +204,9 @@ fn record_dossier(
                     reason: format!(
                         "history rewritten: the first {acked} entries were already sent to the national portal and have changed or gone"
                     ),
+                    field: None,
                 };
-                record_quarantine(tx, &q, raw, now)?;
+                record_quarantine(tx, &q, raw, source_id.as_deref(), now)?;
                 return Ok(Recorded::Quarantined);
             }
         }
@@ -181,13 +216,14 @@ fn record_dossier(
     let history = serde_json::to_string(&n.history).unwrap_or_default();
     tx.prepare_cached(
         "INSERT INTO dossier (mahoso, version, updated_at, seen_at, payload_hash, status, procedure,
-                              needs_catalogue, history_len, local_status)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
+                              needs_catalogue, history_len, local_status, source_hash, source_id)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
          ON CONFLICT(mahoso) DO UPDATE SET
              version = excluded.version, updated_at = excluded.updated_at, seen_at = excluded.seen_at,
              payload_hash = excluded.payload_hash, status = excluded.status,
              procedure = excluded.procedure, needs_catalogue = excluded.needs_catalogue,
-             history_len = excluded.history_len, local_status = excluded.local_status",
+             history_len = excluded.history_len, local_status = excluded.local_status,
+             source_hash = excluded.source_hash, source_id = excluded.source_id",
     )?
     .execute(params![
         n.mahoso,
@@ -200,14 +236,20 @@ fn record_dossier(
         n.needs_catalogue,
         n.history.len() as i64,
         n.local_status,
+        fingerprint,
+        source_id,
     ])?;
     tx.prepare_cached(
         "INSERT INTO body (mahoso, payload, history) VALUES (?1, ?2, ?3)
          ON CONFLICT(mahoso) DO UPDATE SET payload = excluded.payload, history = excluded.history",
     )?
     .execute(params![n.mahoso, payload, history])?;
-    // A valid version supersedes whatever was quarantined under this MaHoSo.
+    // A valid version supersedes whatever was quarantined under this MaHoSo, and earlier
+    // versions of the same source record (without a MaHoSo then, or a malformed one).
     tx.prepare_cached("DELETE FROM quarantine WHERE key = ?1")?.execute([&n.mahoso])?;
+    if let Some(id) = source_id {
+        tx.prepare_cached("DELETE FROM quarantine WHERE source_id = ?1")?.execute([id])?;
+    }
     let acked_hash = existing.as_ref().and_then(|e| e.2);
     let acked_history = existing.as_ref().map_or(0, |e| e.1);
     let in_sync = acked_hash == Some(payload_hash) && acked_history == n.history.len() as i64;
@@ -231,6 +273,7 @@ fn record_quarantine(
     tx: &rusqlite::Connection,
     q: &Quarantined,
     raw: &Value,
+    source_id: Option<&str>,
     now: i64,
 ) -> rusqlite::Result<bool> {
     let known: Option<Option<i64>> = tx
@@ -260,22 +303,30 @@ fn record_quarantine(
         record.truncate(cut);
     }
     tx.prepare_cached(
-        "INSERT INTO quarantine (key, mahoso, version, updated_at, reason, record, first_seen_at, last_seen_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7)
+        "INSERT INTO quarantine (key, mahoso, version, updated_at, reason, record, first_seen_at, last_seen_at, source_id)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7, ?8)
          ON CONFLICT(key) DO UPDATE SET mahoso = excluded.mahoso, version = excluded.version,
              updated_at = excluded.updated_at, reason = excluded.reason, record = excluded.record,
-             last_seen_at = excluded.last_seen_at",
+             last_seen_at = excluded.last_seen_at, source_id = excluded.source_id",
     )?
-    .execute(params![q.key, q.mahoso, q.version, q.updated_at.map(|t| t.as_microsecond()), q.reason, record, now])?;
+    .execute(params![
+        q.key,
+        q.mahoso,
+        q.version,
+        q.updated_at.map(|t| t.as_microsecond()),
+        q.reason,
+        record,
+        now,
+        source_id
+    ])?;
     tracing::warn!(event = "record_quarantined", dossier = q.mahoso.as_deref().unwrap_or(&q.key), reason = %q.reason);
     Ok(true)
 }
 
-/// The furthest position on a page (never behind `current`: a page that goes backwards
-/// cannot move the cursor back).
-pub(crate) fn furthest(items: &[Value], current: Option<&Cursor>) -> Option<Cursor> {
-    let on_page =
-        items.iter().filter_map(position_of).map(|(updated_at, id)| Cursor { updated_at, id }).max();
+/// The furthest position among `records` and `end` (never behind `current`: a page that goes
+/// backwards cannot move the cursor back).
+pub(crate) fn furthest(records: &[Record], end: Option<&Cursor>, current: Option<&Cursor>) -> Option<Cursor> {
+    let on_page = records.iter().filter_map(|r| r.position.as_ref()).chain(end).max().cloned();
     match (on_page, current) {
         (Some(p), Some(c)) if &p <= c => Some(c.clone()),
         (Some(p), _) => Some(p),
@@ -283,11 +334,21 @@ pub(crate) fn furthest(items: &[Value], current: Option<&Cursor>) -> Option<Curs
     }
 }
 
+/// Which of the source's two orders a page is read in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Read {
+    /// Changes after the cursor (the head and look-back passes).
+    Changes,
+    /// Every record once (the reconciler's full pass).
+    Scan,
+}
+
 /// Reads one page, retrying failures with capped, jittered backoff until it succeeds or the
 /// daemon stops (None).
 pub(crate) async fn fetch_page<S: Source, N: Sink, C: Clock>(
     inner: &Inner<S, N, C>,
     token: &CancellationToken,
+    read: Read,
     cursor: Option<&Cursor>,
     trouble: &mut Trouble,
 ) -> Option<Page> {
@@ -298,7 +359,12 @@ pub(crate) async fn fetch_page<S: Source, N: Sink, C: Clock>(
         .with_jitter()
         .with_jitter_seed(inner.next_seed())
         .without_max_times();
-    let attempt = || async { inner.source.page(cursor, limit).await };
+    let attempt = || async {
+        match read {
+            Read::Changes => inner.source.page(cursor, limit).await,
+            Read::Scan => inner.source.scan(cursor, limit).await,
+        }
+    };
     let retrying =
         attempt.retry(backoff).sleep(tokio::time::sleep).notify(|e: &SourceError, wait: Duration| {
             metrics::counter!(m::PAGES, "outcome" => "failed").increment(1);
@@ -315,10 +381,10 @@ pub(crate) async fn fetch_page<S: Source, N: Sink, C: Clock>(
 
 fn apply_and_count<S: Source, N: Sink, C: Clock>(
     inner: &Inner<S, N, C>,
-    items: &[Value],
+    records: &[Record],
     cursor: Option<(&str, &Cursor)>,
 ) -> Option<Applied> {
-    match apply_page(inner, items, cursor) {
+    match apply_page(inner, records, cursor) {
         Ok(applied) => {
             metrics::counter!(m::PAGES, "outcome" => "ok").increment(1);
             metrics::counter!(m::RECORDS, "result" => "changed").increment(applied.changed as u64);
@@ -358,22 +424,24 @@ async fn head_pass<S: Source, N: Sink, C: Clock>(
             return false;
         }
     };
-    let Some(mut page) = fetch_page(inner, token, cursor.as_ref(), trouble).await else { return false };
+    let Some(mut page) = fetch_page(inner, token, Read::Changes, cursor.as_ref(), trouble).await else {
+        return false;
+    };
     loop {
         trouble.recovered();
-        let next = furthest(&page.items, cursor.as_ref());
+        let next = furthest(&page.records, page.end.as_ref(), cursor.as_ref());
         let stuck = next.is_none() || next == cursor;
         let prefetch = (page.has_more && !stuck).then(|| {
             let (inner, token, after) = (inner.clone(), token.clone(), next.clone());
             let mut trouble = std::mem::replace(trouble, Trouble::new("provincial poll"));
             let task = tokio::spawn(async move {
-                let page = fetch_page(&inner, &token, after.as_ref(), &mut trouble).await;
+                let page = fetch_page(&inner, &token, Read::Changes, after.as_ref(), &mut trouble).await;
                 (page, trouble)
             });
             let guard = super::AbortOnDrop(vec![task.abort_handle()]);
             (task, guard)
         });
-        let Some(_) = apply_and_count(inner, &page.items, next.as_ref().map(|c| (HEAD, c))) else {
+        let Some(_) = apply_and_count(inner, &page.records, next.as_ref().map(|c| (HEAD, c))) else {
             return false;
         };
         inner.note_poll_success();
@@ -417,18 +485,24 @@ async fn tail_pass<S: Source, N: Sink, C: Clock>(
         if cursor.updated_at >= boundary {
             return true;
         }
-        let Some(page) = fetch_page(inner, token, Some(&cursor), trouble).await else { return false };
+        let Some(page) = fetch_page(inner, token, Read::Changes, Some(&cursor), trouble).await else {
+            return false;
+        };
         trouble.recovered();
-        let ripe: Vec<Value> = page
-            .items
+        let ripe_count = page
+            .records
             .iter()
-            .take_while(|r| position_of(r).is_none_or(|(ts, _)| ts <= boundary))
-            .cloned()
-            .collect();
-        let reached_boundary = ripe.len() < page.items.len();
-        let next = furthest(&ripe, Some(&cursor)).filter(|c| c.updated_at <= boundary);
+            .take_while(|r| r.position.as_ref().is_none_or(|p| p.updated_at <= boundary))
+            .count();
+        let ripe = &page.records[..ripe_count];
+        let end_ripe = page.end.as_ref().filter(|e| e.updated_at <= boundary);
+        let reached_boundary = ripe_count < page.records.len() || page.end.is_some() && end_ripe.is_none();
+        // Past the last ripe record only when the whole page was ripe: rows the source left out
+        // between a ripe record and an unripe one are read again next time.
+        let end = if reached_boundary { None } else { end_ripe };
+        let next = furthest(ripe, end, Some(&cursor)).filter(|c| c.updated_at <= boundary);
         let next = next.unwrap_or_else(|| cursor.clone());
-        let Some(applied) = apply_and_count(inner, &ripe, Some((TAIL, &next))) else { return false };
+        let Some(applied) = apply_and_count(inner, ripe, Some((TAIL, &next))) else { return false };
         if applied.changed > 0 {
             inner.stats.late_found(applied.changed);
             tracing::info!(

@@ -1,14 +1,14 @@
 //! What the engine needs from the world, as traits: a source of provincial pages, a sink
-//! that speaks the national services, and a clock. The HTTP adapters implement them for
-//! production; the simulation implements them in memory with controlled time.
+//! that speaks the national services, and a clock. The adapters (`provincial/`, `national/`)
+//! implement them for production; the simulation implements them in memory with controlled
+//! time.
 
 use std::future::Future;
 
 use jiff::Timestamp;
 use serde_json::{Value, value::RawValue};
 
-use crate::national::{Answer, NationalClient, Transport};
-use crate::provincial::HttpProvincial;
+use crate::{domain::normalize::position_of, national::Answer};
 
 /// A position in the provincial listing: strictly after (updated_at, id).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -17,11 +17,44 @@ pub struct Cursor {
     pub id: String,
 }
 
-/// One page of raw records, each still to be judged by the normaliser.
+/// One raw record, still to be judged by the normaliser.
+#[derive(Debug, Clone)]
+pub struct Record {
+    pub raw: Value,
+    /// Where the record sits in the source's order; None when it has no usable position.
+    pub position: Option<Cursor>,
+    /// A hash of everything the record says, for sources without a version counter of their
+    /// own (the SQL source): a record read again with the same fingerprint is already known.
+    pub fingerprint: Option<i64>,
+    /// The source's own key of the record, when it has one besides MaHoSo (the SQL source's
+    /// primary key): quarantined versions are kept under it, and two records claiming one
+    /// MaHoSo are told apart.
+    pub source_id: Option<String>,
+}
+
+/// One page of records, in the source's order.
 #[derive(Debug, Clone, Default)]
 pub struct Page {
-    pub items: Vec<Value>,
+    pub records: Vec<Record>,
     pub has_more: bool,
+    /// The furthest position the page read, when the source knows it better than its records
+    /// do (the SQL source reads rows it then leaves out, such as inter-agency copies).
+    pub end: Option<Cursor>,
+}
+
+impl Page {
+    /// A page of the HTTP listing's form: each record's position is its (updated_at, MaHoSo),
+    /// its `version` the source's own counter.
+    pub fn from_listing(items: Vec<Value>, has_more: bool) -> Page {
+        let records = items
+            .into_iter()
+            .map(|raw| {
+                let position = position_of(&raw).map(|(updated_at, id)| Cursor { updated_at, id });
+                Record { raw, position, fingerprint: None, source_id: None }
+            })
+            .collect();
+        Page { records, has_more, end: None }
+    }
 }
 
 /// A page could not be read: retry later, with the cursor where it was.
@@ -33,12 +66,41 @@ pub struct SourceError {
     pub timeout: bool,
 }
 
+impl SourceError {
+    pub fn new(reason: impl Into<String>) -> SourceError {
+        SourceError { reason: reason.into(), http_status: None, timeout: false }
+    }
+}
+
+/// The provincial side: pages of changes after a cursor, and a full scan for reconciliation.
 pub trait Source: Send + Sync + 'static {
+    /// Changes strictly after `after` (from the beginning without it), oldest first.
     fn page(
         &self,
         after: Option<&Cursor>,
         limit: usize,
     ) -> impl Future<Output = Result<Page, SourceError>> + Send;
+
+    /// The full pass: every record once, strictly after `after` in the scan's own order.
+    /// The HTTP listing has one order for both; the SQL source scans by id.
+    fn scan(
+        &self,
+        after: Option<&Cursor>,
+        limit: usize,
+    ) -> impl Future<Output = Result<Page, SourceError>> + Send {
+        self.page(after, limit)
+    }
+
+    /// Told once at start the highest record version already stored, for sources whose
+    /// versions are their own read counters (the SQL source), so that a clock stepped back
+    /// never makes a new read look older than one recorded before.
+    fn resume_after(&self, _version: i64) {}
+
+    /// Why a required field may be missing in this source, for the quarantine reason
+    /// (`MaTTHC`, or `QuaTrinhXuLy.NguoiXuLy` for a history entry's field).
+    fn explain(&self, _field: &str) -> Option<String> {
+        None
+    }
 }
 
 /// The national services, each answer classified (see `national::classify`).
@@ -87,37 +149,5 @@ impl Clock for TokioClock {
     fn now(&self) -> Timestamp {
         let elapsed = tokio::time::Instant::now().duration_since(self.start);
         self.base.checked_add(elapsed).unwrap_or(self.base)
-    }
-}
-
-impl Source for HttpProvincial {
-    fn page(
-        &self,
-        after: Option<&Cursor>,
-        limit: usize,
-    ) -> impl Future<Output = Result<Page, SourceError>> + Send {
-        HttpProvincial::page(self, after, limit)
-    }
-}
-
-impl<T: Transport> Sink for NationalClient<T> {
-    fn sync_dossiers(&self, updating: bool, items: &[&RawValue]) -> impl Future<Output = Answer> + Send {
-        NationalClient::sync_dossiers(self, updating, items)
-    }
-
-    fn append_history(&self, entries: &[&RawValue]) -> impl Future<Output = Answer> + Send {
-        NationalClient::append_history(self, entries)
-    }
-
-    fn look_up(&self, mahoso: &str) -> impl Future<Output = Answer> + Send {
-        NationalClient::look_up(self, mahoso)
-    }
-
-    fn procedure(&self, code: &str) -> impl Future<Output = Answer> + Send {
-        NationalClient::procedure(self, code)
-    }
-
-    fn session_renewals(&self) -> u64 {
-        NationalClient::session_renewals(self)
     }
 }

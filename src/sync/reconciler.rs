@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{
     Inner,
-    poller::{Applied, apply_page, fetch_page, furthest},
+    poller::{Applied, Read, apply_page, fetch_page, furthest},
     ports::{Clock, Cursor, Sink, Source},
 };
 use crate::{
@@ -78,9 +78,9 @@ pub(crate) async fn pass<S: Source, N: Sink, C: Clock>(
     let mut cursor: Option<Cursor> = None;
     let mut total = Applied::default();
     loop {
-        let page = fetch_page(inner, token, cursor.as_ref(), &mut trouble).await?;
+        let page = fetch_page(inner, token, Read::Scan, cursor.as_ref(), &mut trouble).await?;
         trouble.recovered();
-        let applied = match apply_page(inner, &page.items, None) {
+        let applied = match apply_page(inner, &page.records, None) {
             Ok(a) => a,
             Err(e) => {
                 tracing::error!(event = "store_failed", what = "reconciliation", error = %e);
@@ -93,7 +93,7 @@ pub(crate) async fn pass<S: Source, N: Sink, C: Clock>(
         if applied.changed > 0 {
             inner.pusher_wake.notify_one();
         }
-        let next = furthest(&page.items, cursor.as_ref());
+        let next = furthest(&page.records, page.end.as_ref(), cursor.as_ref());
         if !page.has_more || next.is_none() || next == cursor {
             break;
         }

@@ -8,7 +8,7 @@ use serde_json::Value;
 use crate::{
     config::{ProvincialConfig, Secret},
     domain::dates::format_rfc3339_vn,
-    sync::ports::{Cursor, Page, SourceError},
+    sync::ports::{Cursor, Page, Source, SourceError},
     transport::{self, TransportError},
 };
 
@@ -81,6 +81,16 @@ impl HttpProvincial {
             http_status: Some(200),
             timeout: false,
         })?;
-        Ok(Page { items: page.items, has_more: page.has_more })
+        Ok(Page::from_listing(page.items, page.has_more))
+    }
+}
+
+impl Source for HttpProvincial {
+    fn page(
+        &self,
+        after: Option<&Cursor>,
+        limit: usize,
+    ) -> impl Future<Output = Result<Page, SourceError>> + Send {
+        HttpProvincial::page(self, after, limit)
     }
 }
