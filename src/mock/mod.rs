@@ -5,6 +5,7 @@
 pub mod catalogue;
 pub mod faults;
 pub mod national;
+pub mod opencps;
 pub mod provincial;
 pub mod server;
 

@@ -274,6 +274,19 @@ pub struct World {
     paused: bool,
     last_stamp: i64,
     stats: Stats,
+    /// Every change in the order made, for a writer that keeps the province elsewhere (the
+    /// OpenCPS tables of a real database); None unless asked for.
+    journal: Option<Vec<Change>>,
+}
+
+/// One change of the simulated province: version `version` of record `slot`, stamped
+/// `updated_at` (µs), visible from `visible_at`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Change {
+    pub slot: u32,
+    pub version: u32,
+    pub updated_at: i64,
+    pub visible_at: i64,
 }
 
 fn timestamp(micros: i64) -> Timestamp {
@@ -282,6 +295,16 @@ fn timestamp(micros: i64) -> Timestamp {
 
 impl World {
     pub fn new(knobs: Knobs, clock: Clock) -> Self {
+        Self::build(knobs, clock, false)
+    }
+
+    /// A world that keeps its journal of changes (see [`World::take_journal`]), from the
+    /// first: with `changes_per_second = 0` the whole backfill is in it.
+    pub fn with_journal(knobs: Knobs, clock: Clock) -> Self {
+        Self::build(knobs, clock, true)
+    }
+
+    fn build(knobs: Knobs, clock: Clock, journal: bool) -> Self {
         let today = to_vn_local(timestamp(clock())).date();
         let span_days = i64::from(knobs.dossiers.div_ceil(life::PER_DAY)) + 7;
         let base_day = today.checked_sub(jiff::Span::new().days(span_days)).unwrap_or(today);
@@ -304,11 +327,29 @@ impl World {
             paused: false,
             last_stamp: 0,
             stats: Stats::default(),
+            journal: journal.then(Vec::new),
         };
         if world.knobs.changes_per_second == 0.0 {
             world.backfill();
         }
         world
+    }
+
+    fn enqueue(&mut self, change: Change) {
+        self.pending.push(Reverse((change.visible_at, change.slot, change.version, change.updated_at)));
+        if let Some(journal) = &mut self.journal {
+            journal.push(change);
+        }
+    }
+
+    /// The changes made since the last call, oldest first (empty without a journal).
+    pub fn take_journal(&mut self) -> Vec<Change> {
+        self.journal.as_mut().map(std::mem::take).unwrap_or_default()
+    }
+
+    /// Version `version` of record `slot`, stamped `updated_at`, as the listing would serve it.
+    pub fn record_at(&self, slot: u32, version: u32, updated_at: i64) -> Value {
+        self.render(slot, version, updated_at)
     }
 
     fn plan(&self, index: u32, traits: &Traits) -> Life {
@@ -393,7 +434,7 @@ impl World {
             self.active.push(slot);
         }
         let visible_at = self.visibility(slot, updated_at);
-        self.pending.push(Reverse((visible_at, slot, version, updated_at)));
+        self.enqueue(Change { slot, version, updated_at, visible_at });
         slot
     }
 
@@ -436,7 +477,7 @@ impl World {
         }
         self.stats.changes += 1;
         let visible_at = self.visibility(slot, ts);
-        self.pending.push(Reverse((visible_at, slot, version, ts)));
+        self.enqueue(Change { slot, version, updated_at: ts, visible_at });
     }
 
     /// Lets `elapsed` of simulated life happen.
@@ -685,7 +726,7 @@ impl World {
             self.slots[slot as usize].visible_at = at;
             at
         };
-        self.pending.push(Reverse((visible_at, slot, version, ts)));
+        self.enqueue(Change { slot, version, updated_at: ts, visible_at });
         self.promote((self.clock)());
         json!({"MaHoSo": mahoso, "updated_at": format_rfc3339_vn(timestamp(ts)), "version": version})
     }

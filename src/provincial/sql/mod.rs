@@ -178,10 +178,16 @@ impl SqlSource {
                 if let Some(ca) = ca {
                     opts = opts.ssl_ca(ca);
                 }
-                let offset = cfg.timezone.to_offset(Timestamp::now());
+                let offset = cfg.timezone.to_offset(Timestamp::now()).seconds();
+                let hhmm = format!(
+                    "{}{:02}:{:02}",
+                    if offset < 0 { '-' } else { '+' },
+                    offset.abs() / 3600,
+                    offset.abs() % 3600 / 60
+                );
                 opts = opts
                     // TIMESTAMP columns come in the zone's local time, like DATETIME ones.
-                    .timezone(Some(offset.to_string()))
+                    .timezone(Some(hhmm))
                     .log_statements(log::LevelFilter::Off)
                     .log_slow_statements(log::LevelFilter::Warn, Duration::from_secs(10));
                 let pool = pool_options::<sqlx::MySql>(cfg, provincial)
