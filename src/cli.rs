@@ -45,6 +45,20 @@ pub enum Command {
     },
     /// Validate the configuration and print it with secrets redacted (exit 78 when invalid)
     CheckConfig,
+    /// Read the first records of the provincial source through the configuration and show
+    /// each as it would be sent, or why it would be quarantined (exit 0 all would be sent,
+    /// 1 some would be quarantined, 2 the source cannot be read, 78 bad config)
+    CheckSource {
+        /// How many dossiers to read, from the first
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+        /// JSON instead of text
+        #[arg(long)]
+        json: bool,
+        /// Show names, ID numbers, phones and emails as they are (masked by default)
+        #[arg(long)]
+        show_personal: bool,
+    },
     /// Re-enqueue parked items: dead dossiers and quarantined records (both when neither flag is given)
     Retry {
         /// Dossiers the national portal refused
@@ -183,6 +197,25 @@ pub fn run(cli: Cli) -> ExitCode {
                 ExitCode::from(EXIT_CONFIG)
             }
         },
+        Command::CheckSource { limit, json, show_personal } => {
+            let config = match config::load(config_path, Purpose::Source) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprint!("{e}");
+                    return ExitCode::from(EXIT_CONFIG);
+                }
+            };
+            telemetry::init(config.telemetry.log_format, Output::Stderr, "error");
+            block_on(async move {
+                let report = crate::check_source::check(&config, limit.clamp(1, 1000), show_personal).await;
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&report)?);
+                } else {
+                    print!("{}", crate::check_source::render(&report));
+                }
+                Ok(ExitCode::from(report.exit_code()))
+            })
+        }
         Command::Run => {
             let config = match config::load(config_path, Purpose::Run) {
                 Ok(c) => c,

@@ -107,3 +107,99 @@ async fn mariadb_profile_reads_what_the_province_wrote() {
 async fn postgres_profile_reads_what_the_province_wrote() {
     profile_reads_what_the_province_wrote(Kind::Postgres).await;
 }
+
+/// A province with `dossiers` dossiers lived to the end in the database (no late commits).
+async fn settled_province(server: &DbServer, world: Knobs) -> Arc<Province> {
+    let p = province(server, world, DbKnobs { late_commit_rate: 0.0, ..DbKnobs::default() }).await;
+    let token = CancellationToken::new();
+    let task = p.run(token.clone());
+    while !p.settled() {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    token.cancel();
+    let _ = task.await;
+    p
+}
+
+fn check_source(config: &std::path::Path, args: &[&str]) -> (Option<i32>, String, String) {
+    let out = std::process::Command::new(common::daemon::BIN)
+        .args(["--config", config.to_str().unwrap(), "check-source"])
+        .args(args)
+        .output()
+        .unwrap();
+    (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+fn sql_daemon_config(dir: &std::path::Path, url: &str, national: &str, extra: &[&str]) -> std::path::PathBuf {
+    let mut overrides = vec![
+        "provincial.kind = \"sql\"".to_owned(),
+        format!("provincial.database_url = {url:?}"),
+        "provincial.profile = \"opencps-v2\"".to_owned(),
+        "provincial.api_key = \"\"".to_owned(),
+    ];
+    overrides.extend(extra.iter().map(|s| (*s).to_owned()));
+    let refs: Vec<&str> = overrides.iter().map(String::as_str).collect();
+    common::daemon::write_config(dir, "http://127.0.0.1:9", national, &refs)
+}
+
+async fn check_source_shows_what_would_be_sent_and_why_not(kind: Kind) {
+    let server = DbServer::start(kind);
+    let p = settled_province(
+        &server,
+        Knobs { dossiers: 40, changes_per_second: 0.0, bad_record_rate: 0.3, seed: 11, ..Knobs::default() },
+    )
+    .await;
+    let dir = common::daemon::test_dir();
+    let config = sql_daemon_config(dir.path(), &server.reader_url("opencps"), "http://127.0.0.1:9", &[]);
+    let (code, out, err) = check_source(&config, &["--limit", "40"]);
+    assert_eq!(code, Some(1), "some would be quarantined:\n{out}\n{err}");
+    assert!(out.contains("SEND ") && out.contains("QUARANTINE "), "{out}");
+    assert!(out.contains("OpenCPS v2 (built-in opencps-v2)"), "{out}");
+    assert!(out.contains("MISSING: CREATE INDEX dvcsync_dossier_changes"), "no index yet:\n{out}");
+    for reason in ["no MaHoSo", "malformed MaHoSo", "unparseable date in NgayTiepNhan", "not in status_map"] {
+        assert!(out.contains(reason), "{reason}:\n{out}");
+    }
+    let truth = p.truth();
+    // ID numbers and phones are masked by default (names too, though a summary may hold one).
+    let valid = truth.iter().find(|t| t.defect.is_none() && t.record["SoDienThoai"].is_string()).unwrap();
+    let (id_number, phone) =
+        (valid.record["SoGiayToChuHoSo"].as_str().unwrap().to_owned(), valid.record["SoDienThoai"].as_str().unwrap().to_owned());
+    assert!(!out.contains(&id_number) && !out.contains(&phone), "personal data masked by default");
+    let (_, json, _) = check_source(&config, &["--limit", "40", "--json", "--show-personal"]);
+    let report: serde_json::Value = serde_json::from_str(&json).expect(&json);
+    let sent = report["would_send"].as_u64().unwrap();
+    let quarantined = report["would_quarantine"].as_u64().unwrap();
+    let defects = truth.iter().filter(|t| t.defect.is_some()).count() as u64;
+    assert_eq!((sent + quarantined, quarantined), (40, defects), "{json}");
+    assert_eq!(report["server"]["tls"], "off");
+    assert!(json.contains(&id_number) && json.contains(&phone), "--show-personal shows them");
+    eprintln!("{out}");
+
+    // The indexes in place: check-source says so.
+    let profile = dvc_sync::provincial::sql::Profile::load("opencps-v2", dvc_sync::provincial::sql::Dialect::MySql).unwrap();
+    p.execute(&profile.indexes).await.unwrap();
+    let (_, out, _) = check_source(&config, &["--limit", "5"]);
+    assert!(out.contains("present: CREATE INDEX dvcsync_dossier_changes"), "{out}");
+
+    // The database unreachable: exit 2, the reason given, no password printed.
+    let unreachable = format!("{}://dvcsync:reader-secret@127.0.0.1:9/opencps", kind.scheme());
+    let config = sql_daemon_config(dir.path(), &unreachable, "http://127.0.0.1:9", &[]);
+    let (code, out, err) = check_source(&config, &[]);
+    assert_eq!(code, Some(2), "{out}{err}");
+    assert!(out.contains("error") && !out.contains("reader-secret") && !err.contains("reader-secret"), "{out}{err}");
+    // A bad configuration: 78, by key.
+    let config = sql_daemon_config(dir.path(), "sqlserver://x", "http://127.0.0.1:9", &[]);
+    let (code, _, err) = check_source(&config, &[]);
+    assert_eq!(code, Some(78));
+    assert!(err.contains("provincial.database_url"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mariadb_check_source_shows_what_would_be_sent_and_why_not() {
+    check_source_shows_what_would_be_sent_and_why_not(Kind::MariaDb).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_check_source_shows_what_would_be_sent_and_why_not() {
+    check_source_shows_what_would_be_sent_and_why_not(Kind::Postgres).await;
+}

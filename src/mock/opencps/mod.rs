@@ -142,6 +142,8 @@ struct WriterState {
     /// Slots whose late transaction is still open: their next changes wait.
     busy: HashMap<u32, tokio::task::JoinHandle<()>>,
     waiting: VecDeque<Change>,
+    /// Changes planned and not yet committed.
+    in_flight: usize,
     stats: WriterStats,
 }
 
@@ -301,6 +303,7 @@ impl Province {
                 rng: fastrand::Rng::with_seed(knobs.seed ^ 0x0c95),
                 busy: HashMap::new(),
                 waiting: VecDeque::new(),
+                in_flight: 0,
                 stats: WriterStats::default(),
             }),
             knobs,
@@ -718,6 +721,7 @@ impl Province {
                 let ops = self.plan(change, &record, &mut state);
                 let plan = self.statements(ops, 100);
                 state.stats.changes_written += 1;
+                state.in_flight += 1;
                 if state.rng.f64() < self.knobs.late_commit_rate {
                     state.stats.late_commits += 1;
                     let hold = Duration::from_millis(state.rng.u64(self.knobs.late_commit_ms / 2..=self.knobs.late_commit_ms));
@@ -752,7 +756,11 @@ impl Province {
                 Ok::<(), sqlx::Error>(())
             };
             match attempt.await {
-                Ok(()) => return,
+                Ok(()) => {
+                    let mut state = self.state();
+                    state.in_flight = state.in_flight.saturating_sub(1);
+                    return;
+                }
                 Err(e) => {
                     self.state().stats.write_errors += 1;
                     tracing::debug!(event = "province_write_failed", error = %e);
@@ -800,6 +808,7 @@ impl Province {
                     ops.extend(self.plan(*change, &record, &mut state));
                     state.stats.changes_written += 1;
                 }
+                state.in_flight += 1;
                 ops
             };
             // Dossiers first, then actions: rows of one table together, as bulk loads do.
@@ -814,10 +823,17 @@ impl Province {
 
     /// Whether every change the world made is committed.
     pub fn settled(&self) -> bool {
-        let finished = self.world().finished();
+        let (finished, journal_empty) = {
+            let mut w = self.world();
+            let fresh = w.take_journal();
+            let empty = fresh.is_empty();
+            drop(w);
+            self.state().waiting.extend(fresh);
+            (self.world().finished(), empty)
+        };
         let mut state = self.state();
         state.busy.retain(|_, t| !t.is_finished());
-        finished && state.busy.is_empty() && state.waiting.is_empty()
+        finished && journal_empty && state.busy.is_empty() && state.waiting.is_empty() && state.in_flight == 0
     }
 
     /// The province's truth as the daemon should see it through OpenCPS's tables: the world's

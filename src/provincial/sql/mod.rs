@@ -233,11 +233,21 @@ impl SqlSource {
                     .options([
                         ("default_transaction_read_only", "on".to_owned()),
                         ("statement_timeout", statement_ms.to_string()),
-                        ("TimeZone", cfg.timezone_name.clone()),
                     ])
                     .log_statements(log::LevelFilter::Off)
                     .log_slow_statements(log::LevelFilter::Warn, Duration::from_secs(10));
-                let pool = pool_options::<sqlx::Postgres>(cfg, provincial).connect_lazy_with(opts);
+                let zone = cfg.timezone_name.clone();
+                let pool = pool_options::<sqlx::Postgres>(cfg, provincial)
+                    .after_connect(move |conn, _| {
+                        let zone = zone.clone();
+                        Box::pin(async move {
+                            // The driver asks for UTC at start-up; timestamptz columns compared with
+                            // the cursor's zone-less time need the database's zone.
+                            sqlx::query("SELECT set_config('TimeZone', $1, false)").bind(zone).execute(&mut *conn).await?;
+                            Ok(())
+                        })
+                    })
+                    .connect_lazy_with(opts);
                 (Pool::Postgres(pool), target)
             }
         };

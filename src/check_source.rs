@@ -1,0 +1,291 @@
+//! `dvc-sync check-source`: the first thing a province's IT team runs. Connects to the
+//! configured provincial source, reads the first records of its change listing through the
+//! profile, and shows each as it would be sent to the national portal, or why it would be
+//! quarantined. Nothing is written anywhere; personal fields are masked unless asked.
+
+use std::time::Instant;
+
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use crate::{
+    config::Config,
+    domain::normalize::{CATALOGUE_FIELDS, normalize},
+    provincial::{Provincial, sql::ServerInfo},
+    sync::ports::Source,
+};
+
+/// Fields that identify a person (Nghị định 13/2023): masked unless `--show-personal`.
+pub const PERSONAL_FIELDS: [&str; 4] = ["ChuHoSo", "SoGiayToChuHoSo", "Email", "SoDienThoai"];
+
+/// Exit codes.
+pub const EXIT_ALL_SENDABLE: u8 = 0;
+pub const EXIT_SOME_QUARANTINED: u8 = 1;
+pub const EXIT_UNREADABLE: u8 = 2;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct CheckedRecord {
+    /// The record's MaHoSo, if it has one.
+    pub mahoso: Option<String>,
+    /// The source's own key (the SQL source's primary key).
+    pub source_id: Option<String>,
+    /// The national dossier as it would be sent (catalogue fields still empty are filled from
+    /// LayThuTuc when the daemon runs).
+    pub dossier: Option<Map<String, Value>>,
+    pub history: Vec<Value>,
+    /// Why it would be quarantined instead.
+    pub quarantined: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub kind: &'static str,
+    pub target: String,
+    pub profile: Option<String>,
+    pub server: Option<ServerInfo>,
+    pub read_ms: u64,
+    pub records: Vec<CheckedRecord>,
+    pub would_send: usize,
+    pub would_quarantine: usize,
+    /// Set when the source could not be read: the records are then empty.
+    pub error: Option<String>,
+    /// Advice: a missing index, TLS off on a remote host.
+    pub warnings: Vec<String>,
+}
+
+impl Report {
+    pub fn exit_code(&self) -> u8 {
+        if self.error.is_some() {
+            EXIT_UNREADABLE
+        } else if self.would_quarantine > 0 {
+            EXIT_SOME_QUARANTINED
+        } else {
+            EXIT_ALL_SENDABLE
+        }
+    }
+}
+
+/// `Nguyễn Văn An` → `N***** V** A*`; `0912345678` → `09******78`; keeps the shape, not the value.
+pub fn mask(field: &str, value: &str) -> String {
+    if value.is_empty() {
+        return String::new();
+    }
+    match field {
+        "ChuHoSo" => value
+            .split(' ')
+            .map(|w| {
+                let mut c = w.chars();
+                c.next().map_or_else(String::new, |first| {
+                    std::iter::once(first).chain(c.map(|_| '*')).collect()
+                })
+            })
+            .collect::<Vec<_>>()
+            .join(" "),
+        "Email" => match value.split_once('@') {
+            Some((user, domain)) => {
+                format!("{}***@{domain}", user.chars().next().map(String::from).unwrap_or_default())
+            }
+            None => "***".into(),
+        },
+        _ => {
+            let chars: Vec<char> = value.chars().collect();
+            if chars.len() <= 4 {
+                return "*".repeat(chars.len());
+            }
+            chars
+                .iter()
+                .enumerate()
+                .map(|(i, c)| if i < 2 || i >= chars.len() - 2 { *c } else { '*' })
+                .collect()
+        }
+    }
+}
+
+fn masked(mut dossier: Map<String, Value>) -> Map<String, Value> {
+    for field in PERSONAL_FIELDS {
+        if let Some(Value::String(s)) = dossier.get(field) {
+            let m = mask(field, s);
+            dossier.insert(field.to_owned(), Value::String(m));
+        }
+    }
+    dossier
+}
+
+/// Reads `limit` records from the start of the change listing and judges each.
+pub async fn check(config: &Config, limit: usize, show_personal: bool) -> Report {
+    let mut report = Report {
+        kind: config.provincial.kind.name(),
+        target: String::new(),
+        profile: None,
+        server: None,
+        read_ms: 0,
+        records: Vec::new(),
+        would_send: 0,
+        would_quarantine: 0,
+        error: None,
+        warnings: Vec::new(),
+    };
+    let source = match Provincial::new(&config.provincial) {
+        Ok(s) => s,
+        Err(e) => {
+            report.error = Some(format!("{e:#}"));
+            return report;
+        }
+    };
+    match &source {
+        Provincial::Http(_) => report.target = config.provincial.http.base_url.to_string(),
+        Provincial::Sql(sql) => {
+            report.target = format!("{}://{}", sql.dialect().name(), sql.target());
+            report.profile = Some(format!("{} ({})", sql.profile().name, sql.profile().origin));
+            match sql.server_info().await {
+                Ok(info) => {
+                    for (index, found) in &info.indexes {
+                        if !*found {
+                            report.warnings.push(format!(
+                                "the changes query needs an index the database lacks; ask the DBA to run: {index}"
+                            ));
+                        }
+                    }
+                    let host = sql.target().split(':').next().unwrap_or("");
+                    if info.tls == "off" && !matches!(host, "127.0.0.1" | "localhost" | "::1" | "") {
+                        report.warnings.push(format!(
+                            "TLS is off to {host}: personal data crosses the network in clear (see provincial.database_url)"
+                        ));
+                    }
+                    report.server = Some(info);
+                }
+                Err(e) => {
+                    report.error = Some(e.reason);
+                    sql.close().await;
+                    return report;
+                }
+            }
+        }
+    }
+    let started = Instant::now();
+    // The full pass's order: one row per dossier, from the first.
+    let page = source.scan(None, limit.max(1)).await;
+    report.read_ms = started.elapsed().as_millis() as u64;
+    let page = match page {
+        Ok(p) => p,
+        Err(e) => {
+            report.error = Some(e.reason);
+            if let Provincial::Sql(sql) = &source {
+                sql.close().await;
+            }
+            return report;
+        }
+    };
+    for record in page.records {
+        let mahoso = record.raw.get("MaHoSo").and_then(Value::as_str).map(str::to_owned);
+        let checked = match normalize(&record.raw, &config.status_map) {
+            Ok(n) => {
+                report.would_send += 1;
+                let dossier = if show_personal { n.dossier } else { masked(n.dossier) };
+                CheckedRecord { mahoso, source_id: record.source_id, dossier: Some(dossier), history: n.history, quarantined: None }
+            }
+            Err(q) => {
+                report.would_quarantine += 1;
+                let hint = q.field.as_deref().and_then(|f| source.explain(f));
+                let reason = match hint {
+                    Some(h) => format!("{} ({h})", q.reason),
+                    None => q.reason,
+                };
+                CheckedRecord { mahoso, source_id: record.source_id, dossier: None, history: Vec::new(), quarantined: Some(reason) }
+            }
+        };
+        report.records.push(checked);
+    }
+    if let Provincial::Sql(sql) = &source {
+        sql.close().await;
+    }
+    report
+}
+
+/// The report for people.
+pub fn render(report: &Report) -> String {
+    let mut out = String::new();
+    let line = |out: &mut String, k: &str, v: &str| out.push_str(&format!("{k:<11} {v}\n"));
+    line(&mut out, "source", &format!("{} at {}", report.kind, report.target));
+    if let Some(p) = &report.profile {
+        line(&mut out, "profile", p);
+    }
+    if let Some(s) = &report.server {
+        line(&mut out, "server", &format!("{} as {}", s.server, s.user));
+        line(&mut out, "tls", &s.tls);
+        line(&mut out, "time zone", &format!("session {}", s.time_zone));
+        for (index, found) in &s.indexes {
+            line(&mut out, "index", &format!("{} {index}", if *found { "present:" } else { "MISSING:" }));
+        }
+    }
+    if let Some(e) = &report.error {
+        line(&mut out, "error", e);
+        return out;
+    }
+    line(
+        &mut out,
+        "read",
+        &format!("the first {} dossiers in {} ms", report.records.len(), report.read_ms),
+    );
+    out.push('\n');
+    for r in &report.records {
+        let id = r.source_id.as_deref().map(|i| format!(" (source id {i})")).unwrap_or_default();
+        let name = r.mahoso.clone().unwrap_or_else(|| "(no MaHoSo)".into());
+        match (&r.dossier, &r.quarantined) {
+            (Some(d), _) => {
+                let status = d.get("TrangThaiHoSo").and_then(Value::as_str).unwrap_or("?");
+                out.push_str(&format!("SEND        {name}{id}: status {status}, {} history entries\n", r.history.len()));
+                let fields: Vec<String> = d
+                    .iter()
+                    .filter(|(k, _)| k.as_str() != "MaHoSo")
+                    .map(|(k, v)| {
+                        let v = v.as_str().unwrap_or_default();
+                        if v.is_empty() && CATALOGUE_FIELDS.contains(&k.as_str()) {
+                            format!("{k}=(from LayThuTuc)")
+                        } else {
+                            format!("{k}={}", v.chars().take(60).collect::<String>())
+                        }
+                    })
+                    .collect();
+                out.push_str(&format!("            {}\n", fields.join("  ")));
+                for (i, e) in r.history.iter().enumerate() {
+                    let g = |k: &str| e.get(k).and_then(Value::as_str).unwrap_or_default().chars().take(60).collect::<String>();
+                    out.push_str(&format!(
+                        "            {:>2}. {} {:>2} {}: {}\n",
+                        i + 1,
+                        g("ThoiDiemXuLy"),
+                        g("TrangThai"),
+                        g("NguoiXuLy"),
+                        g("NoiDungXuLy")
+                    ));
+                }
+            }
+            (None, Some(reason)) => out.push_str(&format!("QUARANTINE  {name}{id}: {reason}\n")),
+            (None, None) => {}
+        }
+    }
+    out.push('\n');
+    for w in &report.warnings {
+        line(&mut out, "warning", w);
+    }
+    line(
+        &mut out,
+        "summary",
+        &format!("{} would be sent, {} would be quarantined", report.would_send, report.would_quarantine),
+    );
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn personal_fields_keep_their_shape_not_their_value() {
+        assert_eq!(mask("ChuHoSo", "Nguyễn Văn An"), "N***** V** A*");
+        assert_eq!(mask("SoGiayToChuHoSo", "079123456789"), "07********89");
+        assert_eq!(mask("SoDienThoai", "0912"), "****");
+        assert_eq!(mask("Email", "hoso12@example.vn"), "h***@example.vn");
+        assert_eq!(mask("Email", ""), "");
+    }
+}
