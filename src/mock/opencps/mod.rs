@@ -717,12 +717,20 @@ impl Province {
                     state.waiting.push_back(change);
                     continue;
                 }
+                let late = state.rng.f64() < self.knobs.late_commit_rate;
+                // A late write must not overtake this dossier's on-time writes of this pass
+                // (they commit after the loop): it waits for the next pass.
+                if late && now_writing.iter().any(|(c, _)| c.slot == change.slot) {
+                    held.insert(change.slot);
+                    state.waiting.push_back(change);
+                    continue;
+                }
                 let record = self.world().record_at(change.slot, change.version, change.updated_at);
                 let ops = self.plan(change, &record, &mut state);
                 let plan = self.statements(ops, 100);
                 state.stats.changes_written += 1;
                 state.in_flight += 1;
-                if state.rng.f64() < self.knobs.late_commit_rate {
+                if late {
                     state.stats.late_commits += 1;
                     let hold = Duration::from_millis(state.rng.u64(self.knobs.late_commit_ms / 2..=self.knobs.late_commit_ms));
                     let me = self.clone();
