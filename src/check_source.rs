@@ -75,9 +75,8 @@ pub fn mask(field: &str, value: &str) -> String {
             .split(' ')
             .map(|w| {
                 let mut c = w.chars();
-                c.next().map_or_else(String::new, |first| {
-                    std::iter::once(first).chain(c.map(|_| '*')).collect()
-                })
+                c.next()
+                    .map_or_else(String::new, |first| std::iter::once(first).chain(c.map(|_| '*')).collect())
             })
             .collect::<Vec<_>>()
             .join(" "),
@@ -182,16 +181,28 @@ pub async fn check(config: &Config, limit: usize, show_personal: bool) -> Report
             Ok(n) => {
                 report.would_send += 1;
                 let dossier = if show_personal { n.dossier } else { masked(n.dossier) };
-                CheckedRecord { mahoso, source_id: record.source_id, dossier: Some(dossier), history: n.history, quarantined: None }
+                CheckedRecord {
+                    mahoso,
+                    source_id: record.source_id,
+                    dossier: Some(dossier),
+                    history: n.history,
+                    quarantined: None,
+                }
             }
             Err(q) => {
                 report.would_quarantine += 1;
-                let hint = q.field.as_deref().and_then(|f| source.explain(f));
+                let hint = q.field.and_then(|f| source.explain(f));
                 let reason = match hint {
                     Some(h) => format!("{} ({h})", q.reason),
                     None => q.reason,
                 };
-                CheckedRecord { mahoso, source_id: record.source_id, dossier: None, history: Vec::new(), quarantined: Some(reason) }
+                CheckedRecord {
+                    mahoso,
+                    source_id: record.source_id,
+                    dossier: None,
+                    history: Vec::new(),
+                    quarantined: Some(reason),
+                }
             }
         };
         report.records.push(checked);
@@ -222,11 +233,7 @@ pub fn render(report: &Report) -> String {
         line(&mut out, "error", e);
         return out;
     }
-    line(
-        &mut out,
-        "read",
-        &format!("the first {} dossiers in {} ms", report.records.len(), report.read_ms),
-    );
+    line(&mut out, "read", &format!("the first {} dossiers in {} ms", report.records.len(), report.read_ms));
     out.push('\n');
     for r in &report.records {
         let id = r.source_id.as_deref().map(|i| format!(" (source id {i})")).unwrap_or_default();
@@ -234,7 +241,10 @@ pub fn render(report: &Report) -> String {
         match (&r.dossier, &r.quarantined) {
             (Some(d), _) => {
                 let status = d.get("TrangThaiHoSo").and_then(Value::as_str).unwrap_or("?");
-                out.push_str(&format!("SEND        {name}{id}: status {status}, {} history entries\n", r.history.len()));
+                out.push_str(&format!(
+                    "SEND        {name}{id}: status {status}, {} history entries\n",
+                    r.history.len()
+                ));
                 let fields: Vec<String> = d
                     .iter()
                     .filter(|(k, _)| k.as_str() != "MaHoSo")
@@ -249,7 +259,14 @@ pub fn render(report: &Report) -> String {
                     .collect();
                 out.push_str(&format!("            {}\n", fields.join("  ")));
                 for (i, e) in r.history.iter().enumerate() {
-                    let g = |k: &str| e.get(k).and_then(Value::as_str).unwrap_or_default().chars().take(60).collect::<String>();
+                    let g = |k: &str| {
+                        e.get(k)
+                            .and_then(Value::as_str)
+                            .unwrap_or_default()
+                            .chars()
+                            .take(60)
+                            .collect::<String>()
+                    };
                     out.push_str(&format!(
                         "            {:>2}. {} {:>2} {}: {}\n",
                         i + 1,

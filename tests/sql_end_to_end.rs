@@ -130,18 +130,29 @@ async fn the_promise_holds_on(kind: Kind) {
         daemon.logs().lines().rev().take(20).collect::<Vec<_>>().join("\n")
     );
     let state = verify::national_state(&reqwest::Client::new(), &national.server.url()).await.unwrap();
-    assert_eq!(state.len(), verdict.valid, "exactly the valid dossiers nationally: no inter-agency copy, nothing else");
+    assert_eq!(
+        state.len(),
+        verdict.valid,
+        "exactly the valid dossiers nationally: no inter-agency copy, nothing else"
+    );
     tokio::time::sleep(Duration::from_secs(1)).await;
     daemon.sigterm().await;
     assert!(daemon.wait(Duration::from_secs(15)).await.expect("stops").success());
     token.cancel();
     let _ = writing.await;
-    assert_eq!(province.fingerprint().await.unwrap(), before, "nothing was written to the provincial database");
+    assert_eq!(
+        province.fingerprint().await.unwrap(),
+        before,
+        "nothing was written to the provincial database"
+    );
     let truth = province.truth();
     assert_parked_as_injected(dir.path(), &truth);
     let stats = national.stats().await;
     assert_eq!(stats["duplicate_history_entries"], 0);
-    assert!(written.late_commits > 0 && written.copies > 0 && written.silent_dossier_updates > 0, "{written:?}");
+    assert!(
+        written.late_commits > 0 && written.copies > 0 && written.silent_dossier_updates > 0,
+        "{written:?}"
+    );
     eprintln!(
         "{}: {} dossiers ({} valid, {} history entries) in {:.0} s with {kills} SIGKILLs; writer {written:?}; national faults {}; read-backs {}; duplicates {}",
         kind.name(),

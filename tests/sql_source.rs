@@ -37,7 +37,9 @@ async fn province(server: &DbServer, world: Knobs, db: DbKnobs) -> Arc<Province>
     let admin = server.create_database("opencps");
     let p = Province::connect(&admin, world, db).await.expect("connect as admin");
     p.create_schema().await.expect("schema");
-    p.grant_reader(common::dbserver::READER, common::dbserver::READER_PASSWORD, "opencps").await.expect("grant");
+    p.grant_reader(common::dbserver::READER, common::dbserver::READER_PASSWORD, "opencps")
+        .await
+        .expect("grant");
     Arc::new(p)
 }
 
@@ -127,7 +129,11 @@ fn check_source(config: &std::path::Path, args: &[&str]) -> (Option<i32>, String
         .args(args)
         .output()
         .unwrap();
-    (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 fn sql_daemon_config(dir: &std::path::Path, url: &str, national: &str, extra: &[&str]) -> std::path::PathBuf {
@@ -162,8 +168,10 @@ async fn check_source_shows_what_would_be_sent_and_why_not(kind: Kind) {
     let truth = p.truth();
     // ID numbers and phones are masked by default (names too, though a summary may hold one).
     let valid = truth.iter().find(|t| t.defect.is_none() && t.record["SoDienThoai"].is_string()).unwrap();
-    let (id_number, phone) =
-        (valid.record["SoGiayToChuHoSo"].as_str().unwrap().to_owned(), valid.record["SoDienThoai"].as_str().unwrap().to_owned());
+    let (id_number, phone) = (
+        valid.record["SoGiayToChuHoSo"].as_str().unwrap().to_owned(),
+        valid.record["SoDienThoai"].as_str().unwrap().to_owned(),
+    );
     assert!(!out.contains(&id_number) && !out.contains(&phone), "personal data masked by default");
     let (_, json, _) = check_source(&config, &["--limit", "40", "--json", "--show-personal"]);
     let report: serde_json::Value = serde_json::from_str(&json).expect(&json);
@@ -176,7 +184,9 @@ async fn check_source_shows_what_would_be_sent_and_why_not(kind: Kind) {
     eprintln!("{out}");
 
     // The indexes in place: check-source says so.
-    let profile = dvc_sync::provincial::sql::Profile::load("opencps-v2", dvc_sync::provincial::sql::Dialect::MySql).unwrap();
+    let profile =
+        dvc_sync::provincial::sql::Profile::load("opencps-v2", dvc_sync::provincial::sql::Dialect::MySql)
+            .unwrap();
     p.execute(&profile.indexes).await.unwrap();
     let (_, out, _) = check_source(&config, &["--limit", "5"]);
     assert!(out.contains("present: CREATE INDEX dvcsync_dossier_changes"), "{out}");
@@ -186,7 +196,10 @@ async fn check_source_shows_what_would_be_sent_and_why_not(kind: Kind) {
     let config = sql_daemon_config(dir.path(), &unreachable, "http://127.0.0.1:9", &[]);
     let (code, out, err) = check_source(&config, &[]);
     assert_eq!(code, Some(2), "{out}{err}");
-    assert!(out.contains("error") && !out.contains("reader-secret") && !err.contains("reader-secret"), "{out}{err}");
+    assert!(
+        out.contains("error") && !out.contains("reader-secret") && !err.contains("reader-secret"),
+        "{out}{err}"
+    );
     // A bad configuration: 78, by key.
     let config = sql_daemon_config(dir.path(), "sqlserver://x", "http://127.0.0.1:9", &[]);
     let (code, _, err) = check_source(&config, &[]);

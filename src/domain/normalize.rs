@@ -83,13 +83,28 @@ pub struct Quarantined {
     pub reason: String,
     /// The field whose value is missing or unusable, when one is to blame (`MaTTHC`;
     /// `QuaTrinhXuLy.NguoiXuLy` for a history entry's), so that a source can explain why.
-    pub field: Option<String>,
+    pub field: Option<&'static str>,
 }
 
 /// A field's problem: which field, and what.
 struct Problem {
-    field: Option<String>,
+    field: Option<&'static str>,
     reason: String,
+}
+
+/// A history entry's field as [`Quarantined::field`] names it.
+fn in_history(field: &str) -> Option<&'static str> {
+    const NAMES: &[(&str, &str)] = &[
+        ("NguoiXuLy", "QuaTrinhXuLy.NguoiXuLy"),
+        ("ChucDanh", "QuaTrinhXuLy.ChucDanh"),
+        ("PhongBanXuLy", "QuaTrinhXuLy.PhongBanXuLy"),
+        ("ThoiDiemXuLy", "QuaTrinhXuLy.ThoiDiemXuLy"),
+        ("NoiDungXuLy", "QuaTrinhXuLy.NoiDungXuLy"),
+        ("NgayBatDau", "QuaTrinhXuLy.NgayBatDau"),
+        ("NgayKetThucTheoQuyDinh", "QuaTrinhXuLy.NgayKetThucTheoQuyDinh"),
+        ("TrangThai", "QuaTrinhXuLy.TrangThai"),
+    ];
+    NAMES.iter().find(|(f, _)| *f == field).map(|(_, n)| *n)
 }
 
 impl From<String> for Problem {
@@ -104,8 +119,8 @@ impl From<&str> for Problem {
     }
 }
 
-fn about(field: &str, reason: String) -> Problem {
-    Problem { field: Some(field.to_owned()), reason }
+fn about(field: &'static str, reason: String) -> Problem {
+    Problem { field: Some(field), reason }
 }
 
 /// The position of a raw record in the listing, read even from records that are otherwise
@@ -141,7 +156,7 @@ fn text(field: &str, s: &str) -> String {
 /// Converts the fields of `table` from `source` into `out`; the error names the field.
 fn convert(
     source: &Map<String, Value>,
-    table: &[(&str, bool, Kind)],
+    table: &[(&'static str, bool, Kind)],
     out: &mut Map<String, Value>,
 ) -> Result<(), Problem> {
     for (field, required, kind) in table {
@@ -206,17 +221,20 @@ fn fingerprint(record: &Value) -> String {
 }
 
 /// Normalises one raw provincial record.
-pub fn normalize(raw: &Value, map: &StatusMap) -> Result<Normalized, Quarantined> {
+/// The quarantine is boxed: records are mostly valid, and the error is large.
+pub fn normalize(raw: &Value, map: &StatusMap) -> Result<Normalized, Box<Quarantined>> {
     let mahoso_given = raw.get("MaHoSo").and_then(Value::as_str).filter(|s| !s.is_empty()).map(str::to_owned);
     let version = raw.get("version").and_then(Value::as_i64);
     let updated_at = raw.get("updated_at").and_then(Value::as_str).and_then(|s| s.parse::<Timestamp>().ok());
-    let quarantine = |problem: Problem| Quarantined {
-        key: mahoso_given.clone().unwrap_or_else(|| fingerprint(raw)),
-        mahoso: mahoso_given.clone(),
-        version,
-        updated_at,
-        reason: problem.reason,
-        field: problem.field,
+    let quarantine = |problem: Problem| {
+        Box::new(Quarantined {
+            key: mahoso_given.clone().unwrap_or_else(|| fingerprint(raw)),
+            mahoso: mahoso_given.clone(),
+            version,
+            updated_at,
+            reason: problem.reason,
+            field: problem.field,
+        })
     };
     let Some(record) = raw.as_object() else {
         return Err(quarantine("the record is not a JSON object".into()));
@@ -300,7 +318,7 @@ pub fn normalize(raw: &Value, map: &StatusMap) -> Result<Normalized, Quarantined
         out.insert("MaHoSo".into(), Value::String(mahoso.clone()));
         let in_entry = |p: Problem| {
             quarantine(Problem {
-                field: p.field.map(|f| format!("QuaTrinhXuLy.{f}")),
+                field: p.field.and_then(in_history),
                 reason: format!("history entry {n}: {}", p.reason),
             })
         };

@@ -17,14 +17,14 @@ use crate::{
 /// The configured source (`provincial.kind`).
 pub enum Provincial {
     Http(HttpProvincial),
-    Sql(SqlSource),
+    Sql(Box<SqlSource>),
 }
 
 impl Provincial {
     pub fn new(cfg: &ProvincialConfig) -> anyhow::Result<Provincial> {
         Ok(match cfg.kind {
             SourceKind::Http => Provincial::Http(HttpProvincial::new(cfg)?),
-            SourceKind::Sql => Provincial::Sql(SqlSource::new(cfg)?),
+            SourceKind::Sql => Provincial::Sql(Box::new(SqlSource::new(cfg)?)),
         })
     }
 
@@ -40,14 +40,14 @@ impl Source for Provincial {
     async fn page(&self, after: Option<&Cursor>, limit: usize) -> Result<Page, SourceError> {
         match self {
             Provincial::Http(s) => s.page(after, limit).await,
-            Provincial::Sql(s) => Source::page(s, after, limit).await,
+            Provincial::Sql(s) => Source::page(s.as_ref(), after, limit).await,
         }
     }
 
     async fn scan(&self, after: Option<&Cursor>, limit: usize) -> Result<Page, SourceError> {
         match self {
             Provincial::Http(s) => Source::scan(s, after, limit).await,
-            Provincial::Sql(s) => Source::scan(s, after, limit).await,
+            Provincial::Sql(s) => Source::scan(s.as_ref(), after, limit).await,
         }
     }
 

@@ -101,7 +101,8 @@ pub(crate) fn apply_page<S: Source, N: Sink, C: Clock>(
                         Recorded::Quarantined => applied.quarantined += 1,
                     }
                 }
-                Err(mut q) => {
+                Err(q) => {
+                    let mut q = *q;
                     // A record without MaHoSo is kept under the source's own key when it has one:
                     // every version lands on one row, and the row goes when the record is fixed.
                     if q.mahoso.is_none()
@@ -109,7 +110,7 @@ pub(crate) fn apply_page<S: Source, N: Sink, C: Clock>(
                     {
                         q.key = format!("no-MaHoSo:id:{id}");
                     }
-                    if let Some(hint) = q.field.as_deref().and_then(|f| inner.source.explain(f)) {
+                    if let Some(hint) = q.field.and_then(|f| inner.source.explain(f)) {
                         q.reason = format!("{} ({hint})", q.reason);
                     }
                     if record_quarantine(tx, &q, raw, source_id.as_deref(), now)? {
@@ -136,6 +137,10 @@ fn known_version(tx: &rusqlite::Connection, mahoso: &str) -> rusqlite::Result<Op
         .optional()
 }
 
+/// A recorded dossier's version, acknowledged history length and payload hash, stored
+/// history, and source key.
+type Existing = (i64, i64, Option<i64>, String, Option<String>);
+
 enum Recorded {
     Seen,
     Changed { enqueued: bool },
@@ -155,7 +160,7 @@ fn record_dossier(
     now: i64,
 ) -> rusqlite::Result<Recorded> {
     let Record { raw, fingerprint, source_id, .. } = record;
-    let existing: Option<(i64, i64, Option<i64>, String, Option<String>)> = tx
+    let existing: Option<Existing> = tx
         .prepare_cached(
             "SELECT d.version, d.acked_history, d.acked_hash, b.history, d.source_id
              FROM dossier d JOIN body b ON b.mahoso = d.mahoso WHERE d.mahoso = ?1",
@@ -177,7 +182,7 @@ fn record_dossier(
                     "MaHoSo {} is also the dossier of source record {known}: one MaHoSo, two records (this is {this})",
                     n.mahoso
                 ),
-                field: Some("MaHoSo".into()),
+                field: Some("MaHoSo"),
             };
             record_quarantine(tx, &q, raw, Some(this), now)?;
             return Ok(Recorded::Quarantined);

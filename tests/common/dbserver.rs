@@ -155,7 +155,10 @@ impl DbServer {
     /// A server with extra settings (`ssl = on`, ...).
     pub fn start_with(kind: Kind, extra: &[(&str, &str)]) -> DbServer {
         ensure_installed();
-        let dir = tempfile::Builder::new().prefix(&format!("dvc-sync-{}-", kind.name())).tempdir().expect("temp dir");
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("dvc-sync-{}-", kind.name()))
+            .tempdir()
+            .expect("temp dir");
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
         let mut server = DbServer {
             kind,
@@ -188,10 +191,15 @@ impl DbServer {
         self.dir.path().join("data")
     }
 
+    fn tmp(&self) -> PathBuf {
+        self.dir.path().join("tmp")
+    }
+
     fn init(&self) {
         let owner = self.owner();
         let data = self.data();
         std::fs::create_dir_all(&data).unwrap();
+        std::fs::create_dir_all(self.tmp()).unwrap();
         if let Some(o) = owner {
             chown_tree(self.dir.path(), o);
         }
@@ -200,9 +208,11 @@ impl DbServer {
             Kind::MariaDb => {
                 let (install, _) = mariadb_bins().unwrap();
                 let mut cmd = Command::new(install);
+                // Its own temporary directory: two installs at once in /tmp collide.
                 cmd.args([
                     "--no-defaults",
                     &format!("--datadir={}", data.display()),
+                    &format!("--tmpdir={}", self.tmp().display()),
                     "--auth-root-authentication-method=normal",
                     "--skip-test-db",
                 ]);
@@ -238,7 +248,11 @@ impl DbServer {
     fn launch(&mut self) {
         let owner = self.owner();
         let data = self.data();
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.path().join("server.log")).unwrap();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("server.log"))
+            .unwrap();
         let mut cmd = match self.kind {
             Kind::MariaDb => {
                 let (_, server) = mariadb_bins().unwrap();
@@ -246,6 +260,7 @@ impl DbServer {
                 cmd.args([
                     "--no-defaults".to_owned(),
                     format!("--datadir={}", data.display()),
+                    format!("--tmpdir={}", self.tmp().display()),
                     format!("--port={}", self.port),
                     "--bind-address=127.0.0.1".to_owned(),
                     format!("--socket={}", self.dir.path().join("mysqld.sock").display()),
@@ -278,7 +293,9 @@ impl DbServer {
                     ("max_connections", "200".to_owned()),
                     ("shared_buffers", "128MB".to_owned()),
                 ];
-                for (k, v) in settings.iter().map(|(k, v)| (k.to_string(), v.clone())).chain(self.extra.clone()) {
+                for (k, v) in
+                    settings.iter().map(|(k, v)| (k.to_string(), v.clone())).chain(self.extra.clone())
+                {
                     cmd.args(["-c", &format!("{k}={v}")]);
                 }
                 unprivileged(&mut cmd, owner);
@@ -315,8 +332,18 @@ impl DbServer {
         log.lines().rev().take(30).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n")
     }
 
+    /// Runs SQL as the administrator in database `db`, panicking with the server's words.
+    pub fn sql(&self, db: &str, sql: &str) -> String {
+        self.admin_sql_in(db, sql).unwrap_or_else(|e| panic!("{sql}: {e}"))
+    }
+
     /// Runs SQL as the administrator with the server's own client, over the local socket.
     pub fn admin_sql(&self, sql: &str) -> Result<String, String> {
+        self.admin_sql_in(if self.kind == Kind::MariaDb { "" } else { "postgres" }, sql)
+    }
+
+    /// The same, in database `db`.
+    pub fn admin_sql_in(&self, db: &str, sql: &str) -> Result<String, String> {
         let out = match self.kind {
             Kind::MariaDb => {
                 let client = find(&["/usr/bin/mariadb", "/usr/bin/mysql"]).expect("mariadb client");
@@ -324,6 +351,7 @@ impl DbServer {
                     .args(["--no-defaults", "-uroot", "-N", "-B"])
                     .arg(format!("--socket={}", self.dir.path().join("mysqld.sock").display()))
                     .args(["-e", sql])
+                    .args((!db.is_empty()).then_some(db))
                     .output()
             }
             Kind::Postgres => {
@@ -331,7 +359,7 @@ impl DbServer {
                 let mut cmd = Command::new(client);
                 cmd.args(["-X", "-q", "-t", "-A", "-v", "ON_ERROR_STOP=1", "-U", "postgres", "-h"])
                     .arg(self.dir.path())
-                    .args(["-p", &self.port.to_string(), "-d", "postgres", "-c", sql]);
+                    .args(["-p", &self.port.to_string(), "-d", db, "-c", sql]);
                 unprivileged(&mut cmd, self.owner()).output()
             }
         }
@@ -346,7 +374,9 @@ impl DbServer {
     /// Creates database `name` (UTF-8) and returns the administrator's URL for it.
     pub fn create_database(&self, name: &str) -> String {
         let sql = match self.kind {
-            Kind::MariaDb => format!("CREATE DATABASE {name} CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci"),
+            Kind::MariaDb => {
+                format!("CREATE DATABASE {name} CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci")
+            }
             Kind::Postgres => format!("CREATE DATABASE {name} ENCODING 'UTF8' TEMPLATE template0"),
         };
         self.admin_sql(&sql).unwrap_or_else(|e| panic!("{sql}: {e}"));
@@ -356,7 +386,9 @@ impl DbServer {
     pub fn admin_url(&self, database: &str) -> String {
         match self.kind {
             Kind::MariaDb => format!("mysql://root@127.0.0.1:{}/{database}", self.port),
-            Kind::Postgres => format!("postgres://postgres:{ADMIN_PASSWORD}@127.0.0.1:{}/{database}", self.port),
+            Kind::Postgres => {
+                format!("postgres://postgres:{ADMIN_PASSWORD}@127.0.0.1:{}/{database}", self.port)
+            }
         }
     }
 

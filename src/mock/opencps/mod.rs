@@ -288,7 +288,10 @@ impl Province {
             Dialect::Postgres => {
                 let opts = PgConnectOptions::from_str(&url)?;
                 Pool::Postgres(
-                    sqlx::postgres::PgPoolOptions::new().max_connections(connections).connect_with(opts).await?,
+                    sqlx::postgres::PgPoolOptions::new()
+                        .max_connections(connections)
+                        .connect_with(opts)
+                        .await?,
                 )
             }
         };
@@ -366,7 +369,10 @@ impl Province {
                         ("stepName", V::Text(format!("Bước {local}"))),
                         ("sequenceNo", V::Text(id.to_string())),
                         ("dossierStatus", V::Text((*local).into())),
-                        ("dossierSubStatus", V::Text(if transfer { TRANSFER_SUB_STATUS.into() } else { String::new() })),
+                        (
+                            "dossierSubStatus",
+                            V::Text(if transfer { TRANSFER_SUB_STATUS.into() } else { String::new() }),
+                        ),
                     ],
                 ));
                 id += 1;
@@ -448,7 +454,8 @@ impl Province {
     }
 
     fn insert_many(&self, table: &schema::Table, rows: &[Vec<(&str, V)>]) -> Statement {
-        let columns: Vec<&str> = rows.first().map(|r| r.iter().map(|(c, _)| *c).collect()).unwrap_or_default();
+        let columns: Vec<&str> =
+            rows.first().map(|r| r.iter().map(|(c, _)| *c).collect()).unwrap_or_default();
         let mut binds = Vec::new();
         let mut tuples = Vec::new();
         for row in rows {
@@ -471,12 +478,13 @@ impl Province {
         let mut out = Vec::new();
         let mut batch: Vec<Vec<(&str, V)>> = Vec::new();
         let mut batch_table: Option<&schema::Table> = None;
-        let flush = |out: &mut Vec<Statement>, batch: &mut Vec<Vec<(&str, V)>>, table: Option<&schema::Table>| {
-            if let (Some(t), false) = (table, batch.is_empty()) {
-                out.push(self.insert_many(t, batch));
-            }
-            batch.clear();
-        };
+        let flush =
+            |out: &mut Vec<Statement>, batch: &mut Vec<Vec<(&str, V)>>, table: Option<&schema::Table>| {
+                if let (Some(t), false) = (table, batch.is_empty()) {
+                    out.push(self.insert_many(t, batch));
+                }
+                batch.clear();
+            };
         for op in ops {
             match op {
                 Op::Insert(table, row) => {
@@ -507,7 +515,10 @@ impl Province {
         }
         binds.push(V::Int(key.1));
         let key_slot = self.placeholder(Some(Ty::Long), binds.len());
-        Statement { sql: format!("UPDATE {} SET {} WHERE {} = {key_slot}", table.name, sets.join(", "), key.0), binds }
+        Statement {
+            sql: format!("UPDATE {} SET {} WHERE {} = {key_slot}", table.name, sets.join(", "), key.0),
+            binds,
+        }
     }
 
     fn placeholder(&self, ty: Option<Ty>, n: usize) -> String {
@@ -564,7 +575,14 @@ impl Province {
             ("finishDate", record_date(&r("NgayTra"), self.dialect)),
             ("releaseDate", record_date(&r("NgayKetThucXuLy"), self.dialect)),
             ("dossierStatus", V::Text(status.clone())),
-            ("dossierSubStatus", V::Text(if transfer && status == "processing" { TRANSFER_SUB_STATUS.into() } else { String::new() })),
+            (
+                "dossierSubStatus",
+                V::Text(if transfer && status == "processing" {
+                    TRANSFER_SUB_STATUS.into()
+                } else {
+                    String::new()
+                }),
+            ),
             ("viaPostal", V::Int(if code(&r("HinhThuc")) == 1 { 2 } else { 0 })),
             ("online_", V::Bool(channel == 2)),
             ("fromViaPostal", V::Int(i64::from(channel == 3))),
@@ -592,8 +610,12 @@ impl Province {
         let entries = record.get("QuaTrinhXuLy").and_then(Value::as_array).cloned().unwrap_or_default();
         let mut last_action = slot.last_action;
         let mut actions = Vec::new();
-        let mut previous_status: Option<String> =
-            slot.actions.checked_sub(1).and_then(|i| entries.get(i)).and_then(|e| e["TrangThai"].as_str()).map(str::to_owned);
+        let mut previous_status: Option<String> = slot
+            .actions
+            .checked_sub(1)
+            .and_then(|i| entries.get(i))
+            .and_then(|e| e["TrangThai"].as_str())
+            .map(str::to_owned);
         for entry in entries.iter().skip(slot.actions) {
             let action_id = state.next_action;
             state.next_action += 1;
@@ -641,7 +663,14 @@ impl Province {
                 ("groupId", V::Int(GROUP_ID)),
                 ("companyId", V::Int(20_099)),
                 ("userId", V::Int(1)),
-                ("createDate", if matches!(&received, V::Time(t) if t.starts_with(['0', 'i'])) { modified.clone() } else { received }),
+                (
+                    "createDate",
+                    if matches!(&received, V::Time(t) if t.starts_with(['0', 'i'])) {
+                        modified.clone()
+                    } else {
+                        received
+                    },
+                ),
                 ("modifiedDate", modified.clone()),
                 ("referenceUid", V::Text(format!("ref-{id}"))),
                 ("originDossierId", V::Int(0)),
@@ -732,7 +761,9 @@ impl Province {
                 state.in_flight += 1;
                 if late {
                     state.stats.late_commits += 1;
-                    let hold = Duration::from_millis(state.rng.u64(self.knobs.late_commit_ms / 2..=self.knobs.late_commit_ms));
+                    let hold = Duration::from_millis(
+                        state.rng.u64(self.knobs.late_commit_ms / 2..=self.knobs.late_commit_ms),
+                    );
                     let me = self.clone();
                     let task = tokio::spawn(async move { me.commit(plan, hold).await });
                     state.busy.insert(change.slot, task);
@@ -820,8 +851,9 @@ impl Province {
                 ops
             };
             // Dossiers first, then actions: rows of one table together, as bulk loads do.
-            let (mut first, mut rest): (Vec<Op>, Vec<Op>) =
-                ops.into_iter().partition(|op| matches!(op, Op::Insert(t, _) if t.name == schema::DOSSIER.name));
+            let (mut first, mut rest): (Vec<Op>, Vec<Op>) = ops
+                .into_iter()
+                .partition(|op| matches!(op, Op::Insert(t, _) if t.name == schema::DOSSIER.name));
             first.append(&mut rest);
             self.commit(self.statements(first, 500), Duration::ZERO).await;
             written += chunk.len();
@@ -879,9 +911,12 @@ impl Province {
                     .await?
                 }
                 Pool::Postgres(p) => {
-                    sqlx::query_as(AssertSqlSafe(format!("SELECT t::text FROM {} t ORDER BY {key}", table.name)))
-                        .fetch_all(p)
-                        .await?
+                    sqlx::query_as(AssertSqlSafe(format!(
+                        "SELECT t::text FROM {} t ORDER BY {key}",
+                        table.name
+                    )))
+                    .fetch_all(p)
+                    .await?
                 }
             };
             let all: String = rows.iter().map(|r| r.0.as_str()).collect::<Vec<_>>().join("\n");

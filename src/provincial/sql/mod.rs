@@ -243,7 +243,10 @@ impl SqlSource {
                         Box::pin(async move {
                             // The driver asks for UTC at start-up; timestamptz columns compared with
                             // the cursor's zone-less time need the database's zone.
-                            sqlx::query("SELECT set_config('TimeZone', $1, false)").bind(zone).execute(&mut *conn).await?;
+                            sqlx::query("SELECT set_config('TimeZone', $1, false)")
+                                .bind(zone)
+                                .execute(&mut *conn)
+                                .await?;
                             Ok(())
                         })
                     })
@@ -509,7 +512,9 @@ impl SqlSource {
                 Some(Bind::Int(i)) => q.bind(i),
                 Some(Bind::Text(s)) => q.bind(s),
                 None => {
-                    return Err(SourceError::new(format!("the {name} query uses a parameter it cannot take")));
+                    return Err(SourceError::new(format!(
+                        "the {name} query uses a parameter it cannot take"
+                    )));
                 }
             };
         }
