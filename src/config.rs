@@ -843,6 +843,97 @@ mod tests {
     }
 
     #[test]
+    fn the_sql_source_needs_its_url_and_profile_not_the_listings_key() {
+        let mut e = runnable();
+        e.remove("DVC_SYNC__PROVINCIAL__API_KEY");
+        e.insert("DVC_SYNC__PROVINCIAL__KIND".into(), "sql".into());
+        let errors = load_with_env(None, e.clone(), Purpose::Run).unwrap_err();
+        assert!(errors.0.iter().any(|(k, _)| k == "provincial.database_url"), "{errors}");
+        assert!(!errors.0.iter().any(|(k, _)| k == "provincial.api_key"), "not needed: {errors}");
+        e.insert(
+            "DVC_SYNC__PROVINCIAL__DATABASE_URL".into(),
+            "mysql://u:s3cret@10.0.0.5:3306/opencps".into(),
+        );
+        let c = load_with_env(None, e.clone(), Purpose::Run).unwrap();
+        let sql = c.provincial.sql.as_ref().unwrap();
+        assert_eq!(
+            (c.provincial.kind, sql.profile.as_str(), sql.pool_size),
+            (SourceKind::Sql, "opencps-v2", 2)
+        );
+        assert_eq!(sql.timezone.to_offset(jiff::Timestamp::now()).seconds(), 7 * 3600);
+        let rendered = c.render_redacted();
+        assert!(
+            !rendered.contains("s3cret") && rendered.contains("provincial.database_url = \"<redacted>\""),
+            "{rendered}"
+        );
+        // check-source needs the source, not the national account.
+        let mut only_source = e.clone();
+        only_source.remove("DVC_SYNC__NATIONAL__PASSWORD");
+        assert!(load_with_env(None, only_source, Purpose::Source).is_ok());
+
+        let mut bad = e.clone();
+        bad.insert("DVC_SYNC__PROVINCIAL__DATABASE_URL".into(), "sqlserver://u:s3cret@db/x".into());
+        bad.insert("DVC_SYNC__PROVINCIAL__DATABASE_TIMEZONE".into(), "Mars/Olympus".into());
+        bad.insert("DVC_SYNC__PROVINCIAL__KIND".into(), "sql ".into());
+        let errors = load_with_env(None, bad.clone(), Purpose::Run).unwrap_err();
+        assert!(errors.0.iter().any(|(k, _)| k == "provincial.kind"), "{errors}");
+        bad.insert("DVC_SYNC__PROVINCIAL__KIND".into(), "sql".into());
+        let errors = load_with_env(None, bad, Purpose::Run).unwrap_err();
+        let text = errors.to_string();
+        assert!(
+            text.contains("provincial.database_url") && text.contains("provincial.database_timezone"),
+            "{text}"
+        );
+        assert!(!text.contains("s3cret"), "the URL is never echoed: {text}");
+
+        let mut fixed = e;
+        fixed.insert("DVC_SYNC__PROVINCIAL__DATABASE_TIMEZONE".into(), "+05:30".into());
+        let c = load_with_env(None, fixed, Purpose::Run).unwrap();
+        assert_eq!(
+            c.provincial.sql.unwrap().timezone.to_offset(jiff::Timestamp::UNIX_EPOCH).seconds(),
+            19_800
+        );
+    }
+
+    #[test]
+    fn the_database_url_may_come_from_a_private_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("url");
+        std::fs::write(&path, "postgres://reader:pw@db.tinh.gov.vn/opencps\n").unwrap();
+        let mut e = runnable();
+        e.insert("DVC_SYNC__PROVINCIAL__KIND".into(), "sql".into());
+        e.insert("DVC_SYNC__PROVINCIAL__DATABASE_URL_FILE".into(), path.display().to_string());
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).unwrap();
+            let errors = load_with_env(None, e.clone(), Purpose::Run).unwrap_err();
+            assert!(
+                errors
+                    .0
+                    .iter()
+                    .any(|(k, m)| k == "provincial.database_url_file" && m.contains("readable by group"))
+            );
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        }
+        let c = load_with_env(None, e, Purpose::Run).unwrap();
+        assert_eq!(
+            c.provincial.sql.unwrap().database_url.expose(),
+            "postgres://reader:pw@db.tinh.gov.vn/opencps"
+        );
+    }
+
+    #[test]
+    fn offsets_parse_strictly() {
+        assert_eq!(parse_offset("+07:00").unwrap().seconds(), 25_200);
+        assert_eq!(parse_offset("-05").unwrap().seconds(), -18_000);
+        assert_eq!(parse_offset("+0530").unwrap().seconds(), 19_800);
+        for bad in ["+7:0", "07:00", "+25:00", "+07:61", "+x"] {
+            assert!(parse_offset(bad).is_none(), "{bad}");
+        }
+    }
+
+    #[test]
     fn inspection_does_not_need_credentials() {
         assert!(load_with_env(None, HashMap::new(), Purpose::Inspect).is_ok());
         assert!(load_with_env(None, HashMap::new(), Purpose::Run).is_err());

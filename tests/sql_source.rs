@@ -216,3 +216,186 @@ async fn mariadb_check_source_shows_what_would_be_sent_and_why_not() {
 async fn postgres_check_source_shows_what_would_be_sent_and_why_not() {
     check_source_shows_what_would_be_sent_and_why_not(Kind::Postgres).await;
 }
+
+/// A throwaway CA and a server certificate for localhost, as PEM files in `dir`.
+fn certificates(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca_params.distinguished_name.push(rcgen::DnType::CommonName, "dvc-sync test CA");
+    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = rcgen::Issuer::new(ca_params, ca_key);
+    let key = rcgen::KeyPair::generate().unwrap();
+    let params = rcgen::CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
+    let cert = params.signed_by(&key, &issuer).unwrap();
+    let (ca, crt, pem) = (dir.join("ca.pem"), dir.join("server.crt"), dir.join("server.key"));
+    std::fs::write(&ca, ca_cert.pem()).unwrap();
+    std::fs::write(&crt, cert.pem()).unwrap();
+    std::fs::write(&pem, key.serialize_pem()).unwrap();
+    (ca, crt, pem)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_tls_is_verified_against_the_system_roots_and_ca_file() {
+    use std::os::unix::fs::PermissionsExt;
+    let certs = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(certs.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let (ca, crt, key) = certificates(certs.path());
+    // The server reads its key as its own user, and only if no one else can.
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    std::fs::set_permissions(&crt, std::fs::Permissions::from_mode(0o644)).unwrap();
+    if let Some((uid, gid)) = unsafe_account("postgres") {
+        std::os::unix::fs::chown(&key, Some(uid), Some(gid)).unwrap();
+    }
+    let server = DbServer::start_with(
+        Kind::Postgres,
+        &[("ssl", "on"), ("ssl_cert_file", crt.to_str().unwrap()), ("ssl_key_file", key.to_str().unwrap())],
+    );
+    let _p =
+        settled_province(&server, Knobs { dossiers: 5, changes_per_second: 0.0, ..Knobs::default() }).await;
+    let url =
+        format!("postgres://dvcsync:reader-secret@localhost:{}/opencps?sslmode=verify-full", server.port);
+
+    // Without the CA: the certificate is not trusted, and the error says so.
+    let config = sql_config(&url, &[]);
+    let source = SqlSource::new(&config.provincial).unwrap();
+    let err = source.page(None, 10).await.unwrap_err();
+    assert!(err.reason.to_lowercase().contains("certificate"), "{}", err.reason);
+    source.close().await;
+
+    // With provincial.ca_file: verified, and the session is encrypted.
+    let config = sql_config(&url, &[("DVC_SYNC__PROVINCIAL__CA_FILE", ca.to_str().unwrap())]);
+    let source = SqlSource::new(&config.provincial).unwrap();
+    let page = source.page(None, 100).await.expect("a verified TLS session");
+    assert!(!page.records.is_empty());
+    let info = source.server_info().await.unwrap();
+    assert!(info.tls.starts_with("on"), "{info:?}");
+    source.close().await;
+}
+
+fn unsafe_account(name: &str) -> Option<(u32, u32)> {
+    let name = std::ffi::CString::new(name).ok()?;
+    // SAFETY: getpwnam returns static storage or null; read at once.
+    let pw = unsafe { libc::getpwnam(name.as_ptr()) };
+    (!pw.is_null() && unsafe { libc::geteuid() } == 0).then(|| unsafe { ((*pw).pw_uid, (*pw).pw_gid) })
+}
+
+async fn one_number_two_records(kind: Kind) {
+    let server = DbServer::start(kind);
+    let p = settled_province(
+        &server,
+        Knobs {
+            dossiers: 6,
+            changes_per_second: 0.0,
+            bad_record_rate: 0.0,
+            unknown_procedure_rate: 0.0,
+            seed: 2,
+            ..Knobs::default()
+        },
+    )
+    .await;
+    let national = common::National::start(dvc_sync::mock::national::Faults::default()).await;
+    let dir = common::daemon::test_dir();
+    let config = sql_daemon_config(
+        dir.path(),
+        &server.reader_url("opencps"),
+        &national.server.url(),
+        &["provincial.look_back_seconds = 1.0"],
+    );
+    let mut daemon = common::daemon::Daemon::start(&config).await;
+    let first = server.sql("opencps", "SELECT dossierNo FROM opencps_dossier WHERE dossierId = 1");
+    let second = server.sql("opencps", "SELECT dossierNo FROM opencps_dossier WHERE dossierId = 2");
+    let quarantine = |dir: &std::path::Path| -> Vec<(String, String)> {
+        rusqlite::Connection::open_with_flags(
+            dir.join("state.db"),
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+        )
+        .ok()
+        .map(|c| common::daemon::rows(&c, "SELECT key, reason FROM quarantine"))
+        .unwrap_or_default()
+    };
+    let synced = |n: &str| {
+        let n = n.to_owned();
+        let national = &national;
+        async move { national.get(&format!("/_mock/state/{n}")).await.0 == 200 }
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !synced(&second).await {
+        assert!(std::time::Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Dossier 2 is renumbered with dossier 1's number: one MaHoSo, two records.
+    let now = dvc_sync::domain::dates::to_vn_local(jiff::Timestamp::now())
+        .strftime("%Y-%m-%d %H:%M:%S%.6f")
+        .to_string();
+    server.sql(
+        "opencps",
+        &format!(
+            "UPDATE opencps_dossier SET dossierNo = '{first}', modifiedDate = '{now}' WHERE dossierId = 2"
+        ),
+    );
+    let key = format!("{first}#id:2");
+    while !quarantine(dir.path()).iter().any(|(k, _)| *k == key) {
+        assert!(std::time::Instant::now() < deadline, "{:?}", quarantine(dir.path()));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let reason = quarantine(dir.path()).into_iter().find(|(k, _)| *k == key).unwrap().1;
+    assert!(reason.contains("is also the dossier of source record 1"), "{reason}");
+    let (_, one) = national.get(&format!("/_mock/state/{first}")).await;
+    assert_eq!(one["creates"], 1, "dossier 1's national copy is untouched: {one}");
+    // Given its own number back: released.
+    let now = dvc_sync::domain::dates::to_vn_local(jiff::Timestamp::now())
+        .strftime("%Y-%m-%d %H:%M:%S%.6f")
+        .to_string();
+    server.sql(
+        "opencps",
+        &format!(
+            "UPDATE opencps_dossier SET dossierNo = '{second}', modifiedDate = '{now}' WHERE dossierId = 2"
+        ),
+    );
+    while !quarantine(dir.path()).is_empty() {
+        assert!(std::time::Instant::now() < deadline, "{:?}", quarantine(dir.path()));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(national.stats().await["duplicate_history_entries"], 0);
+    daemon.sigterm().await;
+    assert!(daemon.wait(Duration::from_secs(15)).await.expect("stops").success());
+    drop(p);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mariadb_two_records_with_one_number_park_the_second() {
+    one_number_two_records(Kind::MariaDb).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_two_records_with_one_number_park_the_second() {
+    one_number_two_records(Kind::Postgres).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cursor_column_of_the_wrong_type_fails_the_page_clearly() {
+    let server = DbServer::start(Kind::MariaDb);
+    let _p =
+        settled_province(&server, Knobs { dossiers: 3, changes_per_second: 0.0, ..Knobs::default() }).await;
+    let dir = tempfile::tempdir().unwrap();
+    let profile = dir.path().join("p.toml");
+    let text = dvc_sync::provincial::sql::profile::BUILT_IN[0].1.replace(
+        "(SELECT d.modifiedDate AS updated_at, d.dossierId AS id",
+        "(SELECT CAST(d.modifiedDate AS CHAR) AS updated_at, d.dossierId AS id",
+    );
+    std::fs::write(&profile, text).unwrap();
+    let config = sql_config(
+        &server.reader_url("opencps"),
+        &[("DVC_SYNC__PROVINCIAL__PROFILE", profile.to_str().unwrap())],
+    );
+    let source = SqlSource::new(&config.provincial).unwrap();
+    let err = source.page(None, 10).await.unwrap_err();
+    assert!(
+        err.reason.contains("the changes query's updated_at is the text")
+            && err.reason.contains("not a date and time"),
+        "{}",
+        err.reason
+    );
+    source.close().await;
+}

@@ -451,6 +451,40 @@ mod tests {
     }
 
     #[test]
+    fn the_sources_own_status_mapping_wins_over_status_map() {
+        // The source maps "processing" to 5 itself (OpenCPS's opencps_dossierstatusmapping).
+        let mut r = with(record(), "TrangThaiHoSo", json!("5"));
+        r["QuaTrinhXuLy"][0]["TrangThaiHoSo"] = json!(9);
+        let n = normalize(&r, &map()).unwrap();
+        assert_eq!(n.dossier["TrangThaiHoSo"], "5");
+        assert_eq!(n.local_status, "processing");
+        assert_eq!(n.history[0]["TrangThai"], "9", "a number from the source is read as its code");
+        // An empty mapping falls back to status_map; a mapping outside 1..10 is quarantined.
+        let n = normalize(&with(record(), "TrangThaiHoSo", json!("")), &map()).unwrap();
+        assert_eq!(n.dossier["TrangThaiHoSo"], "4");
+        let q = normalize(&with(record(), "TrangThaiHoSo", json!("11")), &map()).unwrap_err();
+        assert!(q.reason.contains("not a national status") && q.field == Some("TrangThai"), "{q:?}");
+        // No local status either: the field named, for the source's hint.
+        let q = normalize(&with(record(), "TrangThai", Value::Null), &map()).unwrap_err();
+        assert_eq!((q.reason.as_str(), q.field), ("no local status (TrangThai)", Some("TrangThai")));
+        let mut r = record();
+        r["QuaTrinhXuLy"][0]["NguoiXuLy"] = Value::Null;
+        let q = normalize(&r, &map()).unwrap_err();
+        assert_eq!(q.field, Some("QuaTrinhXuLy.NguoiXuLy"), "{q:?}");
+    }
+
+    #[test]
+    fn what_the_source_could_not_read_is_quarantined_with_it() {
+        let r =
+            with(record(), "_source_errors", json!(["ChuHoSo (GEOMETRY is not a type the daemon reads)"]));
+        let q = normalize(&r, &map()).unwrap_err();
+        assert_eq!(q.reason, "the source could not read: ChuHoSo (GEOMETRY is not a type the daemon reads)");
+        let mut r = record();
+        r.as_object_mut().unwrap().remove("updated_at");
+        assert!(normalize(&r, &map()).unwrap_err().reason.starts_with("no updated_at"));
+    }
+
+    #[test]
     fn records_without_mahoso_keep_one_key_across_versions() {
         let a = without_mahoso(with(record(), "version", json!(1)));
         let b = without_mahoso(with(with(record(), "version", json!(2)), "TrangThai", json!("done")));
