@@ -58,6 +58,13 @@ impl Source for Provincial {
         }
     }
 
+    fn backfill_by_scan(&self) -> bool {
+        match self {
+            Provincial::Http(s) => s.backfill_by_scan(),
+            Provincial::Sql(s) => s.backfill_by_scan(),
+        }
+    }
+
     fn explain(&self, field: &str) -> Option<String> {
         match self {
             Provincial::Http(s) => s.explain(field),

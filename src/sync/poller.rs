@@ -33,6 +33,10 @@ use crate::{
 
 pub(crate) const HEAD: &str = "head_cursor";
 pub(crate) const TAIL: &str = "tail_cursor";
+/// The first backfill's position in the source's scan, and where the change listing takes
+/// over once it is done (see [`first_backfill`]).
+pub(crate) const BACKFILL: &str = "backfill_cursor";
+pub(crate) const BACKFILL_THEN: &str = "backfill_then_head";
 
 /// Quarantined records are kept up to this size, enough to see what was wrong.
 const MAX_QUARANTINED_RECORD: usize = 64 * 1024;
@@ -411,7 +415,9 @@ fn apply_and_count<S: Source, N: Sink, C: Clock>(
     }
 }
 
-/// Reads after the head cursor to the end of the listing. False if stopped or the store failed.
+/// Reads after the cursor kept under `key` to the end of the source, in `read`'s order (the
+/// change listing for the head pass; the scan for the first backfill). False if stopped or
+/// the store failed.
 ///
 /// The next page is fetched while this one is recorded (its position is known as soon as the
 /// page is read): the provincial portal's answer time and the local write overlap. The head
@@ -421,15 +427,17 @@ async fn head_pass<S: Source, N: Sink, C: Clock>(
     inner: &Arc<Inner<S, N, C>>,
     token: &CancellationToken,
     trouble: &mut Trouble,
+    read: Read,
+    key: &'static str,
 ) -> bool {
-    let mut cursor = match inner.store.read(|c| read_cursor(c, HEAD)) {
+    let mut cursor = match inner.store.read(|c| read_cursor(c, key)) {
         Ok(c) => c,
         Err(e) => {
             tracing::error!(event = "store_failed", what = "reading the cursor", error = %e);
             return false;
         }
     };
-    let Some(mut page) = fetch_page(inner, token, Read::Changes, cursor.as_ref(), trouble).await else {
+    let Some(mut page) = fetch_page(inner, token, read, cursor.as_ref(), trouble).await else {
         return false;
     };
     loop {
@@ -440,13 +448,13 @@ async fn head_pass<S: Source, N: Sink, C: Clock>(
             let (inner, token, after) = (inner.clone(), token.clone(), next.clone());
             let mut trouble = std::mem::replace(trouble, Trouble::new("provincial poll"));
             let task = tokio::spawn(async move {
-                let page = fetch_page(&inner, &token, Read::Changes, after.as_ref(), &mut trouble).await;
+                let page = fetch_page(&inner, &token, read, after.as_ref(), &mut trouble).await;
                 (page, trouble)
             });
             let guard = super::AbortOnDrop(vec![task.abort_handle()]);
             (task, guard)
         });
-        let Some(_) = apply_and_count(inner, &page.records, next.as_ref().map(|c| (HEAD, c))) else {
+        let Some(_) = apply_and_count(inner, &page.records, next.as_ref().map(|c| (key, c))) else {
             return false;
         };
         inner.note_poll_success();
@@ -541,10 +549,75 @@ fn start_trail<S: Source, N: Sink, C: Clock>(inner: &Inner<S, N, C>) -> bool {
     result.is_ok()
 }
 
+/// A first start on a source whose change listing names each dossier once per change (the
+/// SQL source: a dossier row and each of its actions, spread over the months of its life):
+/// the backlog is read once per dossier through the scan instead, and the change listing
+/// takes over from one look-back window before the backfill began. Changes made meanwhile are
+/// after that position; late commits within the window are the look-back pass's, as always.
+/// The scan's position is kept, so that a restart resumes it. False if stopped or failed.
+async fn first_backfill<S: Source, N: Sink, C: Clock>(
+    inner: &Arc<Inner<S, N, C>>,
+    token: &CancellationToken,
+    trouble: &mut Trouble,
+) -> bool {
+    if !inner.source.backfill_by_scan() {
+        return true;
+    }
+    let then = inner.store.write(|tx| {
+        if read_cursor(tx, HEAD)?.is_some() {
+            return Ok(None);
+        }
+        if let Some(then) = read_cursor(tx, BACKFILL_THEN)? {
+            return Ok(Some(then));
+        }
+        let at = inner.clock.now().checked_sub(inner.cfg.look_back).unwrap_or(Timestamp::UNIX_EPOCH);
+        let then = Cursor { updated_at: at, id: String::new() };
+        write_cursor(tx, BACKFILL_THEN, &then)?;
+        Ok(Some(then))
+    });
+    let then = match then {
+        Ok(Some(then)) => then,
+        Ok(None) => return true,
+        Err(e) => {
+            tracing::error!(event = "store_failed", what = "starting the first backfill", error = %e);
+            return false;
+        }
+    };
+    tracing::info!(
+        event = "backfill_started",
+        "first start: reading every dossier once, by the source's scan"
+    );
+    if !head_pass(inner, token, trouble, Read::Scan, BACKFILL).await {
+        return false;
+    }
+    let done = inner.store.write(|tx| {
+        write_cursor(tx, HEAD, &then)?;
+        meta_set(tx, BACKFILL, None)?;
+        meta_set(tx, BACKFILL_THEN, None)
+    });
+    match done {
+        Ok(()) => {
+            tracing::info!(event = "backfill_finished", "the change listing takes over");
+            true
+        }
+        Err(e) => {
+            tracing::error!(event = "store_failed", what = "finishing the first backfill", error = %e);
+            false
+        }
+    }
+}
+
 pub(crate) async fn run<S: Source, N: Sink, C: Clock>(inner: Arc<Inner<S, N, C>>, token: CancellationToken) {
     let mut trouble = Trouble::new("provincial poll");
     if !inner.cfg.look_back.is_zero() {
         start_trail(&inner);
+    }
+    while !token.is_cancelled() && !first_backfill(&inner, &token, &mut trouble).await {
+        tokio::select! {
+            biased;
+            () = token.cancelled() => return,
+            () = tokio::time::sleep(inner.cfg.poll_interval) => {}
+        }
     }
     let mut interval = tokio::time::interval(inner.cfg.poll_interval);
     // A poll that overran its interval is followed by the next at once, not by a burst.
@@ -555,7 +628,7 @@ pub(crate) async fn run<S: Source, N: Sink, C: Clock>(inner: Arc<Inner<S, N, C>>
             () = token.cancelled() => break,
             _ = interval.tick() => {}
         }
-        if !head_pass(&inner, &token, &mut trouble).await {
+        if !head_pass(&inner, &token, &mut trouble, Read::Changes, HEAD).await {
             continue;
         }
         tail_pass(&inner, &token, &mut trouble).await;

@@ -91,6 +91,13 @@ pub trait Source: Send + Sync + 'static {
         self.page(after, limit)
     }
 
+    /// Whether a first backfill reads better through the scan, one row per dossier, than
+    /// through the change listing (true for the SQL source, whose listing names a dossier once
+    /// per action).
+    fn backfill_by_scan(&self) -> bool {
+        false
+    }
+
     /// Told once at start the highest record version already stored, for sources whose
     /// versions are their own read counters (the SQL source), so that a clock stepped back
     /// never makes a new read look older than one recorded before.

@@ -542,6 +542,16 @@ impl Province {
         V::Time(db_time(dt))
     }
 
+    /// A step's time as a row's modifiedDate, never later than a minute ago.
+    fn historical(&self, at: &Value) -> V {
+        let cap = to_vn_local(Timestamp::now() - jiff::SignedDuration::from_secs(60));
+        let at = at
+            .as_str()
+            .and_then(parse_national)
+            .or_else(|| at.as_str()?.parse::<Timestamp>().ok().map(to_vn_local));
+        V::Time(db_time(at.map_or(cap, |t| t.min(cap))))
+    }
+
     /// The dossier row's columns for a world record (all but the key and modifiedDate).
     fn dossier_columns(&self, record: &Value) -> Vec<(&'static str, V)> {
         let r = |k: &str| record.get(k).cloned().unwrap_or(Value::Null);
@@ -601,9 +611,20 @@ impl Province {
 
     /// The rows that write one change. Call in the order of the changes of each dossier: it
     /// numbers the new actions.
-    fn plan(&self, change: Change, record: &Value, state: &mut WriterState) -> Vec<Op> {
+    ///
+    /// `historical`: rows carry the times their steps happened (capped a minute before now), as
+    /// years of a real database do, instead of the change's own stamp.
+    fn plan(&self, change: Change, record: &Value, state: &mut WriterState, historical: bool) -> Vec<Op> {
         let id = i64::from(change.slot) + 1;
-        let modified = self.modified(change.updated_at);
+        let entries_times: Vec<V> = record
+            .get("QuaTrinhXuLy")
+            .and_then(Value::as_array)
+            .map(|e| e.iter().map(|e| self.historical(&e["ThoiDiemXuLy"])).collect())
+            .unwrap_or_default();
+        let modified = match entries_times.last() {
+            Some(last) if historical => last.clone(),
+            _ => self.modified(change.updated_at),
+        };
         let slot = state.slots.get(&change.slot).copied().unwrap_or_default();
         let mut out = Vec::new();
         let mut columns = self.dossier_columns(record);
@@ -616,7 +637,8 @@ impl Province {
             .and_then(|i| entries.get(i))
             .and_then(|e| e["TrangThai"].as_str())
             .map(str::to_owned);
-        for entry in entries.iter().skip(slot.actions) {
+        for (i, entry) in entries.iter().enumerate().skip(slot.actions) {
+            let action_modified = if historical { entries_times[i].clone() } else { modified.clone() };
             let action_id = state.next_action;
             state.next_action += 1;
             let local = entry["TrangThai"].as_str().unwrap_or_default().to_owned();
@@ -627,7 +649,7 @@ impl Province {
                 ("companyId", V::Int(20_099)),
                 ("userId", V::Int(1)),
                 ("createDate", record_date(&entry["ThoiDiemXuLy"], self.dialect)),
-                ("modifiedDate", modified.clone()),
+                ("modifiedDate", action_modified),
                 ("dossierId", V::Int(id)),
                 ("serviceProcessId", V::Int(SERVICE_PROCESS_ID)),
                 ("previousActionId", V::Int(last_action)),
@@ -755,7 +777,7 @@ impl Province {
                     continue;
                 }
                 let record = self.world().record_at(change.slot, change.version, change.updated_at);
-                let ops = self.plan(change, &record, &mut state);
+                let ops = self.plan(change, &record, &mut state, false);
                 let plan = self.statements(ops, 100);
                 state.stats.changes_written += 1;
                 state.in_flight += 1;
@@ -844,7 +866,7 @@ impl Province {
                 let mut ops = Vec::new();
                 for change in chunk {
                     let record = self.world().record_at(change.slot, change.version, change.updated_at);
-                    ops.extend(self.plan(*change, &record, &mut state));
+                    ops.extend(self.plan(*change, &record, &mut state, true));
                     state.stats.changes_written += 1;
                 }
                 state.in_flight += 1;

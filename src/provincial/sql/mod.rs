@@ -82,6 +82,10 @@ fn field_name(column: &str, known: &[&'static str]) -> String {
         .map_or_else(|| column.to_owned(), |f| (*f).to_owned())
 }
 
+/// Change rows asked for per dossier wanted on a page: a dossier row and its actions' rows
+/// (OpenCPS's dossiers have 6 or 7 actions on average).
+const CHANGE_ROWS_PER_DOSSIER: usize = 8;
+
 /// The connections, by database family.
 #[derive(Debug, Clone)]
 enum Pool {
@@ -417,15 +421,18 @@ impl SqlSource {
         let (after_time, after_id) = self.after_values(after)?;
         let (query, name) =
             if scan { (&self.profile.scan, "scan") } else { (&self.profile.changes, "changes") };
+        // A change row per dossier row or action row: ask for enough rows that a page holds
+        // about `limit` dossiers, and cut at the `limit`-th.
+        let rows_wanted = if scan { limit } else { limit.saturating_mul(CHANGE_ROWS_PER_DOSSIER) };
         let scalar = |p: Param| match p {
             Param::AfterTime => Some(Bind::Text(after_time.clone())),
             Param::AfterId => Some(after_id.clone()),
-            Param::Limit => Some(Bind::Int(i64::try_from(limit).unwrap_or(i64::MAX))),
+            Param::Limit => Some(Bind::Int(i64::try_from(rows_wanted).unwrap_or(i64::MAX))),
             Param::Ids => None,
         };
         let keys = self.rows::<DB>(&mut *conn, decode, query, name, &scalar, &[]).await?;
-        let has_more = keys.len() >= limit;
-        // Positions, in the query's order; each id's furthest position on the page.
+        let mut has_more = keys.len() >= rows_wanted;
+        // The distinct ids in the query's order, each with its furthest position on the page.
         let mut order: Vec<String> = Vec::new();
         let mut position: HashMap<String, Cursor> = HashMap::new();
         let mut binds: HashMap<String, Bind> = HashMap::new();
@@ -446,12 +453,17 @@ impl SqlSource {
                 }
             };
             let here = Cursor { updated_at, id: id.clone() };
-            end = Some(here.clone());
-            if position.insert(id.clone(), here).is_some() {
-                order.retain(|o| o != &id);
+            if !position.contains_key(&id) {
+                if order.len() == limit {
+                    // The rest is the next page's.
+                    has_more = true;
+                    break;
+                }
+                order.push(id.clone());
+                binds.insert(id.clone(), bind);
             }
-            order.push(id.clone());
-            binds.insert(id, bind);
+            end = Some(here.clone());
+            position.insert(id, here);
         }
         if order.is_empty() {
             return Ok(Page { records: Vec::new(), has_more: false, end });
@@ -718,6 +730,10 @@ impl Source for SqlSource {
 
     fn resume_after(&self, version: i64) {
         self.last_version.fetch_max(version, Ordering::Relaxed);
+    }
+
+    fn backfill_by_scan(&self) -> bool {
+        true
     }
 
     fn explain(&self, field: &str) -> Option<String> {
