@@ -3,7 +3,7 @@
 //! simulated province in the same run; and the changes query's plan without and with the
 //! index the profile asks the DBA for (docs/sql-source.md).
 //!
-//!     cargo bench --bench sql_source -- [--dossiers 200000] [--runs 5] [--postgres]
+//!     cargo bench --bench sql_source -- [--dossiers 200000] [--runs 5] [--postgres [--postgres-runs N]]
 //!
 //! The database server is a real MariaDB (with `--postgres`, PostgreSQL as well), started as
 //! the tests start it.
@@ -221,6 +221,6 @@ async fn main() {
     println!("machine: {}", machine());
     one_database(Kind::MariaDb, n, runs).await;
     if std::env::args().any(|a| a == "--postgres") {
-        one_database(Kind::Postgres, n, runs).await;
+        one_database(Kind::Postgres, n, arg("--postgres-runs").unwrap_or(runs)).await;
     }
 }

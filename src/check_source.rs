@@ -12,7 +12,7 @@ use crate::{
     config::Config,
     domain::normalize::{CATALOGUE_FIELDS, normalize},
     provincial::{Provincial, sql::ServerInfo},
-    sync::ports::Source,
+    sync::ports::{Cursor, Source},
 };
 
 /// Fields that identify a person (Nghị định 13/2023): masked unless `--show-personal`.
@@ -101,10 +101,27 @@ pub fn mask(field: &str, value: &str) -> String {
 }
 
 fn masked(mut dossier: Map<String, Value>) -> Map<String, Value> {
+    let mut replacements: Vec<(String, String)> = Vec::new();
     for field in PERSONAL_FIELDS {
         if let Some(Value::String(s)) = dossier.get(field) {
             let m = mask(field, s);
+            if !s.is_empty() {
+                replacements.push((s.clone(), m.clone()));
+            }
             dossier.insert(field.to_owned(), Value::String(m));
+        }
+    }
+    // The same values inside other fields (a summary that names the applicant) go too.
+    for (field, value) in dossier.iter_mut() {
+        if PERSONAL_FIELDS.contains(&field.as_str()) {
+            continue;
+        }
+        if let Value::String(s) = value {
+            for (plain, masked) in &replacements {
+                if s.contains(plain.as_str()) {
+                    *s = s.replace(plain.as_str(), masked);
+                }
+            }
         }
     }
     dossier
@@ -175,6 +192,22 @@ pub async fn check(config: &Config, limit: usize, show_personal: bool) -> Report
             return report;
         }
     };
+    // A modifiedDate in the future moves the head cursor ahead of every change until then.
+    let soon = Cursor {
+        updated_at: jiff::Timestamp::now()
+            .checked_add(jiff::SignedDuration::from_secs(60))
+            .unwrap_or(jiff::Timestamp::MAX),
+        id: String::new(),
+    };
+    if let Ok(ahead) = source.page(Some(&soon), 1).await
+        && (ahead.end.is_some() || !ahead.records.is_empty())
+    {
+        report.warnings.push(
+            "some rows have a modifiedDate more than a minute in the future (a clock ahead, or a hand edit): \
+             changes before that time will be found by the look-back pass, look_back_seconds late"
+                .into(),
+        );
+    }
     for record in page.records {
         let mahoso = record.raw.get("MaHoSo").and_then(Value::as_str).map(str::to_owned);
         let checked = match normalize(&record.raw, &config.status_map) {
@@ -257,7 +290,21 @@ pub fn render(report: &Report) -> String {
                         }
                     })
                     .collect();
-                out.push_str(&format!("            {}\n", fields.join("  ")));
+                // Wrapped to a terminal's width.
+                let mut line = String::new();
+                for f in fields {
+                    if !line.is_empty() && line.chars().count() + f.chars().count() > 88 {
+                        out.push_str(&format!("            {line}\n"));
+                        line.clear();
+                    }
+                    if !line.is_empty() {
+                        line.push_str("  ");
+                    }
+                    line.push_str(&f);
+                }
+                if !line.is_empty() {
+                    out.push_str(&format!("            {line}\n"));
+                }
                 for (i, e) in r.history.iter().enumerate() {
                     let g = |k: &str| {
                         e.get(k)
@@ -296,6 +343,17 @@ pub fn render(report: &Report) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_summary_naming_the_applicant_is_masked_too() {
+        let d: Map<String, Value> = serde_json::from_value(serde_json::json!({
+            "ChuHoSo": "Đỗ Văn Nam", "TrichYeuHoSo": "Đăng ký kết hôn - Đỗ Văn Nam", "SoDienThoai": ""
+        }))
+        .unwrap();
+        let m = masked(d);
+        assert_eq!(m["TrichYeuHoSo"], "Đăng ký kết hôn - Đ* V** N**");
+        assert_eq!(m["SoDienThoai"], "");
+    }
 
     #[test]
     fn personal_fields_keep_their_shape_not_their_value() {

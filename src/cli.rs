@@ -121,6 +121,36 @@ pub enum MockCommand {
     National(NationalArgs),
     /// A simulated provincial one-stop system (see provincial-portal.md)
     Provincial(ProvincialArgs),
+    /// The same province written into the OpenCPS v2 tables of a real MariaDB/MySQL or
+    /// PostgreSQL database, for the SQL source (runs until SIGTERM/SIGINT)
+    Opencps(OpencpsArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct OpencpsArgs {
+    /// An administrator's URL of the database to write (mysql://, mariadb:// or postgres://)
+    #[arg(long, env = "DVC_SYNC_MOCK_DATABASE_URL", hide_env_values = true)]
+    pub database_url: String,
+    /// Create OpenCPS's tables (with Liferay's indexes) and their reference rows first
+    #[arg(long)]
+    pub create_schema: bool,
+    /// Also create the indexes the SQL source's profile asks the DBA for
+    #[arg(long)]
+    pub with_indexes: bool,
+    /// Create this SELECT-only account (USER:PASSWORD) on the five tables the profile reads
+    #[arg(long, value_name = "USER:PASSWORD")]
+    pub reader: Option<String>,
+    /// Share of changes written in a transaction held open while later ones commit
+    #[arg(long, default_value_t = 0.02)]
+    pub late_commit_rate: f64,
+    /// How long such a transaction stays open, at most (ms)
+    #[arg(long, default_value_t = 1_500)]
+    pub late_commit_ms: u64,
+    /// Share of dossiers that also get an inter-agency copy
+    #[arg(long, default_value_t = 0.02)]
+    pub copy_rate: f64,
+    #[command(flatten)]
+    pub knobs: mock::provincial::Knobs,
 }
 
 #[derive(Debug, Args)]
@@ -469,16 +499,58 @@ fn block_on(fut: impl Future<Output = anyhow::Result<ExitCode>>) -> ExitCode {
     }
 }
 
-async fn run_mock(portal: MockCommand) -> anyhow::Result<ExitCode> {
-    let (common, default_port) = match &portal {
-        MockCommand::National(a) => (&a.common, 8081),
-        MockCommand::Provincial(a) => (&a.common, 8082),
+/// `mock opencps`: the province written into a database until stopped.
+async fn run_opencps(a: OpencpsArgs) -> anyhow::Result<ExitCode> {
+    use crate::{
+        mock::opencps::{DbKnobs, Province},
+        provincial::sql::{Dialect, Profile},
     };
-    telemetry::init(common.log_format, Output::Stderr, "info");
-    let listen = common.listen.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], default_port)));
-    let listener =
-        TcpListener::bind(listen).await.map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
-    let server: MockServer = match portal {
+    let dialect = Dialect::of_url(&a.database_url).ok_or_else(|| {
+        anyhow::anyhow!("--database-url must start with mysql://, mariadb:// or postgres://")
+    })?;
+    let database = a.database_url.rsplit('/').next().unwrap_or("").split('?').next().unwrap_or("").to_owned();
+    let db = DbKnobs {
+        late_commit_rate: a.late_commit_rate,
+        late_commit_ms: a.late_commit_ms,
+        copy_rate: a.copy_rate,
+        seed: a.knobs.seed,
+        ..DbKnobs::default()
+    };
+    a.knobs.validate().map_err(anyhow::Error::msg)?;
+    let cps = a.knobs.changes_per_second;
+    let province = std::sync::Arc::new(Province::connect(&a.database_url, a.knobs, db).await?);
+    if a.create_schema {
+        province.create_schema().await?;
+    }
+    if a.with_indexes {
+        province.execute(&Profile::load("opencps-v2", dialect)?.indexes).await?;
+    }
+    if let Some(reader) = &a.reader {
+        let (user, password) =
+            reader.split_once(':').ok_or_else(|| anyhow::anyhow!("--reader USER:PASSWORD"))?;
+        province.grant_reader(user, password, &database).await?;
+    }
+    tracing::info!(event = "mock_started", database = %database, "writing the province into the OpenCPS tables");
+    if cps == 0.0 {
+        // Every life at once: bulk inserts, then done.
+        province.write_backfill(500).await?;
+        println!("{}", serde_json::to_string(&province.stats())?);
+        province.close().await;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let token = CancellationToken::new();
+    let writing = province.run(token.clone());
+    shutdown_signal().await;
+    token.cancel();
+    let _ = writing.await;
+    let stats = province.stats();
+    println!("{}", serde_json::to_string(&stats)?);
+    province.close().await;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn run_mock(portal: MockCommand) -> anyhow::Result<ExitCode> {
+    match portal {
         MockCommand::National(a) => {
             let config = mock::national::NationalConfig {
                 username: a.username,
@@ -486,13 +558,33 @@ async fn run_mock(portal: MockCommand) -> anyhow::Result<ExitCode> {
                 madonvi: a.madonvi,
                 faults: a.faults,
             };
-            mock::national::start(listener, config).await?
+            serve_mock(&a.common, 8081, |listener| mock::national::start(listener, config)).await
         }
         MockCommand::Provincial(a) => {
             let config = mock::provincial::ProvincialConfig { api_key: a.api_key, knobs: a.knobs };
-            mock::provincial::start(listener, config).await?
+            serve_mock(&a.common, 8082, |listener| mock::provincial::start(listener, config)).await
         }
-    };
+        MockCommand::Opencps(a) => {
+            telemetry::init(LogFormat::Pretty, Output::Stderr, "info");
+            run_opencps(a).await
+        }
+    }
+}
+
+/// Binds the mock's address, starts it, prints the bound address and serves until a signal.
+async fn serve_mock<F>(
+    common: &MockCommon,
+    default_port: u16,
+    start: impl FnOnce(TcpListener) -> F,
+) -> anyhow::Result<ExitCode>
+where
+    F: Future<Output = anyhow::Result<MockServer>>,
+{
+    telemetry::init(common.log_format, Output::Stderr, "info");
+    let listen = common.listen.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], default_port)));
+    let listener =
+        TcpListener::bind(listen).await.map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
+    let server = start(listener).await?;
     // The one line tests and scripts read to find the mock.
     println!("{}", server.addr());
     std::io::stdout().flush()?;

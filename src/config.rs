@@ -475,7 +475,12 @@ impl Reader<'_> {
             None => None,
         };
         let provincial_http = self.http("provincial");
-        let api_key = self.secret(SECRETS[0].0, SECRETS[0].1, needs_source && kind == Some(SourceKind::Http));
+        // Each kind reads only its own secret: the unit names both files, and the one the
+        // configured kind does not use may be absent.
+        let api_key = match kind {
+            Some(SourceKind::Sql) => Some(Secret::default()),
+            _ => self.secret(SECRETS[0].0, SECRETS[0].1, needs_source),
+        };
         let sql = match kind {
             Some(SourceKind::Sql) => Some(self.sql(needs_source)),
             _ => None,
@@ -847,9 +852,11 @@ mod tests {
         let mut e = runnable();
         e.remove("DVC_SYNC__PROVINCIAL__API_KEY");
         e.insert("DVC_SYNC__PROVINCIAL__KIND".into(), "sql".into());
+        // The unit names the listing's key file too: absent, it is not read for kind = "sql".
+        e.insert("DVC_SYNC__PROVINCIAL__API_KEY_FILE".into(), "/nonexistent/provincial-api-key".into());
         let errors = load_with_env(None, e.clone(), Purpose::Run).unwrap_err();
         assert!(errors.0.iter().any(|(k, _)| k == "provincial.database_url"), "{errors}");
-        assert!(!errors.0.iter().any(|(k, _)| k == "provincial.api_key"), "not needed: {errors}");
+        assert!(!errors.0.iter().any(|(k, _)| k.starts_with("provincial.api_key")), "not needed: {errors}");
         e.insert(
             "DVC_SYNC__PROVINCIAL__DATABASE_URL".into(),
             "mysql://u:s3cret@10.0.0.5:3306/opencps".into(),

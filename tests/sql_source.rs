@@ -399,3 +399,26 @@ async fn a_cursor_column_of_the_wrong_type_fails_the_page_clearly() {
     );
     source.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_filled_over_http_is_not_read_from_sql() {
+    let server = DbServer::start(Kind::MariaDb);
+    let _p =
+        settled_province(&server, Knobs { dossiers: 2, changes_per_second: 0.0, ..Knobs::default() }).await;
+    let dir = common::daemon::test_dir();
+    {
+        let store = dvc_sync::store::Store::open(&dir.path().join("state.db")).unwrap();
+        store.write(|tx| dvc_sync::store::meta_set(tx, "source_kind", Some("http"))).unwrap();
+    }
+    let config = sql_daemon_config(dir.path(), &server.reader_url("opencps"), "http://127.0.0.1:9", &[]);
+    let out = std::process::Command::new(common::daemon::BIN)
+        .args(["--config", config.to_str().unwrap(), "run"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("was filled from provincial.kind = \"http\"") && err.contains("new database"),
+        "{err}"
+    );
+}
