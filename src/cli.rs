@@ -5,8 +5,6 @@ use std::{io::Write, net::SocketAddr, path::PathBuf, process::ExitCode};
 use clap::{Args, Parser, Subcommand};
 use tokio::net::TcpListener;
 
-use tokio_util::sync::CancellationToken;
-
 use crate::{
     config::{self, Purpose},
     daemon,
@@ -191,6 +189,14 @@ pub struct ProvincialArgs {
 /// Exit code for an invalid configuration (EX_CONFIG).
 pub const EXIT_CONFIG: u8 = 78;
 
+/// The configuration for `purpose`, or the exit code after printing every problem.
+fn load_config(path: Option<&std::path::Path>, purpose: Purpose) -> Result<config::Config, ExitCode> {
+    config::load(path, purpose).map_err(|e| {
+        eprint!("{e}");
+        ExitCode::from(EXIT_CONFIG)
+    })
+}
+
 /// Runs a command to completion and gives the process exit code.
 pub fn run(cli: Cli) -> ExitCode {
     let config_path = cli.config.as_deref();
@@ -208,32 +214,23 @@ pub fn run(cli: Cli) -> ExitCode {
             })
         }
         Command::Status { json, dossier } => {
-            let config = match config::load(config_path, Purpose::Inspect) {
+            let config = match load_config(config_path, Purpose::Inspect) {
                 Ok(c) => c,
-                Err(e) => {
-                    eprint!("{e}");
-                    return ExitCode::from(EXIT_CONFIG);
-                }
+                Err(code) => return code,
             };
             status_command(&config, json, dossier.as_deref())
         }
-        Command::CheckConfig => match config::load(config_path, Purpose::Run) {
+        Command::CheckConfig => match load_config(config_path, Purpose::Run) {
             Ok(c) => {
                 print!("{}", c.render_redacted());
                 ExitCode::SUCCESS
             }
-            Err(e) => {
-                eprint!("{e}");
-                ExitCode::from(EXIT_CONFIG)
-            }
+            Err(code) => code,
         },
         Command::CheckSource { limit, json, show_personal } => {
-            let config = match config::load(config_path, Purpose::Source) {
+            let config = match load_config(config_path, Purpose::Source) {
                 Ok(c) => c,
-                Err(e) => {
-                    eprint!("{e}");
-                    return ExitCode::from(EXIT_CONFIG);
-                }
+                Err(code) => return code,
             };
             telemetry::init(config.telemetry.log_format, Output::Stderr, "error");
             block_on(async move {
@@ -247,29 +244,13 @@ pub fn run(cli: Cli) -> ExitCode {
             })
         }
         Command::Run => {
-            let config = match config::load(config_path, Purpose::Run) {
+            let config = match load_config(config_path, Purpose::Run) {
                 Ok(c) => c,
-                Err(e) => {
-                    eprint!("{e}");
-                    return ExitCode::from(EXIT_CONFIG);
-                }
+                Err(code) => return code,
             };
             telemetry::init(config.telemetry.log_format, Output::Stdout, "info");
             block_on(async move {
-                let token = CancellationToken::new();
-                let signals = token.clone();
-                tokio::spawn(async move {
-                    shutdown_signal().await;
-                    tracing::info!(
-                        event = "signal_received",
-                        "stopping: draining in-flight work (a second signal aborts)"
-                    );
-                    signals.cancel();
-                    shutdown_signal().await;
-                    tracing::warn!(event = "signal_received", "second signal: aborting now");
-                    std::process::exit(130);
-                });
-                match daemon::run(config, token).await {
+                match daemon::run(config, crate::shutdown::token()).await {
                     Ok(()) => Ok(ExitCode::SUCCESS),
                     Err(e) => {
                         tracing::error!(event = "daemon_failed", error = format!("{e:#}"));
@@ -280,12 +261,9 @@ pub fn run(cli: Cli) -> ExitCode {
             })
         }
         Command::Retry { dead, quarantined, mahoso } => {
-            let config = match config::load(config_path, Purpose::Inspect) {
+            let config = match load_config(config_path, Purpose::Inspect) {
                 Ok(c) => c,
-                Err(e) => {
-                    eprint!("{e}");
-                    return ExitCode::from(EXIT_CONFIG);
-                }
+                Err(code) => return code,
             };
             let result = Store::open(&config.store.path)
                 .map_err(anyhow::Error::from)
@@ -305,12 +283,9 @@ pub fn run(cli: Cli) -> ExitCode {
             }
         }
         Command::Reconcile { json } => {
-            let config = match config::load(config_path, Purpose::Inspect) {
+            let config = match load_config(config_path, Purpose::Inspect) {
                 Ok(c) => c,
-                Err(e) => {
-                    eprint!("{e}");
-                    return ExitCode::from(EXIT_CONFIG);
-                }
+                Err(code) => return code,
             };
             telemetry::init(config.telemetry.log_format, Output::Stderr, "warn");
             block_on(async move {
@@ -381,6 +356,10 @@ fn status_command(config: &config::Config, json: bool, dossier: Option<&str>) ->
     let path = &config.store.path;
     let unreadable = |e: &dyn std::fmt::Display| {
         eprintln!("dvc-sync status: cannot read the state in {}: {e}", path.display());
+        if json && dossier.is_none() {
+            let report = status::unreadable(path, &e.to_string());
+            println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
+        }
         ExitCode::from(EXIT_UNREADABLE)
     };
     let conn = match crate::store::open_read_only(path) {
@@ -538,10 +517,9 @@ async fn run_opencps(a: OpencpsArgs) -> anyhow::Result<ExitCode> {
         province.close().await;
         return Ok(ExitCode::SUCCESS);
     }
-    let token = CancellationToken::new();
+    let token = crate::shutdown::token();
     let writing = province.run(token.clone());
-    shutdown_signal().await;
-    token.cancel();
+    token.cancelled().await;
     let _ = writing.await;
     let stats = province.stats();
     println!("{}", serde_json::to_string(&stats)?);
@@ -589,31 +567,8 @@ where
     println!("{}", server.addr());
     std::io::stdout().flush()?;
     tracing::info!(event = "mock_started", addr = %server.addr());
-    shutdown_signal().await;
+    crate::shutdown::signal().await;
     tracing::info!(event = "mock_stopping");
     server.stop().await;
     Ok(ExitCode::SUCCESS)
-}
-
-/// Resolves on SIGINT or SIGTERM.
-pub async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = ctrl_c => {}
-                    _ = term.recv() => {}
-                }
-            }
-            Err(_) => {
-                let _ = ctrl_c.await;
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = ctrl_c.await;
-    }
 }

@@ -14,7 +14,15 @@ use std::{
 use config::{Environment, File, FileFormat, Value, ValueKind};
 use serde::de::DeserializeOwned;
 
-use crate::{domain::status::NationalStatus, telemetry::LogFormat};
+use crate::domain::status::NationalStatus;
+
+/// How logs are written: one JSON object a line (journald, log pipelines) or text for people.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Json,
+    Pretty,
+}
 
 /// The defaults, one comment line each: the documentation of every key.
 pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");

@@ -175,6 +175,7 @@ fn init_metrics() {
     }
     metrics::counter!(m::SESSION_RENEWALS).increment(0);
     metrics::counter!(m::DEAD).increment(0);
+    metrics::counter!(m::READBACKS_INCONCLUSIVE).increment(0);
     metrics::counter!(m::LOGIN_FAILURES).increment(0);
     metrics::gauge!(m::UP).set(1.0);
 }

@@ -13,6 +13,7 @@ pub mod mock;
 pub mod national;
 pub mod ops;
 pub mod provincial;
+pub mod shutdown;
 pub mod sim;
 pub mod status;
 pub mod store;

@@ -13,6 +13,7 @@ pub const CONCURRENCY_LIMIT: &str = "dvc_sync_concurrency_limit";
 pub const PAGES: &str = "dvc_sync_provincial_pages_total";
 pub const RECORDS: &str = "dvc_sync_provincial_records_total";
 pub const DEAD: &str = "dvc_sync_dossiers_parked_total";
+pub const READBACKS_INCONCLUSIVE: &str = "dvc_sync_readbacks_inconclusive_total";
 pub const LAST_POLL: &str = "dvc_sync_last_successful_poll_timestamp_seconds";
 pub const LAST_PUSH: &str = "dvc_sync_last_successful_push_timestamp_seconds";
 pub const LOGIN_FAILURES: &str = "dvc_sync_login_failures_total";
@@ -42,7 +43,14 @@ pub fn describe() {
     describe_gauge!(CONCURRENCY_LIMIT, "Current adaptive limit on national calls in flight.");
     describe_counter!(PAGES, "Provincial listing pages by outcome (ok, failed).");
     describe_counter!(RECORDS, "Provincial records read, by result (changed, seen, quarantined).");
-    describe_counter!(DEAD, "Dossiers parked as dead after a permanent national refusal.");
+    describe_counter!(
+        DEAD,
+        "Dossiers parked as dead: a permanent national refusal, or a read-back that could not be matched."
+    );
+    describe_counter!(
+        READBACKS_INCONCLUSIVE,
+        "Read-backs whose national history matched none of ours where it went on: the dossier was parked, nothing resent."
+    );
     describe_gauge!(LAST_POLL, Unit::Seconds, "Unix time of the last successful provincial poll.");
     describe_gauge!(LAST_PUSH, Unit::Seconds, "Unix time of the last successful national push round.");
     describe_counter!(LOGIN_FAILURES, "Failed logins to the national portal.");

@@ -4,7 +4,6 @@ use std::time::Duration;
 
 use anyhow::Context;
 use rusqlite::params;
-use tokio_util::sync::CancellationToken;
 
 use crate::{
     config::{Config, SourceKind},
@@ -102,11 +101,6 @@ pub async fn reconcile(config: &Config, timeout: Duration) -> anyhow::Result<Rec
     let _lock = DaemonLock::acquire(path)?;
     // The pass only reads the source; pushes happen when the daemon runs.
     let engine = crate::daemon::build_engine(config)?;
-    let token = CancellationToken::new();
-    let stop = token.clone();
-    tokio::spawn(async move {
-        crate::cli::shutdown_signal().await;
-        stop.cancel();
-    });
+    let token = crate::shutdown::token();
     engine.reconcile_once(&token).await.context("the pass was interrupted")
 }

@@ -89,6 +89,10 @@ struct Scenario {
     look_back: f64,
     crashes_at: Vec<f64>,
     fault_phase: f64,
+    /// Share of look-up answers a "gateway" rewrites into another form (the same facts).
+    readback_rewrite: f64,
+    /// When (virtual seconds) the operator changes status_map: the next restart uses another.
+    map_change_at: Option<f64>,
 }
 
 impl Scenario {
@@ -134,6 +138,8 @@ impl Scenario {
             look_back: late as f64 / 1000.0 + 0.5 + r.f64() * 2.0,
             crashes_at,
             fault_phase,
+            readback_rewrite: if r.bool() { r.f64() * 0.6 } else { 0.0 },
+            map_change_at: (r.u8(0..3) == 0).then(|| r.f64() * fault_phase),
         }
     }
 }
@@ -252,10 +258,15 @@ impl Transport for SimTransport {
                 return Self::retry(TransientKind::Timeout, true, None);
             }
         }
-        let answer = match target {
+        let look_up = body.get("service").and_then(Value::as_str) == Some("TraCuuHoSo");
+        let mut answer = match target {
             Target::Auth => self.core.auth(Some(&body)),
             Target::Integration => self.core.integrate(Ok(body), ""),
         };
+        if look_up && f.roll(s.readback_rewrite) {
+            f.count("readback_rewritten");
+            rewrite_look_up(&mut answer, f.u64(0..3));
+        }
         if target == Target::Integration {
             if self.crashes.load(Ordering::Relaxed) < MAX_CRASHES_AFTER_APPLY && f.roll(s.crash_after_apply) {
                 // Applied, and the engine dies before it hears so.
@@ -292,6 +303,63 @@ impl Transport for SimTransport {
 
 fn status_map() -> StatusMap {
     DEFAULT_STATUS_MAP.iter().filter_map(|(k, v)| Some(((*k).to_owned(), NationalStatus::new(*v)?))).collect()
+}
+
+/// The mapping an operator switches to: supplement and fee requests counted as processing
+/// (harmless to the national status rules, but every such history entry changes its status).
+fn changed_status_map() -> StatusMap {
+    let mut map = status_map();
+    for local in ["waiting", "paying"] {
+        if let Some(processing) = NationalStatus::new(4) {
+            map.insert(local.to_owned(), processing);
+        }
+    }
+    map
+}
+
+/// A look-up answer as a gateway in front of the adapter may rewrite it: the same facts in
+/// another form. `style` picks the form: codes become numbers throughout; times RFC 3339
+/// (0), `dd/MM/yyyy HH:mm:ss` (1) or `yyyy-MM-dd HH:mm:ss` (2); text padded (0), decomposed
+/// (NFD, 1), or with doubled inner spaces (2).
+fn rewrite_look_up(answer: &mut Value, style: u64) {
+    use unicode_normalization::UnicodeNormalization;
+    fn rewrite(map: &mut serde_json::Map<String, Value>, style: u64) {
+        for (key, value) in map.iter_mut() {
+            let Value::String(s) = value else { continue };
+            let time = (key.starts_with("Ngay") || key == "ThoiDiemXuLy")
+                .then(|| crate::domain::dates::parse_national(s))
+                .flatten();
+            if let Some(dt) = time {
+                *value = Value::String(match style {
+                    0 => format!("{}+07:00", dt.strftime("%Y-%m-%dT%H:%M:%S")),
+                    1 => dt.strftime("%d/%m/%Y %H:%M:%S").to_string(),
+                    _ => dt.strftime("%Y-%m-%d %H:%M:%S").to_string(),
+                });
+            } else if s.len() <= 2 && !s.is_empty() && s.chars().all(|c| c.is_ascii_digit()) {
+                *value = Value::from(s.parse::<i64>().unwrap_or(0));
+            } else if key != "MaHoSo" && !s.is_empty() {
+                *value = Value::String(match style {
+                    0 => format!("  {s} "),
+                    1 => s.nfd().collect(),
+                    _ => s.replace(' ', "  "),
+                });
+            }
+        }
+    }
+    let Some(result) = answer.get_mut("result").and_then(Value::as_array_mut) else { return };
+    for dossier in result {
+        let Some(map) = dossier.as_object_mut() else { continue };
+        let mut entries = map.remove("QuaTrinhXuLy");
+        rewrite(map, style);
+        if let Some(Value::Array(list)) = &mut entries {
+            for e in list.iter_mut().filter_map(Value::as_object_mut) {
+                rewrite(e, style);
+            }
+        }
+        if let Some(entries) = entries {
+            map.insert("QuaTrinhXuLy".into(), entries);
+        }
+    }
 }
 
 /// Where simulation databases live: memory-backed when the machine has it.
@@ -389,7 +457,17 @@ async fn run_in(seed: u64, db: &Path) -> SimReport {
     let elapsed = |clock: &TokioClock| clock.now().duration_since(origin).as_secs_f64();
     let limit = scenario.fault_phase + 900.0;
     let mut converged = false;
+    let mut map_changed = false;
+    let mut cfg = cfg;
     loop {
+        // The operator changes status_map while the daemon is down (between a write whose
+        // answer was lost and its read-back, when a crash left one).
+        if !map_changed && report.crashes > 0 && scenario.map_change_at.is_some_and(|t| elapsed(&clock) >= t)
+        {
+            map_changed = true;
+            faults.count("status_map_changed");
+            cfg.status_map = changed_status_map();
+        }
         let store = match Store::open_with(db, Durability::SimulationOnly) {
             Ok(s) => Arc::new(s),
             Err(e) => {
@@ -442,7 +520,9 @@ async fn run_in(seed: u64, db: &Path) -> SimReport {
             if crashing.load(Ordering::Relaxed) {
                 break true;
             }
-            if !faults.on.load(Ordering::Relaxed) && settled(&world, &core, &store, &map) {
+            if !faults.on.load(Ordering::Relaxed)
+                && settled(&world, &core, &store, &cfg.status_map, map_changed)
+            {
                 converged = true;
                 break false;
             }
@@ -478,7 +558,7 @@ async fn run_in(seed: u64, db: &Path) -> SimReport {
     let truth = verify::truth_items(&world.lock().unwrap_or_else(|e| e.into_inner()).truth());
     let state = core.state();
     let stats = core.stats();
-    let verdict = verify::compare(&truth, &state, &stats, &map);
+    let verdict = verify::compare_with(&truth, &state, &stats, &cfg.status_map, map_changed);
     report.dossiers = verdict.dossiers;
     report.valid = verdict.valid;
     report.synchronized = verdict.synchronized;
@@ -507,7 +587,13 @@ async fn run_in(seed: u64, db: &Path) -> SimReport {
 }
 
 /// Converged: the province finished, the outbox is empty, and the national copy is complete.
-fn settled(world: &Mutex<World>, core: &NationalCore, store: &Store, map: &StatusMap) -> bool {
+fn settled(
+    world: &Mutex<World>,
+    core: &NationalCore,
+    store: &Store,
+    map: &StatusMap,
+    map_changed: bool,
+) -> bool {
     let finished = world.lock().unwrap_or_else(|e| e.into_inner()).finished();
     if !finished {
         return false;
@@ -517,7 +603,7 @@ fn settled(world: &Mutex<World>, core: &NationalCore, store: &Store, map: &Statu
         return false;
     }
     let truth = verify::truth_items(&world.lock().unwrap_or_else(|e| e.into_inner()).truth());
-    let verdict = verify::compare(&truth, &core.state(), &core.stats(), map);
+    let verdict = verify::compare_with(&truth, &core.state(), &core.stats(), map, map_changed);
     verdict.not_synchronized.is_empty()
 }
 

@@ -9,10 +9,14 @@ use jiff::Timestamp;
 use rusqlite::{Connection, OptionalExtension};
 use serde::Serialize;
 
+pub use crate::store::state::{Dossiers, coverage, dossier_counts};
 use crate::{
     domain::status::NationalStatus,
-    store::{lock::DaemonLock, meta_get},
-    sync::poller::{HEAD, read_cursor},
+    store::{
+        lock::DaemonLock,
+        meta_get,
+        state::{HEAD, read_cursor},
+    },
 };
 
 /// When `status` calls things degraded.
@@ -51,16 +55,6 @@ pub struct DaemonInfo {
     pub version: Option<String>,
 }
 
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct Dossiers {
-    pub total: u64,
-    pub in_sync: u64,
-    pub pending: u64,
-    pub retrying: u64,
-    pub dead: u64,
-    pub quarantined: u64,
-}
-
 #[derive(Debug, Clone, Serialize)]
 pub struct Outbox {
     pub depth: u64,
@@ -89,49 +83,6 @@ pub struct Push {
 
 fn micros_to_rfc3339(micros: i64) -> Option<String> {
     Timestamp::from_microsecond(micros).ok().map(|t| t.to_string())
-}
-
-fn count(conn: &Connection, name: &str) -> rusqlite::Result<u64> {
-    let n: Option<i64> =
-        conn.query_row("SELECT n FROM counts WHERE name = ?1", [name], |r| r.get(0)).optional()?;
-    Ok(n.unwrap_or(0).max(0) as u64)
-}
-
-/// The dossier counts, from the trigger-kept counts and the (small) quarantine table.
-pub fn dossier_counts(conn: &Connection) -> rusqlite::Result<Dossiers> {
-    let rows = count(conn, "dossier")?;
-    let outbox = count(conn, "outbox")?;
-    let retrying = count(conn, "retrying")?;
-    let dead = count(conn, "dead")?;
-    let quarantined = count(conn, "quarantine")?;
-    // Quarantined records that never had a valid version (no dossier row), and quarantined
-    // newer versions of dossiers that are otherwise in sync.
-    let (without_row, parked_in_sync): (i64, i64) = conn.query_row(
-        "SELECT
-             (SELECT COUNT(*) FROM quarantine q WHERE NOT EXISTS (SELECT 1 FROM dossier d WHERE d.mahoso = q.key)),
-             (SELECT COUNT(*) FROM quarantine q JOIN dossier d ON d.mahoso = q.key
-                  WHERE NOT EXISTS (SELECT 1 FROM outbox o WHERE o.mahoso = q.key)
-                    AND NOT EXISTS (SELECT 1 FROM dead x WHERE x.mahoso = q.key))",
-        [],
-        |r| Ok((r.get(0)?, r.get(1)?)),
-    )?;
-    Ok(Dossiers {
-        total: rows + without_row.max(0) as u64,
-        in_sync: rows
-            .saturating_sub(outbox)
-            .saturating_sub(dead)
-            .saturating_sub(parked_in_sync.max(0) as u64),
-        pending: outbox.saturating_sub(retrying),
-        retrying,
-        dead,
-        quarantined,
-    })
-}
-
-/// in_sync / (total − quarantined) × 100, and 100 when there is nothing valid to cover.
-pub fn coverage(d: &Dossiers) -> f64 {
-    let valid = d.total.saturating_sub(d.quarantined);
-    if valid == 0 { 100.0 } else { d.in_sync as f64 * 100.0 / valid as f64 }
 }
 
 /// Reads the whole report. `db` is the database path (to test the daemon's lock).
@@ -195,10 +146,19 @@ pub fn report(
     };
 
     let mut problems = Vec::new();
-    if dossiers.dead > 0 {
+    let unmatched: u64 = conn
+        .query_row("SELECT COUNT(*) FROM dead WHERE kind = 'unmatched'", [], |r| r.get::<_, i64>(0))?
+        .max(0) as u64;
+    if dossiers.dead > unmatched {
         problems.push(format!(
             "{} dossier(s) refused by the national portal (dead); fix the cause, then `dvc-sync retry --dead`",
-            dossiers.dead
+            dossiers.dead - unmatched
+        ));
+    }
+    if unmatched > 0 {
+        problems.push(format!(
+            "{unmatched} dossier(s) parked because their national history holds entries that match none of ours \
+             (read-back inconclusive; nothing was resent); compare with the national portal, then `dvc-sync retry --dead`"
         ));
     }
     if dossiers.quarantined > 0 {
@@ -251,6 +211,27 @@ pub fn report(
         Health::Degraded
     };
     Ok(StatusReport { health, problems, daemon, dossiers, coverage_percent, outbox, poll, push })
+}
+
+/// The report when the state cannot be read at all (no database, not one of ours, corrupt):
+/// the same fields, health `failing`, the reason in `problems`, so that monitoring that parses
+/// `status --json` unconditionally always gets its document.
+pub fn unreadable(db: &Path, reason: &str) -> StatusReport {
+    StatusReport {
+        health: Health::Failing,
+        problems: vec![format!("cannot read the state in {}: {reason}", db.display())],
+        daemon: DaemonInfo {
+            state: if DaemonLock::is_held(db) { "running" } else { "stopped" },
+            pid: None,
+            heartbeat_age_seconds: None,
+            version: None,
+        },
+        dossiers: Dossiers::default(),
+        coverage_percent: 0.0,
+        outbox: Outbox { depth: 0, oldest_pending_age_seconds: 0.0 },
+        poll: Poll { last_success_at: None, last_error: None, cursor: None },
+        push: Push { last_success_at: None, last_error: None, session_renewals: 0 },
+    }
 }
 
 /// Up to `limit` parked items with their reasons, newest first: (kind, key, reason).

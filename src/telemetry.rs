@@ -6,12 +6,7 @@ use std::io::IsTerminal;
 
 use tracing_subscriber::{EnvFilter, fmt, prelude::*};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Deserialize, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum LogFormat {
-    Json,
-    Pretty,
-}
+pub use crate::config::LogFormat;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Output {

@@ -508,3 +508,32 @@ fn the_alert_rules_and_the_dashboard_name_only_documented_metrics() {
         assert!(rules.contains(alert), "alert {alert}");
     }
 }
+
+#[test]
+fn status_json_prints_its_document_on_an_absent_or_corrupt_database() {
+    let dir = test_dir();
+    for case in ["absent", "corrupt"] {
+        let db = dir.path().join(format!("{case}.db"));
+        if case == "corrupt" {
+            std::fs::write(&db, vec![0x42u8; 8192]).unwrap();
+        }
+        let config = dir.path().join(format!("{case}.toml"));
+        std::fs::write(&config, format!("[store]\npath = {:?}\n", db.display().to_string())).unwrap();
+        let (code, out, err) = status(&config, &["--json"]);
+        assert_eq!(code, 2, "{case}: the same exit code as before: {err}");
+        let v: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{case}: {e}: {out:?}"));
+        assert_status_shape(&v);
+        assert_eq!(v["health"], "failing", "{case}");
+        let problems = v["problems"].as_array().unwrap();
+        assert!(
+            problems.len() == 1 && problems[0].as_str().unwrap().contains("cannot read the state"),
+            "{v}"
+        );
+        assert_eq!(v["daemon"]["state"], "stopped");
+        assert_eq!(v["dossiers"]["total"], 0);
+        assert!(err.contains("cannot read the state"), "and said on stderr: {err}");
+        // Without --json: the message only, as before.
+        let (code, out, _) = status(&config, &[]);
+        assert_eq!((code, out.as_str()), (2, ""));
+    }
+}

@@ -53,6 +53,8 @@ fn every_seed_keeps_the_promise() {
         "outage_503",
         "page_error",
         "rate_limited_429",
+        "readback_rewritten",
+        "status_map_changed",
         "timeout_applied",
         "timeout_not_applied",
     ] {

@@ -1,7 +1,9 @@
 //! The vocabulary shared by the daemon and the mocks: national status codes and their rules,
 //! the MaHoSo format, national dates, and text limits. Pure functions, no I/O.
 
+pub mod cursor;
 pub mod dates;
+pub mod entry;
 pub mod mahoso;
 pub mod normalize;
 pub mod status;

@@ -30,6 +30,7 @@ use super::{
 };
 use crate::domain::{
     dates::{self, parse_national},
+    entry::{EntryIdentity, identity as entry_identity},
     mahoso::{self, province_of},
     status::{NationalStatus, transition_allowed},
     text::{char_len, is_normalized, max_chars},
@@ -129,21 +130,8 @@ impl Faults {
     }
 }
 
-/// Error codes of `national-portal.md`.
-pub mod code {
-    pub const OK: i64 = 0;
-    pub const SESSION: i64 = -1;
-    pub const MALFORMED: i64 = 1;
-    pub const INVALID: i64 = 2;
-    pub const EXISTS: i64 = 3;
-    pub const UNKNOWN_DOSSIER: i64 = 4;
-    pub const STATUS: i64 = 5;
-    pub const UNKNOWN_PROCEDURE: i64 = 6;
-    pub const NOT_YOUR_UNIT: i64 = 7;
-    pub const TOO_MANY: i64 = 8;
-    /// `/auth` with wrong credentials (mock choice: the real code is unpublished).
-    pub const BAD_CREDENTIALS: i64 = 9;
-}
+/// Error codes of `national-portal.md`, shared with the client and the engine.
+pub use crate::national::codes as code;
 
 /// Starts the mock on `listener`; returns once it accepts connections.
 pub async fn start(listener: TcpListener, config: NationalConfig) -> anyhow::Result<MockServer> {
@@ -189,6 +177,10 @@ struct MockState {
 struct Stored {
     dossier: Map<String, Value>,
     history: Vec<Map<String, Value>>,
+    /// Each entry's identity (`domain::entry`), to tell a duplicate: the same step sent again,
+    /// whatever its status code or form.
+    #[serde(skip)]
+    identities: std::collections::HashSet<EntryIdentity>,
     status_sequence: Vec<String>,
     creates: u64,
     updates: u64,
@@ -642,6 +634,7 @@ fn sync_dossiers(st: &mut MockState, envelope: &mut Map<String, Value>, province
                     Stored {
                         dossier,
                         history: Vec::new(),
+                        identities: std::collections::HashSet::new(),
                         status_sequence: vec![status],
                         creates: 1,
                         updates: 0,
@@ -679,7 +672,8 @@ fn append_history(st: &mut MockState, envelope: &mut Map<String, Value>, provinc
     for (item, mahoso) in items.into_iter().zip(&names) {
         let Value::Object(entry) = item else { continue };
         let Some(stored) = st.dossiers.get_mut(mahoso) else { continue };
-        if stored.history.contains(&entry) {
+        let id = entry_identity(&Value::Object(entry.clone()));
+        if !stored.identities.insert(id) {
             st.stats.duplicate_history_entries += 1;
         }
         let time =

@@ -3,6 +3,7 @@
 
 pub mod classify;
 pub mod client;
+pub mod codes;
 
 pub use classify::{Answer, Transient, TransientKind, classify, error_code};
 pub use client::{HttpNational, HttpTransport, NationalClient, Target, Transport};

@@ -7,6 +7,7 @@
 //! the request leaves, so a power cut can cost a read-back, never a resent history entry.
 
 pub mod lock;
+pub mod state;
 
 use std::{
     path::{Path, PathBuf},
@@ -28,7 +29,7 @@ pub enum StoreError {
 }
 
 /// The schema version this build writes (the number of migrations).
-pub const SCHEMA_VERSION: i64 = 4;
+pub const SCHEMA_VERSION: i64 = 5;
 
 /// The schema version of an open database (SQLite's user_version, kept by the migrations).
 pub fn schema_version(conn: &Connection) -> rusqlite::Result<i64> {
@@ -41,6 +42,7 @@ fn migrations() -> Migrations<'static> {
         M::up(include_str!("../../migrations/0002_counts.sql")),
         M::up(include_str!("../../migrations/0003_body.sql")),
         M::up(include_str!("../../migrations/0004_source_keys.sql")),
+        M::up(include_str!("../../migrations/0005_dead_kind.sql")),
     ])
 }
 

@@ -78,21 +78,24 @@ impl EngineConfig {
     }
 }
 
+/// The one backoff policy (via `backon`): exponential from `initial` to `max`, with jitter
+/// seeded by `seed`, never giving up. Polls retry through it; pushes keep their next attempt
+/// in the outbox with [`retry_delay`].
+pub(crate) fn backoff(initial: Duration, max: Duration, seed: u64) -> ExponentialBuilder {
+    ExponentialBuilder::default()
+        .with_min_delay(initial)
+        .with_max_delay(max)
+        .with_jitter()
+        .with_jitter_seed(seed)
+        .without_max_times()
+}
+
 /// The wait before attempt `attempts + 1`: exponential from `initial`, with jitter, never
 /// more than `max` (jitter included).
 pub fn retry_delay(attempts: i64, initial: Duration, max: Duration, seed: u64) -> Duration {
     let half = max / 2;
     let n = attempts.clamp(1, 64) as usize;
-    ExponentialBuilder::default()
-        .with_min_delay(initial.min(half))
-        .with_max_delay(half)
-        .with_jitter()
-        .with_jitter_seed(seed)
-        .without_max_times()
-        .build()
-        .nth(n - 1)
-        .unwrap_or(max)
-        .min(max)
+    backoff(initial.min(half), half, seed).build().nth(n - 1).unwrap_or(max).min(max)
 }
 
 /// Last successes and errors, kept in memory and written by the heartbeat.
@@ -225,7 +228,7 @@ impl<S: Source, N: Sink, C: Clock> Inner<S, N, C> {
     /// Sets the gauges that describe the whole state (cheap: trigger-kept counts, an index).
     fn export_gauges(&self, now: i64) {
         let read = self.store.read(|c| {
-            let counts = crate::status::dossier_counts(c)?;
+            let counts = crate::store::state::dossier_counts(c)?;
             let oldest: Option<i64> = c.query_row("SELECT MIN(enqueued_at) FROM outbox", [], |r| r.get(0))?;
             Ok((counts, oldest))
         });
@@ -241,7 +244,7 @@ impl<S: Source, N: Sink, C: Clock> Inner<S, N, C> {
         }
         metrics::gauge!(m::OUTBOX_DEPTH).set((d.pending + d.retrying) as f64);
         metrics::gauge!(m::OUTBOX_OLDEST_AGE).set(oldest.map_or(0.0, |at| (now - at).max(0) as f64 / 1e6));
-        metrics::gauge!(m::COVERAGE).set(crate::status::coverage(&d) / 100.0);
+        metrics::gauge!(m::COVERAGE).set(crate::store::state::coverage(&d) / 100.0);
         metrics::gauge!(m::CONCURRENCY_LIMIT).set(self.limiter.limit() as f64);
     }
 
@@ -253,7 +256,7 @@ impl<S: Source, N: Sink, C: Clock> Inner<S, N, C> {
             reasons.push(format!("the database is not readable: {e}"));
         }
         let depth =
-            self.store.read(crate::status::dossier_counts).map(|d| d.pending + d.retrying).unwrap_or(0);
+            self.store.read(crate::store::state::dossier_counts).map(|d| d.pending + d.retrying).unwrap_or(0);
         let n = self.notes();
         if let Some(e) = &n.store_error {
             reasons.push(format!("the database refuses writes: {e}"));
@@ -286,7 +289,7 @@ impl<S: Source, N: Sink, C: Clock> Inner<S, N, C> {
     /// A progress line for the logs, once a minute.
     fn report_progress(&self) {
         let read = self.store.read(|c| {
-            let d = crate::status::dossier_counts(c)?;
+            let d = crate::store::state::dossier_counts(c)?;
             let oldest: Option<i64> = c.query_row("SELECT MIN(enqueued_at) FROM outbox", [], |r| r.get(0))?;
             Ok((d, oldest))
         });
@@ -300,7 +303,7 @@ impl<S: Source, N: Sink, C: Clock> Inner<S, N, C> {
                 retrying = d.retrying,
                 dead = d.dead,
                 quarantined = d.quarantined,
-                coverage_percent = crate::status::coverage(&d),
+                coverage_percent = crate::store::state::coverage(&d),
                 oldest_pending_age_seconds = oldest.map_or(0.0, |at| (now - at).max(0) as f64 / 1e6),
                 concurrency_limit = self.limiter.limit(),
             );
@@ -309,7 +312,7 @@ impl<S: Source, N: Sink, C: Clock> Inner<S, N, C> {
 
     /// One line for systemd's STATUS: synced/valid, outbox, parked.
     fn status_line(&self) -> String {
-        match self.store.read(crate::status::dossier_counts) {
+        match self.store.read(crate::store::state::dossier_counts) {
             Ok(d) => format!(
                 "synced {}/{}, outbox {}, dead {}, quarantined {}",
                 d.in_sync,
@@ -489,3 +492,6 @@ impl<S: Source, N: Sink, C: Clock> Engine<S, N, C> {
         reconciler::pass(&self.inner, token).await
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -11,7 +11,7 @@
 
 use std::{sync::Arc, time::Duration};
 
-use backon::{ExponentialBuilder, Retryable};
+use backon::Retryable;
 use jiff::Timestamp;
 use rusqlite::{OptionalExtension, params};
 use serde_json::Value;
@@ -23,34 +23,20 @@ use super::{
 };
 use crate::{
     domain::{
+        entry::identity,
         normalize::{Normalized, Quarantined, fill_catalogue, normalize},
         stable_hash,
     },
     metrics as m,
-    store::{self, meta_get, meta_set},
+    store::{
+        self, meta_set,
+        state::{BACKFILL, BACKFILL_THEN, HEAD, TAIL, read_cursor, write_cursor},
+    },
     telemetry::Trouble,
 };
 
-pub(crate) const HEAD: &str = "head_cursor";
-pub(crate) const TAIL: &str = "tail_cursor";
-/// The first backfill's position in the source's scan, and where the change listing takes
-/// over once it is done (see [`first_backfill`]).
-pub(crate) const BACKFILL: &str = "backfill_cursor";
-pub(crate) const BACKFILL_THEN: &str = "backfill_then_head";
-
 /// Quarantined records are kept up to this size, enough to see what was wrong.
 const MAX_QUARANTINED_RECORD: usize = 64 * 1024;
-
-pub(crate) fn read_cursor(conn: &rusqlite::Connection, key: &str) -> rusqlite::Result<Option<Cursor>> {
-    Ok(meta_get(conn, key)?.and_then(|v| {
-        let (ts, id) = v.split_once('|')?;
-        Some(Cursor { updated_at: Timestamp::from_microsecond(ts.parse().ok()?).ok()?, id: id.to_owned() })
-    }))
-}
-
-fn write_cursor(conn: &rusqlite::Connection, key: &str, cursor: &Cursor) -> rusqlite::Result<()> {
-    meta_set(conn, key, Some(&format!("{}|{}", cursor.updated_at.as_microsecond(), cursor.id)))
-}
 
 /// What applying one page did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -151,12 +137,6 @@ enum Recorded {
     Quarantined,
 }
 
-/// The fields that identify a history entry: what was done, when, by whom. Compared instead
-/// of whole entries so that a changed status_map does not look like rewritten history.
-fn entry_identity(e: &Value) -> [&Value; 3] {
-    [&e["ThoiDiemXuLy"], &e["NoiDungXuLy"], &e["NguoiXuLy"]]
-}
-
 fn record_dossier(
     tx: &rusqlite::Connection,
     n: &Normalized,
@@ -200,10 +180,7 @@ fn record_dossier(
             let stored: Vec<Value> = serde_json::from_str(stored_history).unwrap_or_default();
             let intact = n.history.len() >= acked
                 && stored.len() >= acked
-                && stored[..acked]
-                    .iter()
-                    .zip(&n.history[..acked])
-                    .all(|(a, b)| entry_identity(a) == entry_identity(b));
+                && stored[..acked].iter().zip(&n.history[..acked]).all(|(a, b)| identity(a) == identity(b));
             if !intact {
                 let q = Quarantined {
                     key: n.mahoso.clone(),
@@ -362,12 +339,7 @@ pub(crate) async fn fetch_page<S: Source, N: Sink, C: Clock>(
     trouble: &mut Trouble,
 ) -> Option<Page> {
     let limit = inner.cfg.page_size;
-    let backoff = ExponentialBuilder::default()
-        .with_min_delay(inner.cfg.poll_retry.0)
-        .with_max_delay(inner.cfg.poll_retry.1)
-        .with_jitter()
-        .with_jitter_seed(inner.next_seed())
-        .without_max_times();
+    let backoff = super::backoff(inner.cfg.poll_retry.0, inner.cfg.poll_retry.1, inner.next_seed());
     let attempt = || async {
         match read {
             Read::Changes => inner.source.page(cursor, limit).await,

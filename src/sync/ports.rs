@@ -10,12 +10,7 @@ use serde_json::{Value, value::RawValue};
 
 use crate::{domain::normalize::position_of, national::Answer};
 
-/// A position in the provincial listing: strictly after (updated_at, id).
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Cursor {
-    pub updated_at: Timestamp,
-    pub id: String,
-}
+pub use crate::domain::cursor::Cursor;
 
 /// One raw record, still to be judged by the normaliser.
 #[derive(Debug, Clone)]

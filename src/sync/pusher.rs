@@ -33,16 +33,38 @@ use super::{
     ports::{Clock, Sink, Source},
 };
 use crate::{
-    domain::{normalize::fill_catalogue, stable_hash},
+    domain::{entry, normalize::fill_catalogue, stable_hash},
     metrics as m,
-    national::{Answer, Transient, TransientKind, classify::named_item},
+    national::{Answer, Transient, TransientKind, classify::named_item, codes},
     store::StoreError,
     telemetry::Trouble,
 };
 
-/// `inflight` values: which kind of write may have been applied without an answer.
-const INFLIGHT_PAYLOAD: i64 = 1;
-const INFLIGHT_HISTORY: i64 = 2;
+/// Which kind of write may have been applied without an answer (the `inflight` column):
+/// ordered, so that the larger uncertainty wins when both are left.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum InFlight {
+    None = 0,
+    /// A dossier create or update: resending a payload is harmless, a probe saves refusals.
+    Payload = 1,
+    /// History entries: read the dossier back before anything is sent again.
+    History = 2,
+}
+
+impl InFlight {
+    fn from_db(v: i64) -> InFlight {
+        match v {
+            0 => InFlight::None,
+            1 => InFlight::Payload,
+            // Anything else is read back first: never assume less uncertainty than stored.
+            _ => InFlight::History,
+        }
+    }
+
+    fn db(self) -> i64 {
+        self as i64
+    }
+}
 
 /// One due dossier, as loaded at the start of a round.
 #[derive(Debug)]
@@ -62,10 +84,10 @@ struct Work {
     acked_hash: Option<i64>,
     acked_history: usize,
     /// The in-flight mark as the database holds it (including this round's writes).
-    inflight: i64,
+    inflight: InFlight,
     /// Uncertainty left from earlier writes that no read-back has resolved yet: it survives
     /// this round's failures (a failed read-back must never clear it).
-    unresolved: i64,
+    unresolved: InFlight,
     attempts: i64,
     /// What the round decided, once it decided; a dossier with a fate takes no further part.
     fate: Option<Fate>,
@@ -76,6 +98,12 @@ enum Fate {
     Retry(Transient),
     Dead {
         code: Option<i64>,
+        reason: String,
+    },
+    /// The read-back cannot tell which of our history entries the portal holds (it holds
+    /// entries that match none of ours): parked with the reason, never resent, the write
+    /// still marked uncertain so that a retry reads back again.
+    Unmatched {
         reason: String,
     },
     /// Changed under the round (a newer version): leave it for the next round.
@@ -118,8 +146,8 @@ fn load_due(conn: &rusqlite::Connection, now: i64, limit: usize) -> rusqlite::Re
             national_exists: r.get(9)?,
             acked_hash: r.get(10)?,
             acked_history: r.get::<_, i64>(11)? as usize,
-            inflight: r.get(12)?,
-            unresolved: r.get(12)?,
+            inflight: InFlight::from_db(r.get(12)?),
+            unresolved: InFlight::from_db(r.get(12)?),
             attempts: r.get(13)?,
             fate: None,
         })
@@ -177,9 +205,42 @@ where
     answer
 }
 
-/// Codes that concern one item of a call (the others concern the whole call).
-fn item_level(code: i64) -> bool {
-    (2..=7).contains(&code)
+/// What to do with a group of items after the portal refused their call: the one decision
+/// that isolates a refused item, for dossier payloads and history entries alike.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Isolation {
+    /// The refusal names this item of the group (by position).
+    Item(usize),
+    /// The portal takes fewer items per call than were sent.
+    TooMany,
+    /// An item-level refusal that names no item of the group: halve the group to find it.
+    Halve,
+    /// The call as a whole was refused (malformed, another unit, an unknown code): a
+    /// configuration or compatibility problem, not these items' fault.
+    WholeCall,
+}
+
+fn isolate<'a>(code: i64, message: &str, names: impl IntoIterator<Item = &'a str>) -> Isolation {
+    let named = named_item(message).and_then(|m| names.into_iter().position(|n| n == m));
+    match (code, named) {
+        (c, Some(p)) if codes::concerns_one_item(c) => Isolation::Item(p),
+        (codes::TOO_MANY, _) => Isolation::TooMany,
+        // A unit mismatch names nothing because it concerns the account, not an item.
+        (c, None) if codes::concerns_one_item(c) && c != codes::NOT_YOUR_UNIT => Isolation::Halve,
+        _ => Isolation::WholeCall,
+    }
+}
+
+/// A whole-call refusal, logged loudly and retried.
+fn refused_call(service: &'static str, code: i64, message: &str) -> Transient {
+    tracing::error!(event = "call_refused", service, error_code = code, message = %message, "the national portal refused the call as a whole");
+    Transient {
+        kind: TransientKind::BadAnswer,
+        reason: refusal_reason(code, message),
+        maybe_applied: false,
+        retry_after: None,
+        http_status: None,
+    }
 }
 
 fn refusal_reason(code: i64, message: &str) -> String {
@@ -189,15 +250,32 @@ fn refusal_reason(code: i64, message: &str) -> String {
 // ---------------------------------------------------------------------------------------------
 // Reading back
 
-/// How many of `ours` the national copy holds, in order, compared by what identifies an entry.
+/// How many of `ours` the national copy holds, in order, by the one identity of an entry
+/// (`domain::entry`: the same step, whatever form the look-up gives it).
 fn matched_prefix(ours: &[Box<RawValue>], theirs: &[Value]) -> usize {
-    let id = |e: &Value| {
-        (e["ThoiDiemXuLy"].clone(), e["NoiDungXuLy"].clone(), e["NguoiXuLy"].clone(), e["TrangThai"].clone())
-    };
-    ours.iter()
-        .zip(theirs)
-        .take_while(|(a, b)| serde_json::from_str::<Value>(a.get()).is_ok_and(|a| id(&a) == id(b)))
-        .count()
+    let ours: Vec<Value> =
+        ours.iter().map(|e| serde_json::from_str(e.get()).unwrap_or(Value::Null)).collect();
+    entry::matched_prefix(&ours, theirs)
+}
+
+/// Why a read-back does not show which entries were applied, if it does not.
+fn inconclusive(ours: &[Box<RawValue>], theirs: &[Value], matched: usize) -> Option<String> {
+    if theirs.len() <= matched {
+        return None;
+    }
+    let at = |e: &Value| entry::text(e.get("ThoiDiemXuLy"));
+    let who = |e: &Value| entry::text(e.get("NguoiXuLy"));
+    let first = &theirs[matched];
+    Some(format!(
+        "read-back inconclusive, nothing resent: the national copy holds {} history entries, of which the first {matched} \
+         match ours in order; its entry {} ({} by {}) matches {} of ours. Compare with the national portal, then \
+         `dvc-sync retry --dead`",
+        theirs.len(),
+        matched + 1,
+        at(first),
+        who(first),
+        if matched < ours.len() { "none" } else { "none (we have no more)" },
+    ))
 }
 
 /// Reads one dossier back and records what the national portal holds of it.
@@ -234,28 +312,36 @@ async fn read_back<S: Source, N: Sink, C: Clock>(inner: &Inner<S, N, C>, w: &mut
                 }
                 Some(found) => {
                     let mut dossier: Map<String, Value> = found.clone();
-                    let history = match dossier.remove("QuaTrinhXuLy") {
-                        Some(Value::Array(h)) => h,
-                        _ => Vec::new(),
-                    };
                     w.national_exists = true;
                     w.acked_hash =
                         Some(stable_hash(serde_json::to_string(&dossier).unwrap_or_default().as_bytes()));
+                    // No history in the answer, or not a list: it cannot tell what was applied.
+                    let Some(Value::Array(history)) = dossier.remove("QuaTrinhXuLy") else {
+                        inner.stats.readback_inconclusive();
+                        w.fate = Some(Fate::Unmatched {
+                            reason: "read-back inconclusive, nothing resent: the look-up answer holds no QuaTrinhXuLy list"
+                                .into(),
+                        });
+                        return;
+                    };
                     let matched = matched_prefix(&w.history, &history);
-                    if history.len() > matched {
+                    if let Some(reason) = inconclusive(&w.history, &history, matched) {
+                        inner.stats.readback_inconclusive();
                         tracing::warn!(
                             event = "national_history_diverged",
                             dossier = %w.mahoso,
                             national_entries = history.len(),
                             matched,
-                            "the national copy holds history entries this daemon did not send"
+                            "the national copy holds history entries that match none of ours: parked, nothing resent"
                         );
+                        w.fate = Some(Fate::Unmatched { reason });
+                        return;
                     }
                     w.acked_history = matched;
                 }
             }
-            w.inflight = 0;
-            w.unresolved = 0;
+            w.inflight = InFlight::None;
+            w.unresolved = InFlight::None;
         }
         Answer::Refused { code, message } => {
             w.fate = Some(Fate::Retry(Transient {
@@ -275,7 +361,13 @@ fn save_read_backs(tx: &rusqlite::Connection, work: &[&Work]) -> rusqlite::Resul
         "UPDATE dossier SET national_exists = ?2, acked_hash = ?3, acked_history = ?4, inflight = ?5 WHERE mahoso = ?1",
     )?;
     for w in work {
-        stmt.execute(params![w.mahoso, w.national_exists, w.acked_hash, w.acked_history as i64, w.inflight])?;
+        stmt.execute(params![
+            w.mahoso,
+            w.national_exists,
+            w.acked_hash,
+            w.acked_history as i64,
+            w.inflight.db()
+        ])?;
     }
     Ok(())
 }
@@ -287,14 +379,14 @@ async fn resolve_uncertain<S: Source, N: Sink, C: Clock>(
     // Payload creates that may have been applied: one probe decides how to resend the lot
     // (resending a payload is harmless either way; the probe only saves refusals).
     let creates_probe =
-        work.iter().position(|w| w.open() && w.inflight == INFLIGHT_PAYLOAD && !w.national_exists);
+        work.iter().position(|w| w.open() && w.inflight == InFlight::Payload && !w.national_exists);
     // History writes that may have been applied: read each dossier back.
     let concurrency = inner.cfg.max_concurrency;
     let uncertain: Vec<usize> =
-        (0..work.len()).filter(|&i| work[i].open() && work[i].inflight == INFLIGHT_HISTORY).collect();
+        (0..work.len()).filter(|&i| work[i].open() && work[i].inflight == InFlight::History).collect();
     let reads: Vec<_> = work
         .iter_mut()
-        .filter(|w| w.open() && w.inflight == INFLIGHT_HISTORY)
+        .filter(|w| w.open() && w.inflight == InFlight::History)
         .map(|w| read_back(inner, w))
         .collect();
     futures::stream::iter(reads).buffer_unordered(concurrency).collect::<Vec<()>>().await;
@@ -308,17 +400,21 @@ async fn resolve_uncertain<S: Source, N: Sink, C: Clock>(
             let exists = work[i].national_exists;
             inner.store.write(|tx| save_read_backs(tx, &[&work[i]]))?;
             for w in
-                work.iter_mut().filter(|w| w.open() && w.inflight == INFLIGHT_PAYLOAD && !w.national_exists)
+                work.iter_mut().filter(|w| w.open() && w.inflight == InFlight::Payload && !w.national_exists)
             {
                 // Sent as updates if the probe found its dossier: a mismatch is corrected by
                 // the portal's own answer (code 4, then a create).
                 w.national_exists = exists;
             }
         } else {
-            // The probe failed: leave the uncertain creates to the next round.
-            let fate = work[i].fate.clone();
+            // The probe failed: leave the uncertain creates to the next round (a probe parked
+            // for its own history says nothing of the others: they wait for another probe).
+            let fate = match &work[i].fate {
+                Some(Fate::Unmatched { .. }) => Some(Fate::Later),
+                other => other.clone(),
+            };
             for w in
-                work.iter_mut().filter(|w| w.open() && w.inflight == INFLIGHT_PAYLOAD && !w.national_exists)
+                work.iter_mut().filter(|w| w.open() && w.inflight == InFlight::Payload && !w.national_exists)
             {
                 w.fate = fate.clone();
             }
@@ -369,7 +465,7 @@ async fn fill_catalogues<S: Source, N: Sink, C: Clock>(
                     None => Ok(Entry::Unknown),
                 }
             }
-            Answer::Refused { code: 6, .. } => Ok(Entry::Unknown),
+            Answer::Refused { code: codes::UNKNOWN_PROCEDURE, .. } => Ok(Entry::Unknown),
             Answer::Refused { code: c, message } => Err(Transient {
                 kind: TransientKind::BadAnswer,
                 reason: format!("LayThuTuc refused (error_code {c}): {message}"),
@@ -467,69 +563,37 @@ async fn send_payloads<S: Source, N: Sink, C: Clock>(
             Answer::Ok(_) => out.extend(group.into_iter().map(|i| (i, PayloadResult::Acked))),
             Answer::Retry(t) => out.extend(group.into_iter().map(|i| (i, PayloadResult::Retry(t.clone())))),
             Answer::Refused { code, message } => {
-                let named =
-                    named_item(&message).and_then(|m| group.iter().position(|&i| work[i].mahoso == m));
-                match (code, named) {
-                    // "đã tồn tại": it exists (an earlier answer was lost): replace it instead.
-                    (3, Some(p)) if !updating => {
+                let dead = |code| PayloadResult::Dead { code, reason: refusal_reason(code, &message) };
+                match isolate(code, &message, group.iter().map(|&i| work[i].mahoso.as_str())) {
+                    Isolation::Item(p) => {
                         let i = group.remove(p);
-                        if switched.insert(i) {
-                            groups.push((true, vec![i]));
-                        } else {
-                            out.push((
-                                i,
-                                PayloadResult::Dead { code, reason: refusal_reason(code, &message) },
-                            ));
+                        // "đã tồn tại": it exists (an earlier answer was lost): replace it instead;
+                        // unknown there: create it. Once each; a second time it is refused for good.
+                        let switch = match code {
+                            codes::EXISTS if !updating => Some(true),
+                            codes::UNKNOWN_DOSSIER if updating => Some(false),
+                            _ => None,
+                        };
+                        match switch {
+                            Some(to) if switched.insert(i) => groups.push((to, vec![i])),
+                            _ => out.push((i, dead(code))),
                         }
                         groups.push((updating, group));
                     }
-                    // Unknown there: create it.
-                    (4, Some(p)) if updating => {
-                        let i = group.remove(p);
-                        if switched.insert(i) {
-                            groups.push((false, vec![i]));
-                        } else {
-                            out.push((
-                                i,
-                                PayloadResult::Dead { code, reason: refusal_reason(code, &message) },
-                            ));
-                        }
-                        groups.push((updating, group));
-                    }
-                    (c, Some(p)) if item_level(c) => {
-                        let i = group.remove(p);
-                        out.push((i, PayloadResult::Dead { code, reason: refusal_reason(code, &message) }));
-                        groups.push((updating, group));
-                    }
-                    // Too many items: the portal's limit is lower than batch_size.
-                    (8, _) if group.len() > 1 => {
+                    Isolation::TooMany if group.len() > 1 => {
                         inner.learn_item_limit(group.len() / 2);
                         let rest = group.split_off(group.len() / 2);
                         groups.push((updating, rest));
                         groups.push((updating, group));
                     }
-                    // An item-level refusal that names no item of this call: halve to find it.
-                    (c, None) if item_level(c) && c != 7 && group.len() > 1 => {
+                    Isolation::Halve if group.len() > 1 => {
                         let rest = group.split_off(group.len() / 2);
                         groups.push((updating, rest));
                         groups.push((updating, group));
                     }
-                    (c, None) if item_level(c) && c != 7 => {
-                        out.extend(group.into_iter().map(|i| {
-                            (i, PayloadResult::Dead { code: c, reason: refusal_reason(c, &message) })
-                        }));
-                    }
-                    // The call itself is wrong (malformed, another unit, an unknown code): a
-                    // configuration or compatibility problem, not these dossiers' fault.
-                    (c, _) => {
-                        tracing::error!(event = "call_refused", service = "DongBoHoSoMC", error_code = c, message = %message, "the national portal refused the call as a whole");
-                        let t = Transient {
-                            kind: TransientKind::BadAnswer,
-                            reason: refusal_reason(c, &message),
-                            maybe_applied: false,
-                            retry_after: None,
-                            http_status: None,
-                        };
+                    Isolation::Halve => out.extend(group.into_iter().map(|i| (i, dead(code)))),
+                    Isolation::TooMany | Isolation::WholeCall => {
+                        let t = refused_call("DongBoHoSoMC", code, &message);
                         out.extend(group.into_iter().map(|i| (i, PayloadResult::Retry(t.clone()))));
                     }
                 }
@@ -579,26 +643,20 @@ async fn send_history<S: Source, N: Sink, C: Clock>(
                 out.extend(group.into_iter().map(|(i, ..)| (i, HistoryResult::Retry(t.clone()))))
             }
             Answer::Refused { code, message } => {
-                let named =
-                    named_item(&message).and_then(|m| group.iter().position(|&(i, ..)| work[i].mahoso == m));
-                match (code, named) {
-                    (4, Some(p)) => {
-                        let (i, ..) = group.remove(p);
-                        out.push((i, HistoryResult::Missing));
-                        groups.push(group);
-                    }
-                    (c, Some(p)) if item_level(c) => {
+                let dead = |code| HistoryResult::Dead {
+                    code,
+                    reason: format!("history entry {}", refusal_reason(code, &message)),
+                };
+                match isolate(code, &message, group.iter().map(|&(i, ..)| work[i].mahoso.as_str())) {
+                    Isolation::Item(p) => {
                         let (i, ..) = group.remove(p);
                         out.push((
                             i,
-                            HistoryResult::Dead {
-                                code,
-                                reason: format!("history entry {}", refusal_reason(c, &message)),
-                            },
+                            if code == codes::UNKNOWN_DOSSIER { HistoryResult::Missing } else { dead(code) },
                         ));
                         groups.push(group);
                     }
-                    (8, _) if entries.len() > 1 => {
+                    Isolation::TooMany if entries.len() > 1 => {
                         inner.learn_item_limit(entries.len() / 2);
                         if group.len() > 1 {
                             let rest = group.split_off(group.len() / 2);
@@ -611,25 +669,14 @@ async fn send_history<S: Source, N: Sink, C: Clock>(
                             groups.push(vec![(i, from, from + (to - from) / 2)]);
                         }
                     }
-                    (c, None) if item_level(c) && c != 7 && group.len() > 1 => {
+                    Isolation::Halve if group.len() > 1 => {
                         let rest = group.split_off(group.len() / 2);
                         groups.push(rest);
                         groups.push(group);
                     }
-                    (c, None) if item_level(c) && c != 7 => {
-                        out.extend(group.into_iter().map(|(i, ..)| {
-                            (i, HistoryResult::Dead { code: c, reason: refusal_reason(c, &message) })
-                        }));
-                    }
-                    (c, _) => {
-                        tracing::error!(event = "call_refused", service = "CapNhatTienDoHoSoMC", error_code = c, message = %message, "the national portal refused the call as a whole");
-                        let t = Transient {
-                            kind: TransientKind::BadAnswer,
-                            reason: refusal_reason(c, &message),
-                            maybe_applied: false,
-                            retry_after: None,
-                            http_status: None,
-                        };
+                    Isolation::Halve => out.extend(group.into_iter().map(|(i, ..)| (i, dead(code)))),
+                    Isolation::TooMany | Isolation::WholeCall => {
+                        let t = refused_call("CapNhatTienDoHoSoMC", code, &message);
                         out.extend(group.into_iter().map(|(i, ..)| (i, HistoryResult::Retry(t.clone()))));
                     }
                 }
@@ -642,15 +689,23 @@ async fn send_history<S: Source, N: Sink, C: Clock>(
 // ---------------------------------------------------------------------------------------------
 // Recording outcomes
 
+/// Durably marks `items` as having a write of `kind` in flight, before it leaves.
 fn mark_inflight(
-    tx: &rusqlite::Connection,
-    work: &[Work],
+    inner_store: &crate::store::Store,
+    work: &mut [Work],
     items: &[usize],
-    kind: i64,
-) -> rusqlite::Result<()> {
-    let mut stmt = tx.prepare_cached("UPDATE dossier SET inflight = MAX(inflight, ?2) WHERE mahoso = ?1")?;
+    kind: InFlight,
+) -> Result<(), StoreError> {
+    inner_store.write(|tx| {
+        let mut stmt =
+            tx.prepare_cached("UPDATE dossier SET inflight = MAX(inflight, ?2) WHERE mahoso = ?1")?;
+        for &i in items {
+            stmt.execute(params![work[i].mahoso, kind.db()])?;
+        }
+        Ok(())
+    })?;
     for &i in items {
-        stmt.execute(params![work[i].mahoso, kind])?;
+        work[i].inflight = work[i].inflight.max(kind);
     }
     Ok(())
 }
@@ -704,7 +759,19 @@ fn settle_fates(
                 // in any case whatever earlier uncertainty is still unresolved.
                 let inflight = if t.maybe_applied { w.inflight.max(w.unresolved) } else { w.unresolved };
                 tx.prepare_cached("UPDATE dossier SET inflight = ?2 WHERE mahoso = ?1")?
-                    .execute(params![w.mahoso, inflight])?;
+                    .execute(params![w.mahoso, inflight.db()])?;
+            }
+            Some(Fate::Unmatched { reason }) => {
+                // Parked like a refusal, but the write stays uncertain (`inflight` untouched): a
+                // retry, or a newer provincial version, reads the dossier back again first.
+                tx.prepare_cached(
+                    "INSERT INTO dead (mahoso, dead_at, attempts, error_code, reason, kind)
+                     VALUES (?1, ?2, ?3, NULL, ?4, 'unmatched')
+                     ON CONFLICT(mahoso) DO UPDATE SET dead_at = excluded.dead_at, attempts = excluded.attempts,
+                         error_code = NULL, reason = excluded.reason, kind = excluded.kind",
+                )?
+                .execute(params![w.mahoso, now, w.attempts + 1, reason])?;
+                tx.prepare_cached("DELETE FROM outbox WHERE mahoso = ?1")?.execute([&w.mahoso])?;
             }
             Some(Fate::Later) => {
                 tx.prepare_cached("UPDATE outbox SET next_attempt_at = ?2 WHERE mahoso = ?1")?
@@ -785,19 +852,14 @@ where
         .await
 }
 
-/// One round; returns how many dossiers it handled.
-async fn round<S: Source, N: Sink, C: Clock>(inner: &Inner<S, N, C>) -> Result<usize, StoreError> {
-    let now = inner.clock.now().as_microsecond();
-    let mut work = inner.store.read(|c| load_due(c, now, inner.cfg.round_size))?;
-    if work.is_empty() {
-        return Ok(0);
-    }
-    let seed = inner.next_seed();
-
-    resolve_uncertain(inner, &mut work).await?;
-    fill_catalogues(inner, &mut work).await?;
-
-    // Payloads.
+/// Phase 3: the dossiers whose payload the portal does not hold as it is, created or
+/// replaced in calls of at most the item limit.
+async fn push_payloads<S: Source, N: Sink, C: Clock>(
+    inner: &Inner<S, N, C>,
+    work: &mut [Work],
+    now: i64,
+    seed: u64,
+) -> Result<(), StoreError> {
     let batch = inner.item_limit();
     let mut creates = Vec::new();
     let mut updates = Vec::new();
@@ -805,47 +867,54 @@ async fn round<S: Source, N: Sink, C: Clock>(inner: &Inner<S, N, C>) -> Result<u
         if w.national_exists { updates.push(i) } else { creates.push(i) }
     }
     let sending: Vec<usize> = creates.iter().chain(&updates).copied().collect();
-    if !sending.is_empty() {
-        inner.store.write(|tx| mark_inflight(tx, &work, &sending, INFLIGHT_PAYLOAD))?;
-        for &i in &sending {
-            work[i].inflight = work[i].inflight.max(INFLIGHT_PAYLOAD);
-        }
-        let calls: Vec<_> = creates
-            .chunks(batch)
-            .map(|c| (false, c.to_vec()))
-            .chain(updates.chunks(batch).map(|c| (true, c.to_vec())))
-            .map(|(updating, items)| send_payloads(inner, &work, updating, items))
-            .collect();
-        let results = run_calls(inner.cfg.max_concurrency, calls).await;
-        let mut acked = Vec::new();
-        let mut fated = Vec::new();
-        for (i, result) in results {
-            match result {
-                PayloadResult::Acked => acked.push(i),
-                PayloadResult::Dead { code, reason } => {
-                    work[i].fate = Some(Fate::Dead { code: Some(code), reason });
-                    fated.push(i);
-                }
-                PayloadResult::Retry(t) => {
-                    work[i].fate = Some(Fate::Retry(t));
-                    fated.push(i);
-                }
+    if sending.is_empty() {
+        return Ok(());
+    }
+    mark_inflight(&inner.store, work, &sending, InFlight::Payload)?;
+    let calls: Vec<_> = creates
+        .chunks(batch)
+        .map(|c| (false, c.to_vec()))
+        .chain(updates.chunks(batch).map(|c| (true, c.to_vec())))
+        .map(|(updating, items)| send_payloads(inner, work, updating, items))
+        .collect();
+    let results = run_calls(inner.cfg.max_concurrency, calls).await;
+    let mut acked = Vec::new();
+    let mut fated = Vec::new();
+    for (i, result) in results {
+        match result {
+            PayloadResult::Acked => acked.push(i),
+            PayloadResult::Dead { code, reason } => {
+                work[i].fate = Some(Fate::Dead { code: Some(code), reason });
+                fated.push(i);
+            }
+            PayloadResult::Retry(t) => {
+                work[i].fate = Some(Fate::Retry(t));
+                fated.push(i);
             }
         }
-        for &i in &acked {
-            let w = &mut work[i];
-            w.national_exists = true;
-            w.acked_hash = Some(w.payload_hash);
-            w.inflight = 0;
-        }
-        inner.stats.dossiers_acked(acked.len());
-        inner.store.write(|tx| {
-            save_payload_acks(tx, &work, &acked, now)?;
-            settle_fates(tx, &work, &fated, now, &inner.cfg, seed)
-        })?;
     }
+    for &i in &acked {
+        let w = &mut work[i];
+        w.national_exists = true;
+        w.acked_hash = Some(w.payload_hash);
+        w.inflight = InFlight::None;
+    }
+    inner.stats.dossiers_acked(acked.len());
+    inner.store.write(|tx| {
+        save_payload_acks(tx, work, &acked, now)?;
+        settle_fates(tx, work, &fated, now, &inner.cfg, seed)
+    })
+}
 
-    // History, for dossiers whose current payload the portal holds.
+/// Phase 4: the history entries not yet acknowledged of the dossiers whose current payload
+/// the portal holds, oldest first, whole dossiers packed into calls of at most the item limit.
+async fn push_history<S: Source, N: Sink, C: Clock>(
+    inner: &Inner<S, N, C>,
+    work: &mut [Work],
+    now: i64,
+    seed: u64,
+) -> Result<(), StoreError> {
+    let batch = inner.item_limit();
     let mut slices = Vec::new();
     for (i, w) in work.iter().enumerate() {
         if w.open() && w.payload_acked() && w.acked_history < w.history.len() {
@@ -853,95 +922,104 @@ async fn round<S: Source, N: Sink, C: Clock>(inner: &Inner<S, N, C>) -> Result<u
             slices.push((i, w.acked_history, to));
         }
     }
-    if !slices.is_empty() {
-        let sending: Vec<usize> = slices.iter().map(|s| s.0).collect();
-        inner.store.write(|tx| mark_inflight(tx, &work, &sending, INFLIGHT_HISTORY))?;
-        for &i in &sending {
-            work[i].inflight = work[i].inflight.max(INFLIGHT_HISTORY);
-        }
-        // Pack whole dossiers into calls of at most batch_size entries.
-        let mut calls_slices: Vec<Vec<(usize, usize, usize)>> = Vec::new();
-        let mut current: Vec<(usize, usize, usize)> = Vec::new();
-        let mut size = 0;
-        for s in slices {
-            let n = s.2 - s.1;
-            if size + n > batch && !current.is_empty() {
-                calls_slices.push(std::mem::take(&mut current));
-                size = 0;
-            }
-            current.push(s);
-            size += n;
-        }
-        if !current.is_empty() {
-            calls_slices.push(current);
-        }
-        let calls: Vec<_> = calls_slices.into_iter().map(|s| send_history(inner, &work, s)).collect();
-        let results = run_calls(inner.cfg.max_concurrency, calls).await;
-        let mut acked = Vec::new();
-        let mut fated = Vec::new();
-        let mut entries = 0;
-        for (i, result) in results {
-            match result {
-                HistoryResult::Acked(n) => {
-                    work[i].acked_history += n;
-                    work[i].inflight = 0;
-                    entries += n;
-                    acked.push(i);
-                }
-                HistoryResult::Missing => {
-                    // The portal lost or never had the dossier: create it again, soon.
-                    let w = &mut work[i];
-                    w.national_exists = false;
-                    w.acked_hash = None;
-                    w.acked_history = 0;
-                    w.inflight = 0;
-                    acked.push(i);
-                    tracing::warn!(event = "dossier_recreated", dossier = %w.mahoso, "history refused: the national portal does not know this dossier; it will be created again");
-                }
-                HistoryResult::Dead { code, reason } => {
-                    work[i].fate = Some(Fate::Dead { code: Some(code), reason });
-                    fated.push(i);
-                }
-                HistoryResult::Retry(t) => {
-                    work[i].fate = Some(Fate::Retry(t));
-                    fated.push(i);
-                }
-            }
-        }
-        inner.stats.entries_acked(entries);
-        inner.store.write(|tx| {
-            let mut missing = tx.prepare_cached(
-                "UPDATE dossier SET national_exists = 0, acked_hash = NULL, acked_history = 0, inflight = 0 WHERE mahoso = ?1",
-            )?;
-            for &i in &acked {
-                if !work[i].national_exists {
-                    missing.execute([&work[i].mahoso])?;
-                }
-            }
-            let really_acked: Vec<usize> = acked.iter().copied().filter(|&i| work[i].national_exists).collect();
-            save_history_acks(tx, &work, &really_acked, now)?;
-            settle_fates(tx, &work, &fated, now, &inner.cfg, seed)
-        })?;
+    if slices.is_empty() {
+        return Ok(());
     }
+    let sending: Vec<usize> = slices.iter().map(|s| s.0).collect();
+    mark_inflight(&inner.store, work, &sending, InFlight::History)?;
+    let mut calls_slices: Vec<Vec<(usize, usize, usize)>> = Vec::new();
+    let mut current: Vec<(usize, usize, usize)> = Vec::new();
+    let mut size = 0;
+    for s in slices {
+        let n = s.2 - s.1;
+        if size + n > batch && !current.is_empty() {
+            calls_slices.push(std::mem::take(&mut current));
+            size = 0;
+        }
+        current.push(s);
+        size += n;
+    }
+    if !current.is_empty() {
+        calls_slices.push(current);
+    }
+    let calls: Vec<_> = calls_slices.into_iter().map(|s| send_history(inner, work, s)).collect();
+    let results = run_calls(inner.cfg.max_concurrency, calls).await;
+    let mut acked = Vec::new();
+    let mut missing = Vec::new();
+    let mut fated = Vec::new();
+    let mut entries = 0;
+    for (i, result) in results {
+        match result {
+            HistoryResult::Acked(n) => {
+                work[i].acked_history += n;
+                work[i].inflight = InFlight::None;
+                entries += n;
+                acked.push(i);
+            }
+            HistoryResult::Missing => {
+                // The portal lost or never had the dossier: create it again, soon.
+                let w = &mut work[i];
+                w.national_exists = false;
+                w.acked_hash = None;
+                w.acked_history = 0;
+                w.inflight = InFlight::None;
+                missing.push(i);
+                tracing::warn!(event = "dossier_recreated", dossier = %w.mahoso, "history refused: the national portal does not know this dossier; it will be created again");
+            }
+            HistoryResult::Dead { code, reason } => {
+                work[i].fate = Some(Fate::Dead { code: Some(code), reason });
+                fated.push(i);
+            }
+            HistoryResult::Retry(t) => {
+                work[i].fate = Some(Fate::Retry(t));
+                fated.push(i);
+            }
+        }
+    }
+    inner.stats.entries_acked(entries);
+    inner.store.write(|tx| {
+        let mut forget = tx.prepare_cached(
+            "UPDATE dossier SET national_exists = 0, acked_hash = NULL, acked_history = 0, inflight = 0 WHERE mahoso = ?1",
+        )?;
+        for &i in &missing {
+            forget.execute([&work[i].mahoso])?;
+        }
+        save_history_acks(tx, work, &acked, now)?;
+        settle_fates(tx, work, &fated, now, &inner.cfg, seed)
+    })
+}
 
-    // Dossiers parked or rescheduled before any call (read-back, catalogue).
+/// The end of a round: what was parked or rescheduled before any call (read-back,
+/// catalogue) is settled; dossiers in sync leave the outbox; metrics and logs for each fate.
+fn close_round<S: Source, N: Sink, C: Clock>(
+    inner: &Inner<S, N, C>,
+    work: &[Work],
+    now: i64,
+    seed: u64,
+) -> Result<(), StoreError> {
     let earlier: Vec<usize> = (0..work.len()).filter(|&i| work[i].fate.is_some()).collect();
     let end = inner.clock.now().as_microsecond();
     let lags = inner.store.write(|tx| {
-        settle_fates(tx, &work, &earlier, now, &inner.cfg, seed)?;
-        finish(tx, &work, end)
+        settle_fates(tx, work, &earlier, now, &inner.cfg, seed)?;
+        finish(tx, work, end)
     })?;
     for lag in &lags {
         let seconds = (*lag).max(0) as f64 / 1e6;
         metrics::histogram!(m::SYNC_LAG).record(seconds);
         inner.stats.synced(seconds);
     }
-    for w in &work {
+    for w in work {
         match &w.fate {
             Some(Fate::Dead { code, reason }) => {
                 metrics::counter!(m::DEAD).increment(1);
                 inner.stats.dead();
                 tracing::warn!(event = "dossier_parked", dossier = %w.mahoso, error_code = code, reason = %reason);
+            }
+            Some(Fate::Unmatched { reason }) => {
+                metrics::counter!(m::DEAD).increment(1);
+                metrics::counter!(m::READBACKS_INCONCLUSIVE).increment(1);
+                inner.stats.dead();
+                tracing::warn!(event = "dossier_parked", dossier = %w.mahoso, reason = %reason);
             }
             Some(Fate::Retry(t)) => {
                 inner.stats.retry();
@@ -950,6 +1028,23 @@ async fn round<S: Source, N: Sink, C: Clock>(inner: &Inner<S, N, C>) -> Result<u
             _ => {}
         }
     }
+    Ok(())
+}
+
+/// One round, its phases in order (see the module's comment); returns how many dossiers it
+/// handled.
+pub(crate) async fn round<S: Source, N: Sink, C: Clock>(inner: &Inner<S, N, C>) -> Result<usize, StoreError> {
+    let now = inner.clock.now().as_microsecond();
+    let mut work = inner.store.read(|c| load_due(c, now, inner.cfg.round_size))?;
+    if work.is_empty() {
+        return Ok(0);
+    }
+    let seed = inner.next_seed();
+    resolve_uncertain(inner, &mut work).await?;
+    fill_catalogues(inner, &mut work).await?;
+    push_payloads(inner, &mut work, now, seed).await?;
+    push_history(inner, &mut work, now, seed).await?;
+    close_round(inner, &work, now, seed)?;
     Ok(work.len())
 }
 

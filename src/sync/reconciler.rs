@@ -15,7 +15,7 @@ use super::{
     ports::{Clock, Cursor, Sink, Source},
 };
 use crate::{
-    store::{StoreError, meta_get, meta_set},
+    store::{StoreError, meta_get, meta_set, state},
     telemetry::Trouble,
 };
 
@@ -37,21 +37,6 @@ pub struct ReconcileReport {
 pub(crate) const REQUESTED: &str = "reconcile_requested";
 pub(crate) const LAST: &str = "reconcile_last";
 pub(crate) const LAST_AT: &str = "reconcile_last_at";
-
-/// Share of valid dossiers whose national copy is current, in percent.
-pub fn coverage(conn: &rusqlite::Connection) -> rusqlite::Result<f64> {
-    let (in_sync, valid): (i64, i64) = conn.query_row(
-        "SELECT
-             (SELECT COUNT(*) FROM dossier d
-                  WHERE NOT EXISTS (SELECT 1 FROM outbox o WHERE o.mahoso = d.mahoso)
-                    AND NOT EXISTS (SELECT 1 FROM dead x WHERE x.mahoso = d.mahoso)
-                    AND NOT EXISTS (SELECT 1 FROM quarantine q WHERE q.key = d.mahoso)),
-             (SELECT COUNT(*) FROM dossier d WHERE NOT EXISTS (SELECT 1 FROM quarantine q WHERE q.key = d.mahoso))",
-        [],
-        |r| Ok((r.get(0)?, r.get(1)?)),
-    )?;
-    Ok(if valid == 0 { 100.0 } else { in_sync as f64 * 100.0 / valid as f64 })
-}
 
 /// Puts back in the outbox every dossier whose acknowledged state is not its latest and that
 /// is neither waiting nor parked: the outbox's own consistency check.
@@ -102,7 +87,7 @@ pub(crate) async fn pass<S: Source, N: Sink, C: Clock>(
     let now = inner.clock.now();
     let result: Result<(usize, f64), StoreError> = inner.store.write(|tx| {
         let requeued = requeue_drift(tx, now.as_microsecond())?;
-        Ok((requeued, coverage(tx)?))
+        Ok((requeued, state::coverage(&state::dossier_counts(tx)?)))
     });
     let (requeued, coverage_percent) = match result {
         Ok(r) => r,

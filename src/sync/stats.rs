@@ -25,6 +25,7 @@ pub struct EngineStats {
     dossiers_acked: AtomicU64,
     entries_acked: AtomicU64,
     readbacks: AtomicU64,
+    readbacks_inconclusive: AtomicU64,
     retries: AtomicU64,
     dead: AtomicU64,
     synced: AtomicU64,
@@ -44,6 +45,8 @@ pub struct StatsSnapshot {
     pub dossier_pushes_acked: u64,
     pub history_entries_acked: u64,
     pub readbacks: u64,
+    /// Read-backs that could not tell which entries were applied (the dossier was parked).
+    pub readbacks_inconclusive: u64,
     pub retries: u64,
     pub parked_dead: u64,
     pub synced_versions: u64,
@@ -84,6 +87,9 @@ impl EngineStats {
     pub(crate) fn readback(&self) {
         self.readbacks.fetch_add(1, Relaxed);
     }
+    pub(crate) fn readback_inconclusive(&self) {
+        self.readbacks_inconclusive.fetch_add(1, Relaxed);
+    }
     pub(crate) fn retry(&self) {
         self.retries.fetch_add(1, Relaxed);
     }
@@ -117,6 +123,7 @@ impl EngineStats {
             dossier_pushes_acked: self.dossiers_acked.load(Relaxed),
             history_entries_acked: self.entries_acked.load(Relaxed),
             readbacks: self.readbacks.load(Relaxed),
+            readbacks_inconclusive: self.readbacks_inconclusive.load(Relaxed),
             retries: self.retries.load(Relaxed),
             parked_dead: self.dead.load(Relaxed),
             synced_versions: self.synced.load(Relaxed),

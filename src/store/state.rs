@@ -1,0 +1,84 @@
+//! What more than one part reads of the daemon's state: the cursors (written by the poller,
+//! shown by `status`), and the dossier counts and coverage (exported by the engine, shown by
+//! `status`, the demo and the reconciler's report). Here, so that those parts need not know
+//! each other.
+
+use jiff::Timestamp;
+use rusqlite::{Connection, OptionalExtension};
+use serde::Serialize;
+
+use super::{meta_get, meta_set};
+use crate::domain::cursor::Cursor;
+
+pub const HEAD: &str = "head_cursor";
+pub const TAIL: &str = "tail_cursor";
+/// The first backfill's position in the source's scan, and where the change listing takes
+/// over once it is done (see the poller's first backfill).
+pub const BACKFILL: &str = "backfill_cursor";
+pub const BACKFILL_THEN: &str = "backfill_then_head";
+
+/// The cursor kept under `key`, if any.
+pub fn read_cursor(conn: &Connection, key: &str) -> rusqlite::Result<Option<Cursor>> {
+    Ok(meta_get(conn, key)?.and_then(|v| {
+        let (ts, id) = v.split_once('|')?;
+        Some(Cursor { updated_at: Timestamp::from_microsecond(ts.parse().ok()?).ok()?, id: id.to_owned() })
+    }))
+}
+
+pub fn write_cursor(conn: &Connection, key: &str, cursor: &Cursor) -> rusqlite::Result<()> {
+    meta_set(conn, key, Some(&format!("{}|{}", cursor.updated_at.as_microsecond(), cursor.id)))
+}
+
+/// Dossiers by sync state (`status --json`'s `dossiers`).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Dossiers {
+    pub total: u64,
+    pub in_sync: u64,
+    pub pending: u64,
+    pub retrying: u64,
+    pub dead: u64,
+    pub quarantined: u64,
+}
+
+fn count(conn: &Connection, name: &str) -> rusqlite::Result<u64> {
+    let n: Option<i64> =
+        conn.query_row("SELECT n FROM counts WHERE name = ?1", [name], |r| r.get(0)).optional()?;
+    Ok(n.unwrap_or(0).max(0) as u64)
+}
+
+/// The dossier counts, from the trigger-kept counts and the (small) quarantine table.
+pub fn dossier_counts(conn: &Connection) -> rusqlite::Result<Dossiers> {
+    let rows = count(conn, "dossier")?;
+    let outbox = count(conn, "outbox")?;
+    let retrying = count(conn, "retrying")?;
+    let dead = count(conn, "dead")?;
+    let quarantined = count(conn, "quarantine")?;
+    // Quarantined records that never had a valid version (no dossier row), and quarantined
+    // newer versions of dossiers that are otherwise in sync.
+    let (without_row, parked_in_sync): (i64, i64) = conn.query_row(
+        "SELECT
+             (SELECT COUNT(*) FROM quarantine q WHERE NOT EXISTS (SELECT 1 FROM dossier d WHERE d.mahoso = q.key)),
+             (SELECT COUNT(*) FROM quarantine q JOIN dossier d ON d.mahoso = q.key
+                  WHERE NOT EXISTS (SELECT 1 FROM outbox o WHERE o.mahoso = q.key)
+                    AND NOT EXISTS (SELECT 1 FROM dead x WHERE x.mahoso = q.key))",
+        [],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )?;
+    Ok(Dossiers {
+        total: rows + without_row.max(0) as u64,
+        in_sync: rows
+            .saturating_sub(outbox)
+            .saturating_sub(dead)
+            .saturating_sub(parked_in_sync.max(0) as u64),
+        pending: outbox.saturating_sub(retrying),
+        retrying,
+        dead,
+        quarantined,
+    })
+}
+
+/// in_sync / (total − quarantined) × 100, and 100 when there is nothing valid to cover.
+pub fn coverage(d: &Dossiers) -> f64 {
+    let valid = d.total.saturating_sub(d.quarantined);
+    if valid == 0 { 100.0 } else { d.in_sync as f64 * 100.0 / valid as f64 }
+}
