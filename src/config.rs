@@ -437,7 +437,9 @@ impl Reader<'_> {
     /// The SQL source's keys, checked only when `provincial.kind = "sql"`.
     fn sql(&mut self, required: bool) -> Option<SqlConfig> {
         let url = self.secret(SECRETS[2].0, SECRETS[2].1, required)?;
-        if !url.is_empty() && crate::provincial::sql::Dialect::of_url(url.expose()).is_none() {
+        let scheme = url.expose().split_once("://").map(|(s, _)| s.to_ascii_lowercase());
+        let supported = matches!(scheme.as_deref(), Some("mysql" | "mariadb" | "postgres" | "postgresql"));
+        if !url.is_empty() && !supported {
             // Never echo the URL: the password is in it.
             self.problem(
                 SECRETS[2].0,

@@ -1,19 +1,19 @@
 //! dvc-sync: keeps a province's one-stop dossiers synchronized with the National Public
 //! Service Portal. See README.md for the architecture; `main.rs` only dispatches the CLI.
 
-pub mod check_source;
+pub(crate) mod check_source;
 pub mod cli;
 pub mod config;
 pub mod daemon;
 pub mod demo;
 pub mod domain;
 pub mod memory;
-pub mod metrics;
+pub(crate) mod metrics;
 pub mod mock;
 pub mod national;
-pub mod ops;
+pub(crate) mod ops;
 pub mod provincial;
-pub mod shutdown;
+pub(crate) mod shutdown;
 pub mod sim;
 pub mod status;
 pub mod store;

@@ -9,6 +9,7 @@ use anyhow::Context;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
+pub use crate::mock::provincial::{TruthItem, truth_items};
 use crate::{
     domain::{
         entry,
@@ -17,16 +18,6 @@ use crate::{
     },
     mock::catalogue,
 };
-
-/// A provincial dossier as the simulator knows it.
-#[derive(Debug, Clone)]
-pub struct TruthItem {
-    pub key: String,
-    pub record: Value,
-    pub statuses: Vec<String>,
-    pub defect: Option<String>,
-    pub unknown_procedure: bool,
-}
 
 /// The verdict on one run.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -156,23 +147,6 @@ pub async fn verify(
     let state = national_state(http, national).await?;
     let stats = get_json(http, &format!("{national}/_mock/stats")).await?;
     Ok(compare(&truth, &state, &stats, map))
-}
-
-/// Reads truth items as `/_mock/truth` (or `World::truth`) lists them.
-pub fn truth_items(items: &[Value]) -> Vec<TruthItem> {
-    items
-        .iter()
-        .map(|item| TruthItem {
-            key: item["key"].as_str().unwrap_or("").to_owned(),
-            record: item["record"].clone(),
-            statuses: item["statuses"]
-                .as_array()
-                .map(|s| s.iter().filter_map(Value::as_str).map(str::to_owned).collect())
-                .unwrap_or_default(),
-            defect: item["defect"].as_str().map(str::to_owned),
-            unknown_procedure: item["unknown_procedure"] == Value::Bool(true),
-        })
-        .collect()
 }
 
 /// The verdict from the data itself: the provincial truth, the national state by MaHoSo, and

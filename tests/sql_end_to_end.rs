@@ -167,12 +167,6 @@ async fn the_promise_holds_on(kind: Kind) {
     province.close().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn mariadb_sigkills_late_commits_and_faults_lose_and_duplicate_nothing() {
-    the_promise_holds_on(Kind::MariaDb).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn postgres_sigkills_late_commits_and_faults_lose_and_duplicate_nothing() {
-    the_promise_holds_on(Kind::Postgres).await;
+on_both! {
+    sigkills_late_commits_and_faults_lose_and_duplicate_nothing => the_promise_holds_on;
 }

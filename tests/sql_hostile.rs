@@ -316,16 +316,6 @@ async fn hostile_content(kind: Kind) {
     assert!(daemon.wait(Duration::from_secs(15)).await.expect("stops").success());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn mariadb_hostile_content_is_quarantined_with_its_reason_and_recovers() {
-    hostile_content(Kind::MariaDb).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn postgres_hostile_content_is_quarantined_with_its_reason_and_recovers() {
-    hostile_content(Kind::Postgres).await;
-}
-
 async fn faults(kind: Kind) {
     // The dossiers query sleeps as long as the knob says: a page then stays open long enough
     // to cut its connection, or to outlast the statement timeout.
@@ -432,12 +422,7 @@ async fn faults(kind: Kind) {
     assert!(daemon.wait(Duration::from_secs(15)).await.expect("stops").success());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn mariadb_faults_give_a_clear_error_keep_the_cursor_and_recover() {
-    faults(Kind::MariaDb).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn postgres_faults_give_a_clear_error_keep_the_cursor_and_recover() {
-    faults(Kind::Postgres).await;
+on_both! {
+    hostile_content_is_quarantined_with_its_reason_and_recovers => hostile_content;
+    faults_give_a_clear_error_keep_the_cursor_and_recover => faults;
 }

@@ -100,16 +100,6 @@ async fn profile_reads_what_the_province_wrote(kind: Kind) {
     source.close().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn mariadb_profile_reads_what_the_province_wrote() {
-    profile_reads_what_the_province_wrote(Kind::MariaDb).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn postgres_profile_reads_what_the_province_wrote() {
-    profile_reads_what_the_province_wrote(Kind::Postgres).await;
-}
-
 /// A province with `dossiers` dossiers lived to the end in the database (no late commits).
 async fn settled_province(server: &DbServer, world: Knobs) -> Arc<Province> {
     let p = province(server, world, DbKnobs { late_commit_rate: 0.0, ..DbKnobs::default() }).await;
@@ -207,31 +197,13 @@ async fn check_source_shows_what_would_be_sent_and_why_not(kind: Kind) {
     assert!(err.contains("provincial.database_url"), "{err}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn mariadb_check_source_shows_what_would_be_sent_and_why_not() {
-    check_source_shows_what_would_be_sent_and_why_not(Kind::MariaDb).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn postgres_check_source_shows_what_would_be_sent_and_why_not() {
-    check_source_shows_what_would_be_sent_and_why_not(Kind::Postgres).await;
-}
-
-/// A throwaway CA and a server certificate for localhost, as PEM files in `dir`.
+/// The throwaway CA and localhost certificate as PEM files in `dir`: (CA, certificate, key).
 fn certificates(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
-    let ca_key = rcgen::KeyPair::generate().unwrap();
-    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    ca_params.distinguished_name.push(rcgen::DnType::CommonName, "dvc-sync test CA");
-    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
-    let issuer = rcgen::Issuer::new(ca_params, ca_key);
-    let key = rcgen::KeyPair::generate().unwrap();
-    let params = rcgen::CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
-    let cert = params.signed_by(&key, &issuer).unwrap();
+    let certs = common::tls::localhost();
     let (ca, crt, pem) = (dir.join("ca.pem"), dir.join("server.crt"), dir.join("server.key"));
-    std::fs::write(&ca, ca_cert.pem()).unwrap();
-    std::fs::write(&crt, cert.pem()).unwrap();
-    std::fs::write(&pem, key.serialize_pem()).unwrap();
+    std::fs::write(&ca, certs.ca_pem).unwrap();
+    std::fs::write(&crt, certs.cert_pem).unwrap();
+    std::fs::write(&pem, certs.key_pem).unwrap();
     (ca, crt, pem)
 }
 
@@ -364,16 +336,6 @@ async fn one_number_two_records(kind: Kind) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn mariadb_two_records_with_one_number_park_the_second() {
-    one_number_two_records(Kind::MariaDb).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn postgres_two_records_with_one_number_park_the_second() {
-    one_number_two_records(Kind::Postgres).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cursor_column_of_the_wrong_type_fails_the_page_clearly() {
     let server = DbServer::start(Kind::MariaDb);
     let _p =
@@ -421,4 +383,10 @@ async fn a_database_filled_over_http_is_not_read_from_sql() {
         err.contains("was filled from provincial.kind = \"http\"") && err.contains("new database"),
         "{err}"
     );
+}
+
+on_both! {
+    profile_reads_what_the_province_wrote => profile_reads_what_the_province_wrote;
+    check_source_shows_what_would_be_sent_and_why_not => check_source_shows_what_would_be_sent_and_why_not;
+    two_records_with_one_number_park_the_second => one_number_two_records;
 }

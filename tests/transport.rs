@@ -1,6 +1,8 @@
 //! The transport: TLS is verified (an untrusted certificate fails; an extra CA file makes it
 //! trusted), answers are size-limited, and calls time out.
 
+mod common;
+
 use std::{sync::Arc, time::Duration};
 
 use dvc_sync::{
@@ -73,18 +75,9 @@ async fn a_slow_answer_times_out() {
 /// the CA in PEM.
 async fn tls_server() -> (String, String) {
     let _ = tokio_rustls::rustls::crypto::aws_lc_rs::default_provider().install_default();
-    let ca_key = rcgen::KeyPair::generate().unwrap();
-    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    ca_params.distinguished_name.push(rcgen::DnType::CommonName, "dvc-sync test CA");
-    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
-    let issuer = rcgen::Issuer::new(ca_params, ca_key);
-    let key = rcgen::KeyPair::generate().unwrap();
-    let params = rcgen::CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
-    let cert = params.signed_by(&key, &issuer).unwrap();
-
-    let certs = vec![cert.der().clone()];
-    let private = tokio_rustls::rustls::pki_types::PrivateKeyDer::try_from(key.serialize_der()).unwrap();
+    let made = common::tls::localhost();
+    let certs = vec![tokio_rustls::rustls::pki_types::CertificateDer::from(made.cert_der.clone())];
+    let private = tokio_rustls::rustls::pki_types::PrivateKeyDer::try_from(made.key_der.clone()).unwrap();
     let config = tokio_rustls::rustls::ServerConfig::builder()
         .with_no_client_auth()
         .with_single_cert(certs, private)
@@ -109,7 +102,7 @@ async fn tls_server() -> (String, String) {
             });
         }
     });
-    (format!("https://localhost:{port}/"), ca_cert.pem())
+    (format!("https://localhost:{port}/"), made.ca_pem)
 }
 
 #[tokio::test]

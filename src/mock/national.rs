@@ -131,7 +131,7 @@ impl Faults {
 }
 
 /// Error codes of `national-portal.md`, shared with the client and the engine.
-pub use crate::national::codes as code;
+pub use crate::domain::codes as code;
 
 /// Starts the mock on `listener`; returns once it accepts connections.
 pub async fn start(listener: TcpListener, config: NationalConfig) -> anyhow::Result<MockServer> {

@@ -2,93 +2,10 @@
 //! stated in its body (HTTP 200 with a non-zero error_code, as a number or a string), or
 //! transient trouble to retry, with whether the call may have been applied anyway.
 
-use std::time::Duration;
-
 use serde_json::Value;
 
+pub use crate::sync::answer::{Answer, Transient, TransientKind};
 use crate::transport::{RawResponse, TransportError};
-
-#[derive(Debug, Clone, PartialEq)]
-pub enum Answer {
-    /// error_code 0 (or "0", "00"): the whole body.
-    Ok(Value),
-    /// A non-zero error_code: the portal read the call and refused it; nothing was applied.
-    Refused { code: i64, message: String },
-    /// No usable answer: retry later.
-    Retry(Transient),
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct Transient {
-    pub kind: TransientKind,
-    pub reason: String,
-    /// The call may have been applied although no answer says so (a lost acknowledgement):
-    /// read back before sending anything that must not be applied twice.
-    pub maybe_applied: bool,
-    pub retry_after: Option<Duration>,
-    pub http_status: Option<u16>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TransientKind {
-    /// HTTP 429.
-    RateLimited,
-    /// HTTP 503: refused at the door.
-    Unavailable,
-    /// Another 5xx (or an unexpected status): the backend may have acted.
-    ServerError,
-    Timeout,
-    /// Could not connect: nothing sent.
-    Connect,
-    /// The connection broke after sending.
-    Dropped,
-    /// HTTP 200 with a body that is not the API's JSON (an HTML page, garbage, no error_code).
-    BadAnswer,
-    TooLarge,
-    /// The session was refused again right after a new login.
-    Session,
-    /// Logging in failed.
-    Login,
-}
-
-impl TransientKind {
-    /// A bounded label for metrics and logs.
-    pub fn label(self) -> &'static str {
-        match self {
-            TransientKind::RateLimited => "rate_limited",
-            TransientKind::Unavailable => "unavailable",
-            TransientKind::ServerError => "server_error",
-            TransientKind::Timeout => "timeout",
-            TransientKind::Connect => "connect",
-            TransientKind::Dropped => "dropped",
-            TransientKind::BadAnswer => "bad_answer",
-            TransientKind::TooLarge => "too_large",
-            TransientKind::Session => "session",
-            TransientKind::Login => "login",
-        }
-    }
-}
-
-impl Answer {
-    /// A bounded label for metrics: "ok", "refused", or the transient kind.
-    pub fn label(&self) -> &'static str {
-        match self {
-            Answer::Ok(_) => "ok",
-            Answer::Refused { .. } => "refused",
-            Answer::Retry(t) => t.kind.label(),
-        }
-    }
-
-    pub fn retry(kind: TransientKind, reason: impl Into<String>, maybe_applied: bool) -> Answer {
-        Answer::Retry(Transient {
-            kind,
-            reason: reason.into(),
-            maybe_applied,
-            retry_after: None,
-            http_status: None,
-        })
-    }
-}
 
 /// error_code in any form the portal uses: 0, "0", "00", -1, "-1", 2.0.
 pub fn error_code(v: &Value) -> Option<i64> {
@@ -166,19 +83,12 @@ pub fn classify(result: Result<RawResponse, TransportError>) -> Answer {
     }
 }
 
-/// The MaHoSo an all-or-nothing refusal names (`MaHoSo=<code>: ...`), if any.
-pub fn named_item(message: &str) -> Option<&str> {
-    let start = message.find("MaHoSo=")? + "MaHoSo=".len();
-    let rest = &message[start..];
-    let end =
-        rest.find(|c: char| c == ':' || c.is_whitespace() || c == ',' || c == ';').unwrap_or(rest.len());
-    let name = &rest[..end];
-    (!name.is_empty()).then_some(name)
-}
-
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
+    use crate::domain::codes::named_item;
     use bytes::Bytes;
     use serde_json::json;
 

@@ -1,9 +1,8 @@
 //! The national portal (DVCQG) adapter: the session, the integration envelope, and the one
 //! function that classifies every answer.
 
-pub mod classify;
-pub mod client;
-pub mod codes;
+pub(crate) mod classify;
+pub(crate) mod client;
 
 pub use classify::{Answer, Transient, TransientKind, classify, error_code};
 pub use client::{HttpNational, HttpTransport, NationalClient, Target, Transport};

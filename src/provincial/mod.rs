@@ -3,7 +3,7 @@
 //! profile ([`sql`]). A vendor whose system differs gets another adapter here, not a fork of
 //! the engine.
 
-pub mod http;
+pub(crate) mod http;
 pub mod sql;
 
 pub use http::HttpProvincial;

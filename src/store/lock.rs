@@ -19,7 +19,6 @@ pub enum LockError {
 #[derive(Debug)]
 pub struct DaemonLock {
     _file: File,
-    path: PathBuf,
 }
 
 impl DaemonLock {
@@ -54,7 +53,7 @@ impl DaemonLock {
         file.rewind().map_err(io)?;
         write!(file, "{}", std::process::id()).map_err(io)?;
         file.flush().map_err(io)?;
-        Ok(DaemonLock { _file: file, path })
+        Ok(DaemonLock { _file: file })
     }
 
     /// Whether a daemon holds the lock of `db` now (for commands that must not race it).
@@ -69,10 +68,6 @@ impl DaemonLock {
             }
             Err(_) => true,
         }
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.path
     }
 }
 

@@ -6,8 +6,8 @@
 //! dossiers concerned as in flight. With FULL, that mark is on disk (the WAL fsynced) before
 //! the request leaves, so a power cut can cost a read-back, never a resent history entry.
 
-pub mod lock;
-pub mod state;
+pub(crate) mod lock;
+pub(crate) mod state;
 
 use std::{
     path::{Path, PathBuf},

@@ -107,6 +107,7 @@ impl Limiter {
     }
 
     /// The current pacing rate, if any.
+    #[cfg(test)]
     pub fn rate(&self) -> Option<f64> {
         self.lock().rate
     }

@@ -3,13 +3,18 @@
 //! the HTTP portals in production and against in-memory portals with controlled time in the
 //! simulation.
 
-pub mod catalogue;
-pub mod limiter;
-pub mod poller;
+pub mod answer;
+pub(crate) mod catalogue;
+pub(crate) mod limiter;
+pub(crate) mod poller;
 pub mod ports;
-pub mod pusher;
-pub mod reconciler;
-pub mod stats;
+pub(crate) mod pusher;
+pub(crate) mod reconciler;
+pub(crate) mod stats;
+pub(crate) mod trouble;
+
+pub use reconciler::ReconcileReport;
+pub use stats::StatsSnapshot;
 
 use std::{
     sync::{Arc, Mutex},
@@ -24,8 +29,7 @@ use self::{
     catalogue::Catalogue,
     limiter::Limiter,
     ports::{Clock, Sink, Source},
-    reconciler::ReconcileReport,
-    stats::{EngineStats, StatsSnapshot},
+    stats::EngineStats,
 };
 use crate::{
     config::Config,
@@ -130,8 +134,8 @@ pub struct Inner<S, N, C> {
     rng: Mutex<fastrand::Rng>,
     notes: Mutex<Notes>,
     started_at: i64,
-    /// National call failures, logged quietly (see `telemetry::Trouble`).
-    pub(crate) national_trouble: Mutex<crate::telemetry::Trouble>,
+    /// National call failures, logged quietly (see [`trouble::Trouble`]).
+    pub(crate) national_trouble: Mutex<trouble::Trouble>,
     /// Items per call: batch_size, lowered for good when the portal answers code 8.
     item_limit: std::sync::atomic::AtomicUsize,
 }
@@ -386,7 +390,7 @@ impl<S: Source, N: Sink, C: Clock> Engine<S, N, C> {
                 rng,
                 notes: Mutex::new(Notes::default()),
                 started_at,
-                national_trouble: Mutex::new(crate::telemetry::Trouble::new("national calls")),
+                national_trouble: Mutex::new(trouble::Trouble::new("national calls")),
                 item_limit: std::sync::atomic::AtomicUsize::new(batch_size),
             }),
         })

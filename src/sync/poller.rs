@@ -20,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 use super::{
     Inner,
     ports::{Clock, Cursor, Page, Record, Sink, Source, SourceError},
+    trouble::Trouble,
 };
 use crate::{
     domain::{
@@ -32,7 +33,6 @@ use crate::{
         self, meta_set,
         state::{BACKFILL, BACKFILL_THEN, HEAD, TAIL, read_cursor, write_cursor},
     },
-    telemetry::Trouble,
 };
 
 /// Quarantined records are kept up to this size, enough to see what was wrong.

@@ -8,7 +8,8 @@ use std::future::Future;
 use jiff::Timestamp;
 use serde_json::{Value, value::RawValue};
 
-use crate::{domain::normalize::position_of, national::Answer};
+pub use super::answer::Answer;
+use crate::domain::normalize::position_of;
 
 pub use crate::domain::cursor::Cursor;
 

@@ -28,16 +28,21 @@ use tokio_util::sync::CancellationToken;
 
 use super::{
     Inner,
+    answer::{Answer, Transient, TransientKind},
     catalogue::Entry,
     limiter::Signal,
     ports::{Clock, Sink, Source},
+    trouble::Trouble,
 };
 use crate::{
-    domain::{entry, normalize::fill_catalogue, stable_hash},
+    domain::{
+        codes::{self, named_item},
+        entry,
+        normalize::fill_catalogue,
+        stable_hash,
+    },
     metrics as m,
-    national::{Answer, Transient, TransientKind, classify::named_item, codes},
     store::StoreError,
-    telemetry::Trouble,
 };
 
 /// Which kind of write may have been applied without an answer (the `inflight` column):
@@ -534,11 +539,11 @@ async fn fill_catalogues<S: Source, N: Sink, C: Clock>(
 // ---------------------------------------------------------------------------------------------
 // Dossier payloads
 
-#[derive(Debug)]
-enum PayloadResult {
-    Acked,
-    Dead { code: i64, reason: String },
-    Retry(Transient),
+/// A payload call's outcome for one dossier: acknowledged, or its fate.
+type PayloadResult = Result<(), Fate>;
+
+fn dead(code: i64, reason: String) -> Fate {
+    Fate::Dead { code: Some(code), reason }
 }
 
 /// Sends the payloads of `items` (indexes into `work`), isolating refused items; returns the
@@ -560,10 +565,10 @@ async fn send_payloads<S: Source, N: Sink, C: Clock>(
         let payloads: Vec<&RawValue> = group.iter().map(|&i| &*work[i].payload).collect();
         let answer = call(inner, "DongBoHoSoMC", || inner.sink.sync_dossiers(updating, &payloads)).await;
         match answer {
-            Answer::Ok(_) => out.extend(group.into_iter().map(|i| (i, PayloadResult::Acked))),
-            Answer::Retry(t) => out.extend(group.into_iter().map(|i| (i, PayloadResult::Retry(t.clone())))),
+            Answer::Ok(_) => out.extend(group.into_iter().map(|i| (i, Ok(())))),
+            Answer::Retry(t) => out.extend(group.into_iter().map(|i| (i, Err(Fate::Retry(t.clone()))))),
             Answer::Refused { code, message } => {
-                let dead = |code| PayloadResult::Dead { code, reason: refusal_reason(code, &message) };
+                let dead = |code| Err(dead(code, refusal_reason(code, &message)));
                 match isolate(code, &message, group.iter().map(|&i| work[i].mahoso.as_str())) {
                     Isolation::Item(p) => {
                         let i = group.remove(p);
@@ -594,7 +599,7 @@ async fn send_payloads<S: Source, N: Sink, C: Clock>(
                     Isolation::Halve => out.extend(group.into_iter().map(|i| (i, dead(code)))),
                     Isolation::TooMany | Isolation::WholeCall => {
                         let t = refused_call("DongBoHoSoMC", code, &message);
-                        out.extend(group.into_iter().map(|i| (i, PayloadResult::Retry(t.clone()))));
+                        out.extend(group.into_iter().map(|i| (i, Err(Fate::Retry(t.clone())))));
                     }
                 }
             }
@@ -606,18 +611,16 @@ async fn send_payloads<S: Source, N: Sink, C: Clock>(
 // ---------------------------------------------------------------------------------------------
 // History
 
+/// What a history call did for one dossier, when it did not decide its fate.
 #[derive(Debug)]
-enum HistoryResult {
+enum HistoryAck {
     /// This many entries were appended.
-    Acked(usize),
+    Appended(usize),
     /// The national portal does not know the dossier: create it first.
     Missing,
-    Dead {
-        code: i64,
-        reason: String,
-    },
-    Retry(Transient),
 }
+
+type HistoryResult = Result<HistoryAck, Fate>;
 
 /// Sends the entries `(work index, from, to)` of several dossiers in one call, isolating a
 /// refused dossier's entries.
@@ -637,22 +640,18 @@ async fn send_history<S: Source, N: Sink, C: Clock>(
         let answer = call(inner, "CapNhatTienDoHoSoMC", || inner.sink.append_history(&entries)).await;
         match answer {
             Answer::Ok(_) => {
-                out.extend(group.into_iter().map(|(i, from, to)| (i, HistoryResult::Acked(to - from))))
+                out.extend(group.into_iter().map(|(i, from, to)| (i, Ok(HistoryAck::Appended(to - from)))))
             }
-            Answer::Retry(t) => {
-                out.extend(group.into_iter().map(|(i, ..)| (i, HistoryResult::Retry(t.clone()))))
-            }
+            Answer::Retry(t) => out.extend(group.into_iter().map(|(i, ..)| (i, Err(Fate::Retry(t.clone()))))),
             Answer::Refused { code, message } => {
-                let dead = |code| HistoryResult::Dead {
-                    code,
-                    reason: format!("history entry {}", refusal_reason(code, &message)),
-                };
+                let dead =
+                    |code| Err(dead(code, format!("history entry {}", refusal_reason(code, &message))));
                 match isolate(code, &message, group.iter().map(|&(i, ..)| work[i].mahoso.as_str())) {
                     Isolation::Item(p) => {
                         let (i, ..) = group.remove(p);
                         out.push((
                             i,
-                            if code == codes::UNKNOWN_DOSSIER { HistoryResult::Missing } else { dead(code) },
+                            if code == codes::UNKNOWN_DOSSIER { Ok(HistoryAck::Missing) } else { dead(code) },
                         ));
                         groups.push(group);
                     }
@@ -677,7 +676,7 @@ async fn send_history<S: Source, N: Sink, C: Clock>(
                     Isolation::Halve => out.extend(group.into_iter().map(|(i, ..)| (i, dead(code)))),
                     Isolation::TooMany | Isolation::WholeCall => {
                         let t = refused_call("CapNhatTienDoHoSoMC", code, &message);
-                        out.extend(group.into_iter().map(|(i, ..)| (i, HistoryResult::Retry(t.clone()))));
+                        out.extend(group.into_iter().map(|(i, ..)| (i, Err(Fate::Retry(t.clone())))));
                     }
                 }
             }
@@ -852,6 +851,12 @@ where
         .await
 }
 
+/// Records a dossier's fate, decided by a call, for this phase's settlement.
+fn decide(work: &mut [Work], fated: &mut Vec<usize>, i: usize, fate: Fate) {
+    work[i].fate = Some(fate);
+    fated.push(i);
+}
+
 /// Phase 3: the dossiers whose payload the portal does not hold as it is, created or
 /// replaced in calls of at most the item limit.
 async fn push_payloads<S: Source, N: Sink, C: Clock>(
@@ -882,15 +887,8 @@ async fn push_payloads<S: Source, N: Sink, C: Clock>(
     let mut fated = Vec::new();
     for (i, result) in results {
         match result {
-            PayloadResult::Acked => acked.push(i),
-            PayloadResult::Dead { code, reason } => {
-                work[i].fate = Some(Fate::Dead { code: Some(code), reason });
-                fated.push(i);
-            }
-            PayloadResult::Retry(t) => {
-                work[i].fate = Some(Fate::Retry(t));
-                fated.push(i);
-            }
+            Ok(()) => acked.push(i),
+            Err(fate) => decide(work, &mut fated, i, fate),
         }
     }
     for &i in &acked {
@@ -950,13 +948,13 @@ async fn push_history<S: Source, N: Sink, C: Clock>(
     let mut entries = 0;
     for (i, result) in results {
         match result {
-            HistoryResult::Acked(n) => {
+            Ok(HistoryAck::Appended(n)) => {
                 work[i].acked_history += n;
                 work[i].inflight = InFlight::None;
                 entries += n;
                 acked.push(i);
             }
-            HistoryResult::Missing => {
+            Ok(HistoryAck::Missing) => {
                 // The portal lost or never had the dossier: create it again, soon.
                 let w = &mut work[i];
                 w.national_exists = false;
@@ -966,14 +964,7 @@ async fn push_history<S: Source, N: Sink, C: Clock>(
                 missing.push(i);
                 tracing::warn!(event = "dossier_recreated", dossier = %w.mahoso, "history refused: the national portal does not know this dossier; it will be created again");
             }
-            HistoryResult::Dead { code, reason } => {
-                work[i].fate = Some(Fate::Dead { code: Some(code), reason });
-                fated.push(i);
-            }
-            HistoryResult::Retry(t) => {
-                work[i].fate = Some(Fate::Retry(t));
-                fated.push(i);
-            }
+            Err(fate) => decide(work, &mut fated, i, fate),
         }
     }
     inner.stats.entries_acked(entries);

@@ -13,11 +13,9 @@ use super::{
     Inner,
     poller::{Applied, Read, apply_page, fetch_page, furthest},
     ports::{Clock, Cursor, Sink, Source},
+    trouble::Trouble,
 };
-use crate::{
-    store::{StoreError, meta_get, meta_set, state},
-    telemetry::Trouble,
-};
+use crate::store::{StoreError, meta_get, meta_set, state};
 
 /// What one pass found.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

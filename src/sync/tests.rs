@@ -11,13 +11,14 @@ use std::{
 use serde_json::{Value, json, value::RawValue};
 
 use super::{
-    Engine, EngineConfig, poller,
+    Engine, EngineConfig,
+    answer::Answer,
+    poller,
     ports::{Page, Record, Sink, Source, SourceError, SystemClock},
     pusher,
 };
 use crate::{
-    domain::{normalize::StatusMap, status::DEFAULT_STATUS_MAP, status::NationalStatus},
-    national::{Answer, codes},
+    domain::{codes, normalize::StatusMap, status::DEFAULT_STATUS_MAP, status::NationalStatus},
     store::Store,
 };
 

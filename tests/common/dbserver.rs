@@ -435,3 +435,22 @@ impl Drop for DbServer {
         }
     }
 }
+
+/// One test per database of an `async fn(Kind)`: `on_both!(name => body)` makes
+/// `name::mariadb` and `name::postgres`.
+#[macro_export]
+macro_rules! on_both {
+    ($($name:ident => $body:ident;)*) => {$(
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn mariadb() {
+                super::$body(super::Kind::MariaDb).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                super::$body(super::Kind::Postgres).await;
+            }
+        }
+    )*};
+}

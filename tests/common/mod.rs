@@ -265,6 +265,7 @@ impl Provincial {
 
 pub mod daemon;
 pub mod dbserver;
+pub mod tls;
 
 /// A valid provincial record (national field names, local status, whole history).
 pub fn provincial_record(mahoso: &str, status: &str, entries: usize) -> Value {

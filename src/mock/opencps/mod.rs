@@ -45,11 +45,10 @@ use crate::{
         status::DEFAULT_STATUS_MAP,
     },
     mock::{
-        catalogue::{PROCEDURES, UNKNOWN_PROCEDURE_CODES},
-        provincial::{Change, Knobs, World, wall_clock},
+        catalogue::PROCEDURES,
+        provincial::{Change, Knobs, TruthItem, World, truth_items, wall_clock},
     },
     provincial::sql::Dialect,
-    verify::{TruthItem, truth_items},
 };
 
 /// The Liferay site the simulated province's dossiers belong to.
@@ -350,80 +349,75 @@ impl Province {
     pub async fn create_schema(&self) -> anyhow::Result<()> {
         self.execute(&schema::create_all(self.dialect)).await?;
         let created = V::Time("2025-01-01 00:00:00.000000".into());
+        // Every reference row: its table, its key, and its columns after groupId and the dates.
+        let row = |table: &'static schema::Table, id: i64, rest: Vec<(&'static str, V)>| {
+            let mut values = vec![
+                (table.columns[0].0, V::Int(id)),
+                ("groupId", V::Int(GROUP_ID)),
+                ("createDate", created.clone()),
+            ];
+            values.push(("modifiedDate", created.clone()));
+            values.extend(rest);
+            self.insert(table, &values)
+        };
+        let text = |s: &str| V::Text(s.to_owned());
         let mut statements = Vec::new();
         let mut id = 1;
-        for (local, national) in DEFAULT_STATUS_MAP {
+        for (local, _) in DEFAULT_STATUS_MAP {
             for transfer in [false, true] {
                 if transfer && *local != "processing" {
                     continue;
                 }
-                statements.push(self.insert(
+                statements.push(row(
                     &schema::PROCESS_STEP,
-                    &[
-                        ("processStepId", V::Int(id)),
-                        ("groupId", V::Int(GROUP_ID)),
-                        ("createDate", created.clone()),
-                        ("modifiedDate", created.clone()),
+                    id,
+                    vec![
                         ("stepCode", V::Text(step_code(local, transfer))),
                         ("serviceProcessId", V::Int(SERVICE_PROCESS_ID)),
                         ("stepName", V::Text(format!("Bước {local}"))),
                         ("sequenceNo", V::Text(id.to_string())),
-                        ("dossierStatus", V::Text((*local).into())),
-                        (
-                            "dossierSubStatus",
-                            V::Text(if transfer { TRANSFER_SUB_STATUS.into() } else { String::new() }),
-                        ),
-                    ],
-                ));
-                id += 1;
-            }
-            if !UNMAPPED_STATUSES.contains(local) {
-                statements.push(self.insert(
-                    &schema::STATUS_MAPPING,
-                    &[
-                        ("dossierStatusMappingId", V::Int(id)),
-                        ("groupId", V::Int(GROUP_ID)),
-                        ("createDate", created.clone()),
-                        ("modifiedDate", created.clone()),
-                        ("statusCode", V::Text((*local).into())),
-                        ("statusCodeDVCQG", V::Text(national.to_string())),
-                        ("subStatusCode", V::Text(String::new())),
+                        ("dossierStatus", text(local)),
+                        ("dossierSubStatus", text(if transfer { TRANSFER_SUB_STATUS } else { "" })),
                     ],
                 ));
                 id += 1;
             }
         }
-        statements.push(self.insert(
-            &schema::STATUS_MAPPING,
-            &[
-                ("dossierStatusMappingId", V::Int(id)),
-                ("groupId", V::Int(GROUP_ID)),
-                ("createDate", created.clone()),
-                ("modifiedDate", created.clone()),
-                ("statusCode", V::Text("processing".into())),
-                ("statusCodeDVCQG", V::Text("4".into())),
-                ("subStatusCode", V::Text(TRANSFER_SUB_STATUS.into())),
-            ],
-        ));
+        // The status mapping: every local status but those left to status_map, and the
+        // transfer steps' sub-status.
+        let mappings = DEFAULT_STATUS_MAP
+            .iter()
+            .filter(|(local, _)| !UNMAPPED_STATUSES.contains(local))
+            .map(|(local, national)| (*local, national.to_string(), ""))
+            .chain([("processing", "4".to_owned(), TRANSFER_SUB_STATUS)]);
+        for (local, national, sub) in mappings {
+            statements.push(row(
+                &schema::STATUS_MAPPING,
+                id,
+                vec![
+                    ("companyId", V::Int(20_099)),
+                    ("statusCode", text(local)),
+                    ("statusCodeDVCQG", V::Text(national)),
+                    ("subStatusCode", text(sub)),
+                ],
+            ));
+            id += 1;
+        }
         for (i, p) in PROCEDURES.iter().enumerate() {
             let local = local_service_code(p.code);
             if local != p.code {
-                statements.push(self.insert(
+                statements.push(row(
                     &schema::SERVICE_MAPPING,
-                    &[
-                        ("serviceInfoMappingId", V::Int(i as i64 + 1)),
-                        ("groupId", V::Int(GROUP_ID)),
-                        ("createDate", created.clone()),
-                        ("modifiedDate", created.clone()),
+                    i as i64 + 1,
+                    vec![
                         ("serviceCode", V::Text(local)),
-                        ("serviceCodeDVCQG", V::Text(p.code.into())),
-                        ("serviceNameDVCQG", V::Text(p.name.into())),
+                        ("serviceCodeDVCQG", text(p.code)),
+                        ("serviceNameDVCQG", text(p.name)),
                         ("synced", V::Int(1)),
                     ],
                 ));
             }
         }
-        let _ = UNKNOWN_PROCEDURE_CODES;
         let mut conn = self.conn().await?;
         for st in statements {
             conn.run(st).await?;

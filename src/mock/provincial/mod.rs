@@ -33,6 +33,33 @@ use super::{
 };
 use crate::domain::dates::{format_rfc3339_vn, to_vn_local};
 
+/// A provincial dossier as the simulator knows it.
+#[derive(Debug, Clone)]
+pub struct TruthItem {
+    pub key: String,
+    pub record: Value,
+    pub statuses: Vec<String>,
+    pub defect: Option<String>,
+    pub unknown_procedure: bool,
+}
+
+/// Reads truth items as `/_mock/truth` (or `World::truth`) lists them.
+pub fn truth_items(items: &[Value]) -> Vec<TruthItem> {
+    items
+        .iter()
+        .map(|item| TruthItem {
+            key: item["key"].as_str().unwrap_or("").to_owned(),
+            record: item["record"].clone(),
+            statuses: item["statuses"]
+                .as_array()
+                .map(|s| s.iter().filter_map(Value::as_str).map(str::to_owned).collect())
+                .unwrap_or_default(),
+            defect: item["defect"].as_str().map(str::to_owned),
+            unknown_procedure: item["unknown_procedure"] == Value::Bool(true),
+        })
+        .collect()
+}
+
 /// Microseconds since the Unix epoch: the wall clock for the mock server, a virtual one in
 /// simulations.
 pub type Clock = Arc<dyn Fn() -> i64 + Send + Sync>;

@@ -12,7 +12,7 @@
 //! [`profile::Query::render`] and its value decoding in [`value`]; nothing else changes.
 
 pub mod profile;
-pub mod value;
+pub(crate) mod value;
 
 use std::{
     collections::HashMap,
@@ -149,6 +149,11 @@ fn is_loopback(host: &str) -> bool {
         || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
+/// Host, port and database, as messages name the database (never with the credentials).
+fn describe(host: &str, port: u16, database: Option<&str>) -> String {
+    format!("{host}:{port}/{}", database.unwrap_or_default())
+}
+
 fn connect_error(target: &str, e: &dyn std::fmt::Display) -> String {
     format!("the database at {target} is not usable: {e}")
 }
@@ -170,12 +175,7 @@ impl SqlSource {
             Dialect::MySql => {
                 let mut opts = MySqlConnectOptions::from_str(&url)
                     .map_err(|e| anyhow::anyhow!("provincial.database_url is not a usable MySQL URL: {e}"))?;
-                let target = format!(
-                    "{}:{}/{}",
-                    opts.get_host(),
-                    opts.get_port(),
-                    opts.get_database().unwrap_or_default()
-                );
+                let target = describe(opts.get_host(), opts.get_port(), opts.get_database());
                 if !explicit_tls && !is_loopback(opts.get_host()) {
                     opts = opts.ssl_mode(MySqlSslMode::VerifyIdentity);
                 }
@@ -220,12 +220,7 @@ impl SqlSource {
                 let mut opts = PgConnectOptions::from_str(&url).map_err(|e| {
                     anyhow::anyhow!("provincial.database_url is not a usable PostgreSQL URL: {e}")
                 })?;
-                let target = format!(
-                    "{}:{}/{}",
-                    opts.get_host(),
-                    opts.get_port(),
-                    opts.get_database().unwrap_or_default()
-                );
+                let target = describe(opts.get_host(), opts.get_port(), opts.get_database());
                 if !explicit_tls && !is_loopback(opts.get_host()) {
                     opts = opts.ssl_mode(PgSslMode::VerifyFull);
                 }
@@ -343,28 +338,16 @@ impl SqlSource {
         let _turn = self.turn.lock().await;
         let version = self.next_version();
         let read = async {
+            let page = (scan, after, limit, version);
             match &self.pool {
+                // One snapshot for the page's queries: a dossier and its history of one moment.
                 Pool::MySql(pool) => {
-                    let mut tx = pool
-                        .begin_with("START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY")
-                        .await
-                        .map_err(|e| self.failed(&e))?;
-                    let page = self
-                        .read_in::<sqlx::MySql>(&mut *tx, value::mysql, scan, after, limit, version)
-                        .await?;
-                    tx.commit().await.map_err(|e| self.failed(&e))?;
-                    Ok(page)
+                    let begin = "START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY";
+                    self.read_tx(pool, begin, value::mysql, page).await
                 }
                 Pool::Postgres(pool) => {
-                    let mut tx = pool
-                        .begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
-                        .await
-                        .map_err(|e| self.failed(&e))?;
-                    let page = self
-                        .read_in::<sqlx::Postgres>(&mut *tx, value::postgres, scan, after, limit, version)
-                        .await?;
-                    tx.commit().await.map_err(|e| self.failed(&e))?;
-                    Ok(page)
+                    let begin = "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY";
+                    self.read_tx(pool, begin, value::postgres, page).await
                 }
             }
         };
@@ -380,6 +363,27 @@ impl SqlSource {
                 timeout: true,
             }),
         }
+    }
+
+    /// One page, `(scan, after, limit, version)`, in a read-only transaction begun by `begin`.
+    async fn read_tx<DB>(
+        &self,
+        pool: &sqlx::Pool<DB>,
+        begin: &'static str,
+        decode: fn(&DB::Row, usize, &TimeZone) -> Cell,
+        (scan, after, limit, version): (bool, Option<&Cursor>, usize, i64),
+    ) -> Result<Page, SourceError>
+    where
+        DB: Database,
+        for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+        for<'q> i64: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+        for<'q> String: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+        DB::Arguments: sqlx::IntoArguments<DB>,
+    {
+        let mut tx = pool.begin_with(begin).await.map_err(|e| self.failed(&e))?;
+        let page = self.read_in::<DB>(&mut *tx, decode, scan, after, limit, version).await?;
+        tx.commit().await.map_err(|e| self.failed(&e))?;
+        Ok(page)
     }
 
     fn failed(&self, e: &sqlx::Error) -> SourceError {

@@ -1,5 +1,5 @@
 //! The national portal's `error_code`s (national-portal.md), one table for the client, the
-//! engine and the mock. Codes marked (mock) are this project's choices where the real list is
+//! engine and the mock, and how a refusal names its item. Codes marked (mock) are this project's choices where the real list is
 //! unpublished.
 
 pub const OK: i64 = 0;
@@ -27,4 +27,14 @@ pub const BAD_CREDENTIALS: i64 = 9;
 /// Whether a refusal concerns one item of a call (the others concern the call as a whole).
 pub fn concerns_one_item(code: i64) -> bool {
     (INVALID..=NOT_YOUR_UNIT).contains(&code)
+}
+
+/// The MaHoSo an all-or-nothing refusal names (`MaHoSo=<code>: ...`), if any.
+pub fn named_item(message: &str) -> Option<&str> {
+    let start = message.find("MaHoSo=")? + "MaHoSo=".len();
+    let rest = &message[start..];
+    let end =
+        rest.find(|c: char| c == ':' || c.is_whitespace() || c == ',' || c == ';').unwrap_or(rest.len());
+    let name = &rest[..end];
+    (!name.is_empty()).then_some(name)
 }
