@@ -782,34 +782,17 @@ fn settle_fates(
     Ok(())
 }
 
-fn save_payload_acks(
-    tx: &rusqlite::Connection,
-    work: &[Work],
-    items: &[usize],
-    now: i64,
-) -> rusqlite::Result<()> {
+/// Records what the portal acknowledged of `items`: their payload and the history entries
+/// it holds (one statement for both phases: a dossier only gets history once its payload is
+/// acknowledged, so the payload's hash and status are current in either).
+fn save_acks(tx: &rusqlite::Connection, work: &[Work], items: &[usize], now: i64) -> rusqlite::Result<()> {
     let mut stmt = tx.prepare_cached(
-        "UPDATE dossier SET national_exists = 1, acked_hash = ?2, acked_status = ?3, acked_at = ?4, inflight = 0 WHERE mahoso = ?1",
+        "UPDATE dossier SET national_exists = 1, acked_hash = ?2, acked_status = ?3, acked_history = ?4,
+             acked_at = ?5, inflight = 0 WHERE mahoso = ?1",
     )?;
     for &i in items {
         let w = &work[i];
-        stmt.execute(params![w.mahoso, w.payload_hash, w.status, now])?;
-    }
-    Ok(())
-}
-
-fn save_history_acks(
-    tx: &rusqlite::Connection,
-    work: &[Work],
-    items: &[usize],
-    now: i64,
-) -> rusqlite::Result<()> {
-    let mut stmt = tx.prepare_cached(
-        "UPDATE dossier SET acked_history = ?2, acked_at = ?3, inflight = 0 WHERE mahoso = ?1",
-    )?;
-    for &i in items {
-        let w = &work[i];
-        stmt.execute(params![w.mahoso, w.acked_history as i64, now])?;
+        stmt.execute(params![w.mahoso, w.payload_hash, w.status, w.acked_history as i64, now])?;
     }
     Ok(())
 }
@@ -899,7 +882,7 @@ async fn push_payloads<S: Source, N: Sink, C: Clock>(
     }
     inner.stats.dossiers_acked(acked.len());
     inner.store.write(|tx| {
-        save_payload_acks(tx, work, &acked, now)?;
+        save_acks(tx, work, &acked, now)?;
         settle_fates(tx, work, &fated, now, &inner.cfg, seed)
     })
 }
@@ -975,7 +958,7 @@ async fn push_history<S: Source, N: Sink, C: Clock>(
         for &i in &missing {
             forget.execute([&work[i].mahoso])?;
         }
-        save_history_acks(tx, work, &acked, now)?;
+        save_acks(tx, work, &acked, now)?;
         settle_fates(tx, work, &fated, now, &inner.cfg, seed)
     })
 }

@@ -149,6 +149,32 @@ fn is_loopback(host: &str) -> bool {
         || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
+/// What check-source asks each database family about itself.
+struct InfoSql {
+    /// The server's version, the account, the session's time zone.
+    server: &'static str,
+    /// A row when the session is encrypted: (name, cipher).
+    tls: &'static str,
+    /// How many indexes of table `$1` lead with column `$2` (as `column_pattern` gives it).
+    index: &'static str,
+    column_pattern: fn(&str) -> String,
+}
+
+const MYSQL_INFO: InfoSql = InfoSql {
+    server: "SELECT VERSION(), CURRENT_USER(), @@session.time_zone",
+    tls: "SHOW SESSION STATUS LIKE 'Ssl_cipher'",
+    index: "SELECT COUNT(*) FROM information_schema.STATISTICS
+             WHERE TABLE_SCHEMA = DATABASE() AND LOWER(TABLE_NAME) = ? AND LOWER(COLUMN_NAME) = ? AND SEQ_IN_INDEX = 1",
+    column_pattern: str::to_owned,
+};
+
+const POSTGRES_INFO: InfoSql = InfoSql {
+    server: "SELECT version(), current_user::text, current_setting('TimeZone')",
+    tls: "SELECT 'Ssl_cipher', cipher FROM pg_stat_ssl WHERE pid = pg_backend_pid() AND ssl",
+    index: "SELECT COUNT(*) FROM pg_indexes WHERE lower(tablename) = $1 AND lower(indexdef) LIKE $2",
+    column_pattern: |column| format!("%({column}%"),
+};
+
 /// Host, port and database, as messages name the database (never with the credentials).
 fn describe(host: &str, port: u16, database: Option<&str>) -> String {
     format!("{host}:{port}/{}", database.unwrap_or_default())
@@ -365,27 +391,6 @@ impl SqlSource {
         }
     }
 
-    /// One page, `(scan, after, limit, version)`, in a read-only transaction begun by `begin`.
-    async fn read_tx<DB>(
-        &self,
-        pool: &sqlx::Pool<DB>,
-        begin: &'static str,
-        decode: fn(&DB::Row, usize, &TimeZone) -> Cell,
-        (scan, after, limit, version): (bool, Option<&Cursor>, usize, i64),
-    ) -> Result<Page, SourceError>
-    where
-        DB: Database,
-        for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
-        for<'q> i64: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
-        for<'q> String: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
-        DB::Arguments: sqlx::IntoArguments<DB>,
-    {
-        let mut tx = pool.begin_with(begin).await.map_err(|e| self.failed(&e))?;
-        let page = self.read_in::<DB>(&mut *tx, decode, scan, after, limit, version).await?;
-        tx.commit().await.map_err(|e| self.failed(&e))?;
-        Ok(page)
-    }
-
     fn failed(&self, e: &sqlx::Error) -> SourceError {
         let timeout = matches!(e, sqlx::Error::PoolTimedOut)
             || e.to_string().contains("max_statement_time")
@@ -405,15 +410,14 @@ impl SqlSource {
         }
     }
 
-    /// The page's queries, inside the open transaction.
-    async fn read_in<DB>(
+    /// One page, `(scan, after, limit, version)`: its queries in one read-only transaction
+    /// begun by `begin`.
+    async fn read_tx<DB>(
         &self,
-        conn: &mut DB::Connection,
+        pool: &sqlx::Pool<DB>,
+        begin: &'static str,
         decode: fn(&DB::Row, usize, &TimeZone) -> Cell,
-        scan: bool,
-        after: Option<&Cursor>,
-        limit: usize,
-        version: i64,
+        (scan, after, limit, version): (bool, Option<&Cursor>, usize, i64),
     ) -> Result<Page, SourceError>
     where
         DB: Database,
@@ -422,6 +426,8 @@ impl SqlSource {
         for<'q> String: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
         DB::Arguments: sqlx::IntoArguments<DB>,
     {
+        let mut tx = pool.begin_with(begin).await.map_err(|e| self.failed(&e))?;
+        let conn: &mut DB::Connection = &mut tx;
         let (after_time, after_id) = self.after_values(after)?;
         let (query, name) =
             if scan { (&self.profile.scan, "scan") } else { (&self.profile.changes, "changes") };
@@ -470,6 +476,7 @@ impl SqlSource {
             position.insert(id, here);
         }
         if order.is_empty() {
+            tx.commit().await.map_err(|e| self.failed(&e))?;
             return Ok(Page { records: Vec::new(), has_more: false, end });
         }
         let ids: Vec<Bind> = order.iter().filter_map(|id| binds.get(id).cloned()).collect();
@@ -498,6 +505,7 @@ impl SqlSource {
             })
             .collect();
         records.sort_by(|a, b| a.position.cmp(&b.position));
+        tx.commit().await.map_err(|e| self.failed(&e))?;
         Ok(Page { records, has_more, end })
     }
 
@@ -619,77 +627,44 @@ impl SqlSource {
     /// The server, the account, TLS, and whether the profile's indexes exist: what
     /// check-source prints before any record.
     pub async fn server_info(&self) -> Result<ServerInfo, SourceError> {
-        let wanted: Vec<(String, String, String)> =
-            self.profile.indexes.iter().filter_map(|sql| index_target(sql)).collect();
         match &self.pool {
-            Pool::MySql(pool) => {
-                let mut conn = pool.acquire().await.map_err(|e| self.failed(&e))?;
-                let (server, user, tz): (String, String, String) =
-                    sqlx::query_as("SELECT VERSION(), CURRENT_USER(), @@session.time_zone")
-                        .fetch_one(&mut *conn)
-                        .await
-                        .map_err(|e| self.failed(&e))?;
-                let cipher: Option<(String, String)> =
-                    sqlx::query_as("SHOW SESSION STATUS LIKE 'Ssl_cipher'")
-                        .fetch_optional(&mut *conn)
-                        .await
-                        .map_err(|e| self.failed(&e))?;
-                let mut indexes = Vec::new();
-                for (sql, table, column) in wanted {
-                    let found: i64 = sqlx::query_scalar(
-                        "SELECT COUNT(*) FROM information_schema.STATISTICS
-                          WHERE TABLE_SCHEMA = DATABASE() AND LOWER(TABLE_NAME) = ? AND LOWER(COLUMN_NAME) = ? AND SEQ_IN_INDEX = 1",
-                    )
-                    .bind(&table)
-                    .bind(&column)
-                    .fetch_one(&mut *conn)
-                    .await
-                    .map_err(|e| self.failed(&e))?;
-                    indexes.push((sql, found > 0));
-                }
-                let tls = match cipher {
-                    Some((_, c)) if !c.is_empty() => format!("on ({c})"),
-                    _ => "off".into(),
-                };
-                Ok(ServerInfo { server, user, tls, time_zone: tz, indexes })
-            }
-            Pool::Postgres(pool) => {
-                let mut conn = pool.acquire().await.map_err(|e| self.failed(&e))?;
-                let (server, user, tz): (String, String, String) =
-                    sqlx::query_as("SELECT version(), current_user::text, current_setting('TimeZone')")
-                        .fetch_one(&mut *conn)
-                        .await
-                        .map_err(|e| self.failed(&e))?;
-                let ssl: Option<(bool, Option<String>)> =
-                    sqlx::query_as("SELECT ssl, cipher FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
-                        .fetch_optional(&mut *conn)
-                        .await
-                        .map_err(|e| self.failed(&e))?;
-                let mut indexes = Vec::new();
-                for (sql, table, column) in wanted {
-                    let found: i64 = sqlx::query_scalar(
-                        "SELECT COUNT(*) FROM pg_indexes WHERE lower(tablename) = $1 AND lower(indexdef) LIKE $2",
-                    )
-                    .bind(&table)
-                    .bind(format!("%({column}%"))
-                    .fetch_one(&mut *conn)
-                    .await
-                    .map_err(|e| self.failed(&e))?;
-                    indexes.push((sql, found > 0));
-                }
-                let tls = match ssl {
-                    Some((true, cipher)) => format!("on ({})", cipher.unwrap_or_default()),
-                    _ => "off".into(),
-                };
-                Ok(ServerInfo {
-                    server: server.split(" on ").next().unwrap_or(&server).to_owned(),
-                    user,
-                    tls,
-                    time_zone: tz,
-                    indexes,
-                })
-            }
+            Pool::MySql(pool) => self.info_of(pool, &MYSQL_INFO).await,
+            Pool::Postgres(pool) => self.info_of(pool, &POSTGRES_INFO).await,
         }
+    }
+
+    async fn info_of<DB>(&self, pool: &sqlx::Pool<DB>, sql: &InfoSql) -> Result<ServerInfo, SourceError>
+    where
+        DB: Database,
+        for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+        for<'q> String: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+        for<'r> (String, String, String): sqlx::FromRow<'r, DB::Row>,
+        for<'r> (String, Option<String>): sqlx::FromRow<'r, DB::Row>,
+        for<'r> (i64,): sqlx::FromRow<'r, DB::Row>,
+        DB::Arguments: sqlx::IntoArguments<DB>,
+    {
+        let failed = |e: sqlx::Error| self.failed(&e);
+        let mut conn = pool.acquire().await.map_err(failed)?;
+        let (server, user, time_zone): (String, String, String) =
+            sqlx::query_as(sql.server).fetch_one(&mut *conn).await.map_err(failed)?;
+        let cipher: Option<(String, Option<String>)> =
+            sqlx::query_as(sql.tls).fetch_optional(&mut *conn).await.map_err(failed)?;
+        let mut indexes = Vec::new();
+        for (statement, table, column) in self.profile.indexes.iter().filter_map(|s| index_target(s)) {
+            let (found,): (i64,) = sqlx::query_as(sql.index)
+                .bind(table)
+                .bind((sql.column_pattern)(&column))
+                .fetch_one(&mut *conn)
+                .await
+                .map_err(failed)?;
+            indexes.push((statement, found > 0));
+        }
+        let tls = match cipher {
+            Some((_, Some(c))) if !c.is_empty() => format!("on ({c})"),
+            _ => "off".into(),
+        };
+        let server = server.split(" on ").next().unwrap_or(&server).to_owned();
+        Ok(ServerInfo { server, user, tls, time_zone, indexes })
     }
 
     /// Closes the connections (check-source, tests).
