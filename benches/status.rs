@@ -138,6 +138,7 @@ fn main() {
     let thresholds = dvc_sync::status::Thresholds {
         stale_heartbeat: std::time::Duration::from_secs(60),
         outbox_age: std::time::Duration::from_secs(900),
+        audit_cycle: Some(std::time::Duration::from_secs(30 * 86_400)),
     };
     let mut times: Vec<f64> = (0..9)
         .map(|_| {

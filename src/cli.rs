@@ -74,6 +74,19 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Read dossiers back from the national portal now and repair what it lost (by the running
+    /// daemon if there is one; exit 0 no drift, 1 drift found)
+    Audit {
+        /// Every synchronized dossier (default: the next due share, at least a day's worth)
+        #[arg(long)]
+        all: bool,
+        /// Print the report as JSON
+        #[arg(long)]
+        json: bool,
+        /// Look-ups a second for this pass [default: national.audit_per_second, or 1 when that is 0]
+        #[arg(long, value_name = "N")]
+        per_second: Option<f64>,
+    },
     /// The whole system in one process on loopback: both mocks, the daemon, faults, and a
     /// verified report (exit 0 only when nothing was lost, duplicated or reordered)
     Demo {
@@ -282,6 +295,25 @@ pub fn run(cli: Cli) -> ExitCode {
                 }
             }
         }
+        Command::Audit { all, json, per_second } => {
+            let config = match load_config(config_path, Purpose::Inspect) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            telemetry::init(config.telemetry.log_format, Output::Stderr, "warn");
+            let scope = if all { crate::sync::AuditScope::All } else { crate::sync::AuditScope::Due };
+            block_on(async move {
+                let report =
+                    ops::audit(&config, scope, per_second, std::time::Duration::from_secs(30 * 24 * 3600))
+                        .await?;
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&report)?);
+                } else {
+                    print!("{}", render_audit(&report));
+                }
+                Ok(if report.drift_found > 0 { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+            })
+        }
         Command::Reconcile { json } => {
             let config = match load_config(config_path, Purpose::Inspect) {
                 Ok(c) => c,
@@ -403,6 +435,7 @@ fn status_command(config: &config::Config, json: bool, dossier: Option<&str>) ->
     let thresholds = status::Thresholds {
         stale_heartbeat: config.daemon.stale_heartbeat,
         outbox_age: config.daemon.outbox_age_threshold,
+        audit_cycle: (config.national.audit_per_second > 0.0).then_some(config.national.audit_cycle),
     };
     let report = match status::report(&conn, path, jiff::Timestamp::now(), &thresholds) {
         Ok(r) => r,
@@ -447,6 +480,18 @@ state      {}
             n.history_entries_acknowledged,
             if n.uncertain { ", a write's outcome is being resolved" } else { "" }
         ));
+        out.push_str(&format!(
+            "audit      {}{}\n",
+            match (&n.verified_at, n.verified_since_acknowledged) {
+                (Some(at), true) => format!("verified {at}"),
+                (Some(at), false) => format!("verified {at}, before the last acknowledgement"),
+                (None, _) => "never verified".to_owned(),
+            },
+            match (&n.audit_finding, &n.audited_at) {
+                (Some(f), Some(at)) if f != "verified" => format!("; last read-back {at} found: {f}"),
+                _ => String::new(),
+            }
+        ));
     }
     out.push_str(&format!("attempts   {}\n", d.attempts));
     if let Some(at) = &d.next_attempt_at {
@@ -458,6 +503,25 @@ state      {}
     if let Some(q) = &d.quarantine_reason {
         out.push_str(&format!("quarantine {q}\n"));
     }
+    out
+}
+
+fn render_audit(r: &crate::sync::AuditReport) -> String {
+    let mut out = format!(
+        "audited {} dossier(s) ({} scope, {} a second): {} verified, {} drifted, {} failed, {} moved on during the look-up\n",
+        r.audited, r.scope, r.per_second, r.verified, r.drift_found, r.failed, r.changed
+    );
+    if r.drift_found > 0 {
+        let kinds: Vec<String> = r.drift.iter().map(|(k, n)| format!("{k} {n}")).collect();
+        out.push_str(&format!(
+            "drift      {}; {} repair(s) enqueued, {} parked (national history not ours: see `dvc-sync status`)\n",
+            kinds.join(", "),
+            r.repairs_enqueued,
+            r.parked
+        ));
+        out.push_str(&format!("dossiers   {}\n", r.drifted.join(" ")));
+    }
+    out.push_str(&format!("verified   {:.2} % at the national side\n", r.verified_percent));
     out
 }
 

@@ -145,6 +145,10 @@ pub struct NationalConfig {
     pub batch_size: usize,
     pub max_concurrency: usize,
     pub session_renew: Duration,
+    /// Look-ups a second the background audit may make; 0: no background audit.
+    pub audit_per_second: f64,
+    /// Every synchronized dossier is verified at least once in this time.
+    pub audit_cycle: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -515,6 +519,23 @@ impl Reader<'_> {
         let batch_size = self.count("national.batch_size", 1, 1000);
         let max_concurrency = self.count("national.max_concurrency", 1, 256);
         let session_renew = self.seconds("national.session_renew_seconds", false);
+        let audit_per_second = self.get::<f64>("national.audit_per_second", "a number of look-ups a second");
+        let audit_per_second = audit_per_second.filter(|v| {
+            let ok = v.is_finite() && (0.0..=1000.0).contains(v);
+            if !ok {
+                self.problem("national.audit_per_second", "must be from 0 (off) to 1000 look-ups a second");
+            }
+            ok
+        });
+        let audit_cycle = self.get::<f64>("national.audit_cycle_days", "a number of days");
+        let audit_cycle = audit_cycle.and_then(|days| {
+            if days.is_finite() && days > 0.0 && days <= 3650.0 {
+                Some(Duration::from_secs_f64(days * 86_400.0))
+            } else {
+                self.problem("national.audit_cycle_days", "must be more than 0 and at most 3650 days");
+                None
+            }
+        });
 
         let status_map = self.status_map();
 
@@ -574,6 +595,8 @@ impl Reader<'_> {
                 batch_size: batch_size?,
                 max_concurrency: max_concurrency?,
                 session_renew: session_renew?,
+                audit_per_second: audit_per_second?,
+                audit_cycle: audit_cycle?,
             },
             status_map: status_map?,
             telemetry: TelemetryConfig { log_format: log_format?, metrics_listen: metrics_listen? },
@@ -716,6 +739,8 @@ impl Config {
         put("national.batch_size", self.national.batch_size.to_string());
         put("national.max_concurrency", self.national.max_concurrency.to_string());
         put("national.session_renew_seconds", secs(self.national.session_renew));
+        put("national.audit_per_second", self.national.audit_per_second.to_string());
+        put("national.audit_cycle_days", (self.national.audit_cycle.as_secs_f64() / 86_400.0).to_string());
         for (local, status) in &self.status_map {
             put(&format!("status_map.{local}"), status.to_string());
         }

@@ -18,6 +18,12 @@ pub const LAST_POLL: &str = "dvc_sync_last_successful_poll_timestamp_seconds";
 pub const LAST_PUSH: &str = "dvc_sync_last_successful_push_timestamp_seconds";
 pub const LOGIN_FAILURES: &str = "dvc_sync_login_failures_total";
 pub const UP: &str = "dvc_sync_up";
+pub const AUDIT_LOOKUPS: &str = "dvc_sync_audit_lookups_total";
+pub const AUDIT_DRIFT: &str = "dvc_sync_audit_drift_total";
+pub const AUDIT_REPAIRED: &str = "dvc_sync_audit_repaired_total";
+pub const AUDIT_VERIFIED: &str = "dvc_sync_audit_verified_ratio";
+pub const AUDIT_OLDEST_AGE: &str = "dvc_sync_audit_oldest_verified_age_seconds";
+pub const AUDIT_CYCLE: &str = "dvc_sync_audit_cycle_seconds";
 
 /// Every metric with its help text, registered once when the exporter starts.
 pub fn describe() {
@@ -55,4 +61,27 @@ pub fn describe() {
     describe_gauge!(LAST_PUSH, Unit::Seconds, "Unix time of the last successful national push round.");
     describe_counter!(LOGIN_FAILURES, "Failed logins to the national portal.");
     describe_gauge!(UP, "1 while the daemon runs.");
+    describe_counter!(
+        AUDIT_LOOKUPS,
+        "Audit read-backs by outcome: verified, drift, failed (no usable answer), transient (retried), changed (skipped: the dossier moved on)."
+    );
+    describe_counter!(
+        AUDIT_DRIFT,
+        "Drift the audit found at the national portal, by kind: missing, status, fields, history, unmatched."
+    );
+    describe_counter!(AUDIT_REPAIRED, "Drifted dossiers verified again after their repair.");
+    describe_gauge!(
+        AUDIT_VERIFIED,
+        "Share of valid dossiers read back and found as acknowledged since their last acknowledgement (0 to 1)."
+    );
+    describe_gauge!(
+        AUDIT_OLDEST_AGE,
+        Unit::Seconds,
+        "Age of the oldest verification (or of the acknowledgement of a dossier never verified since)."
+    );
+    describe_gauge!(
+        AUDIT_CYCLE,
+        Unit::Seconds,
+        "national.audit_cycle_days in seconds; 0 when the audit is off."
+    );
 }

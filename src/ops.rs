@@ -1,4 +1,4 @@
-//! Operator commands that act on the database: `retry` and `reconcile`.
+//! Operator commands that act on the database: `retry`, `reconcile` and `audit`.
 
 use std::time::Duration;
 
@@ -8,7 +8,10 @@ use rusqlite::params;
 use crate::{
     config::{Config, SourceKind},
     store::{Store, lock::DaemonLock, meta_get, meta_set},
-    sync::reconciler::{LAST, LAST_AT, REQUESTED, ReconcileReport},
+    sync::{
+        AuditReport, AuditScope,
+        reconciler::{LAST, LAST_AT, REQUESTED, ReconcileReport},
+    },
 };
 
 /// What `retry` did.
@@ -65,29 +68,41 @@ pub fn retry(store: &Store, dead: bool, quarantined: bool, only: &[String]) -> a
     Ok(done)
 }
 
+/// Asks the running daemon for a pass (`request` under `requested`) and waits for its report
+/// (under `last`, dated `last_at`).
+async fn through_daemon<T: serde::de::DeserializeOwned>(
+    path: &std::path::Path,
+    keys: (&str, &str, &str),
+    request: &str,
+    timeout: Duration,
+) -> anyhow::Result<T> {
+    let (requested, last, last_at) = keys;
+    let store = Store::open(path)?;
+    let before = store.read(|c| meta_get(c, last_at))?;
+    store.write(|tx| meta_set(tx, requested, Some(request)))?;
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let (at, report) = store.read(|c| Ok((meta_get(c, last_at)?, meta_get(c, last)?)))?;
+        if at != before
+            && let Some(report) = report
+        {
+            return Ok(serde_json::from_str(&report)?);
+        }
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "the daemon did not finish the pass within {timeout:?}"
+        );
+    }
+}
+
 /// One full reconciliation pass: done by the running daemon if there is one (this waits for
 /// it), else here.
 pub async fn reconcile(config: &Config, timeout: Duration) -> anyhow::Result<ReconcileReport> {
     let path = &config.store.path;
     if DaemonLock::is_held(path) {
-        let store = Store::open(path)?;
-        let before = store.read(|c| meta_get(c, LAST_AT))?;
-        let now = jiff::Timestamp::now().as_microsecond();
-        store.write(|tx| meta_set(tx, REQUESTED, Some(&now.to_string())))?;
-        let deadline = tokio::time::Instant::now() + timeout;
-        loop {
-            tokio::time::sleep(Duration::from_millis(250)).await;
-            let (at, report) = store.read(|c| Ok((meta_get(c, LAST_AT)?, meta_get(c, LAST)?)))?;
-            if at != before
-                && let Some(report) = report
-            {
-                return Ok(serde_json::from_str(&report)?);
-            }
-            anyhow::ensure!(
-                tokio::time::Instant::now() < deadline,
-                "the daemon did not finish the pass within {timeout:?}"
-            );
-        }
+        let now = jiff::Timestamp::now().as_microsecond().to_string();
+        return through_daemon(path, (REQUESTED, LAST, LAST_AT), &now, timeout).await;
     }
     let source_ready = match config.provincial.kind {
         SourceKind::Http => !config.provincial.api_key.is_empty(),
@@ -103,4 +118,39 @@ pub async fn reconcile(config: &Config, timeout: Duration) -> anyhow::Result<Rec
     let engine = crate::daemon::build_engine(config)?;
     let token = crate::shutdown::token();
     engine.reconcile_once(&token).await.context("the pass was interrupted")
+}
+
+/// One audit pass (`Due`: the next due share; `All`: every synchronized dossier): done by the
+/// running daemon if there is one (this waits for it; it repairs what it finds), else here
+/// (repairs are enqueued, and sent when the daemon runs). `per_second` overrides
+/// `national.audit_per_second` for this pass (1 a second when that is 0).
+pub async fn audit(
+    config: &Config,
+    scope: AuditScope,
+    per_second: Option<f64>,
+    timeout: Duration,
+) -> anyhow::Result<AuditReport> {
+    use crate::sync::audit::{LAST, LAST_AT, REQUESTED, Request};
+    if let Some(rate) = per_second {
+        anyhow::ensure!(
+            rate.is_finite() && rate > 0.0 && rate <= 1000.0,
+            "--per-second must be from 0 to 1000"
+        );
+    }
+    let path = &config.store.path;
+    if DaemonLock::is_held(path) {
+        let request = serde_json::to_string(&Request { scope, per_second })?;
+        return through_daemon(path, (REQUESTED, LAST, LAST_AT), &request, timeout).await;
+    }
+    anyhow::ensure!(
+        !config.national.username.is_empty() && !config.national.password.is_empty(),
+        "the national account is required to read dossiers back (national.username, national.password or \
+         national.password_file)"
+    );
+    let _lock = DaemonLock::acquire(path)?;
+    let engine = crate::daemon::build_engine(config)?;
+    let token = crate::shutdown::token();
+    let configured = config.national.audit_per_second;
+    let rate = per_second.unwrap_or(if configured > 0.0 { configured } else { 1.0 });
+    engine.audit_once(scope, rate, &token).await.context("the pass was interrupted")
 }

@@ -93,6 +93,10 @@ struct Scenario {
     readback_rewrite: f64,
     /// When (virtual seconds) the operator changes status_map: the next restart uses another.
     map_change_at: Option<f64>,
+    /// When (virtual seconds) the national side loses data, and what: everything (0), one
+    /// dossier (1), or the end of some finished dossiers' histories (2). The audit must find
+    /// and repair it.
+    national_loss: Option<(f64, u8)>,
 }
 
 impl Scenario {
@@ -140,6 +144,7 @@ impl Scenario {
             fault_phase,
             readback_rewrite: if r.bool() { r.f64() * 0.6 } else { 0.0 },
             map_change_at: (r.u8(0..3) == 0).then(|| r.f64() * fault_phase),
+            national_loss: (r.u8(0..4) != 0).then(|| (r.f64() * fault_phase, r.u8(0..3))),
         }
     }
 }
@@ -438,6 +443,10 @@ async fn run_in(seed: u64, db: &Path) -> SimReport {
         drain: Duration::from_secs(5),
         heartbeat: Duration::from_secs(10),
         seed,
+        // Every dossier read back within a virtual minute: the audit runs beside everything
+        // else and must repair what the national side loses.
+        audit_per_second: 5.0,
+        audit_cycle: Duration::from_secs(60),
     };
 
     // The province lives on its own, in virtual time.
@@ -458,6 +467,7 @@ async fn run_in(seed: u64, db: &Path) -> SimReport {
     let limit = scenario.fault_phase + 900.0;
     let mut converged = false;
     let mut map_changed = false;
+    let mut lost = false;
     let mut cfg = cfg;
     loop {
         // The operator changes status_map while the daemon is down (between a write whose
@@ -512,6 +522,16 @@ async fn run_in(seed: u64, db: &Path) -> SimReport {
             if faults.on.load(Ordering::Relaxed) && now >= scenario.fault_phase {
                 faults.on.store(false, Ordering::Relaxed);
             }
+            // A history is truncated only once the province is done with it (see lose_national).
+            let world_done = || world.lock().unwrap_or_else(|e| e.into_inner()).finished();
+            if !lost
+                && scenario.national_loss.is_some_and(|(at, kind)| now >= at && (kind != 2 || world_done()))
+            {
+                lost = true;
+                let kind = scenario.national_loss.map_or(0, |(_, k)| k);
+                let truth = verify::truth_items(&world.lock().unwrap_or_else(|e| e.into_inner()).truth());
+                lose_national(&core, &store, &truth, &faults, kind);
+            }
             if next_crash.is_some_and(|t| now >= t) {
                 next_crash = crash_times.next();
                 faults.count("crash_random");
@@ -521,6 +541,7 @@ async fn run_in(seed: u64, db: &Path) -> SimReport {
                 break true;
             }
             if !faults.on.load(Ordering::Relaxed)
+                && (lost || scenario.national_loss.is_none())
                 && settled(&world, &core, &store, &cfg.status_map, map_changed)
             {
                 converged = true;
@@ -584,6 +605,56 @@ async fn run_in(seed: u64, db: &Path) -> SimReport {
     report.fingerprint = stable_hash(fingerprint.as_bytes()) as u64;
     report.ok = report.failures.is_empty();
     report
+}
+
+/// The national side loses data (see [`Scenario::national_loss`]). Histories are truncated only
+/// once the province is done (the caller waits for it), of dossiers whose every entry is there
+/// and in sync here: an entry sent after the loss would leave a gap that no append can fill
+/// (the audit parks such a dossier, rightly).
+fn lose_national(core: &NationalCore, store: &Store, truth: &[TruthItem], faults: &FaultSwitch, kind: u8) {
+    let state = core.state();
+    match kind {
+        0 => {
+            core.forget_all();
+            faults.count("national_lost_everything");
+        }
+        1 => {
+            let keys: Vec<&String> = state.keys().collect();
+            if !keys.is_empty() {
+                let key = keys[faults.u64(0..keys.len() as u64) as usize];
+                core.forget(key);
+                faults.count("national_lost_one");
+            }
+        }
+        _ => {
+            let in_sync = |mahoso: &str| {
+                store
+                    .read(|c| {
+                        c.query_row(
+                            "SELECT EXISTS (SELECT 1 FROM dossier d WHERE d.mahoso = ?1 AND d.inflight = 0
+                                 AND d.acked_history = d.history_len
+                                 AND NOT EXISTS (SELECT 1 FROM outbox o WHERE o.mahoso = d.mahoso))",
+                            [mahoso],
+                            |r| r.get::<_, bool>(0),
+                        )
+                    })
+                    .unwrap_or(false)
+            };
+            let mut truncated = 0;
+            for (mahoso, held) in &state {
+                let entries = held["history"].as_array().map_or(0, Vec::len);
+                // Everything the province holds of it is there: nothing more will be sent.
+                let complete = truth.iter().any(|t| {
+                    &t.key == mahoso && t.record["QuaTrinhXuLy"].as_array().map_or(0, Vec::len) == entries
+                });
+                if truncated < 3 && entries >= 2 && complete && in_sync(mahoso) {
+                    core.truncate(mahoso, entries / 2);
+                    truncated += 1;
+                    faults.count("national_history_truncated");
+                }
+            }
+        }
+    }
 }
 
 /// Converged: the province finished, the outbox is empty, and the national copy is complete.

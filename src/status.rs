@@ -9,7 +9,7 @@ use jiff::Timestamp;
 use rusqlite::{Connection, OptionalExtension};
 use serde::Serialize;
 
-pub use crate::store::state::{Dossiers, coverage, dossier_counts};
+pub use crate::store::state::{Audit, Dossiers, audit_state, coverage, dossier_counts};
 use crate::{
     domain::status::NationalStatus,
     store::{
@@ -24,6 +24,8 @@ use crate::{
 pub struct Thresholds {
     pub stale_heartbeat: Duration,
     pub outbox_age: Duration,
+    /// `national.audit_cycle_days` when the background audit is on.
+    pub audit_cycle: Option<Duration>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -44,6 +46,7 @@ pub struct StatusReport {
     pub outbox: Outbox,
     pub poll: Poll,
     pub push: Push,
+    pub audit: Audit,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -145,6 +148,8 @@ pub fn report(
         session_renewals: meta("session_renewals")?.and_then(|v| v.parse().ok()).unwrap_or(0),
     };
 
+    let audit = audit_state(conn, now_us)?;
+
     let mut problems = Vec::new();
     let unmatched: u64 = conn
         .query_row("SELECT COUNT(*) FROM dead WHERE kind = 'unmatched'", [], |r| r.get::<_, i64>(0))?
@@ -182,6 +187,16 @@ pub fn report(
             t.outbox_age.as_secs_f64()
         ));
     }
+    if let Some(cycle) = t.audit_cycle
+        && audit.oldest_verified_age_seconds > cycle.as_secs_f64()
+    {
+        problems.push(format!(
+            "verification is behind its cycle: a dossier was last known good at the national side {:.1} days ago \
+             (national.audit_cycle_days {:.1}); raise national.audit_per_second or run `dvc-sync audit`",
+            audit.oldest_verified_age_seconds / 86_400.0,
+            cycle.as_secs_f64() / 86_400.0
+        ));
+    }
     // Running but not doing its job: no success for a long time while errors are recorded.
     let silent_for = |success: Option<String>| {
         success.and_then(|v| v.parse::<i64>().ok()).map_or(f64::INFINITY, |at| (now_us - at) as f64 / 1e6)
@@ -210,7 +225,7 @@ pub fn report(
     } else {
         Health::Degraded
     };
-    Ok(StatusReport { health, problems, daemon, dossiers, coverage_percent, outbox, poll, push })
+    Ok(StatusReport { health, problems, daemon, dossiers, coverage_percent, outbox, poll, push, audit })
 }
 
 /// The report when the state cannot be read at all (no database, not one of ours, corrupt):
@@ -231,6 +246,7 @@ pub fn unreadable(db: &Path, reason: &str) -> StatusReport {
         outbox: Outbox { depth: 0, oldest_pending_age_seconds: 0.0 },
         poll: Poll { last_success_at: None, last_error: None, cursor: None },
         push: Push { last_success_at: None, last_error: None, session_renewals: 0 },
+        audit: Audit { verified_percent: 0.0, ..Audit::default() },
     }
 }
 
@@ -287,15 +303,37 @@ pub struct NationalSide {
     pub acknowledged_at: Option<String>,
     /// A write's outcome is unknown; it is read back before anything is resent.
     pub uncertain: bool,
+    /// The audit's last read-back that found the national copy as acknowledged.
+    pub verified_at: Option<String>,
+    /// Whether that verification is newer than the last acknowledgement.
+    pub verified_since_acknowledged: bool,
+    /// What the audit's last read-back found: verified, missing, status, fields, history,
+    /// unmatched or failed.
+    pub audit_finding: Option<String>,
+    pub audited_at: Option<String>,
 }
 
 pub fn dossier(conn: &Connection, mahoso: &str) -> rusqlite::Result<DossierReport> {
-    type Row =
-        (i64, i64, Option<String>, i64, i64, bool, Option<i64>, i64, Option<i64>, Option<i64>, i64, i64);
+    type Row = (
+        i64,
+        i64,
+        Option<String>,
+        i64,
+        i64,
+        bool,
+        Option<i64>,
+        i64,
+        Option<i64>,
+        Option<i64>,
+        i64,
+        i64,
+        (Option<i64>, Option<i64>, Option<String>),
+    );
     let row: Option<Row> = conn
         .query_row(
             "SELECT version, updated_at, local_status, status, history_len, national_exists, acked_status,
-                    acked_history, acked_at, acked_hash, payload_hash, inflight
+                    acked_history, acked_at, acked_hash, payload_hash, inflight, verified_at, audited_at,
+                    audit_finding
              FROM dossier WHERE mahoso = ?1",
             [mahoso],
             |r| {
@@ -312,6 +350,7 @@ pub fn dossier(conn: &Connection, mahoso: &str) -> rusqlite::Result<DossierRepor
                     r.get(9)?,
                     r.get(10)?,
                     r.get(11)?,
+                    (r.get(12)?, r.get(13)?, r.get(14)?),
                 ))
             },
         )
@@ -358,6 +397,10 @@ pub fn dossier(conn: &Connection, mahoso: &str) -> rusqlite::Result<DossierRepor
         history_entries_acknowledged: r.7.max(0) as u64,
         acknowledged_at: r.8.and_then(micros_to_rfc3339),
         uncertain: r.11 != 0,
+        verified_at: r.12.0.and_then(micros_to_rfc3339),
+        verified_since_acknowledged: matches!((r.12.0, r.8), (Some(v), Some(a)) if v >= a),
+        audit_finding: r.12.2.clone(),
+        audited_at: r.12.1.and_then(micros_to_rfc3339),
     });
     Ok(DossierReport {
         mahoso: mahoso.to_owned(),
@@ -423,6 +466,16 @@ pub fn render(r: &StatusReport, parked: &[(&'static str, String, String)]) -> St
     if let Some(e) = &r.push.last_error {
         let _ = writeln!(out, "           last error: {e}");
     }
+    let a = &r.audit;
+    let _ = writeln!(
+        out,
+        "verified   {:.2} % at the national side, oldest verification {:.1} days ago; drift found {}, repaired {}; last pass {}",
+        a.verified_percent,
+        a.oldest_verified_age_seconds / 86_400.0,
+        a.drift_found,
+        a.drift_repaired,
+        a.last_pass_at.as_deref().unwrap_or("never")
+    );
     if !parked.is_empty() {
         let mut table = comfy_table::Table::new();
         table.set_content_arrangement(comfy_table::ContentArrangement::Dynamic);

@@ -141,7 +141,8 @@ pub async fn start(listener: TcpListener, config: NationalConfig) -> anyhow::Res
         .route("/auth", post(auth))
         .route("/integration", post(integration))
         .route("/_mock/state", get(list_state))
-        .route("/_mock/state/{mahoso}", get(one_state))
+        .route("/_mock/state/{mahoso}", get(one_state).delete(forget_one))
+        .route("/_mock/state/{mahoso}/truncate", post(truncate_one))
         .route("/_mock/stats", get(stats))
         .route("/_mock/faults", get(get_faults).put(put_faults))
         .route("/_mock/reset", post(reset))
@@ -411,6 +412,29 @@ impl NationalCore {
         value["history_entries_stored"] = json!(st.dossiers.values().map(|d| d.history.len()).sum::<usize>());
         value["sessions_live"] = json!(st.sessions.values().filter(|e| **e > Instant::now()).count());
         value
+    }
+
+    /// Forgets one dossier (a loss at the national side); false if it was not held.
+    pub fn forget(&self, mahoso: &str) -> bool {
+        self.lock().dossiers.remove(mahoso).is_some()
+    }
+
+    /// Forgets every dossier, and nothing else (a restore from an empty backup: counters and
+    /// sessions stay).
+    pub fn forget_all(&self) {
+        self.lock().dossiers.clear();
+    }
+
+    /// Keeps only the first `keep` history entries of a dossier (the end of its history lost);
+    /// the number of entries it holds now, None if it is not held.
+    pub fn truncate(&self, mahoso: &str, keep: usize) -> Option<usize> {
+        let mut st = self.lock();
+        let stored = st.dossiers.get_mut(mahoso)?;
+        stored.history.truncate(keep);
+        // Entries lost are not there any more: sending them again is no duplicate.
+        stored.identities =
+            stored.history.iter().map(|e| entry_identity(&Value::Object(e.clone()))).collect();
+        Some(stored.history.len())
     }
 
     /// Changes the fault profile (the simulation sets session_ttl_seconds and max_items_per_call).
@@ -950,6 +974,37 @@ fn state_view(stored: &Stored) -> Value {
 async fn one_state(State(mock): State<Arc<NationalCore>>, Path(mahoso): Path<String>) -> Response {
     match mock.lock().dossiers.get(&mahoso) {
         Some(stored) => Json(state_view(stored)).into_response(),
+        None => (StatusCode::NOT_FOUND, Json(json!({"error": "unknown MaHoSo"}))).into_response(),
+    }
+}
+
+async fn forget_one(State(mock): State<Arc<NationalCore>>, Path(mahoso): Path<String>) -> Response {
+    if mock.forget(&mahoso) {
+        Json(json!({"forgotten": mahoso})).into_response()
+    } else {
+        (StatusCode::NOT_FOUND, Json(json!({"error": "unknown MaHoSo"}))).into_response()
+    }
+}
+
+#[derive(Deserialize)]
+struct Truncate {
+    keep: usize,
+}
+
+async fn truncate_one(
+    State(mock): State<Arc<NationalCore>>,
+    Path(mahoso): Path<String>,
+    body: Bytes,
+) -> Response {
+    let keep = match serde_json::from_slice::<Truncate>(&body) {
+        Ok(t) => t.keep,
+        Err(e) => {
+            let error = format!("expected {{\"keep\": n}}: {e}");
+            return (StatusCode::BAD_REQUEST, Json(json!({"error": error}))).into_response();
+        }
+    };
+    match mock.truncate(&mahoso, keep) {
+        Some(entries) => Json(json!({"mahoso": mahoso, "history_entries": entries})).into_response(),
         None => (StatusCode::NOT_FOUND, Json(json!({"error": "unknown MaHoSo"}))).into_response(),
     }
 }

@@ -29,7 +29,7 @@ pub enum StoreError {
 }
 
 /// The schema version this build writes (the number of migrations).
-pub const SCHEMA_VERSION: i64 = 5;
+pub const SCHEMA_VERSION: i64 = 6;
 
 /// The schema version of an open database (SQLite's user_version, kept by the migrations).
 pub fn schema_version(conn: &Connection) -> rusqlite::Result<i64> {
@@ -43,6 +43,7 @@ fn migrations() -> Migrations<'static> {
         M::up(include_str!("../../migrations/0003_body.sql")),
         M::up(include_str!("../../migrations/0004_source_keys.sql")),
         M::up(include_str!("../../migrations/0005_dead_kind.sql")),
+        M::up(include_str!("../../migrations/0006_audit.sql")),
     ])
 }
 
@@ -284,6 +285,11 @@ mod tests {
                         ("outbox".into(), q("SELECT COUNT(*) FROM outbox")?),
                         ("quarantine".into(), q("SELECT COUNT(*) FROM quarantine")?),
                         ("retrying".into(), q("SELECT COUNT(*) FROM outbox WHERE attempts > 0")?),
+                        (
+                            "verified".into(),
+                            q("SELECT COUNT(*) FROM dossier
+                               WHERE acked_at IS NOT NULL AND verified_at IS NOT NULL AND verified_at >= acked_at")?,
+                        ),
                     ])
                 })
                 .unwrap()
@@ -308,6 +314,11 @@ mod tests {
                     [],
                 )?;
                 tx.execute("INSERT INTO quarantine (key, reason, record, first_seen_at, last_seen_at) VALUES ('q', 'r', '{}', 0, 0)", [])?;
+                // Verified, then acknowledged again (no longer verified), then verified again.
+                tx.execute("UPDATE dossier SET acked_at = 10, verified_at = 20", [])?;
+                tx.execute("UPDATE dossier SET acked_at = 30 WHERE mahoso = 'd0'", [])?;
+                tx.execute("UPDATE dossier SET verified_at = NULL WHERE mahoso = 'd1'", [])?;
+                tx.execute("UPDATE dossier SET verified_at = 25 WHERE mahoso = 'd2'", [])?;
                 Ok(())
             })
             .unwrap();
@@ -319,6 +330,10 @@ mod tests {
                 tx.execute("UPDATE outbox SET attempts = 0 WHERE mahoso = 'd1'", [])?;
                 tx.execute("DELETE FROM dead", [])?;
                 tx.execute("DELETE FROM quarantine", [])?;
+                tx.execute("UPDATE dossier SET verified_at = 40 WHERE mahoso = 'd0'", [])?;
+                tx.execute("DELETE FROM dead", [])?;
+                tx.execute("DELETE FROM body", [])?;
+                tx.execute("DELETE FROM dossier WHERE mahoso = 'd2'", [])?;
                 Ok(())
             })
             .unwrap();

@@ -82,3 +82,74 @@ pub fn coverage(d: &Dossiers) -> f64 {
     let valid = d.total.saturating_sub(d.quarantined);
     if valid == 0 { 100.0 } else { d.in_sync as f64 * 100.0 / valid as f64 }
 }
+
+/// Meta keys of the audit's counters and its last completed pass.
+pub const AUDIT_DRIFT_FOUND: &str = "audit_drift_found";
+pub const AUDIT_DRIFT_REPAIRED: &str = "audit_drift_repaired";
+pub const AUDIT_LAST_PASS_AT: &str = "audit_last_pass_at";
+
+/// `status --json`'s `audit`: what the national portal was last found to hold.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Audit {
+    /// verified / (total − quarantined) × 100: valid dossiers read back and found as
+    /// acknowledged since their last acknowledgement (100 when there is nothing valid).
+    pub verified_percent: f64,
+    /// How long ago the least recently verified dossier was last known good at the national
+    /// side: its verification, or its acknowledgement when not verified since.
+    pub oldest_verified_age_seconds: f64,
+    /// Dossiers found drifted (missing, changed, history lost or not ours), ever.
+    pub drift_found: u64,
+    /// Drifted dossiers verified again after their repair, ever.
+    pub drift_repaired: u64,
+    /// When the audit last caught up with everything due (or a `dvc-sync audit` pass ended).
+    pub last_pass_at: Option<String>,
+}
+
+impl Default for Audit {
+    fn default() -> Self {
+        Audit {
+            verified_percent: 100.0,
+            oldest_verified_age_seconds: 0.0,
+            drift_found: 0,
+            drift_repaired: 0,
+            last_pass_at: None,
+        }
+    }
+}
+
+/// The audit's state, from the trigger-kept count and two partial indexes (no scan).
+pub fn audit_state(conn: &Connection, now_us: i64) -> rusqlite::Result<Audit> {
+    let d = dossier_counts(conn)?;
+    let verified = count(conn, "verified")?;
+    let valid = d.total.saturating_sub(d.quarantined);
+    let (unverified, oldest_verified): (Option<i64>, Option<i64>) = conn.query_row(
+        "SELECT
+             (SELECT MIN(acked_at) FROM dossier
+                  WHERE acked_at IS NOT NULL AND (verified_at IS NULL OR verified_at < acked_at)),
+             (SELECT MIN(verified_at) FROM dossier
+                  WHERE acked_at IS NOT NULL AND verified_at IS NOT NULL AND verified_at >= acked_at)",
+        [],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )?;
+    let oldest = match (unverified, oldest_verified) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    };
+    let number = |key: &str| -> rusqlite::Result<u64> {
+        Ok(meta_get(conn, key)?.and_then(|v| v.parse::<i64>().ok()).unwrap_or(0).max(0) as u64)
+    };
+    Ok(Audit {
+        verified_percent: if valid == 0 {
+            100.0
+        } else {
+            (verified.min(valid) as f64) * 100.0 / valid as f64
+        },
+        oldest_verified_age_seconds: oldest.map_or(0.0, |at| (now_us - at).max(0) as f64 / 1e6),
+        drift_found: number(AUDIT_DRIFT_FOUND)?,
+        drift_repaired: number(AUDIT_DRIFT_REPAIRED)?,
+        last_pass_at: meta_get(conn, AUDIT_LAST_PASS_AT)?
+            .and_then(|v| v.parse::<i64>().ok())
+            .and_then(|us| Timestamp::from_microsecond(us).ok())
+            .map(|t| t.to_string()),
+    })
+}

@@ -4,6 +4,7 @@
 //! simulation.
 
 pub mod answer;
+pub(crate) mod audit;
 pub(crate) mod catalogue;
 pub(crate) mod limiter;
 pub(crate) mod poller;
@@ -13,6 +14,7 @@ pub(crate) mod reconciler;
 pub(crate) mod stats;
 pub(crate) mod trouble;
 
+pub use audit::{AuditReport, AuditScope};
 pub use reconciler::ReconcileReport;
 pub use stats::StatsSnapshot;
 
@@ -58,6 +60,10 @@ pub struct EngineConfig {
     pub heartbeat: Duration,
     /// Seeds the jitter of every backoff (fixed in simulations, from the clock otherwise).
     pub seed: u64,
+    /// Look-ups a second of the background audit; 0: no background audit.
+    pub audit_per_second: f64,
+    /// Every synchronized dossier verified at least once in this time.
+    pub audit_cycle: Duration,
 }
 
 impl EngineConfig {
@@ -78,6 +84,8 @@ impl EngineConfig {
             drain: c.daemon.drain,
             heartbeat: c.daemon.heartbeat,
             seed: jiff::Timestamp::now().as_nanosecond() as u64,
+            audit_per_second: c.national.audit_per_second,
+            audit_cycle: c.national.audit_cycle,
         }
     }
 }
@@ -138,6 +146,9 @@ pub struct Inner<S, N, C> {
     pub(crate) national_trouble: Mutex<trouble::Trouble>,
     /// Items per call: batch_size, lowered for good when the portal answers code 8.
     item_limit: std::sync::atomic::AtomicUsize,
+    /// The dossiers of the pusher's current round: the audit corrects none of them (the round
+    /// works from the state it loaded).
+    pub(crate) in_round: Mutex<std::collections::HashSet<String>>,
 }
 
 impl<S: Source, N: Sink, C: Clock> Inner<S, N, C> {
@@ -250,6 +261,12 @@ impl<S: Source, N: Sink, C: Clock> Inner<S, N, C> {
         metrics::gauge!(m::OUTBOX_OLDEST_AGE).set(oldest.map_or(0.0, |at| (now - at).max(0) as f64 / 1e6));
         metrics::gauge!(m::COVERAGE).set(crate::store::state::coverage(&d) / 100.0);
         metrics::gauge!(m::CONCURRENCY_LIMIT).set(self.limiter.limit() as f64);
+        if let Ok(a) = self.store.read(|c| crate::store::state::audit_state(c, now)) {
+            metrics::gauge!(m::AUDIT_VERIFIED).set(a.verified_percent / 100.0);
+            metrics::gauge!(m::AUDIT_OLDEST_AGE).set(a.oldest_verified_age_seconds);
+        }
+        let cycle = if self.cfg.audit_per_second > 0.0 { self.cfg.audit_cycle.as_secs_f64() } else { 0.0 };
+        metrics::gauge!(m::AUDIT_CYCLE).set(cycle);
     }
 
     fn readiness(&self) -> Readiness {
@@ -392,6 +409,7 @@ impl<S: Source, N: Sink, C: Clock> Engine<S, N, C> {
                 started_at,
                 national_trouble: Mutex::new(trouble::Trouble::new("national calls")),
                 item_limit: std::sync::atomic::AtomicUsize::new(batch_size),
+                in_round: Mutex::new(std::collections::HashSet::new()),
             }),
         })
     }
@@ -440,9 +458,14 @@ impl<S: Source, N: Sink, C: Clock> Engine<S, N, C> {
         let poller = tokio::spawn(poller::run(inner.clone(), token.clone()));
         let pusher = tokio::spawn(pusher::run(inner.clone(), token.clone()));
         let reconciler = tokio::spawn(reconciler::run(inner.clone(), token.clone()));
+        let auditor = tokio::spawn(audit::run(inner.clone(), token.clone()));
         // If this future is dropped (a simulated crash), the tasks go with it.
-        let mut guard =
-            AbortOnDrop(vec![poller.abort_handle(), pusher.abort_handle(), reconciler.abort_handle()]);
+        let mut guard = AbortOnDrop(vec![
+            poller.abort_handle(),
+            pusher.abort_handle(),
+            reconciler.abort_handle(),
+            auditor.abort_handle(),
+        ]);
         let beats = {
             let inner = inner.clone();
             let token = token.clone();
@@ -469,10 +492,15 @@ impl<S: Source, N: Sink, C: Clock> Engine<S, N, C> {
         guard.0.push(beats.abort_handle());
         token.cancelled().await;
         tracing::info!(event = "drain_started", drain_seconds = inner.cfg.drain.as_secs_f64());
-        let abort =
-            [poller.abort_handle(), pusher.abort_handle(), reconciler.abort_handle(), beats.abort_handle()];
+        let abort = [
+            poller.abort_handle(),
+            pusher.abort_handle(),
+            reconciler.abort_handle(),
+            auditor.abort_handle(),
+            beats.abort_handle(),
+        ];
         let all = async {
-            let _ = tokio::join!(poller, pusher, reconciler, beats);
+            let _ = tokio::join!(poller, pusher, reconciler, auditor, beats);
         };
         if tokio::time::timeout(inner.cfg.drain, all).await.is_err() {
             tracing::warn!(
@@ -494,6 +522,17 @@ impl<S: Source, N: Sink, C: Clock> Engine<S, N, C> {
     /// One full reconciliation pass now (the daemon not running).
     pub async fn reconcile_once(&self, token: &CancellationToken) -> Option<ReconcileReport> {
         reconciler::pass(&self.inner, token).await
+    }
+
+    /// One audit pass now (the daemon not running): repairs are enqueued, and pushed when the
+    /// daemon runs. None if stopped before the end.
+    pub async fn audit_once(
+        &self,
+        scope: AuditScope,
+        per_second: f64,
+        token: &CancellationToken,
+    ) -> Option<AuditReport> {
+        audit::pass(&self.inner, scope, per_second, token).await
     }
 }
 

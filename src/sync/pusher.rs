@@ -15,11 +15,7 @@
 //! the rest of its batch is sent again; transient trouble reschedules the dossiers with
 //! capped, jittered exponential backoff kept in the outbox.
 
-use std::{
-    collections::{HashMap, HashSet},
-    sync::Arc,
-    time::Duration,
-};
+use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use futures::StreamExt;
 use rusqlite::params;
@@ -160,8 +156,8 @@ fn load_due(conn: &rusqlite::Connection, now: i64, limit: usize) -> rusqlite::Re
     rows.collect()
 }
 
-/// One call under the limiter, measured.
-async fn call<S: Source, N: Sink, C: Clock, F, Fut>(
+/// One call under the limiter, measured (the audit's look-ups go through it too).
+pub(super) async fn call<S: Source, N: Sink, C: Clock, F, Fut>(
     inner: &Inner<S, N, C>,
     service: &'static str,
     f: F,
@@ -539,8 +535,34 @@ async fn fill_catalogues<S: Source, N: Sink, C: Clock>(
 // ---------------------------------------------------------------------------------------------
 // Dossier payloads
 
-/// A payload call's outcome for one dossier: acknowledged, or its fate.
-type PayloadResult = Result<(), Fate>;
+/// A payload call's outcome for one dossier: acknowledged, or its fate; and whether the portal
+/// answered, on the way, that it held the dossier otherwise than recorded.
+struct PayloadOutcome {
+    item: usize,
+    result: Result<(), Fate>,
+    switched: Option<Switched>,
+}
+
+/// What the portal said of a dossier's existence, against what was recorded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Switched {
+    /// An update it did not know the dossier for (code 4), sent again as a create: it lost the
+    /// dossier, and with it every history entry acknowledged before.
+    Lost,
+    /// A create it already held (code 9), sent again as an update: what history it holds is
+    /// not known here; it is read back before any entry is sent.
+    Existed,
+}
+
+/// Records that the national portal does not hold a dossier (any more): created again, with
+/// its whole history, by the next write.
+fn forget_national(tx: &rusqlite::Connection, mahoso: &str) -> rusqlite::Result<()> {
+    tx.prepare_cached(
+        "UPDATE dossier SET national_exists = 0, acked_hash = NULL, acked_history = 0 WHERE mahoso = ?1",
+    )?
+    .execute([mahoso])?;
+    Ok(())
+}
 
 fn dead(code: i64, reason: String) -> Fate {
     Fate::Dead { code: Some(code), reason }
@@ -553,11 +575,12 @@ async fn send_payloads<S: Source, N: Sink, C: Clock>(
     work: &[Work],
     updating: bool,
     items: Vec<usize>,
-) -> Vec<(usize, PayloadResult)> {
-    let mut out = Vec::with_capacity(items.len());
+) -> Vec<PayloadOutcome> {
+    let mut results: Vec<(usize, Result<(), Fate>)> = Vec::with_capacity(items.len());
     // Each group is sent as one call; refusals split it.
     let mut groups: Vec<(bool, Vec<usize>)> = vec![(updating, items)];
-    let mut switched: HashSet<usize> = HashSet::new();
+    let mut switched: HashMap<usize, Switched> = HashMap::new();
+    let mut switches: HashMap<usize, u8> = HashMap::new();
     while let Some((updating, mut group)) = groups.pop() {
         if group.is_empty() {
             continue;
@@ -565,23 +588,38 @@ async fn send_payloads<S: Source, N: Sink, C: Clock>(
         let payloads: Vec<&RawValue> = group.iter().map(|&i| &*work[i].payload).collect();
         let answer = call(inner, "DongBoHoSoMC", || inner.sink.sync_dossiers(updating, &payloads)).await;
         match answer {
-            Answer::Ok(_) => out.extend(group.into_iter().map(|i| (i, Ok(())))),
-            Answer::Retry(t) => out.extend(group.into_iter().map(|i| (i, Err(Fate::Retry(t.clone()))))),
+            Answer::Ok(_) => results.extend(group.into_iter().map(|i| (i, Ok(())))),
+            Answer::Retry(t) => results.extend(group.into_iter().map(|i| (i, Err(Fate::Retry(t.clone()))))),
             Answer::Refused { code, message } => {
                 let dead = |code| Err(dead(code, refusal_reason(code, &message)));
                 match isolate(code, &message, group.iter().map(|&i| work[i].mahoso.as_str())) {
                     Isolation::Item(p) => {
                         let i = group.remove(p);
                         // "đã tồn tại": it exists (an earlier answer was lost): replace it instead;
-                        // unknown there: create it. Once each; a second time it is refused for good.
+                        // unknown there: create it.
                         let switch = match code {
-                            codes::EXISTS if !updating => Some(true),
-                            codes::UNKNOWN_DOSSIER if updating => Some(false),
+                            codes::EXISTS if !updating => Some(Switched::Existed),
+                            codes::UNKNOWN_DOSSIER if updating => Some(Switched::Lost),
                             _ => None,
                         };
+                        let before = switches.get(&i).copied().unwrap_or(0);
                         match switch {
-                            Some(to) if switched.insert(i) => groups.push((to, vec![i])),
-                            _ => out.push((i, dead(code))),
+                            // At most twice (it may exist, then be lost meanwhile); more is refused for good.
+                            Some(s) if before < 2 && switched.get(&i) != Some(&s) => {
+                                switched.insert(i, s);
+                                switches.insert(i, before + 1);
+                                // Durably, before the create leaves: a crash after it must not
+                                // leave the old acknowledgement standing (its history would
+                                // resume where the lost copy ended).
+                                let forgotten = s != Switched::Lost
+                                    || inner.store.write(|tx| forget_national(tx, &work[i].mahoso)).is_ok();
+                                if forgotten {
+                                    groups.push((s == Switched::Existed, vec![i]));
+                                } else {
+                                    results.push((i, Err(Fate::Later)));
+                                }
+                            }
+                            _ => results.push((i, dead(code))),
                         }
                         groups.push((updating, group));
                     }
@@ -596,16 +634,19 @@ async fn send_payloads<S: Source, N: Sink, C: Clock>(
                         groups.push((updating, rest));
                         groups.push((updating, group));
                     }
-                    Isolation::Halve => out.extend(group.into_iter().map(|i| (i, dead(code)))),
+                    Isolation::Halve => results.extend(group.into_iter().map(|i| (i, dead(code)))),
                     Isolation::TooMany | Isolation::WholeCall => {
                         let t = refused_call("DongBoHoSoMC", code, &message);
-                        out.extend(group.into_iter().map(|i| (i, Err(Fate::Retry(t.clone())))));
+                        results.extend(group.into_iter().map(|i| (i, Err(Fate::Retry(t.clone())))));
                     }
                 }
             }
         }
     }
-    out
+    results
+        .into_iter()
+        .map(|(item, result)| PayloadOutcome { item, result, switched: switched.get(&item).copied() })
+        .collect()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -868,9 +909,26 @@ async fn push_payloads<S: Source, N: Sink, C: Clock>(
     let results = run_calls(inner.cfg.max_concurrency, calls).await;
     let mut acked = Vec::new();
     let mut fated = Vec::new();
-    for (i, result) in results {
+    let mut lost = Vec::new();
+    let mut existed = Vec::new();
+    for PayloadOutcome { item: i, result, switched } in results {
+        if switched == Some(Switched::Lost) {
+            // Whatever became of the new create, the portal had lost the dossier: every entry
+            // goes again, from the first, once it holds the dossier again.
+            let w = &mut work[i];
+            w.national_exists = false;
+            w.acked_hash = None;
+            w.acked_history = 0;
+            lost.push(i);
+            tracing::warn!(event = "dossier_recreated", dossier = %w.mahoso, "update refused: the national portal does not know this dossier; it is created again, its whole history after it");
+        }
         match result {
-            Ok(()) => acked.push(i),
+            Ok(()) => {
+                acked.push(i);
+                if switched == Some(Switched::Existed) {
+                    existed.push(i);
+                }
+            }
             Err(fate) => decide(work, &mut fated, i, fate),
         }
     }
@@ -880,9 +938,22 @@ async fn push_payloads<S: Source, N: Sink, C: Clock>(
         w.acked_hash = Some(w.payload_hash);
         w.inflight = InFlight::None;
     }
+    for &i in &existed {
+        // Its history is read back next round before anything is sent.
+        work[i].inflight = InFlight::History;
+        decide(work, &mut fated, i, Fate::Later);
+    }
     inner.stats.dossiers_acked(acked.len());
     inner.store.write(|tx| {
         save_acks(tx, work, &acked, now)?;
+        let mut uncertain = tx.prepare_cached("UPDATE dossier SET inflight = ?2 WHERE mahoso = ?1")?;
+        for &i in &existed {
+            uncertain.execute(params![work[i].mahoso, InFlight::History.db()])?;
+        }
+        if !lost.is_empty() {
+            // The portal lost what it had acknowledged: the audit checks everything again.
+            super::audit::start_sweep(tx, now)?;
+        }
         settle_fates(tx, work, &fated, now, &inner.cfg, seed)
     })
 }
@@ -958,6 +1029,10 @@ async fn push_history<S: Source, N: Sink, C: Clock>(
         for &i in &missing {
             forget.execute([&work[i].mahoso])?;
         }
+        if !missing.is_empty() {
+            // The portal lost what it had acknowledged: the audit checks everything again.
+            super::audit::start_sweep(tx, now)?;
+        }
         save_acks(tx, work, &acked, now)?;
         settle_fates(tx, work, &fated, now, &inner.cfg, seed)
     })
@@ -1009,7 +1084,21 @@ fn close_round<S: Source, N: Sink, C: Clock>(
 /// handled.
 pub(crate) async fn round<S: Source, N: Sink, C: Clock>(inner: &Inner<S, N, C>) -> Result<usize, StoreError> {
     let now = inner.clock.now().as_microsecond();
-    let mut work = inner.store.read(|c| load_due(c, now, inner.cfg.round_size))?;
+    /// Empties the round's set of dossiers however the round ends.
+    struct Round<'a>(&'a std::sync::Mutex<std::collections::HashSet<String>>);
+    impl Drop for Round<'_> {
+        fn drop(&mut self) {
+            self.0.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        }
+    }
+    let _round = Round(&inner.in_round);
+    let mut work = {
+        // Loaded and registered at once, so that the audit corrects none of them meanwhile.
+        let mut in_round = inner.in_round.lock().unwrap_or_else(|p| p.into_inner());
+        let work = inner.store.read(|c| load_due(c, now, inner.cfg.round_size))?;
+        in_round.extend(work.iter().map(|w| w.mahoso.clone()));
+        work
+    };
     if work.is_empty() {
         return Ok(0);
     }

@@ -12,7 +12,7 @@ use serde_json::{Value, json, value::RawValue};
 
 use super::{
     Engine, EngineConfig,
-    answer::Answer,
+    answer::{Answer, TransientKind},
     poller,
     ports::{Page, Record, Sink, Source, SourceError, SystemClock},
     pusher,
@@ -99,6 +99,8 @@ fn config() -> EngineConfig {
         drain: Duration::from_secs(1),
         heartbeat: Duration::from_secs(10),
         seed: 7,
+        audit_per_second: 0.0,
+        audit_cycle: Duration::from_secs(86_400),
     }
 }
 
@@ -280,6 +282,14 @@ async fn an_existing_dossier_is_replaced_and_an_unknown_one_created_again() {
         .map(|(_, b)| b["isUpdating"].clone())
         .collect();
     assert_eq!(payloads, vec![json!(false), json!(true)], "created, then replaced");
+    // What history the portal holds of a dossier it had without our knowing is read back
+    // before any entry is sent.
+    assert_eq!(row::<i64>(&e, "SELECT acked_history FROM dossier"), 0);
+    assert_eq!(row::<i64>(&e, "SELECT inflight FROM dossier"), 2, "history to be read back");
+    assert!(sink.calls().iter().all(|(s, _)| *s != "CapNhatTienDoHoSoMC"), "nothing appended blind");
+    let held = json!({"error_code": 0, "result": [{"MaHoSo": A, "QuaTrinhXuLy": []}]});
+    sink.answer("TraCuuHoSo", Answer::Ok(held));
+    pusher::round(&e.inner).await.unwrap();
     assert_eq!(row::<i64>(&e, "SELECT acked_history FROM dossier"), 1);
 
     // History refused for an unknown dossier: it is created again.
@@ -325,4 +335,44 @@ async fn the_poller_knows_a_record_by_its_fingerprint_and_parks_a_second_claim_t
     assert_eq!(key, format!("{A}#id:2"));
     assert!(reason.contains("source record 1"), "{reason}");
     assert_eq!(row::<i64>(&e, "SELECT version FROM dossier"), 12, "the first claim keeps its state");
+}
+
+#[tokio::test]
+async fn an_update_the_portal_lost_is_created_again_with_its_whole_history_even_if_the_answer_is_lost() {
+    let sink = Scripted::default();
+    let (e, _dir) = engine(&sink);
+    apply(&e, vec![plain(record(A, 1, 1))]);
+    pusher::round(&e.inner).await.unwrap();
+    assert_eq!(row::<i64>(&e, "SELECT acked_history FROM dossier"), 1);
+    // A newer version: the portal no longer knows the dossier, and the answer to the create
+    // sent instead is lost.
+    let mut newer = record(A, 2, 2);
+    newer["TrichYeuHoSo"] = json!("Đăng ký khai sinh (bổ sung)");
+    apply(&e, vec![plain(newer)]);
+    sink.answer(
+        "DongBoHoSoMC",
+        Answer::Refused {
+            code: codes::UNKNOWN_DOSSIER,
+            message: format!("MaHoSo={A}: không tìm thấy hồ sơ"),
+        },
+    );
+    sink.answer("DongBoHoSoMC", Answer::retry(TransientKind::Dropped, "connection closed", true));
+    pusher::round(&e.inner).await.unwrap();
+    // Recorded before the create left: the first entry is not taken as held any more.
+    assert_eq!(row::<i64>(&e, "SELECT national_exists FROM dossier"), 0);
+    assert_eq!(row::<i64>(&e, "SELECT acked_history FROM dossier"), 0);
+    assert_eq!(row::<i64>(&e, "SELECT inflight FROM dossier"), 1, "the create's outcome is uncertain");
+    // The create was applied: the probe finds the dossier without history; both entries follow.
+    let held = json!({"error_code": 0, "result": [{"MaHoSo": A, "QuaTrinhXuLy": []}]});
+    sink.answer("TraCuuHoSo", Answer::Ok(held));
+    e.store().write(|tx| tx.execute("UPDATE outbox SET next_attempt_at = 0", [])).unwrap();
+    pusher::round(&e.inner).await.unwrap();
+    let appended: usize = sink
+        .calls()
+        .iter()
+        .filter(|(s, _)| *s == "CapNhatTienDoHoSoMC")
+        .map(|(_, b)| b["data"].as_array().map_or(0, Vec::len))
+        .sum();
+    assert_eq!(appended, 1 + 2, "the first entry once before the loss, then both after it");
+    assert_eq!(row::<i64>(&e, "SELECT acked_history FROM dossier"), 2);
 }
