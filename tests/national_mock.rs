@@ -40,6 +40,49 @@ async fn a_valid_dossier_is_created_and_stored_as_sent() {
     assert_eq!(n.get("/_mock/state/000.00.15.H58-260301-9999").await.0, 404);
 }
 
+#[tokio::test]
+async fn one_dossier_or_the_end_of_its_history_can_be_lost() {
+    let n = national().await;
+    assert_eq!(code_of(&n.create(vec![dossier(&code(1)), dossier(&code(2))]).await), 0);
+    let entries: Vec<Value> = ["20260301090000", "20260301100000", "20260301110000"]
+        .iter()
+        .map(|at| entry(&code(1), at, "4"))
+        .collect();
+    assert_eq!(code_of(&n.history(entries.clone()).await), 0);
+    let truncate = |mahoso: String, body: Value| {
+        let http = n.http.clone();
+        let url = n.url(&format!("/_mock/state/{mahoso}/truncate"));
+        async move { http.post(url).json(&body).send().await.expect("send") }
+    };
+    let answer = truncate(code(1), json!({"keep": 1})).await;
+    assert_eq!(answer.status(), 200);
+    assert_eq!(answer.json::<Value>().await.unwrap()["history_entries"], 1);
+    let state = n.get(&format!("/_mock/state/{}", code(1))).await.1;
+    assert_eq!(state["history"], json!([entries[0]]));
+    // What was lost can be sent again without counting as a duplicate; what was kept cannot.
+    assert_eq!(code_of(&n.history(entries[1..].to_vec()).await), 0);
+    assert_eq!(n.stats().await["duplicate_history_entries"], 0);
+    assert_eq!(code_of(&n.history(vec![entries[0].clone()]).await), 0);
+    assert_eq!(n.stats().await["duplicate_history_entries"], 1);
+    // Bad bodies and unknown dossiers are told apart.
+    assert_eq!(truncate(code(1), json!({"keep": -1})).await.status(), 400);
+    assert_eq!(truncate(code(1), json!({})).await.status(), 400);
+    assert_eq!(truncate(code(9), json!({"keep": 0})).await.status(), 404);
+
+    let delete = |mahoso: String| {
+        let http = n.http.clone();
+        let url = n.url(&format!("/_mock/state/{mahoso}"));
+        async move { http.delete(url).send().await.expect("send").status() }
+    };
+    assert_eq!(delete(code(2)).await, 200);
+    assert_eq!(n.get(&format!("/_mock/state/{}", code(2))).await.0, 404);
+    assert_eq!(delete(code(2)).await, 404);
+    // Lost nationally: an update is refused as unknown, a create is accepted again.
+    assert_eq!(code_of(&n.update(vec![dossier(&code(2))]).await), 4);
+    assert_eq!(code_of(&n.create(vec![dossier(&code(2))]).await), 0);
+    assert_eq!(n.get(&format!("/_mock/state/{}", code(1))).await.0, 200, "the other one stays");
+}
+
 // ---- error code 3 -----------------------------------------------------------------------------
 
 #[tokio::test]

@@ -50,8 +50,29 @@ fn assert_status_shape(v: &Value) {
     let set = |names: &[&str]| names.iter().map(|s| (*s).to_owned()).collect::<BTreeSet<_>>();
     assert_eq!(
         keys(v),
-        set(&["health", "problems", "daemon", "dossiers", "coverage_percent", "outbox", "poll", "push"])
+        set(&[
+            "health",
+            "problems",
+            "daemon",
+            "dossiers",
+            "coverage_percent",
+            "outbox",
+            "poll",
+            "push",
+            "audit"
+        ])
     );
+    assert_eq!(
+        keys(&v["audit"]),
+        set(&[
+            "verified_percent",
+            "oldest_verified_age_seconds",
+            "drift_found",
+            "drift_repaired",
+            "last_pass_at"
+        ])
+    );
+    assert!(v["audit"]["verified_percent"].is_f64() && v["audit"]["oldest_verified_age_seconds"].is_f64());
     assert_eq!(keys(&v["daemon"]), set(&["state", "pid", "heartbeat_age_seconds", "version"]));
     assert_eq!(
         keys(&v["dossiers"]),
