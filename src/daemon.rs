@@ -177,5 +177,12 @@ fn init_metrics() {
     metrics::counter!(m::DEAD).increment(0);
     metrics::counter!(m::READBACKS_INCONCLUSIVE).increment(0);
     metrics::counter!(m::LOGIN_FAILURES).increment(0);
+    for outcome in ["verified", "drift", "failed", "transient", "changed"] {
+        metrics::counter!(m::AUDIT_LOOKUPS, "outcome" => outcome).increment(0);
+    }
+    for kind in ["missing", "status", "fields", "history", "unmatched"] {
+        metrics::counter!(m::AUDIT_DRIFT, "kind" => kind).increment(0);
+    }
+    metrics::counter!(m::AUDIT_REPAIRED).increment(0);
     metrics::gauge!(m::UP).set(1.0);
 }
