@@ -2,7 +2,7 @@
 //! process) against the real mocks (in this process), each scenario run several times and its
 //! median reported.
 //!
-//!     cargo bench --bench scenarios -- backfill|slow|freshness|memory|restart|all [--runs N] [--dossiers N]
+//!     cargo bench --bench scenarios -- backfill|slow|freshness|memory|restart|audit|audit-freshness|all [--runs N] [--dossiers N]
 //!
 //! `status` on a large database is `cargo bench --bench status`.
 
@@ -200,6 +200,14 @@ async fn slow(dossiers: u32, window: Duration) -> (f64, f64) {
 /// Scenario 3: a steady 100 changes/s with a 1 s poll interval; the daemon's own engine runs
 /// in this process so that every change's lag is measured exactly. Returns (p50, p99) s.
 async fn freshness(window: Duration) -> (f64, f64) {
+    let (p50, p99, _) = freshness_with(window, None).await;
+    (p50, p99)
+}
+
+/// Scenario 3 with the audit off (None) or reading back at `Some(rate)` look-ups a second, with
+/// a cycle so short that every dossier is always due: the audit never runs out of work.
+/// Returns (p50, p99, look-ups the national mock answered a second).
+async fn freshness_with(window: Duration, audit: Option<f64>) -> (f64, f64, f64) {
     let knobs = clean(100_000, 100.0);
     let (national, provincial) = mocks(Faults::default(), knobs).await;
     let dir = tempfile::tempdir().unwrap();
@@ -214,6 +222,8 @@ async fn freshness(window: Duration) -> (f64, f64) {
         ("NATIONAL__PASSWORD", "dvc-sync-secret".to_owned()),
         ("NATIONAL__MADONVI", "000.00.00.H58".to_owned()),
         ("TELEMETRY__METRICS_LISTEN", String::new()),
+        ("NATIONAL__AUDIT_PER_SECOND", audit.unwrap_or(0.0).to_string()),
+        ("NATIONAL__AUDIT_CYCLE_DAYS", "0.00001".to_owned()),
     ]
     .into_iter()
     .map(|(k, v)| (format!("DVC_SYNC__{k}"), v))
@@ -228,11 +238,55 @@ async fn freshness(window: Duration) -> (f64, f64) {
     };
     tokio::time::sleep(window).await;
     let stats = engine.stats();
+    let calls = get(&format!("{}/_mock/stats", national.url())).await;
+    let look_ups: u64 =
+        calls["calls"]["TraCuuHoSo"].as_object().map_or(0, |o| o.values().filter_map(Value::as_u64).sum());
     token.cancel();
     let _ = running.await;
     national.stop().await;
     provincial.stop().await;
-    (stats.lag_p50_seconds.unwrap_or(f64::NAN), stats.lag_p99_seconds.unwrap_or(f64::NAN))
+    (
+        stats.lag_p50_seconds.unwrap_or(f64::NAN),
+        stats.lag_p99_seconds.unwrap_or(f64::NAN),
+        look_ups as f64 / window.as_secs_f64(),
+    )
+}
+
+/// Scenario 8: what a full audit costs. A fresh database backfills `n` dossiers (audit off);
+/// then `dvc-sync audit --all` reads every one back as fast as it can (standalone, its own
+/// process). Returns (look-ups a second, CPU ms per look-up, database MiB before and after).
+async fn audit_cost(n: u32) -> (f64, f64, f64, f64) {
+    let (national, provincial) = mocks(Faults::default(), clean(n, 0.0)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &provincial.url(), &national.url(), "");
+    // The backfill without the background audit (a key of write_config's [national] table).
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(&config, text.replace("madonvi = ", "audit_per_second = 0.0\nmadonvi = ")).unwrap();
+    let mut child = spawn_daemon(&config, &dir.path().join("daemon.log"));
+    assert!(wait_complete(&national.url(), &provincial.url(), u64::from(n), Duration::from_secs(3600)).await);
+    stop(&mut child);
+    let before = db_size_mib(dir.path());
+    let started = Instant::now();
+    let mut audit = Command::new(BIN)
+        .args(["--config", config.to_str().unwrap(), "audit", "--all", "--json", "--per-second", "1000"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = audit.id();
+    let mut cpu = 0.0;
+    while audit.try_wait().unwrap().is_none() {
+        cpu = cpu_seconds(pid);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    let out = audit.wait_with_output().unwrap();
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+    assert_eq!(report["verified"].as_u64(), Some(u64::from(n)), "{report}");
+    let after = db_size_mib(dir.path());
+    national.stop().await;
+    provincial.stop().await;
+    (f64::from(n) / seconds, cpu * 1000.0 / f64::from(n), before, after)
 }
 
 /// Scenario 5: from start to the first push with a backlog of `n` dossiers already polled.
@@ -351,6 +405,64 @@ async fn main() {
             "FRESHNESS median: p50 {:.3} s, p99 {:.3} s (target p99 <= 2 s)",
             median(p50s),
             median(p99s)
+        );
+    }
+    if want("audit") {
+        let n: u32 = arg("--dossiers").unwrap_or(20_000);
+        let mut rates = Vec::new();
+        let mut cpus = Vec::new();
+        let mut growth = Vec::new();
+        for i in 0..runs {
+            let (rate, cpu_ms, before, after) = audit_cost(n).await;
+            println!(
+                "audit run {}: {n} dossiers read back at {rate:.0}/s; {cpu_ms:.2} CPU-ms per look-up; database {before:.1} -> {after:.1} MiB",
+                i + 1
+            );
+            rates.push(rate);
+            cpus.push(cpu_ms);
+            growth.push((after - before) * 1024.0 * 1024.0 / f64::from(n));
+        }
+        let cpu_ms = median(cpus);
+        println!(
+            "AUDIT median: {:.0} look-ups/s flat out; {cpu_ms:.2} CPU-ms per look-up; database +{:.0} bytes per dossier. \
+             1,000,000 dossiers at the default 1/s: {:.1} days, {:.0} CPU-s ({:.3} % of a core)",
+            median(rates),
+            median(growth),
+            1e6 / 86_400.0,
+            cpu_ms * 1e6 / 1000.0,
+            cpu_ms / 1000.0 * 100.0
+        );
+    }
+    if want("audit-freshness") {
+        let mut off = Vec::new();
+        let mut on = Vec::new();
+        let window = Duration::from_secs(40);
+        for i in 0..runs {
+            let a = freshness_with(window, None).await;
+            let b = freshness_with(window, Some(20.0)).await;
+            println!(
+                "audit-freshness run {}: audit off p50 {:.3} s p99 {:.3} s ({:.1} look-ups/s); audit at 20/s p50 {:.3} s p99 {:.3} s ({:.1} look-ups/s); p99 ratio {:.3}",
+                i + 1,
+                a.0,
+                a.1,
+                a.2,
+                b.0,
+                b.1,
+                b.2,
+                b.1 / a.1
+            );
+            off.push(a);
+            on.push(b);
+        }
+        let ratio50 = median(off.iter().zip(&on).map(|(a, b)| b.0 / a.0).collect());
+        let ratio99 = median(off.iter().zip(&on).map(|(a, b)| b.1 / a.1).collect());
+        println!(
+            "AUDIT-FRESHNESS median: off p50 {:.3} s p99 {:.3} s; on p50 {:.3} s p99 {:.3} s ({:.1} look-ups/s); ratios p50 {ratio50:.3}, p99 {ratio99:.3}",
+            median(off.iter().map(|a| a.0).collect()),
+            median(off.iter().map(|a| a.1).collect()),
+            median(on.iter().map(|a| a.0).collect()),
+            median(on.iter().map(|a| a.1).collect()),
+            median(on.iter().map(|a| a.2).collect()),
         );
     }
     if want("memory") {

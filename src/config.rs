@@ -825,7 +825,7 @@ mod tests {
     fn every_bad_key_is_named_at_once() {
         let f = file(
             "[provincial]\npage_size = 5000\npoll_interval_seconds = \"soon\"\nbase_url = \"ftp://x\"\n\
-             [national]\nbatch_size = 0\n[status_map]\nprocessing = 11\n[telemetry]\nlog_format = \"xml\"\n\
+             [national]\nbatch_size = 0\naudit_per_second = -1\naudit_cycle_days = 0\n[status_map]\nprocessing = 11\n[telemetry]\nlog_format = \"xml\"\n\
              metrics_listen = \"nowhere\"\n[daemon]\ndrain_seconds = -1\n[typo]\nkey = 1\n",
         );
         let errors = load_with_env(Some(f.path()), HashMap::new(), Purpose::Run).unwrap_err();
@@ -835,6 +835,8 @@ mod tests {
             "provincial.poll_interval_seconds",
             "provincial.base_url",
             "national.batch_size",
+            "national.audit_per_second",
+            "national.audit_cycle_days",
             "status_map.processing",
             "telemetry.log_format",
             "telemetry.metrics_listen",
