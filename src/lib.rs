@@ -1,6 +1,7 @@
 //! dvc-sync: keeps a province's one-stop dossiers synchronized with the National Public
 //! Service Portal. See README.md for the architecture; `main.rs` only dispatches the CLI.
 
+pub(crate) mod backup;
 pub(crate) mod check_source;
 pub mod cli;
 pub mod config;

@@ -76,6 +76,7 @@ impl Store {
             // Let SQLite report a missing directory in its own words if this fails.
             let _ = std::fs::create_dir_all(dir);
         }
+        make_private(path);
         let mut conn = Connection::open(path).map_err(open_err)?;
         conn.busy_timeout(Duration::from_secs(5)).map_err(open_err)?;
         // Every statement the daemon runs stays prepared (rusqlite keeps 16 by default, fewer
@@ -151,6 +152,25 @@ impl Store {
         open.1 = true;
         drop(open);
         Ok(value)
+    }
+}
+
+/// The database holds citizens' personal data (Nghị định 13/2023): the file is created 0600
+/// whatever the umask, and an existing one (or its WAL and shared-memory files) readable by
+/// others is made private. SQLite gives the WAL and the shared-memory file the database file's
+/// mode. Failures are left for SQLite to report when it opens the file.
+fn make_private(path: &Path) {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let _ = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path);
+    for suffix in ["", "-wal", "-shm"] {
+        let mut name = path.as_os_str().to_owned();
+        name.push(suffix);
+        let file = Path::new(&name);
+        if let Ok(meta) = std::fs::metadata(file)
+            && meta.permissions().mode() & 0o077 != 0
+        {
+            let _ = std::fs::set_permissions(file, std::fs::Permissions::from_mode(0o600));
+        }
     }
 }
 
@@ -338,6 +358,28 @@ mod tests {
             })
             .unwrap();
         assert_eq!(counts(&store), real(&store));
+    }
+
+    #[test]
+    fn the_database_and_its_wal_are_private_whatever_the_umask() {
+        use std::os::unix::fs::PermissionsExt;
+        // SAFETY: umask only sets this process's file creation mask; 022 is the usual default,
+        // under which every file a test creates is still readable by its owner.
+        unsafe { libc::umask(0o022) };
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        let store = Store::open(&path).unwrap();
+        store.write(|tx| meta_set(tx, "k", Some("v"))).unwrap();
+        let mode =
+            |name: &str| std::fs::metadata(dir.path().join(name)).unwrap().permissions().mode() & 0o777;
+        for name in ["state.db", "state.db-wal", "state.db-shm"] {
+            assert_eq!(mode(name), 0o600, "{name}");
+        }
+        drop(store);
+        // One made readable by others (copied with cp, say) is made private again on open.
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let _store = Store::open(&path).unwrap();
+        assert_eq!(mode("state.db"), 0o600);
     }
 
     #[test]

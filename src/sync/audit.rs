@@ -33,7 +33,7 @@ use std::{collections::BTreeMap, sync::Arc, time::Duration};
 use backon::BackoffBuilder;
 use rusqlite::{OptionalExtension, params};
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use serde_json::{Map, Value};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -200,6 +200,15 @@ fn same(ours: &Value, theirs: &Value) -> bool {
                 || entry::instant(a).is_some_and(|t| entry::instant(b) == Some(t))
                 || entry::code(a).is_some_and(|c| entry::code(b) == Some(c))
         }
+    }
+}
+
+/// Whether the national copy `theirs` holds every field of our payload, by meaning (the
+/// pusher's read-back: a field it lacks means the payload is sent again).
+pub(crate) fn holds_all(ours: &Value, theirs: &Map<String, Value>) -> bool {
+    match ours {
+        Value::Object(ours) => ours.iter().all(|(k, v)| theirs.get(k).is_some_and(|t| same(v, t))),
+        _ => false,
     }
 }
 

@@ -314,8 +314,14 @@ async fn read_back<S: Source, N: Sink, C: Clock>(inner: &Inner<S, N, C>, w: &mut
                 Some(found) => {
                     let mut dossier: Map<String, Value> = found.clone();
                     w.national_exists = true;
-                    w.acked_hash =
-                        Some(stable_hash(serde_json::to_string(&dossier).unwrap_or_default().as_bytes()));
+                    // The portal holds our payload if it holds every field of it, by meaning
+                    // (then nothing is sent again); otherwise the payload is sent again.
+                    let ours: Value = serde_json::from_str(w.payload.get()).unwrap_or(Value::Null);
+                    w.acked_hash = Some(if super::audit::holds_all(&ours, found) {
+                        w.payload_hash
+                    } else {
+                        stable_hash(serde_json::to_string(&dossier).unwrap_or_default().as_bytes())
+                    });
                     // No history in the answer, or not a list: it cannot tell what was applied.
                     let Some(Value::Array(history)) = dossier.remove("QuaTrinhXuLy") else {
                         inner.stats.readback_inconclusive();
@@ -357,9 +363,13 @@ async fn read_back<S: Source, N: Sink, C: Clock>(inner: &Inner<S, N, C>, w: &mut
     }
 }
 
-fn save_read_backs(tx: &rusqlite::Connection, work: &[&Work]) -> rusqlite::Result<()> {
+/// Records what read-backs found. A dossier found is as good as acknowledged as of now (the
+/// audit dates what it verifies from it).
+fn save_read_backs(tx: &rusqlite::Connection, work: &[&Work], now: i64) -> rusqlite::Result<()> {
     let mut stmt = tx.prepare_cached(
-        "UPDATE dossier SET national_exists = ?2, acked_hash = ?3, acked_history = ?4, inflight = ?5 WHERE mahoso = ?1",
+        "UPDATE dossier SET national_exists = ?2, acked_hash = ?3, acked_history = ?4, inflight = ?5,
+             acked_at = CASE WHEN ?2 THEN ?6 ELSE acked_at END
+         WHERE mahoso = ?1",
     )?;
     for w in work {
         stmt.execute(params![
@@ -367,7 +377,8 @@ fn save_read_backs(tx: &rusqlite::Connection, work: &[&Work]) -> rusqlite::Resul
             w.national_exists,
             w.acked_hash,
             w.acked_history as i64,
-            w.inflight.db()
+            w.inflight.db(),
+            now
         ])?;
     }
     Ok(())
@@ -393,13 +404,15 @@ async fn resolve_uncertain<S: Source, N: Sink, C: Clock>(
     futures::stream::iter(reads).buffer_unordered(concurrency).collect::<Vec<()>>().await;
     let resolved: Vec<&Work> = uncertain.iter().map(|&i| &work[i]).filter(|w| w.open()).collect();
     if !resolved.is_empty() {
-        inner.store.write(|tx| save_read_backs(tx, &resolved))?;
+        let now = inner.clock.now().as_microsecond();
+        inner.store.write(|tx| save_read_backs(tx, &resolved, now))?;
     }
     if let Some(i) = creates_probe {
         read_back(inner, &mut work[i]).await;
         if work[i].open() {
             let exists = work[i].national_exists;
-            inner.store.write(|tx| save_read_backs(tx, &[&work[i]]))?;
+            let now = inner.clock.now().as_microsecond();
+            inner.store.write(|tx| save_read_backs(tx, &[&work[i]], now))?;
             for w in
                 work.iter_mut().filter(|w| w.open() && w.inflight == InFlight::Payload && !w.national_exists)
             {
@@ -549,8 +562,8 @@ enum Switched {
     /// An update it did not know the dossier for (code 4), sent again as a create: it lost the
     /// dossier, and with it every history entry acknowledged before.
     Lost,
-    /// A create it already held (code 9), sent again as an update: what history it holds is
-    /// not known here; it is read back before any entry is sent.
+    /// A create it already held (code 3, "đã tồn tại"): what it holds is not known here; it is
+    /// read back before anything is written.
     Existed,
 }
 
@@ -604,19 +617,28 @@ async fn send_payloads<S: Source, N: Sink, C: Clock>(
                         };
                         let before = switches.get(&i).copied().unwrap_or(0);
                         match switch {
-                            // At most twice (it may exist, then be lost meanwhile); more is refused for good.
+                            // At most twice (lost, created, then found to exist); more is refused for good.
                             Some(s) if before < 2 && switched.get(&i) != Some(&s) => {
                                 switched.insert(i, s);
                                 switches.insert(i, before + 1);
-                                // Durably, before the create leaves: a crash after it must not
-                                // leave the old acknowledgement standing (its history would
-                                // resume where the lost copy ended).
-                                let forgotten = s != Switched::Lost
-                                    || inner.store.write(|tx| forget_national(tx, &work[i].mahoso)).is_ok();
-                                if forgotten {
-                                    groups.push((s == Switched::Existed, vec![i]));
-                                } else {
-                                    results.push((i, Err(Fate::Later)));
+                                match s {
+                                    // It exists: what it holds is read back before anything
+                                    // is written (nothing is sent that it holds already).
+                                    Switched::Existed => results.push((i, Err(Fate::Later))),
+                                    // Durably, before the create leaves: a crash after it must
+                                    // not leave the old acknowledgement standing (its history
+                                    // would resume where the lost copy ended).
+                                    Switched::Lost => {
+                                        if inner
+                                            .store
+                                            .write(|tx| forget_national(tx, &work[i].mahoso))
+                                            .is_ok()
+                                        {
+                                            groups.push((false, vec![i]));
+                                        } else {
+                                            results.push((i, Err(Fate::Later)));
+                                        }
+                                    }
                                 }
                             }
                             _ => results.push((i, dead(code))),
@@ -922,13 +944,11 @@ async fn push_payloads<S: Source, N: Sink, C: Clock>(
             lost.push(i);
             tracing::warn!(event = "dossier_recreated", dossier = %w.mahoso, "update refused: the national portal does not know this dossier; it is created again, its whole history after it");
         }
+        if switched == Some(Switched::Existed) {
+            existed.push(i);
+        }
         match result {
-            Ok(()) => {
-                acked.push(i);
-                if switched == Some(Switched::Existed) {
-                    existed.push(i);
-                }
-            }
+            Ok(()) => acked.push(i),
             Err(fate) => decide(work, &mut fated, i, fate),
         }
     }
@@ -939,14 +959,15 @@ async fn push_payloads<S: Source, N: Sink, C: Clock>(
         w.inflight = InFlight::None;
     }
     for &i in &existed {
-        // Its history is read back next round before anything is sent.
+        // Read back next round before anything is sent.
+        work[i].national_exists = true;
         work[i].inflight = InFlight::History;
-        decide(work, &mut fated, i, Fate::Later);
     }
     inner.stats.dossiers_acked(acked.len());
     inner.store.write(|tx| {
         save_acks(tx, work, &acked, now)?;
-        let mut uncertain = tx.prepare_cached("UPDATE dossier SET inflight = ?2 WHERE mahoso = ?1")?;
+        let mut uncertain =
+            tx.prepare_cached("UPDATE dossier SET national_exists = 1, inflight = ?2 WHERE mahoso = ?1")?;
         for &i in &existed {
             uncertain.execute(params![work[i].mahoso, InFlight::History.db()])?;
         }

@@ -281,15 +281,22 @@ async fn an_existing_dossier_is_replaced_and_an_unknown_one_created_again() {
         .filter(|(s, _)| *s == "DongBoHoSoMC")
         .map(|(_, b)| b["isUpdating"].clone())
         .collect();
-    assert_eq!(payloads, vec![json!(false), json!(true)], "created, then replaced");
-    // What history the portal holds of a dossier it had without our knowing is read back
-    // before any entry is sent.
+    // What the portal holds of a dossier it had without our knowing is read back before
+    // anything is written.
+    assert_eq!(payloads, vec![json!(false)], "nothing written blind");
     assert_eq!(row::<i64>(&e, "SELECT acked_history FROM dossier"), 0);
-    assert_eq!(row::<i64>(&e, "SELECT inflight FROM dossier"), 2, "history to be read back");
+    assert_eq!(row::<i64>(&e, "SELECT inflight FROM dossier"), 2, "to be read back");
     assert!(sink.calls().iter().all(|(s, _)| *s != "CapNhatTienDoHoSoMC"), "nothing appended blind");
     let held = json!({"error_code": 0, "result": [{"MaHoSo": A, "QuaTrinhXuLy": []}]});
     sink.answer("TraCuuHoSo", Answer::Ok(held));
     pusher::round(&e.inner).await.unwrap();
+    let payloads: Vec<Value> = sink
+        .calls()
+        .iter()
+        .filter(|(s, _)| *s == "DongBoHoSoMC")
+        .map(|(_, b)| b["isUpdating"].clone())
+        .collect();
+    assert_eq!(payloads, vec![json!(false), json!(true)], "then replaced: it held other fields");
     assert_eq!(row::<i64>(&e, "SELECT acked_history FROM dossier"), 1);
 
     // History refused for an unknown dossier: it is created again.
