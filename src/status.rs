@@ -148,7 +148,7 @@ pub fn report(
         session_renewals: meta("session_renewals")?.and_then(|v| v.parse().ok()).unwrap_or(0),
     };
 
-    let audit = audit_state(conn, now_us)?;
+    let audit = audit_state(conn, now_us, &dossiers)?;
 
     let mut problems = Vec::new();
     let unmatched: u64 = conn

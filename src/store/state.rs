@@ -117,9 +117,9 @@ impl Default for Audit {
     }
 }
 
-/// The audit's state, from the trigger-kept count and two partial indexes (no scan).
-pub fn audit_state(conn: &Connection, now_us: i64) -> rusqlite::Result<Audit> {
-    let d = dossier_counts(conn)?;
+/// The audit's state, from the trigger-kept count and two partial indexes (no scan); `d` are
+/// the dossier counts, read once by the caller.
+pub fn audit_state(conn: &Connection, now_us: i64, d: &Dossiers) -> rusqlite::Result<Audit> {
     let verified = count(conn, "verified")?;
     let valid = d.total.saturating_sub(d.quarantined);
     let (unverified, oldest_verified): (Option<i64>, Option<i64>) = conn.query_row(

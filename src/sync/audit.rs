@@ -714,8 +714,11 @@ async fn pass_with<S: Source, N: Sink, C: Clock>(
     }
     let now = inner.clock.now();
     report.finished_at = now.to_string();
-    report.verified_percent =
-        inner.store.read(|c| audit_state(c, now.as_microsecond())).map(|a| a.verified_percent).unwrap_or(0.0);
+    report.verified_percent = inner
+        .store
+        .read(|c| audit_state(c, now.as_microsecond(), &dossier_counts(c)?))
+        .map(|a| a.verified_percent)
+        .unwrap_or(0.0);
     let saved = inner.store.write(|tx| {
         meta_set(tx, LAST, Some(&serde_json::to_string(&report).unwrap_or_default()))?;
         meta_set(tx, LAST_AT, Some(&now.as_microsecond().to_string()))?;

@@ -261,7 +261,7 @@ impl<S: Source, N: Sink, C: Clock> Inner<S, N, C> {
         metrics::gauge!(m::OUTBOX_OLDEST_AGE).set(oldest.map_or(0.0, |at| (now - at).max(0) as f64 / 1e6));
         metrics::gauge!(m::COVERAGE).set(crate::store::state::coverage(&d) / 100.0);
         metrics::gauge!(m::CONCURRENCY_LIMIT).set(self.limiter.limit() as f64);
-        if let Ok(a) = self.store.read(|c| crate::store::state::audit_state(c, now)) {
+        if let Ok(a) = self.store.read(|c| crate::store::state::audit_state(c, now, &d)) {
             metrics::gauge!(m::AUDIT_VERIFIED).set(a.verified_percent / 100.0);
             metrics::gauge!(m::AUDIT_OLDEST_AGE).set(a.oldest_verified_age_seconds);
         }
