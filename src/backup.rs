@@ -39,6 +39,8 @@ pub struct BackupReport {
 /// Copies the database at `from` to `to` (which must not exist), consistently, while the
 /// daemon may run.
 pub fn backup(from: &Path, to: &Path) -> anyhow::Result<BackupReport> {
+    // SQLite takes the target as text: a path that is not UTF-8 would name another file.
+    let target = to.to_str().ok_or_else(|| anyhow::anyhow!("{} is not a UTF-8 path", to.display()))?;
     let started = Instant::now();
     let taken_at = jiff::Timestamp::now();
     let source = open_read_only(from)?;
@@ -51,7 +53,7 @@ pub fn backup(from: &Path, to: &Path) -> anyhow::Result<BackupReport> {
         .mode(0o600)
         .open(to)
         .with_context(|| format!("cannot create {} (it must not exist yet)", to.display()))?;
-    let copied = source.execute("VACUUM INTO ?1", [to.to_string_lossy()]);
+    let copied = source.execute("VACUUM INTO ?1", [target]);
     if let Err(e) = copied {
         let _ = std::fs::remove_file(to);
         return Err(e).with_context(|| format!("cannot copy {} to {}", from.display(), to.display()));

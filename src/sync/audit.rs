@@ -400,12 +400,27 @@ async fn audit_one<S: Source, N: Sink, C: Clock>(
     inner: &Inner<S, N, C>,
     c: &Candidate,
 ) -> Result<Looked, StoreError> {
-    let body: Option<(String, String)> = inner.store.read(|conn| {
-        conn.prepare_cached("SELECT payload, history FROM body WHERE mahoso = ?1")?
-            .query_row([&c.mahoso], |r| Ok((r.get(0)?, r.get(1)?)))
-            .optional()
+    let body: Option<(String, String, i64, i64)> = inner.store.read(|conn| {
+        conn.prepare_cached(
+            "SELECT b.payload, b.history, d.payload_hash, d.history_len FROM dossier d JOIN body b USING (mahoso)
+             WHERE d.mahoso = ?1",
+        )?
+        .query_row([&c.mahoso], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+        .optional()
     })?;
-    let Some((payload, history)) = body else { return Ok(Looked::Done(Finding::Verified, false)) };
+    let Some((payload, history, payload_hash, history_len)) = body else {
+        // A dossier without its stored body: nothing to compare with; tried again in an hour.
+        let finding = Finding::Failed("no stored payload to compare with".into());
+        let now = inner.clock.now().as_microsecond();
+        let recorded = inner.store.write(|tx| record(tx, c, &finding, now, now))?;
+        return Ok(Looked::Done(finding, recorded));
+    };
+    if payload_hash != c.acked_hash || history_len != c.acked_history {
+        // A newer provincial version since it was chosen: what is stored is not what was
+        // acknowledged any more; the pusher has it now.
+        metrics::counter!(m::AUDIT_LOOKUPS, "outcome" => "changed").increment(1);
+        return Ok(Looked::Done(Finding::Verified, false));
+    }
     let started = inner.clock.now().as_microsecond();
     let answer = pusher::call(inner, "TraCuuHoSo", || inner.sink.look_up(&c.mahoso)).await;
     let finding = match answer {
@@ -553,11 +568,14 @@ fn record(
     Ok(changed)
 }
 
-/// Starts a sweep at `now` unless one is under way (the pusher calls this too, when the
-/// national portal answers that it does not know a dossier it acknowledged).
+/// Starts a sweep at `now`, or moves the one under way to `now`: everything verified before it
+/// is due again (the pusher calls this too, when the national portal answers that it does not
+/// know a dossier it acknowledged).
 pub(crate) fn start_sweep(tx: &rusqlite::Connection, now: i64) -> rusqlite::Result<()> {
-    tx.prepare_cached("INSERT INTO meta (key, value) VALUES (?1, ?2) ON CONFLICT(key) DO NOTHING")?
-        .execute(params![SWEEP_SINCE, now.to_string()])?;
+    tx.prepare_cached(
+        "INSERT INTO meta (key, value) VALUES (?1, ?2) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+    )?
+    .execute(params![SWEEP_SINCE, now.to_string()])?;
     Ok(())
 }
 
@@ -600,7 +618,10 @@ async fn sleep(d: Duration, token: &CancellationToken) -> bool {
 /// the push retry policy's backoff.
 fn transient_wait(t: &Transient, backoff: &mut impl Iterator<Item = Duration>, max: Duration) -> Duration {
     let next = backoff.next().unwrap_or(max);
-    t.retry_after.map_or(next, |after| after.max(next.min(after * 2)))
+    // A Retry-After from outside is honoured up to the push retry's maximum, no longer.
+    t.retry_after
+        .map(|after| after.min(max))
+        .map_or(next, |after| after.max(next.min(after.saturating_mul(2))))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -900,6 +921,21 @@ mod tests {
         assert_eq!(finding.kinds(), vec!["unmatched"]);
         let more = vec![history[0].clone(), history[1].clone(), entry("20260306000000", "not ours")];
         assert!(matches!(compare(&dossier(), &history, &answer(dossier(), more)), Finding::Unmatched(_)));
+    }
+
+    #[test]
+    fn a_retry_after_from_outside_is_bounded() {
+        let max = Duration::from_secs(300);
+        let t = |after: u64| Transient {
+            kind: crate::sync::answer::TransientKind::RateLimited,
+            reason: "429".into(),
+            maybe_applied: false,
+            retry_after: Some(Duration::from_secs(after)),
+            http_status: Some(429),
+        };
+        let mut backoff = std::iter::repeat(Duration::from_secs(1));
+        assert_eq!(transient_wait(&t(u64::MAX), &mut backoff, max), max, "no overflow, no 1,000-day stall");
+        assert_eq!(transient_wait(&t(2), &mut backoff, max), Duration::from_secs(2));
     }
 
     #[test]

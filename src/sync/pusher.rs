@@ -368,7 +368,8 @@ async fn read_back<S: Source, N: Sink, C: Clock>(inner: &Inner<S, N, C>, w: &mut
 fn save_read_backs(tx: &rusqlite::Connection, work: &[&Work], now: i64) -> rusqlite::Result<()> {
     let mut stmt = tx.prepare_cached(
         "UPDATE dossier SET national_exists = ?2, acked_hash = ?3, acked_history = ?4, inflight = ?5,
-             acked_at = CASE WHEN ?2 THEN ?6 ELSE acked_at END
+             acked_at = CASE WHEN ?2 THEN ?6 ELSE acked_at END,
+             acked_status = CASE WHEN ?3 = payload_hash THEN status ELSE acked_status END
          WHERE mahoso = ?1",
     )?;
     for w in work {
@@ -624,7 +625,16 @@ async fn send_payloads<S: Source, N: Sink, C: Clock>(
                                 match s {
                                     // It exists: what it holds is read back before anything
                                     // is written (nothing is sent that it holds already).
-                                    Switched::Existed => results.push((i, Err(Fate::Later))),
+                                    Switched::Existed => results.push((
+                                        i,
+                                        Err(Fate::Retry(Transient {
+                                            kind: TransientKind::BadAnswer,
+                                            reason: "the national portal already holds this dossier (code 3): read back before anything is written".into(),
+                                            maybe_applied: false,
+                                            retry_after: None,
+                                            http_status: None,
+                                        })),
+                                    )),
                                     // Durably, before the create leaves: a crash after it must
                                     // not leave the old acknowledgement standing (its history
                                     // would resume where the lost copy ended).
@@ -959,9 +969,11 @@ async fn push_payloads<S: Source, N: Sink, C: Clock>(
         w.inflight = InFlight::None;
     }
     for &i in &existed {
-        // Read back next round before anything is sent.
+        // Read back before anything is sent (after a backoff: should the look-up keep saying
+        // "not there" while creates say "exists", the two do not chase each other).
         work[i].national_exists = true;
         work[i].inflight = InFlight::History;
+        work[i].unresolved = InFlight::History;
     }
     inner.stats.dossiers_acked(acked.len());
     inner.store.write(|tx| {

@@ -289,6 +289,8 @@ async fn an_existing_dossier_is_replaced_and_an_unknown_one_created_again() {
     assert!(sink.calls().iter().all(|(s, _)| *s != "CapNhatTienDoHoSoMC"), "nothing appended blind");
     let held = json!({"error_code": 0, "result": [{"MaHoSo": A, "QuaTrinhXuLy": []}]});
     sink.answer("TraCuuHoSo", Answer::Ok(held));
+    assert_eq!(row::<i64>(&e, "SELECT attempts FROM outbox"), 1, "after a backoff");
+    e.store().write(|tx| tx.execute("UPDATE outbox SET next_attempt_at = 0", [])).unwrap();
     pusher::round(&e.inner).await.unwrap();
     let payloads: Vec<Value> = sink
         .calls()
