@@ -177,10 +177,10 @@ fn init_metrics() {
     metrics::counter!(m::DEAD).increment(0);
     metrics::counter!(m::READBACKS_INCONCLUSIVE).increment(0);
     metrics::counter!(m::LOGIN_FAILURES).increment(0);
-    for outcome in ["verified", "drift", "failed", "transient", "changed"] {
+    for outcome in crate::sync::audit::LOOKUP_OUTCOMES {
         metrics::counter!(m::AUDIT_LOOKUPS, "outcome" => outcome).increment(0);
     }
-    for kind in ["missing", "status", "fields", "history", "unmatched"] {
+    for kind in crate::sync::audit::DRIFT_KINDS {
         metrics::counter!(m::AUDIT_DRIFT, "kind" => kind).increment(0);
     }
     metrics::counter!(m::AUDIT_REPAIRED).increment(0);

@@ -17,14 +17,6 @@ use common::{daemon::*, *};
 use dvc_sync::mock::{national::Faults, provincial::Knobs};
 use serde_json::{Value, json};
 
-fn status_json(config: &Path) -> Value {
-    let out = std::process::Command::new(BIN)
-        .args(["--config", config.to_str().unwrap(), "status", "--json"])
-        .output()
-        .unwrap();
-    serde_json::from_slice(&out.stdout).unwrap_or(Value::Null)
-}
-
 fn audit_command(config: &Path, args: &[&str]) -> (i32, Value) {
     let out = std::process::Command::new(BIN)
         .args(["--config", config.to_str().unwrap(), "audit", "--json"])

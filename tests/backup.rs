@@ -7,21 +7,12 @@ mod common;
 
 use std::{
     os::unix::fs::PermissionsExt,
-    path::Path,
     time::{Duration, Instant},
 };
 
 use common::{daemon::*, *};
 use dvc_sync::mock::{national::Faults, provincial::Knobs};
 use serde_json::{Value, json};
-
-fn status_json(config: &Path) -> Value {
-    let out = std::process::Command::new(BIN)
-        .args(["--config", config.to_str().unwrap(), "status", "--json"])
-        .output()
-        .unwrap();
-    serde_json::from_slice(&out.stdout).unwrap_or(Value::Null)
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_backup_taken_under_load_restores_into_a_daemon_that_resends_nothing() {

@@ -131,14 +131,6 @@ async fn gateway(national: &str) -> (String, Arc<Mutex<Gateway>>) {
     (format!("http://{addr}"), gw)
 }
 
-fn status_json(config: &std::path::Path) -> Value {
-    let out = std::process::Command::new(BIN)
-        .args(["--config", config.to_str().unwrap(), "status", "--json"])
-        .output()
-        .unwrap();
-    serde_json::from_slice(&out.stdout).unwrap_or(Value::Null)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rewritten_look_ups_with_lost_acknowledgements_duplicate_nothing_and_park_what_they_cannot_prove() {
     let national = National::start(Faults {

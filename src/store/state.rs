@@ -79,8 +79,14 @@ pub fn dossier_counts(conn: &Connection) -> rusqlite::Result<Dossiers> {
 
 /// in_sync / (total − quarantined) × 100, and 100 when there is nothing valid to cover.
 pub fn coverage(d: &Dossiers) -> f64 {
+    percent_of_valid(d.in_sync, d)
+}
+
+/// `n` as a share of the valid dossiers (total − quarantined), in percent; 100 when there is
+/// nothing valid.
+fn percent_of_valid(n: u64, d: &Dossiers) -> f64 {
     let valid = d.total.saturating_sub(d.quarantined);
-    if valid == 0 { 100.0 } else { d.in_sync as f64 * 100.0 / valid as f64 }
+    if valid == 0 { 100.0 } else { n as f64 * 100.0 / valid as f64 }
 }
 
 /// Meta keys of the audit's counters and its last completed pass.
@@ -121,7 +127,6 @@ impl Default for Audit {
 /// the dossier counts, read once by the caller.
 pub fn audit_state(conn: &Connection, now_us: i64, d: &Dossiers) -> rusqlite::Result<Audit> {
     let verified = count(conn, "verified")?;
-    let valid = d.total.saturating_sub(d.quarantined);
     let (unverified, oldest_verified): (Option<i64>, Option<i64>) = conn.query_row(
         "SELECT
              (SELECT MIN(acked_at) FROM dossier
@@ -139,11 +144,8 @@ pub fn audit_state(conn: &Connection, now_us: i64, d: &Dossiers) -> rusqlite::Re
         Ok(meta_get(conn, key)?.and_then(|v| v.parse::<i64>().ok()).unwrap_or(0).max(0) as u64)
     };
     Ok(Audit {
-        verified_percent: if valid == 0 {
-            100.0
-        } else {
-            (verified.min(valid) as f64) * 100.0 / valid as f64
-        },
+        // Capped: a verified dossier may since have been quarantined in a newer version.
+        verified_percent: percent_of_valid(verified.min(d.total.saturating_sub(d.quarantined)), d),
         oldest_verified_age_seconds: oldest.map_or(0.0, |at| (now_us - at).max(0) as f64 / 1e6),
         drift_found: number(AUDIT_DRIFT_FOUND)?,
         drift_repaired: number(AUDIT_DRIFT_REPAIRED)?,

@@ -228,18 +228,8 @@ pub(crate) fn compare(payload: &Value, history: &[Value], answer: &Value) -> Fin
         );
     };
     let matched = entry::matched_prefix(history, theirs);
-    if theirs.len() > matched {
-        let at = |e: &Value| entry::text(e.get("ThoiDiemXuLy"));
-        let first = &theirs[matched];
-        return Finding::Unmatched(format!(
-            "audit: the national copy holds {} history entries, of which the first {matched} match ours in order; \
-             its entry {} ({} by {}) matches none of ours. Nothing was resent: compare with the national portal, \
-             then `dvc-sync retry --dead`",
-            theirs.len(),
-            matched + 1,
-            at(first),
-            entry::text(first.get("NguoiXuLy")),
-        ));
+    if let Some(reason) = pusher::inconclusive(history.len(), theirs, matched) {
+        return Finding::Unmatched(reason);
     }
     let mut fields = Vec::new();
     let mut status = false;
@@ -486,8 +476,13 @@ async fn audit_one<S: Source, N: Sink, C: Clock>(
     Ok(Looked::Done(finding, true))
 }
 
+/// Every drift kind (`audit_finding`, the `kind` label of the drift metric).
+pub(crate) const DRIFT_KINDS: [&str; 5] = ["missing", "status", "fields", "history", "unmatched"];
+/// Every outcome of an audit look-up (the `outcome` label of the look-up metric).
+pub(crate) const LOOKUP_OUTCOMES: [&str; 5] = ["verified", "drift", "failed", "transient", "changed"];
+
 fn is_drift(finding: &str) -> bool {
-    matches!(finding, "missing" | "status" | "fields" | "history" | "unmatched")
+    DRIFT_KINDS.contains(&finding)
 }
 
 /// Records a finding if the dossier is still as chosen; returns whether it was.

@@ -260,7 +260,8 @@ fn matched_prefix(ours: &[Box<RawValue>], theirs: &[Value]) -> usize {
 }
 
 /// Why a read-back does not show which entries were applied, if it does not.
-fn inconclusive(ours: &[Box<RawValue>], theirs: &[Value], matched: usize) -> Option<String> {
+/// (The audit words its unmatched read-backs with this too.)
+pub(super) fn inconclusive(ours: usize, theirs: &[Value], matched: usize) -> Option<String> {
     if theirs.len() <= matched {
         return None;
     }
@@ -275,7 +276,7 @@ fn inconclusive(ours: &[Box<RawValue>], theirs: &[Value], matched: usize) -> Opt
         matched + 1,
         at(first),
         who(first),
-        if matched < ours.len() { "none" } else { "none (we have no more)" },
+        if matched < ours { "none" } else { "none (we have no more)" },
     ))
 }
 
@@ -332,7 +333,7 @@ async fn read_back<S: Source, N: Sink, C: Clock>(inner: &Inner<S, N, C>, w: &mut
                         return;
                     };
                     let matched = matched_prefix(&w.history, &history);
-                    if let Some(reason) = inconclusive(&w.history, &history, matched) {
+                    if let Some(reason) = inconclusive(w.history.len(), &history, matched) {
                         inner.stats.readback_inconclusive();
                         tracing::warn!(
                             event = "national_history_diverged",

@@ -132,6 +132,11 @@ fn apply(e: &Engine<Quiet, Scripted, SystemClock>, records: Vec<Record>) -> poll
     poller::apply_page(&e.inner, &records, None).unwrap()
 }
 
+/// The `isUpdating` flag of every DongBoHoSoMC call made, in order.
+fn updating_flags(sink: &Scripted) -> Vec<Value> {
+    sink.calls().iter().filter(|(s, _)| *s == "DongBoHoSoMC").map(|(_, b)| b["isUpdating"].clone()).collect()
+}
+
 fn plain(raw: Value) -> Record {
     Record { raw, position: None, fingerprint: None, source_id: None }
 }
@@ -275,12 +280,7 @@ async fn an_existing_dossier_is_replaced_and_an_unknown_one_created_again() {
         Answer::Refused { code: codes::EXISTS, message: format!("MaHoSo={A} đã tồn tại") },
     );
     pusher::round(&e.inner).await.unwrap();
-    let payloads: Vec<Value> = sink
-        .calls()
-        .iter()
-        .filter(|(s, _)| *s == "DongBoHoSoMC")
-        .map(|(_, b)| b["isUpdating"].clone())
-        .collect();
+    let payloads = updating_flags(&sink);
     // What the portal holds of a dossier it had without our knowing is read back before
     // anything is written.
     assert_eq!(payloads, vec![json!(false)], "nothing written blind");
@@ -292,12 +292,7 @@ async fn an_existing_dossier_is_replaced_and_an_unknown_one_created_again() {
     assert_eq!(row::<i64>(&e, "SELECT attempts FROM outbox"), 1, "after a backoff");
     e.store().write(|tx| tx.execute("UPDATE outbox SET next_attempt_at = 0", [])).unwrap();
     pusher::round(&e.inner).await.unwrap();
-    let payloads: Vec<Value> = sink
-        .calls()
-        .iter()
-        .filter(|(s, _)| *s == "DongBoHoSoMC")
-        .map(|(_, b)| b["isUpdating"].clone())
-        .collect();
+    let payloads = updating_flags(&sink);
     assert_eq!(payloads, vec![json!(false), json!(true)], "then replaced: it held other fields");
     assert_eq!(row::<i64>(&e, "SELECT acked_history FROM dossier"), 1);
 

@@ -146,6 +146,15 @@ impl Daemon {
     }
 }
 
+/// `dvc-sync status --json` of the configuration, or Null when it printed no document.
+pub fn status_json(config: &Path) -> Value {
+    let out = std::process::Command::new(BIN)
+        .args(["--config", config.to_str().unwrap(), "status", "--json"])
+        .output()
+        .unwrap();
+    serde_json::from_slice(&out.stdout).unwrap_or(Value::Null)
+}
+
 /// Polls the verifier until every valid dossier is synchronized or `limit` passes.
 pub async fn converge(provincial: &str, national: &str, limit: Duration) -> Verdict {
     let http = reqwest::Client::new();
