@@ -539,6 +539,32 @@ state      {}
     if let Some(q) = &d.quarantine_reason {
         out.push_str(&format!("quarantine {q}\n"));
     }
+    if d.calls.is_empty() {
+        out.push_str("calls      none to the national portal yet\n");
+    } else {
+        let mut table = comfy_table::Table::new();
+        table.set_content_arrangement(comfy_table::ContentArrangement::Dynamic);
+        table.set_header([
+            "national call (newest first)",
+            "service",
+            "outcome",
+            "code",
+            "what it carried or found",
+        ]);
+        for c in &d.calls {
+            let code = match (c.error_code, c.http_status) {
+                (Some(code), _) => format!("error_code {code}"),
+                (None, Some(status)) => format!("HTTP {status}"),
+                (None, None) => String::new(),
+            };
+            table.add_row([c.at.as_deref().unwrap_or("?"), &c.service, &c.outcome, &code, &c.message]);
+        }
+        out.push_str(&format!(
+            "calls      the last {} (at most {} are kept per dossier)\n{table}\n",
+            d.calls.len(),
+            crate::store::journal::KEPT_PER_DOSSIER
+        ));
+    }
     out
 }
 

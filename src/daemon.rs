@@ -184,5 +184,6 @@ fn init_metrics() {
         metrics::counter!(m::AUDIT_DRIFT, "kind" => kind).increment(0);
     }
     metrics::counter!(m::AUDIT_REPAIRED).increment(0);
+    metrics::gauge!(m::PUSH_FAILING).set(0.0);
     metrics::gauge!(m::UP).set(1.0);
 }

@@ -16,6 +16,7 @@ pub const DEAD: &str = "dvc_sync_dossiers_parked_total";
 pub const READBACKS_INCONCLUSIVE: &str = "dvc_sync_readbacks_inconclusive_total";
 pub const LAST_POLL: &str = "dvc_sync_last_successful_poll_timestamp_seconds";
 pub const LAST_PUSH: &str = "dvc_sync_last_successful_push_timestamp_seconds";
+pub const PUSH_FAILING: &str = "dvc_sync_push_failing";
 pub const LOGIN_FAILURES: &str = "dvc_sync_login_failures_total";
 pub const UP: &str = "dvc_sync_up";
 pub const AUDIT_LOOKUPS: &str = "dvc_sync_audit_lookups_total";
@@ -58,7 +59,11 @@ pub fn describe() {
         "Read-backs whose national history matched none of ours where it went on: the dossier was parked, nothing resent."
     );
     describe_gauge!(LAST_POLL, Unit::Seconds, "Unix time of the last successful provincial poll.");
-    describe_gauge!(LAST_PUSH, Unit::Seconds, "Unix time of the last successful national push round.");
+    describe_gauge!(LAST_PUSH, Unit::Seconds, "Unix time of the last answered national call.");
+    describe_gauge!(
+        PUSH_FAILING,
+        "1 while the latest push attempt failed (no usable national answer, or the database), 0 once one succeeds."
+    );
     describe_counter!(LOGIN_FAILURES, "Failed logins to the national portal.");
     describe_gauge!(UP, "1 while the daemon runs.");
     describe_counter!(

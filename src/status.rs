@@ -277,6 +277,10 @@ pub struct DossierReport {
     pub next_attempt_at: Option<String>,
     pub last_error: Option<String>,
     pub quarantine_reason: Option<String>,
+    /// The last national calls that concerned it, newest first (at most
+    /// [`crate::store::journal::KEPT_PER_DOSSIER`]): what the national portal's support is sent
+    /// when a dossier is disputed.
+    pub calls: Vec<crate::store::journal::Recorded>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -412,6 +416,7 @@ pub fn dossier(conn: &Connection, mahoso: &str) -> rusqlite::Result<DossierRepor
         next_attempt_at: outbox.as_ref().and_then(|o| micros_to_rfc3339(o.1)),
         last_error: outbox.and_then(|o| o.2).or(dead.map(|d| d.1)),
         quarantine_reason: quarantine,
+        calls: crate::store::journal::of(conn, mahoso)?,
     })
 }
 

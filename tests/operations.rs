@@ -558,3 +558,93 @@ fn status_json_prints_its_document_on_an_absent_or_corrupt_database() {
         assert_eq!((code, out.as_str()), (2, ""));
     }
 }
+
+/// `status --dossier` journals every national call that concerned the dossier, as the portal
+/// saw it: the answered calls it lists (newest first) are exactly the national mock's own record
+/// of the calls that carried the dossier, with the same services and error codes; failures at
+/// the door are listed too, with their HTTP status; an audit's look-ups join them; at most ten
+/// are kept per dossier.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_dossier_journals_the_national_calls_as_the_portal_saw_them() {
+    let national = National::start(Faults { error_rate: 0.15, ..Faults::default() }).await;
+    let provincial =
+        Provincial::start(Knobs { unknown_procedure_rate: 0.05, seed: 11, ..clean_knobs(80) }).await;
+    let dir = test_dir();
+    let config = write_config(
+        dir.path(),
+        &provincial.server.url(),
+        &national.server.url(),
+        &["national.batch_size = 7", "national.audit_per_second = 0"],
+    );
+    let mut daemon = Daemon::start(&config).await;
+    let verdict = converge(&provincial.server.url(), &national.server.url(), Duration::from_secs(60)).await;
+    assert!(verdict.not_synchronized.is_empty(), "{:?}", verdict.not_synchronized);
+    assert!(!verdict.injected_unknown_procedures.is_empty());
+    let dead = verdict.injected_unknown_procedures.len();
+    wait_until("parked", Duration::from_secs(20), || status_soon(&config)["dossiers"]["dead"] == dead).await;
+    daemon.sigterm().await;
+    daemon.wait(Duration::from_secs(10)).await.expect("the daemon stops");
+    // Audit every dossier once, standalone (the daemon is stopped): its look-ups join the journal.
+    let audit = std::process::Command::new(BIN)
+        .args(["--config", config.to_str().unwrap(), "audit", "--all", "--json", "--per-second", "500"])
+        .output()
+        .unwrap();
+    assert!(audit.status.code().is_some(), "{audit:?}");
+
+    let (_, calls) = national.get("/_mock/calls?limit=5000").await;
+    let calls = calls["items"].as_array().unwrap().clone();
+    let journal = |mahoso: &str| -> Vec<Value> {
+        let (_, out, err) = status(&config, &["--dossier", mahoso, "--json"]);
+        let d: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out} {err}"));
+        d["calls"].as_array().unwrap().clone()
+    };
+    let mut door_failures = 0;
+    let mut audited = 0;
+    let mut dossiers = 0;
+    let mut parked_calls = 0;
+    for record in provincial.truth().await {
+        let mahoso = record["key"].as_str().unwrap().to_owned();
+        let kept = journal(&mahoso);
+        assert!(kept.len() <= 10, "{mahoso}: {} calls kept", kept.len());
+        let dead = verdict.injected_unknown_procedures.contains(&mahoso);
+        // A dossier parked from the cached catalogue was never in a call.
+        assert!(dead || !kept.is_empty(), "{mahoso}: no call journalled");
+        dossiers += 1;
+        door_failures +=
+            kept.iter().filter(|c| c["outcome"] == "server_error" && c["http_status"] == 500).count();
+        audited += kept.iter().filter(|c| c["message"].as_str().unwrap().starts_with("audit: ")).count();
+        let answered: Vec<(String, i64)> = kept
+            .iter()
+            // The mock does not name the dossiers of a catalogue look-up.
+            .filter(|c| (c["outcome"] == "ok" || c["outcome"] == "refused") && c["service"] != "LayThuTuc")
+            .map(|c| (c["service"].as_str().unwrap().to_owned(), c["error_code"].as_i64().unwrap_or(0)))
+            .collect();
+        let seen: Vec<(String, i64)> = calls
+            .iter()
+            .rev()
+            .filter(|c| c["items"].as_array().unwrap().iter().any(|i| i == mahoso.as_str()))
+            .map(|c| (c["service"].as_str().unwrap().to_owned(), c["error_code"].as_i64().unwrap()))
+            .take(answered.len())
+            .collect();
+        assert_eq!(answered, seen, "{mahoso}: the journal against the portal's own record");
+        if dead {
+            // Refused by the catalogue look-up or by the portal itself, and said so.
+            let last = kept.iter().find(|c| c["outcome"] != "server_error");
+            if let Some(last) = last {
+                assert!(last["message"].as_str().unwrap().contains("MaTTHC"), "{mahoso}: {kept:?}");
+                parked_calls += 1;
+            }
+        }
+    }
+    assert!(dossiers >= 70, "{dossiers} dossiers read from the truth");
+    assert!(door_failures > 0, "HTTP 500s at the door are journalled too");
+    assert!(audited > 0, "the audit's look-ups are journalled");
+    assert!(parked_calls > 0, "the call that parked a dossier is journalled with the portal's reason");
+
+    // The table for people names the calls.
+    let first = provincial.truth().await[0]["key"].as_str().unwrap().to_owned();
+    let (_, table, _) = status(&config, &["--dossier", &first]);
+    assert!(table.contains("national call (newest first)") && table.contains("DongBoHoSoMC"), "{table}");
+    let rows: i64 = db(dir.path()).query_row("SELECT COUNT(*) FROM call_journal", [], |r| r.get(0)).unwrap();
+    assert!(rows <= 10 * 80, "{rows} rows for 80 dossiers");
+}

@@ -6,6 +6,7 @@
 //! dossiers concerned as in flight. With FULL, that mark is on disk (the WAL fsynced) before
 //! the request leaves, so a power cut can cost a read-back, never a resent history entry.
 
+pub(crate) mod journal;
 pub(crate) mod lock;
 pub(crate) mod state;
 
@@ -29,7 +30,7 @@ pub enum StoreError {
 }
 
 /// The schema version this build writes (the number of migrations).
-pub const SCHEMA_VERSION: i64 = 6;
+pub const SCHEMA_VERSION: i64 = 7;
 
 /// The schema version of an open database (SQLite's user_version, kept by the migrations).
 pub fn schema_version(conn: &Connection) -> rusqlite::Result<i64> {
@@ -44,6 +45,7 @@ fn migrations() -> Migrations<'static> {
         M::up(include_str!("../../migrations/0004_source_keys.sql")),
         M::up(include_str!("../../migrations/0005_dead_kind.sql")),
         M::up(include_str!("../../migrations/0006_audit.sql")),
+        M::up(include_str!("../../migrations/0007_call_journal.sql")),
     ])
 }
 

@@ -40,6 +40,7 @@ use tokio_util::sync::CancellationToken;
 use super::{
     Inner,
     answer::{Answer, Transient},
+    journal,
     ports::{Clock, Sink, Source},
     pusher,
 };
@@ -174,6 +175,31 @@ impl Finding {
                 kinds
             }
             Finding::Verified | Finding::Failed(_) => Vec::new(),
+        }
+    }
+
+    /// What the call journal says the audit found.
+    fn describe(&self) -> String {
+        match self {
+            Finding::Verified => "audit: the national copy holds what it acknowledged".into(),
+            Finding::Missing => "audit: the national portal lost this dossier; it is created again".into(),
+            Finding::Differs { status, fields, history } => {
+                let mut what = Vec::new();
+                if *status {
+                    what.push("its status".to_owned());
+                }
+                if !fields.is_empty() {
+                    what.push(format!("fields {}", fields.join(", ")));
+                }
+                if let Some(n) = history {
+                    what.push(format!("history (it holds the first {n} of our entries)"));
+                }
+                format!(
+                    "audit: the national copy differs from what it acknowledged: {}; repair enqueued",
+                    what.join("; ")
+                )
+            }
+            Finding::Unmatched(reason) | Finding::Failed(reason) => format!("audit: {reason}"),
         }
     }
 
@@ -413,10 +439,15 @@ async fn audit_one<S: Source, N: Sink, C: Clock>(
     }
     let started = inner.clock.now().as_microsecond();
     let answer = pusher::call(inner, "TraCuuHoSo", || inner.sink.look_up(&c.mahoso)).await;
-    let finding = match answer {
+    let answered_at = inner.clock.now().as_microsecond();
+    let finding = match &answer {
         Answer::Retry(t) => {
             metrics::counter!(m::AUDIT_LOOKUPS, "outcome" => "transient").increment(1);
-            return Ok(Looked::Transient(t));
+            let mut noted = journal::entry(&c.mahoso, answered_at, "TraCuuHoSo", &answer, None, String::new);
+            noted.message = format!("audit: {}", noted.message);
+            inner.journal.note([noted]);
+            inner.store.write(|tx| inner.journal.flush(tx))?;
+            return Ok(Looked::Transient(t.clone()));
         }
         Answer::Refused { code, message } => {
             Finding::Failed(format!("the look-up was refused (error_code {code}): {message}"))
@@ -424,14 +455,29 @@ async fn audit_one<S: Source, N: Sink, C: Clock>(
         Answer::Ok(body) => {
             let payload: Value = serde_json::from_str(&payload).unwrap_or(Value::Null);
             let history: Vec<Value> = serde_json::from_str(&history).unwrap_or_default();
-            compare(&payload, &history, &body)
+            compare(&payload, &history, body)
         }
     };
+    let mut noted =
+        journal::entry(&c.mahoso, answered_at, "TraCuuHoSo", &answer, None, || finding.describe());
+    if matches!(finding, Finding::Failed(_)) {
+        noted.message = finding.describe();
+    }
+    inner.journal.note([noted]);
     let now = inner.clock.now().as_microsecond();
     let recorded = {
         // Not while the pusher works on it: its round holds the dossier as it loaded it.
         let in_round = inner.in_round.lock().unwrap_or_else(|p| p.into_inner());
-        !in_round.contains(&c.mahoso) && inner.store.write(|tx| record(tx, c, &finding, started, now))?
+        let recorded = !in_round.contains(&c.mahoso)
+            && inner.store.write(|tx| {
+                inner.journal.flush(tx)?;
+                record(tx, c, &finding, started, now)
+            })?;
+        if !recorded {
+            // Moved on meanwhile: the look-up is journalled all the same.
+            inner.store.write(|tx| inner.journal.flush(tx))?;
+        }
+        recorded
     };
     let outcome = match (&finding, recorded) {
         (_, false) => "changed",

@@ -26,6 +26,7 @@ use super::{
     Inner,
     answer::{Answer, Transient, TransientKind},
     catalogue::Entry,
+    journal,
     limiter::Signal,
     ports::{Clock, Sink, Source},
     trouble::Trouble,
@@ -232,6 +233,37 @@ fn isolate<'a>(code: i64, message: &str, names: impl IntoIterator<Item = &'a str
     }
 }
 
+/// How a refused call is isolated (`None` when the call was not refused).
+fn refusal_isolation<'a>(answer: &Answer, names: impl IntoIterator<Item = &'a str>) -> Option<Isolation> {
+    match answer {
+        Answer::Refused { code, message } => Some(isolate(*code, message, names)),
+        _ => None,
+    }
+}
+
+/// Notes a call in the journal of every dossier it carried (`what` says what it carried of
+/// each); a refusal that named one of them says so in the others' entries.
+fn note_calls<S: Source, N: Sink, C: Clock>(
+    inner: &Inner<S, N, C>,
+    service: &'static str,
+    answer: &Answer,
+    isolation: Option<Isolation>,
+    names: &[&str],
+    what: impl Fn(usize) -> String,
+) {
+    let at = inner.clock.now().as_microsecond();
+    let culprit = match isolation {
+        Some(Isolation::Item(p)) => names.get(p).copied(),
+        _ => None,
+    };
+    inner.journal.note(
+        names
+            .iter()
+            .enumerate()
+            .map(|(k, name)| journal::entry(name, at, service, answer, culprit, || what(k))),
+    );
+}
+
 /// A whole-call refusal, logged loudly and retried.
 fn refused_call(service: &'static str, code: i64, message: &str) -> Transient {
     tracing::error!(event = "call_refused", service, error_code = code, message = %message, "the national portal refused the call as a whole");
@@ -280,10 +312,28 @@ pub(super) fn inconclusive(ours: usize, theirs: &[Value], matched: usize) -> Opt
     ))
 }
 
-/// Reads one dossier back and records what the national portal holds of it.
+/// Reads one dossier back and records what the national portal holds of it (and, in the
+/// call journal, what the read-back found).
 async fn read_back<S: Source, N: Sink, C: Clock>(inner: &Inner<S, N, C>, w: &mut Work) {
     let answer = call(inner, "TraCuuHoSo", || inner.sink.look_up(&w.mahoso)).await;
+    let at = inner.clock.now().as_microsecond();
     inner.stats.readback();
+    let found = judge_read_back(inner, w, &answer);
+    let mut noted =
+        journal::entry(&w.mahoso, at, "TraCuuHoSo", &answer, None, || found.clone().unwrap_or_default());
+    if matches!(answer, Answer::Ok(_)) && found.is_none() {
+        noted.outcome = TransientKind::BadAnswer.label();
+        noted.message = "answered success without a usable result".into();
+    }
+    inner.journal.note([noted]);
+}
+
+/// Decides from a read-back's answer; returns what it found, when the answer was usable.
+fn judge_read_back<S: Source, N: Sink, C: Clock>(
+    inner: &Inner<S, N, C>,
+    w: &mut Work,
+    answer: &Answer,
+) -> Option<String> {
     // Only an explicit empty result means "not there": an answer without a usable result must
     // not be read as one (the history would be resent).
     let usable = |body: &Value| match body.get("result") {
@@ -291,7 +341,7 @@ async fn read_back<S: Source, N: Sink, C: Clock>(inner: &Inner<S, N, C>, w: &mut
         _ => false,
     };
     match answer {
-        Answer::Ok(body) if !usable(&body) => {
+        Answer::Ok(body) if !usable(body) => {
             w.fate = Some(Fate::Retry(Transient {
                 kind: TransientKind::BadAnswer,
                 reason: "read-back answered success without a usable result".into(),
@@ -299,9 +349,10 @@ async fn read_back<S: Source, N: Sink, C: Clock>(inner: &Inner<S, N, C>, w: &mut
                 retry_after: None,
                 http_status: None,
             }));
+            None
         }
         Answer::Ok(body) => {
-            match body
+            let found = match body
                 .get("result")
                 .and_then(Value::as_array)
                 .and_then(|r| r.first())
@@ -311,6 +362,8 @@ async fn read_back<S: Source, N: Sink, C: Clock>(inner: &Inner<S, N, C>, w: &mut
                     w.national_exists = false;
                     w.acked_hash = None;
                     w.acked_history = 0;
+                    "the national portal does not hold this dossier: it is created, with its whole history"
+                        .to_owned()
                 }
                 Some(found) => {
                     let mut dossier: Map<String, Value> = found.clone();
@@ -318,7 +371,8 @@ async fn read_back<S: Source, N: Sink, C: Clock>(inner: &Inner<S, N, C>, w: &mut
                     // The portal holds our payload if it holds every field of it, by meaning
                     // (then nothing is sent again); otherwise the payload is sent again.
                     let ours: Value = serde_json::from_str(w.payload.get()).unwrap_or(Value::Null);
-                    w.acked_hash = Some(if super::audit::holds_all(&ours, found) {
+                    let held = super::audit::holds_all(&ours, found);
+                    w.acked_hash = Some(if held {
                         w.payload_hash
                     } else {
                         stable_hash(serde_json::to_string(&dossier).unwrap_or_default().as_bytes())
@@ -326,11 +380,9 @@ async fn read_back<S: Source, N: Sink, C: Clock>(inner: &Inner<S, N, C>, w: &mut
                     // No history in the answer, or not a list: it cannot tell what was applied.
                     let Some(Value::Array(history)) = dossier.remove("QuaTrinhXuLy") else {
                         inner.stats.readback_inconclusive();
-                        w.fate = Some(Fate::Unmatched {
-                            reason: "read-back inconclusive, nothing resent: the look-up answer holds no QuaTrinhXuLy list"
-                                .into(),
-                        });
-                        return;
+                        let reason = "read-back inconclusive, nothing resent: the look-up answer holds no QuaTrinhXuLy list";
+                        w.fate = Some(Fate::Unmatched { reason: reason.into() });
+                        return Some(reason.into());
                     };
                     let matched = matched_prefix(&w.history, &history);
                     if let Some(reason) = inconclusive(w.history.len(), &history, matched) {
@@ -342,14 +394,20 @@ async fn read_back<S: Source, N: Sink, C: Clock>(inner: &Inner<S, N, C>, w: &mut
                             matched,
                             "the national copy holds history entries that match none of ours: parked, nothing resent"
                         );
-                        w.fate = Some(Fate::Unmatched { reason });
-                        return;
+                        w.fate = Some(Fate::Unmatched { reason: reason.clone() });
+                        return Some(reason);
                     }
                     w.acked_history = matched;
+                    format!(
+                        "holds the dossier, {}; {matched} of our {} history entries",
+                        if held { "its fields as ours" } else { "its fields not as ours (sent again)" },
+                        w.history.len()
+                    )
                 }
-            }
+            };
             w.inflight = InFlight::None;
             w.unresolved = InFlight::None;
+            Some(found)
         }
         Answer::Refused { code, message } => {
             w.fate = Some(Fate::Retry(Transient {
@@ -359,8 +417,12 @@ async fn read_back<S: Source, N: Sink, C: Clock>(inner: &Inner<S, N, C>, w: &mut
                 retry_after: None,
                 http_status: None,
             }));
+            None
         }
-        Answer::Retry(t) => w.fate = Some(Fate::Retry(t)),
+        Answer::Retry(t) => {
+            w.fate = Some(Fate::Retry(t.clone()));
+            None
+        }
     }
 }
 
@@ -407,14 +469,20 @@ async fn resolve_uncertain<S: Source, N: Sink, C: Clock>(
     let resolved: Vec<&Work> = uncertain.iter().map(|&i| &work[i]).filter(|w| w.open()).collect();
     if !resolved.is_empty() {
         let now = inner.clock.now().as_microsecond();
-        inner.store.write(|tx| save_read_backs(tx, &resolved, now))?;
+        inner.store.write(|tx| {
+            inner.journal.flush(tx)?;
+            save_read_backs(tx, &resolved, now)
+        })?;
     }
     if let Some(i) = creates_probe {
         read_back(inner, &mut work[i]).await;
         if work[i].open() {
             let exists = work[i].national_exists;
             let now = inner.clock.now().as_microsecond();
-            inner.store.write(|tx| save_read_backs(tx, &[&work[i]], now))?;
+            inner.store.write(|tx| {
+                inner.journal.flush(tx)?;
+                save_read_backs(tx, &[&work[i]], now)
+            })?;
             for w in
                 work.iter_mut().filter(|w| w.open() && w.inflight == InFlight::Payload && !w.national_exists)
             {
@@ -457,7 +525,8 @@ async fn fill_catalogues<S: Source, N: Sink, C: Clock>(
             continue;
         }
         let answer = call(inner, "LayThuTuc", || inner.sink.procedure(&code)).await;
-        let entry = match answer {
+        let at = inner.clock.now().as_microsecond();
+        let entry = match &answer {
             Answer::Ok(body) if !body.get("result").is_some_and(Value::is_array) => Err(Transient {
                 kind: TransientKind::BadAnswer,
                 reason: "LayThuTuc answered success without a result".into(),
@@ -489,8 +558,18 @@ async fn fill_catalogues<S: Source, N: Sink, C: Clock>(
                 retry_after: None,
                 http_status: None,
             }),
-            Answer::Retry(t) => Err(t),
+            Answer::Retry(t) => Err(t.clone()),
         };
+        let said = match &entry {
+            Ok(Entry::Known { name, .. }) => format!("catalogue: MaTTHC {code} is \"{name}\""),
+            Ok(Entry::Unknown) => format!("catalogue: MaTTHC {code} is not in the national catalogue"),
+            Err(t) => t.reason.clone(),
+        };
+        inner.journal.note(
+            work.iter()
+                .filter(|w| w.open() && w.needs_catalogue && w.procedure == code)
+                .map(|w| journal::entry(&w.mahoso, at, "LayThuTuc", &answer, None, || said.clone())),
+        );
         if let Ok(entry) = &entry {
             inner.store.write(|tx| inner.catalogue.put(tx, &code, entry.clone(), now))?;
         }
@@ -602,12 +681,17 @@ async fn send_payloads<S: Source, N: Sink, C: Clock>(
         }
         let payloads: Vec<&RawValue> = group.iter().map(|&i| &*work[i].payload).collect();
         let answer = call(inner, "DongBoHoSoMC", || inner.sink.sync_dossiers(updating, &payloads)).await;
+        let names: Vec<&str> = group.iter().map(|&i| work[i].mahoso.as_str()).collect();
+        let isolation = refusal_isolation(&answer, names.iter().copied());
+        note_calls(inner, "DongBoHoSoMC", &answer, isolation, &names, |k| {
+            format!("{} with status {}", if updating { "update" } else { "create" }, work[group[k]].status)
+        });
         match answer {
             Answer::Ok(_) => results.extend(group.into_iter().map(|i| (i, Ok(())))),
             Answer::Retry(t) => results.extend(group.into_iter().map(|i| (i, Err(Fate::Retry(t.clone()))))),
             Answer::Refused { code, message } => {
                 let dead = |code| Err(dead(code, refusal_reason(code, &message)));
-                match isolate(code, &message, group.iter().map(|&i| work[i].mahoso.as_str())) {
+                match isolation.unwrap_or(Isolation::WholeCall) {
                     Isolation::Item(p) => {
                         let i = group.remove(p);
                         // "đã tồn tại": it exists (an earlier answer was lost): replace it instead;
@@ -712,6 +796,15 @@ async fn send_history<S: Source, N: Sink, C: Clock>(
         let entries: Vec<&RawValue> =
             group.iter().flat_map(|&(i, from, to)| work[i].history[from..to].iter().map(|e| &**e)).collect();
         let answer = call(inner, "CapNhatTienDoHoSoMC", || inner.sink.append_history(&entries)).await;
+        let names: Vec<&str> = group.iter().map(|&(i, ..)| work[i].mahoso.as_str()).collect();
+        let isolation = refusal_isolation(&answer, names.iter().copied());
+        note_calls(inner, "CapNhatTienDoHoSoMC", &answer, isolation, &names, |k| {
+            let (i, from, to) = group[k];
+            match to - from {
+                1 => format!("history entry {to} of {}", work[i].history.len()),
+                _ => format!("history entries {} to {to} of {}", from + 1, work[i].history.len()),
+            }
+        });
         match answer {
             Answer::Ok(_) => {
                 out.extend(group.into_iter().map(|(i, from, to)| (i, Ok(HistoryAck::Appended(to - from)))))
@@ -720,7 +813,7 @@ async fn send_history<S: Source, N: Sink, C: Clock>(
             Answer::Refused { code, message } => {
                 let dead =
                     |code| Err(dead(code, format!("history entry {}", refusal_reason(code, &message))));
-                match isolate(code, &message, group.iter().map(|&(i, ..)| work[i].mahoso.as_str())) {
+                match isolation.unwrap_or(Isolation::WholeCall) {
                     Isolation::Item(p) => {
                         let (i, ..) = group.remove(p);
                         out.push((
@@ -978,6 +1071,7 @@ async fn push_payloads<S: Source, N: Sink, C: Clock>(
     }
     inner.stats.dossiers_acked(acked.len());
     inner.store.write(|tx| {
+        inner.journal.flush(tx)?;
         save_acks(tx, work, &acked, now)?;
         let mut uncertain =
             tx.prepare_cached("UPDATE dossier SET national_exists = 1, inflight = ?2 WHERE mahoso = ?1")?;
@@ -1057,6 +1151,7 @@ async fn push_history<S: Source, N: Sink, C: Clock>(
     }
     inner.stats.entries_acked(entries);
     inner.store.write(|tx| {
+        inner.journal.flush(tx)?;
         let mut forget = tx.prepare_cached(
             "UPDATE dossier SET national_exists = 0, acked_hash = NULL, acked_history = 0, inflight = 0 WHERE mahoso = ?1",
         )?;
@@ -1083,6 +1178,7 @@ fn close_round<S: Source, N: Sink, C: Clock>(
     let earlier: Vec<usize> = (0..work.len()).filter(|&i| work[i].fate.is_some()).collect();
     let end = inner.clock.now().as_microsecond();
     let lags = inner.store.write(|tx| {
+        inner.journal.flush(tx)?;
         settle_fates(tx, work, &earlier, now, &inner.cfg, seed)?;
         finish(tx, work, end)
     })?;

@@ -1,0 +1,52 @@
+//! Noting national calls in the call journal (see [`crate::store::journal`]): every call that
+//! concerned a dossier, with what came of it. Calls wait here until the next transaction of
+//! the pusher or the audit, which is the one that records their outcome.
+
+use std::sync::Mutex;
+
+use super::answer::Answer;
+use crate::store::journal::{Call, insert};
+
+/// Calls noted and not yet written.
+#[derive(Debug, Default)]
+pub(crate) struct Pending(Mutex<Vec<Call>>);
+
+impl Pending {
+    pub(crate) fn note(&self, calls: impl IntoIterator<Item = Call>) {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).extend(calls);
+    }
+
+    /// Writes what is pending, in the caller's transaction.
+    pub(crate) fn flush(&self, tx: &rusqlite::Connection) -> rusqlite::Result<()> {
+        let calls = std::mem::take(&mut *self.0.lock().unwrap_or_else(|p| p.into_inner()));
+        insert(tx, &calls)
+    }
+}
+
+/// What an answer says of a call that concerned `mahoso`: `done` says what it carried or found
+/// when the portal took it; a refusal names the portal's code and message; a failure its reason.
+/// A refusal that named another dossier of the same call says so (the call went again without it).
+pub(crate) fn entry(
+    mahoso: &str,
+    at: i64,
+    service: &'static str,
+    answer: &Answer,
+    refused_for: Option<&str>,
+    done: impl FnOnce() -> String,
+) -> Call {
+    let (error_code, http_status, message) = match answer {
+        Answer::Ok(_) => (None, None, done()),
+        Answer::Refused { code, message } => match refused_for {
+            Some(other) if other != mahoso => (
+                Some(*code),
+                None,
+                format!(
+                    "refused for another dossier of the call ({other}): {message}; sent again without it"
+                ),
+            ),
+            _ => (Some(*code), None, message.clone()),
+        },
+        Answer::Retry(t) => (None, t.http_status, t.reason.clone()),
+    };
+    Call { mahoso: mahoso.to_owned(), at, service, outcome: answer.label(), error_code, http_status, message }
+}
