@@ -267,7 +267,7 @@ async fn audit_cost(n: u32) -> (f64, f64, f64, f64) {
     stop(&mut child);
     let before = db_size_mib(dir.path());
     let started = Instant::now();
-    let mut audit = Command::new(BIN)
+    let mut audit = Command::new(bin())
         .args(["--config", config.to_str().unwrap(), "audit", "--all", "--json", "--per-second", "1000"])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
@@ -297,7 +297,7 @@ async fn restart(n: u32, runs: usize) -> Vec<(f64, f64)> {
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(dir.path(), &provincial.url(), &national.url(), "");
     // The backlog: a full pass records every dossier, due at once, and pushes nothing.
-    let out = Command::new(BIN)
+    let out = Command::new(bin())
         .args(["--config", config.to_str().unwrap(), "reconcile", "--json"])
         .output()
         .unwrap();

@@ -18,6 +18,12 @@ use tokio::net::TcpListener;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_dvc-sync");
 
+/// The daemon binary the scenarios run: this build's, or `DVC_SYNC_BENCH_BIN` (another build,
+/// to compare two in one run).
+pub fn bin() -> String {
+    std::env::var("DVC_SYNC_BENCH_BIN").unwrap_or_else(|_| BIN.to_owned())
+}
+
 pub fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     if v.is_empty() { f64::NAN } else { v[v.len() / 2] }
@@ -87,7 +93,7 @@ heartbeat_seconds = 1.0
 }
 
 pub fn spawn_daemon(config: &Path, log: &Path) -> Child {
-    Command::new(BIN)
+    Command::new(bin())
         .args(["--config", config.to_str().unwrap(), "run"])
         .stdout(Stdio::from(std::fs::File::create(log).unwrap()))
         .stderr(Stdio::null())
