@@ -187,10 +187,16 @@ pub struct MockCommon {
 pub struct NationalArgs {
     #[command(flatten)]
     pub common: MockCommon,
+    /// The adapter account (in --auth oauth2: the gateway's client id)
     #[arg(long, default_value = "dvc-sync")]
     pub username: String,
+    /// Its password (in --auth oauth2: the client secret)
     #[arg(long, default_value = "dvc-sync-secret")]
     pub password: String,
+    /// session: POST /auth and the session in the body; oauth2: a gateway, POST /token and
+    /// Authorization: Bearer
+    #[arg(long, value_enum, default_value_t = mock::national::MockAuth::Session)]
+    pub auth: mock::national::MockAuth,
     /// The account's unit code; its last segment is the province
     #[arg(long, default_value = mock::catalogue::PROVINCE_UNIT)]
     pub madonvi: String,
@@ -659,6 +665,7 @@ async fn run_mock(portal: MockCommand) -> anyhow::Result<ExitCode> {
             let config = mock::national::NationalConfig {
                 username: a.username,
                 password: a.password,
+                auth: a.auth,
                 madonvi: a.madonvi,
                 faults: a.faults,
             };

@@ -138,6 +138,9 @@ pub struct ProvincialConfig {
 #[derive(Debug, Clone)]
 pub struct NationalConfig {
     pub http: HttpConfig,
+    /// How calls are authorised: the adapter's own session, or a gateway's OAuth2 token.
+    pub auth: NationalAuth,
+    /// Session mode only (empty with OAuth2: the gateway holds the adapter's account).
     pub username: String,
     pub password: Secret,
     pub madonvi: String,
@@ -149,6 +152,16 @@ pub struct NationalConfig {
     pub audit_per_second: f64,
     /// Every synchronized dossier is verified at least once in this time.
     pub audit_cycle: Duration,
+}
+
+/// `national.auth`.
+#[derive(Debug, Clone)]
+pub enum NationalAuth {
+    /// `POST /auth` with username and password; the session travels in each call's body.
+    Session,
+    /// An LGSP/NGSP gateway: an OAuth2 client-credentials token from `token_url`, sent as
+    /// `Authorization: Bearer` on every call.
+    OAuth2 { token_url: reqwest::Url, client_id: String, client_secret: Secret },
 }
 
 #[derive(Debug, Clone)]
@@ -201,6 +214,7 @@ const SECRETS: &[(&str, &str)] = &[
     ("provincial.api_key", "provincial.api_key_file"),
     ("national.password", "national.password_file"),
     ("provincial.database_url", "provincial.database_url_file"),
+    ("national.client_secret", "national.client_secret_file"),
 ];
 
 /// Loads the configuration from `path` (or the system file, or nothing) and the process
@@ -358,6 +372,30 @@ impl Reader<'_> {
         }
     }
 
+    /// `national.auth` and, for `oauth2`, the gateway's token endpoint and client.
+    fn national_auth(&mut self, run: bool) -> Option<NationalAuth> {
+        match self.string("national.auth")?.as_str() {
+            "session" => Some(NationalAuth::Session),
+            "oauth2" => {
+                let token_url = self.url("national.token_url");
+                let client_id = self.string("national.client_id");
+                if run && client_id.as_deref() == Some("") {
+                    self.problem("national.client_id", "required with national.auth = \"oauth2\"");
+                }
+                let client_secret = self.secret(SECRETS[3].0, SECRETS[3].1, run);
+                Some(NationalAuth::OAuth2 {
+                    token_url: token_url?,
+                    client_id: client_id?,
+                    client_secret: client_secret?,
+                })
+            }
+            other => {
+                self.problem("national.auth", format!("must be \"session\" or \"oauth2\", not {other:?}"));
+                None
+            }
+        }
+    }
+
     fn http(&mut self, section: &str) -> Option<HttpConfig> {
         let k = |name: &str| format!("{section}.{name}");
         let base_url = self.url(&k("base_url"));
@@ -505,11 +543,20 @@ impl Reader<'_> {
         let reconcile = self.seconds("provincial.reconcile_interval_seconds", true);
 
         let national_http = self.http("national");
+        let auth = self.national_auth(run);
+        // By the key itself: an invalid token_url must not make the session's keys required.
+        let oauth2 = self.cfg.get::<String>("national.auth").is_ok_and(|a| a == "oauth2");
         let username = self.string("national.username");
-        let password = self.secret(SECRETS[1].0, SECRETS[1].1, run);
+        // Each mode reads only its own secret (the unit hands over both files' names).
+        let password =
+            if oauth2 { Some(Secret::default()) } else { self.secret(SECRETS[1].0, SECRETS[1].1, run) };
         let madonvi = self.string("national.madonvi");
         if run {
-            for (key, value) in [("national.username", &username), ("national.madonvi", &madonvi)] {
+            let mut required = vec![("national.madonvi", &madonvi)];
+            if !oauth2 {
+                required.push(("national.username", &username));
+            }
+            for (key, value) in required {
                 if value.as_deref() == Some("") {
                     self.problem(key, "required");
                 }
@@ -588,6 +635,7 @@ impl Reader<'_> {
             },
             national: NationalConfig {
                 http: national_http?,
+                auth: auth?,
                 username: username?,
                 password: password?,
                 madonvi: madonvi?,
@@ -732,8 +780,19 @@ impl Config {
             "provincial.reconcile_interval_seconds",
             self.provincial.reconcile_interval.map_or_else(|| "0".to_owned(), secs),
         );
-        put("national.username", q(&self.national.username));
-        put("national.password", redacted(&self.national.password));
+        match &self.national.auth {
+            NationalAuth::Session => {
+                put("national.auth", q("session"));
+                put("national.username", q(&self.national.username));
+                put("national.password", redacted(&self.national.password));
+            }
+            NationalAuth::OAuth2 { token_url, client_id, client_secret } => {
+                put("national.auth", q("oauth2"));
+                put("national.token_url", q(token_url.as_str()));
+                put("national.client_id", q(client_id));
+                put("national.client_secret", redacted(client_secret));
+            }
+        }
         put("national.madonvi", q(&self.national.madonvi));
         put("national.dstcode", q(self.national.dstcode.as_deref().unwrap_or("")));
         put("national.batch_size", self.national.batch_size.to_string());
@@ -849,6 +908,41 @@ mod tests {
         ] {
             assert!(keys.contains(key), "{key} not named in {errors}");
         }
+    }
+
+    #[test]
+    fn oauth2_needs_its_token_endpoint_and_client_and_not_the_session_account() {
+        let mut e = runnable();
+        e.remove("DVC_SYNC__NATIONAL__USERNAME");
+        e.remove("DVC_SYNC__NATIONAL__PASSWORD");
+        e.insert("DVC_SYNC__NATIONAL__AUTH".into(), "oauth2".into());
+        let errors = load_with_env(None, e.clone(), Purpose::Run).unwrap_err();
+        let keys: Vec<&str> = errors.0.iter().map(|(k, _)| k.as_str()).collect();
+        for key in ["national.token_url", "national.client_id", "national.client_secret"] {
+            assert!(keys.contains(&key), "{key} required: {errors}");
+        }
+        assert!(!keys.contains(&"national.username") && !keys.contains(&"national.password"), "{errors}");
+        e.insert("DVC_SYNC__NATIONAL__TOKEN_URL".into(), "https://lgsp.example.vn/oauth2/token".into());
+        e.insert("DVC_SYNC__NATIONAL__CLIENT_ID".into(), "tinh-h58".into());
+        e.insert("DVC_SYNC__NATIONAL__CLIENT_SECRET".into(), "gateway-secret".into());
+        // The session's password file (as the unit names it) is not read in this mode.
+        e.insert("DVC_SYNC__NATIONAL__PASSWORD_FILE".into(), "/nonexistent/national-password".into());
+        let c = load_with_env(None, e.clone(), Purpose::Run).unwrap();
+        match &c.national.auth {
+            NationalAuth::OAuth2 { token_url, client_id, client_secret } => {
+                assert_eq!(token_url.as_str(), "https://lgsp.example.vn/oauth2/token");
+                assert_eq!((client_id.as_str(), client_secret.expose()), ("tinh-h58", "gateway-secret"));
+            }
+            other => panic!("{other:?}"),
+        }
+        let rendered = c.render_redacted();
+        assert!(
+            rendered.contains("national.client_secret = \"<redacted>\"")
+                && !rendered.contains("gateway-secret")
+        );
+        e.insert("DVC_SYNC__NATIONAL__AUTH".into(), "kerberos".into());
+        let errors = load_with_env(None, e, Purpose::Run).unwrap_err();
+        assert!(errors.0.iter().any(|(k, m)| k == "national.auth" && m.contains("\"oauth2\"")), "{errors}");
     }
 
     #[test]

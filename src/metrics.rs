@@ -62,7 +62,7 @@ pub fn describe() {
     describe_gauge!(LAST_PUSH, Unit::Seconds, "Unix time of the last answered national call.");
     describe_gauge!(
         PUSH_FAILING,
-        "1 while the latest push attempt failed (no usable national answer, or the database), 0 once one succeeds."
+        "1 while the latest push call (DongBoHoSoMC, CapNhatTienDoHoSoMC) got no usable national answer, 0 once one is answered."
     );
     describe_counter!(LOGIN_FAILURES, "Failed logins to the national portal.");
     describe_gauge!(UP, "1 while the daemon runs.");

@@ -35,10 +35,13 @@ use crate::{
     config::Secret,
     domain::{normalize::StatusMap, stable_hash, status::DEFAULT_STATUS_MAP, status::NationalStatus},
     mock::{
-        national::{Faults, NationalConfig, NationalCore},
+        national::{Faults, MockAuth, NationalConfig, NationalCore},
         provincial::{Knobs, World},
     },
-    national::{Answer, NationalClient, Target, Transient, TransientKind, Transport, classify},
+    national::{
+        Answer, Credentials, Granted, NationalClient, Target, Transient, TransientKind, Transport, classify,
+        token_answer,
+    },
     status,
     store::{Durability, Store},
     sync::{
@@ -232,7 +235,33 @@ impl SimTransport {
 }
 
 impl Transport for SimTransport {
-    async fn post<B: serde::Serialize + Sync + ?Sized>(&self, target: Target, body: &B) -> Answer {
+    async fn fetch_token(&self, client_id: &str, client_secret: &Secret) -> Result<Granted, Answer> {
+        tokio::time::sleep(Duration::from_millis(self.faults.u64(1..30))).await;
+        if self.crashing.load(Ordering::Relaxed) {
+            return std::future::pending().await;
+        }
+        if self.in_outage() {
+            self.faults.count("outage_503");
+            return Err(Self::retry(TransientKind::Unavailable, false, None));
+        }
+        let (status, answer) = self.core.token(
+            Some("client_credentials"),
+            Some((client_id.to_owned(), client_secret.expose().to_owned())),
+        );
+        token_answer(Ok(RawResponse {
+            status: status.as_u16(),
+            retry_after: None,
+            content_type: Some("application/json".into()),
+            body: Bytes::from(serde_json::to_vec(&answer).unwrap_or_default()),
+        }))
+    }
+
+    async fn post<B: serde::Serialize + Sync + ?Sized>(
+        &self,
+        target: Target,
+        bearer: Option<&str>,
+        body: &B,
+    ) -> Answer {
         let body = serde_json::to_value(body).unwrap_or(Value::Null);
         let s = &self.scenario;
         tokio::time::sleep(Duration::from_millis(self.faults.u64(1..30))).await;
@@ -262,6 +291,18 @@ impl Transport for SimTransport {
                 tokio::time::sleep(Duration::from_secs(5)).await;
                 return Self::retry(TransientKind::Timeout, true, None);
             }
+        }
+        if target == Target::Integration
+            && self.core.auth_mode() == MockAuth::OAuth2
+            && !self.core.bearer_valid(bearer)
+        {
+            // The gateway refuses an expired token before the adapter sees the call.
+            return classify(Ok(RawResponse {
+                status: 401,
+                retry_after: None,
+                content_type: Some("application/json".into()),
+                body: Bytes::from_static(br#"{"error": "invalid_token"}"#),
+            }));
         }
         let look_up = body.get("service").and_then(Value::as_str) == Some("TraCuuHoSo");
         let mut answer = match target {
@@ -422,7 +463,20 @@ async fn run_in(seed: u64, db: &Path) -> SimReport {
             seed,
             ..Faults::default()
         },
+        // Every other seed reaches the portal through an OAuth2 gateway: both modes keep the promise.
+        auth: if seed % 2 == 1 { MockAuth::OAuth2 } else { MockAuth::Session },
         ..NationalConfig::default()
+    };
+    let credentials = match national_config.auth {
+        MockAuth::Session => Credentials::Session {
+            username: national_config.username.clone(),
+            password: Secret::new(national_config.password.clone()),
+            renew_after: Duration::from_secs(60),
+        },
+        MockAuth::OAuth2 => Credentials::OAuth2 {
+            client_id: national_config.username.clone(),
+            client_secret: Secret::new(national_config.password.clone()),
+        },
     };
     let core = Arc::new(NationalCore::new(national_config.clone()));
     let crash = Arc::new(Notify::new());
@@ -496,10 +550,8 @@ async fn run_in(seed: u64, db: &Path) -> SimReport {
                 crashing: crashing.clone(),
                 crashes: crashes_after_apply.clone(),
             },
-            &national_config.username,
-            Secret::new(national_config.password.clone()),
+            credentials.clone(),
             &national_config.madonvi,
-            Duration::from_secs(60),
         );
         let source =
             SimProvincial { world: world.clone(), faults: faults.clone(), page_error: scenario.page_error };

@@ -15,9 +15,20 @@ use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_at_random_moments_with_both_portals_faulty_loses_and_duplicates_nothing() {
+    crash_run(false).await;
+}
+
+/// The same behind an OAuth2 gateway (tokens that expire every three seconds), half as many kills.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_at_random_moments_behind_an_oauth2_gateway_loses_and_duplicates_nothing() {
+    crash_run(true).await;
+}
+
+async fn crash_run(gateway: bool) {
     let kills: u32 = std::env::var("DVC_SYNC_CRASH_KILLS").ok().and_then(|v| v.parse().ok()).unwrap_or(50);
+    let kills = if gateway { kills.div_ceil(2) } else { kills };
     let seed: u64 = std::env::var("DVC_SYNC_CRASH_SEED").ok().and_then(|v| v.parse().ok()).unwrap_or(2026);
-    let national = National::start(Faults {
+    let faults = Faults {
         error_rate: 0.03,
         drop_after_apply_rate: 0.03,
         rate_limit_per_second: 60.0,
@@ -26,8 +37,9 @@ async fn sigkill_at_random_moments_with_both_portals_faulty_loses_and_duplicates
         latency_jitter_ms: 2,
         seed,
         ..Faults::default()
-    })
-    .await;
+    };
+    let national =
+        if gateway { National::start_gateway(faults).await } else { National::start(faults).await };
     // Enough activity to last through the kills: about 0.9 s between kills on average.
     let dossiers = (kills * 40).clamp(400, 20_000);
     let provincial = Provincial::start(Knobs {
@@ -41,7 +53,18 @@ async fn sigkill_at_random_moments_with_both_portals_faulty_loses_and_duplicates
     })
     .await;
     let dir = test_dir();
-    let config = write_config(dir.path(), &provincial.server.url(), &national.server.url(), &[]);
+    let token_url = format!("national.token_url = \"{}/token\"", national.server.url());
+    let overrides: Vec<&str> = if gateway {
+        vec![
+            "national.auth = \"oauth2\"",
+            &token_url,
+            "national.client_id = \"dvc-sync\"",
+            "national.client_secret = \"dvc-sync-secret\"",
+        ]
+    } else {
+        Vec::new()
+    };
+    let config = write_config(dir.path(), &provincial.server.url(), &national.server.url(), &overrides);
     let mut rng = fastrand::Rng::with_seed(seed);
     let started = Instant::now();
     let mut daemon = Daemon::start(&config).await;

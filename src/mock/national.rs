@@ -39,8 +39,11 @@ use crate::domain::{
 /// Start-up settings of the national mock.
 #[derive(Debug, Clone)]
 pub struct NationalConfig {
+    /// In `oauth2` mode, the client id and secret of the token endpoint.
     pub username: String,
     pub password: String,
+    /// How integration calls are authorised (`--auth`).
+    pub auth: MockAuth,
     /// The unit code (madonvi) of the one account the mock knows.
     pub madonvi: String,
     pub faults: Faults,
@@ -51,10 +54,21 @@ impl Default for NationalConfig {
         Self {
             username: "dvc-sync".into(),
             password: "dvc-sync-secret".into(),
+            auth: MockAuth::Session,
             madonvi: catalogue::PROVINCE_UNIT.into(),
             faults: Faults::default(),
         }
     }
+}
+
+/// `--auth`: the adapter's own session (`POST /auth`, the session in the body), or an
+/// OAuth2 gateway in front of it (`POST /token`, `Authorization: Bearer` on every call).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum MockAuth {
+    #[default]
+    Session,
+    #[value(name = "oauth2")]
+    OAuth2,
 }
 
 /// The fault profile: every knob of `national-portal.md`, settable at start (flags of the
@@ -89,6 +103,18 @@ pub struct Faults {
     /// Seed of every random choice (faults, error_code forms, session tokens).
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
+    /// OAuth2 mode: the token endpoint answers HTTP 503.
+    #[arg(long, default_value_t = false)]
+    #[serde(default)]
+    pub token_outage: bool,
+    /// OAuth2 mode: delay before the token endpoint answers.
+    #[arg(long, default_value_t = 0)]
+    #[serde(default)]
+    pub token_latency_ms: u64,
+    /// OAuth2 mode: the token endpoint refuses every client (HTTP 401, a revoked client).
+    #[arg(long, default_value_t = false)]
+    #[serde(default)]
+    pub token_reject: bool,
 }
 
 impl Default for Faults {
@@ -103,6 +129,9 @@ impl Default for Faults {
             session_ttl_seconds: 600.0,
             max_items_per_call: 100,
             seed: 1,
+            token_outage: false,
+            token_latency_ms: 0,
+            token_reject: false,
         }
     }
 }
@@ -139,6 +168,7 @@ pub async fn start(listener: TcpListener, config: NationalConfig) -> anyhow::Res
     let mock = Arc::new(NationalCore::new(config));
     let router = Router::new()
         .route("/auth", post(auth))
+        .route("/token", post(token))
         .route("/integration", post(integration))
         .route("/_mock/state", get(list_state))
         .route("/_mock/state/{mahoso}", get(one_state).delete(forget_one))
@@ -158,6 +188,7 @@ pub async fn start(listener: TcpListener, config: NationalConfig) -> anyhow::Res
 pub struct NationalCore {
     username: String,
     password: String,
+    auth: MockAuth,
     madonvi: String,
     state: Mutex<MockState>,
 }
@@ -252,6 +283,7 @@ impl NationalCore {
         Self {
             username: config.username,
             password: config.password,
+            auth: config.auth,
             madonvi: config.madonvi,
             state: Mutex::new(MockState {
                 faults: config.faults,
@@ -338,6 +370,9 @@ fn is_json(headers: &HeaderMap) -> bool {
 }
 
 async fn auth(State(mock): State<Arc<NationalCore>>, headers: HeaderMap, body: Bytes) -> Response {
+    if mock.auth == MockAuth::OAuth2 {
+        return (StatusCode::NOT_FOUND, "behind the gateway: POST /token").into_response();
+    }
     let (delay, fault) = mock.transport(false);
     tokio::time::sleep(delay).await;
     if let Some(fault) = fault {
@@ -347,7 +382,75 @@ async fn auth(State(mock): State<Arc<NationalCore>>, headers: HeaderMap, body: B
     Json(mock.auth(request.as_ref())).into_response()
 }
 
+/// `POST /token` (OAuth2 mode): client credentials in HTTP Basic or in the form.
+async fn token(State(mock): State<Arc<NationalCore>>, headers: HeaderMap, body: Bytes) -> Response {
+    if mock.auth != MockAuth::OAuth2 {
+        return (StatusCode::NOT_FOUND, "no OAuth2 here: POST /auth").into_response();
+    }
+    let (latency, outage) = {
+        let st = mock.lock();
+        (st.faults.token_latency_ms, st.faults.token_outage)
+    };
+    tokio::time::sleep(Duration::from_millis(latency)).await;
+    if outage {
+        *mock.lock().stats.http_faults.entry("token_outage_503".into()).or_default() += 1;
+        return html_error(StatusCode::SERVICE_UNAVAILABLE);
+    }
+    let form: HashMap<String, String> = form_urlencoded::parse(&body).into_owned().collect();
+    let basic = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Basic "))
+        .and_then(|b| {
+            use base64::Engine;
+            base64::engine::general_purpose::STANDARD.decode(b.trim()).ok()
+        })
+        .and_then(|b| String::from_utf8(b).ok())
+        .and_then(|b| b.split_once(':').map(|(i, s)| (i.to_owned(), s.to_owned())));
+    let creds = basic.or_else(|| Some((form.get("client_id")?.clone(), form.get("client_secret")?.clone())));
+    let (status, answer) = mock.token(form.get("grant_type").map(String::as_str), creds);
+    (status, Json(answer)).into_response()
+}
+
 impl NationalCore {
+    /// How integration calls are authorised.
+    pub fn auth_mode(&self) -> MockAuth {
+        self.auth
+    }
+
+    /// The token endpoint (OAuth2 mode): a token that lives `session_ttl_seconds`, or HTTP 401
+    /// with `{"error": "invalid_client"}` (or 400 for another grant type).
+    pub fn token(&self, grant_type: Option<&str>, creds: Option<(String, String)>) -> (StatusCode, Value) {
+        let mut st = self.lock();
+        let st = &mut *st;
+        if grant_type != Some("client_credentials") {
+            record_call(st, "token", "unsupported_grant_type".into(), None, Vec::new());
+            return (StatusCode::BAD_REQUEST, json!({"error": "unsupported_grant_type"}));
+        }
+        let valid = creds.is_some_and(|(id, secret)| id == self.username && secret == self.password);
+        if !valid || st.faults.token_reject {
+            record_call(st, "token", "invalid_client".into(), None, Vec::new());
+            return (StatusCode::UNAUTHORIZED, json!({"error": "invalid_client"}));
+        }
+        let now = Instant::now();
+        st.sessions.retain(|_, expires| *expires > now);
+        let token: String = std::iter::repeat_with(|| st.rng.alphanumeric()).take(40).collect();
+        let ttl = st.faults.session_ttl_seconds;
+        st.sessions.insert(token.clone(), now + Duration::from_secs_f64(ttl));
+        st.stats.sessions_issued += 1;
+        record_call(st, "token", "ok".into(), None, Vec::new());
+        (
+            StatusCode::OK,
+            json!({"access_token": token, "token_type": "Bearer", "expires_in": ttl.ceil() as u64}),
+        )
+    }
+
+    /// Whether a bearer token is one the token endpoint issued and still live (OAuth2 mode).
+    pub fn bearer_valid(&self, token: Option<&str>) -> bool {
+        let st = self.lock();
+        token.and_then(|t| st.sessions.get(t)).is_some_and(|expires| *expires > Instant::now())
+    }
+
     /// `POST /auth`: `request` is None when the body is not JSON.
     pub fn auth(&self, request: Option<&Value>) -> Value {
         let mut st = self.lock();
@@ -474,6 +577,17 @@ async fn integration(
     if let Some(fault) = fault {
         return fault;
     }
+    if mock.auth == MockAuth::OAuth2 {
+        let bearer = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        if !mock.bearer_valid(bearer) {
+            let mut st = mock.lock();
+            record_call(&mut st, "integration", "http_401".into(), None, Vec::new());
+            return (StatusCode::UNAUTHORIZED, Json(json!({"error": "invalid_token"}))).into_response();
+        }
+    }
     let dstcode = headers.get("dstcode").and_then(|v| v.to_str().ok()).unwrap_or("");
     let request = if is_json(&headers) {
         serde_json::from_slice::<Value>(&body).map_err(|e| format!("Yêu cầu không phải JSON: {e}"))
@@ -519,11 +633,13 @@ fn process(mock: &NationalCore, st: &mut MockState, mut request: Value) -> Outco
     let name = envelope.get("service").and_then(Value::as_str).unwrap_or("");
     let service = service_label(name);
     let now = Instant::now();
-    let session_ok = envelope
-        .get("session")
-        .and_then(Value::as_str)
-        .and_then(|s| st.sessions.get(s))
-        .is_some_and(|expires| *expires > now);
+    // Behind the gateway the bearer token was checked before (HTTP 401 otherwise).
+    let session_ok = mock.auth == MockAuth::OAuth2
+        || envelope
+            .get("session")
+            .and_then(Value::as_str)
+            .and_then(|s| st.sessions.get(s))
+            .is_some_and(|expires| *expires > now);
     if !session_ok {
         return Outcome::fail(service, code::SESSION, "Phiên làm việc không hợp lệ hoặc đã hết hạn".into());
     }

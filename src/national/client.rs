@@ -1,6 +1,8 @@
 //! The HTTP client of the national integration API: logs in, keeps the session (renewing it
 //! before it expires, and at once when the portal answers -1), and wraps each service call in
-//! the envelope `{session, madonvi, service, ...}`.
+//! the envelope `{session, madonvi, service, ...}`. Behind an LGSP/NGSP gateway it takes an
+//! OAuth2 client-credentials token instead (kept until shortly before it expires, renewed once
+//! at once on HTTP 401) and sends it as `Authorization: Bearer`, the envelope without `session`.
 
 use std::{
     sync::atomic::{AtomicU64, Ordering},
@@ -13,15 +15,87 @@ use tokio::{sync::Mutex, time::Instant};
 
 use super::classify::{Answer, TransientKind, classify};
 use crate::{
-    config::{NationalConfig, Secret},
+    config::{NationalAuth, NationalConfig, Secret},
     metrics as m,
     sync::ports::Sink,
-    transport,
+    transport::{self, RawResponse, TransportError},
 };
 
+/// A session or a token, and until when it is used.
 struct Session {
     token: String,
-    obtained: Instant,
+    renew_at: Instant,
+}
+
+/// How the client is authorised.
+#[derive(Debug, Clone)]
+pub enum Credentials {
+    /// `POST /auth` with the adapter's account; the session goes in every call's body, and is
+    /// renewed `renew_after` after each login.
+    Session { username: String, password: Secret, renew_after: Duration },
+    /// An OAuth2 client of the gateway's token endpoint.
+    OAuth2 { client_id: String, client_secret: Secret },
+}
+
+/// A token granted: the access token and how long it lives (when the endpoint says).
+pub type Granted = (String, Option<Duration>);
+
+/// How long a token whose lifetime the endpoint did not give is used.
+const TOKEN_DEFAULT_LIFETIME: Duration = Duration::from_secs(300);
+
+/// When to renew a token that lives `lifetime`: a tenth of it early, at most a minute.
+fn renew_margin(lifetime: Duration) -> Duration {
+    (lifetime / 10).min(Duration::from_secs(60))
+}
+
+/// What the token endpoint answered: a token, or why there is none (always a transient
+/// answer: nothing was sent to the portal, and the next attempt asks again).
+pub fn token_answer(result: Result<RawResponse, TransportError>) -> Result<Granted, Answer> {
+    let failed = |kind, reason: String| Err(Answer::retry(kind, format!("token endpoint: {reason}"), false));
+    let response = match result {
+        Ok(r) => r,
+        Err(e) => return failed(TransientKind::Login, e.to_string()),
+    };
+    match response.status {
+        200 => {}
+        400 | 401 | 403 => {
+            let body: Value = serde_json::from_slice(&response.body).unwrap_or(Value::Null);
+            let error = body.get("error").and_then(Value::as_str).unwrap_or("no error given");
+            let error: String = error.chars().take(80).collect();
+            return failed(
+                TransientKind::Login,
+                format!("the gateway refused the client credentials (HTTP {}: {error})", response.status),
+            );
+        }
+        _ => {
+            return match classify(Ok(response)) {
+                Answer::Retry(mut t) => {
+                    t.reason = format!("token endpoint: {}", t.reason);
+                    t.maybe_applied = false;
+                    Err(Answer::Retry(t))
+                }
+                _ => failed(TransientKind::Login, "unexpected answer".into()),
+            };
+        }
+    }
+    let Ok(body) = serde_json::from_slice::<Value>(&response.body) else {
+        return failed(TransientKind::BadAnswer, "HTTP 200 without a JSON body".into());
+    };
+    let token = body.get("access_token").and_then(Value::as_str).filter(|t| !t.is_empty());
+    let bearer =
+        body.get("token_type").and_then(Value::as_str).is_none_or(|t| t.eq_ignore_ascii_case("bearer"));
+    let lifetime = match body.get("expires_in") {
+        Some(Value::Number(n)) => n.as_f64(),
+        Some(Value::String(s)) => s.trim().parse::<f64>().ok(),
+        _ => None,
+    }
+    .filter(|s| s.is_finite() && *s > 0.0)
+    .map(|s| Duration::from_secs_f64(s.min(86_400.0 * 366.0)));
+    match token {
+        Some(token) if bearer => Ok((token.to_owned(), lifetime)),
+        Some(_) => failed(TransientKind::BadAnswer, "a token that is not a Bearer token".into()),
+        None => failed(TransientKind::BadAnswer, "HTTP 200 without an access_token".into()),
+    }
 }
 
 /// Where a call goes.
@@ -35,18 +109,28 @@ pub enum Target {
 /// in memory, with seeded faults, in the simulation.
 pub trait Transport: Send + Sync + 'static {
     /// Sends `body` (serialised by the transport: the pusher's stored JSON goes out as it is,
-    /// never copied into a new tree).
+    /// never copied into a new tree), with `Authorization: Bearer` when a token is given.
     fn post<B: Serialize + Sync + ?Sized>(
         &self,
         target: Target,
+        bearer: Option<&str>,
         body: &B,
     ) -> impl Future<Output = Answer> + Send;
+
+    /// Asks the gateway's token endpoint for a client-credentials token.
+    fn fetch_token(
+        &self,
+        client_id: &str,
+        client_secret: &Secret,
+    ) -> impl Future<Output = Result<Granted, Answer>> + Send;
 }
 
 /// The integration envelope: `{session, madonvi, service}` and the service's own fields.
 #[derive(Serialize)]
 struct Envelope<'a, F> {
-    session: &'a str,
+    /// Not behind a gateway: the bearer token stands for it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    session: Option<&'a str>,
     madonvi: &'a str,
     service: &'a str,
     #[serde(flatten)]
@@ -58,12 +142,18 @@ pub struct HttpTransport {
     http: reqwest::Client,
     auth_url: reqwest::Url,
     integration_url: reqwest::Url,
+    token_url: Option<reqwest::Url>,
     dstcode: Option<String>,
     max_bytes: usize,
 }
 
 impl Transport for HttpTransport {
-    async fn post<B: Serialize + Sync + ?Sized>(&self, target: Target, body: &B) -> Answer {
+    async fn post<B: Serialize + Sync + ?Sized>(
+        &self,
+        target: Target,
+        bearer: Option<&str>,
+        body: &B,
+    ) -> Answer {
         let url = match target {
             Target::Auth => &self.auth_url,
             Target::Integration => &self.integration_url,
@@ -72,7 +162,23 @@ impl Transport for HttpTransport {
         if let Some(dstcode) = &self.dstcode {
             request = request.header("dstcode", dstcode);
         }
+        if let Some(token) = bearer {
+            request = request.bearer_auth(token);
+        }
         classify(transport::send(request, self.max_bytes).await)
+    }
+
+    async fn fetch_token(&self, client_id: &str, client_secret: &Secret) -> Result<Granted, Answer> {
+        let Some(url) = &self.token_url else {
+            return Err(Answer::retry(TransientKind::Login, "national.token_url is not set", false));
+        };
+        let request = self
+            .http
+            .post(url.clone())
+            .basic_auth(client_id, Some(client_secret.expose()))
+            .header(reqwest::header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .body("grant_type=client_credentials");
+        token_answer(transport::send(request, self.max_bytes).await)
     }
 }
 
@@ -80,10 +186,8 @@ impl Transport for HttpTransport {
 /// integration envelope `{session, madonvi, service, ...}`, over any transport.
 pub struct NationalClient<T> {
     transport: T,
-    username: String,
-    password: Secret,
+    credentials: Credentials,
     madonvi: String,
-    renew_after: Duration,
     session: Mutex<Option<Session>>,
     logins: AtomicU64,
 }
@@ -102,37 +206,38 @@ fn join(base: &reqwest::Url, path: &str) -> anyhow::Result<reqwest::Url> {
 
 impl HttpNational {
     pub fn new(cfg: &NationalConfig) -> anyhow::Result<HttpNational> {
+        let (credentials, token_url) = match &cfg.auth {
+            NationalAuth::Session => (
+                Credentials::Session {
+                    username: cfg.username.clone(),
+                    password: cfg.password.clone(),
+                    renew_after: cfg.session_renew,
+                },
+                None,
+            ),
+            NationalAuth::OAuth2 { token_url, client_id, client_secret } => (
+                Credentials::OAuth2 { client_id: client_id.clone(), client_secret: client_secret.clone() },
+                Some(token_url.clone()),
+            ),
+        };
         let transport = HttpTransport {
             http: transport::client(&cfg.http)?,
             auth_url: join(&cfg.http.base_url, "auth")?,
             integration_url: join(&cfg.http.base_url, "integration")?,
+            token_url,
             dstcode: cfg.dstcode.clone(),
             max_bytes: cfg.http.max_response_bytes,
         };
-        Ok(NationalClient::with_transport(
-            transport,
-            &cfg.username,
-            cfg.password.clone(),
-            &cfg.madonvi,
-            cfg.session_renew,
-        ))
+        Ok(NationalClient::with_transport(transport, credentials, &cfg.madonvi))
     }
 }
 
 impl<T: Transport> NationalClient<T> {
-    pub fn with_transport(
-        transport: T,
-        username: &str,
-        password: Secret,
-        madonvi: &str,
-        renew_after: Duration,
-    ) -> Self {
+    pub fn with_transport(transport: T, credentials: Credentials, madonvi: &str) -> Self {
         NationalClient {
             transport,
-            username: username.to_owned(),
-            password,
+            credentials,
             madonvi: madonvi.to_owned(),
-            renew_after,
             session: Mutex::new(None),
             logins: AtomicU64::new(0),
         }
@@ -142,19 +247,44 @@ impl<T: Transport> NationalClient<T> {
         &self.transport
     }
 
-    /// Logins after the first: proactive renewals and re-logins after -1.
+    /// Logins (or tokens) after the first: proactive renewals and renewals after -1 or 401.
     pub fn session_renewals(&self) -> u64 {
         self.logins.load(Ordering::Relaxed).saturating_sub(1)
     }
 
-    /// A live session token, logging in when there is none or it is due for renewal.
+    /// A live session (or token), logging in when there is none or it is due for renewal.
     async fn token(&self) -> Result<String, Answer> {
         let mut session = self.session.lock().await;
-        if let Some(s) = session.as_ref().filter(|s| s.obtained.elapsed() < self.renew_after) {
+        if let Some(s) = session.as_ref().filter(|s| Instant::now() < s.renew_at) {
             return Ok(s.token.clone());
         }
-        let body = json!({"username": self.username, "password": self.password.expose()});
-        let answer = self.transport.post(Target::Auth, &body).await;
+        let (username, password, renew_after) = match &self.credentials {
+            Credentials::Session { username, password, renew_after } => (username, password, *renew_after),
+            Credentials::OAuth2 { client_id, client_secret } => {
+                let granted = self.transport.fetch_token(client_id, client_secret).await;
+                let label = match &granted {
+                    Ok(_) => "ok",
+                    Err(answer) => answer.label(),
+                };
+                metrics::counter!(m::CALLS, "service" => "auth", "outcome" => label).increment(1);
+                let (token, lifetime) =
+                    granted.inspect_err(|_| metrics::counter!(m::LOGIN_FAILURES).increment(1))?;
+                let lifetime = lifetime.unwrap_or(TOKEN_DEFAULT_LIFETIME);
+                self.logins.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(
+                    event = "session_opened",
+                    service = "token",
+                    lifetime_s = lifetime.as_secs_f64()
+                );
+                *session = Some(Session {
+                    token: token.clone(),
+                    renew_at: Instant::now() + lifetime - renew_margin(lifetime),
+                });
+                return Ok(token);
+            }
+        };
+        let body = json!({"username": username, "password": password.expose()});
+        let answer = self.transport.post(Target::Auth, None, &body).await;
         metrics::counter!(m::CALLS, "service" => "auth", "outcome" => answer.label()).increment(1);
         if !matches!(answer, Answer::Ok(_)) {
             metrics::counter!(m::LOGIN_FAILURES).increment(1);
@@ -165,7 +295,8 @@ impl<T: Transport> NationalClient<T> {
                     Some(token) => {
                         self.logins.fetch_add(1, Ordering::Relaxed);
                         tracing::debug!(event = "session_opened", service = "auth");
-                        *session = Some(Session { token: token.to_owned(), obtained: Instant::now() });
+                        *session =
+                            Some(Session { token: token.to_owned(), renew_at: Instant::now() + renew_after });
                         Ok(token.to_owned())
                     }
                     None => Err(Answer::retry(
@@ -196,16 +327,20 @@ impl<T: Transport> NationalClient<T> {
         }
     }
 
-    /// One integration call; on -1 logs in again and retries once (a -1 applied nothing).
+    /// One integration call; on -1 (or, behind a gateway, HTTP 401) logs in again (takes a new
+    /// token) and retries once: either refusal applied nothing.
     pub async fn call<F: Serialize + Sync>(&self, service: &str, fields: F) -> Answer {
+        let gateway = matches!(self.credentials, Credentials::OAuth2 { .. });
         for _ in 0..2 {
             let token = match self.token().await {
                 Ok(t) => t,
                 Err(answer) => return answer,
             };
-            let body = Envelope { session: &token, madonvi: &self.madonvi, service, fields: &fields };
-            match self.transport.post(Target::Integration, &body).await {
-                Answer::Refused { code: -1, .. } => {
+            let (session, bearer) =
+                if gateway { (None, Some(token.as_str())) } else { (Some(token.as_str()), None) };
+            let body = Envelope { session, madonvi: &self.madonvi, service, fields: &fields };
+            match self.transport.post(Target::Integration, bearer, &body).await {
+                Answer::Refused { code: -1, .. } if !gateway => {
                     tracing::info!(
                         event = "session_expired",
                         service,
@@ -213,10 +348,23 @@ impl<T: Transport> NationalClient<T> {
                     );
                     self.forget(&token).await;
                 }
+                Answer::Retry(t) if gateway && t.http_status == Some(401) => {
+                    tracing::info!(
+                        event = "session_expired",
+                        service,
+                        "the gateway refused the token (HTTP 401): taking a new one"
+                    );
+                    self.forget(&token).await;
+                }
                 answer => return answer,
             }
         }
-        Answer::retry(TransientKind::Session, "session refused again right after a new login", false)
+        let what = if gateway {
+            "the gateway refused a new token at once (HTTP 401)"
+        } else {
+            "session refused again right after a new login"
+        };
+        Answer::retry(TransientKind::Session, what, false)
     }
 
     pub async fn sync_dossiers(&self, updating: bool, items: &[&RawValue]) -> Answer {
@@ -267,5 +415,117 @@ impl<T: Transport> Sink for NationalClient<T> {
 
     fn session_renewals(&self) -> u64 {
         NationalClient::session_renewals(self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex as StdMutex;
+
+    use super::*;
+
+    /// A gateway that answers integration calls from a script (HTTP status per call) and
+    /// counts the tokens it grants.
+    struct Scripted {
+        statuses: StdMutex<Vec<u16>>,
+        tokens: AtomicU64,
+        bearers: StdMutex<Vec<String>>,
+    }
+
+    impl Transport for Scripted {
+        async fn post<B: Serialize + Sync + ?Sized>(
+            &self,
+            _: Target,
+            bearer: Option<&str>,
+            body: &B,
+        ) -> Answer {
+            let body = serde_json::to_value(body).unwrap();
+            assert!(body.get("session").is_none(), "no session in the body behind a gateway: {body}");
+            self.bearers.lock().unwrap().push(bearer.unwrap_or_default().to_owned());
+            let status = self.statuses.lock().unwrap().remove(0);
+            classify(Ok(RawResponse {
+                status,
+                retry_after: None,
+                content_type: Some("application/json".into()),
+                body: bytes::Bytes::from(if status == 200 {
+                    r#"{"error_code": 0}"#
+                } else {
+                    r#"{"error": "invalid_token"}"#
+                }),
+            }))
+        }
+
+        async fn fetch_token(&self, client_id: &str, secret: &Secret) -> Result<Granted, Answer> {
+            assert_eq!((client_id, secret.expose()), ("client", "s3cret"));
+            let n = self.tokens.fetch_add(1, Ordering::Relaxed) + 1;
+            Ok((format!("token-{n}"), Some(Duration::from_secs(3600))))
+        }
+    }
+
+    fn client(statuses: &[u16]) -> NationalClient<Scripted> {
+        let transport = Scripted {
+            statuses: StdMutex::new(statuses.to_vec()),
+            tokens: AtomicU64::new(0),
+            bearers: StdMutex::new(Vec::new()),
+        };
+        let credentials =
+            Credentials::OAuth2 { client_id: "client".into(), client_secret: Secret::new("s3cret") };
+        NationalClient::with_transport(transport, credentials, "000.00.00.H58")
+    }
+
+    #[tokio::test]
+    async fn a_token_is_kept_and_a_401_takes_a_new_one_once() {
+        let c = client(&[200, 200, 401, 200, 401, 401]);
+        assert!(matches!(c.look_up("A").await, Answer::Ok(_)));
+        assert!(matches!(c.look_up("B").await, Answer::Ok(_)), "the token is kept");
+        assert!(matches!(c.look_up("C").await, Answer::Ok(_)), "a 401 is renewed once, then the call goes");
+        match c.look_up("D").await {
+            Answer::Retry(t) => {
+                assert_eq!(t.kind, TransientKind::Session);
+                assert!(!t.maybe_applied, "a 401 applied nothing");
+            }
+            other => panic!("two 401s in a row must fail the call: {other:?}"),
+        }
+        let bearers = c.transport().bearers.lock().unwrap().clone();
+        assert_eq!(bearers, ["token-1", "token-1", "token-1", "token-2", "token-2", "token-3"]);
+        assert_eq!(c.session_renewals(), 2);
+    }
+
+    #[test]
+    fn token_answers_are_read_strictly() {
+        let raw = |status: u16, body: &'static str| {
+            Ok(RawResponse {
+                status,
+                retry_after: None,
+                content_type: Some("application/json".into()),
+                body: bytes::Bytes::from(body),
+            })
+        };
+        let granted =
+            token_answer(raw(200, r#"{"access_token": "t", "token_type": "bearer", "expires_in": "60"}"#));
+        assert_eq!(granted.unwrap(), ("t".to_owned(), Some(Duration::from_secs(60))));
+        assert_eq!(token_answer(raw(200, r#"{"access_token": "t"}"#)).unwrap().1, None);
+        for (status, body, needle) in [
+            (200, r#"{"token_type": "Bearer"}"#, "without an access_token"),
+            (200, r#"{"access_token": "t", "token_type": "mac"}"#, "not a Bearer"),
+            (200, "<html>", "without a JSON body"),
+            (
+                401,
+                r#"{"error": "invalid_client"}"#,
+                "refused the client credentials (HTTP 401: invalid_client)",
+            ),
+            (503, "<html>down</html>", "token endpoint: HTTP 503"),
+        ] {
+            match token_answer(raw(status, body)) {
+                Err(Answer::Retry(t)) => {
+                    assert!(t.reason.contains(needle), "{status} {body}: {}", t.reason);
+                    assert!(!t.maybe_applied);
+                }
+                other => panic!("{status} {body}: {other:?}"),
+            }
+        }
+        // Renewed a tenth early, at most a minute.
+        assert_eq!(renew_margin(Duration::from_secs(2)), Duration::from_millis(200));
+        assert_eq!(renew_margin(Duration::from_secs(3600)), Duration::from_secs(60));
     }
 }

@@ -5,4 +5,6 @@ pub(crate) mod classify;
 pub(crate) mod client;
 
 pub use classify::{Answer, Transient, TransientKind, classify, error_code};
-pub use client::{HttpNational, HttpTransport, NationalClient, Target, Transport};
+pub use client::{
+    Credentials, Granted, HttpNational, HttpTransport, NationalClient, Target, Transport, token_answer,
+};

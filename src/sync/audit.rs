@@ -39,7 +39,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{
     Inner,
-    answer::{Answer, Transient},
+    answer::{Answer, Transient, TransientKind},
     journal,
     ports::{Clock, Sink, Source},
     pusher,
@@ -445,8 +445,8 @@ async fn audit_one<S: Source, N: Sink, C: Clock>(
             metrics::counter!(m::AUDIT_LOOKUPS, "outcome" => "transient").increment(1);
             let mut noted = journal::entry(&c.mahoso, answered_at, "TraCuuHoSo", &answer, None, String::new);
             noted.message = format!("audit: {}", noted.message);
-            inner.journal.note([noted]);
-            inner.store.write(|tx| inner.journal.flush(tx))?;
+            // Written with the audit's next transaction.
+            inner.audit_journal.note([noted]);
             return Ok(Looked::Transient(t.clone()));
         }
         Answer::Refused { code, message } => {
@@ -458,26 +458,35 @@ async fn audit_one<S: Source, N: Sink, C: Clock>(
             compare(&payload, &history, body)
         }
     };
-    let mut noted =
-        journal::entry(&c.mahoso, answered_at, "TraCuuHoSo", &answer, None, || finding.describe());
-    if matches!(finding, Finding::Failed(_)) {
-        noted.message = finding.describe();
-    }
-    inner.journal.note([noted]);
+    // What the call journal says of this look-up, once it is known whether it was acted on.
+    let noted = |acted: bool| {
+        let mut noted =
+            journal::entry(&c.mahoso, answered_at, "TraCuuHoSo", &answer, None, || finding.describe());
+        if let Finding::Failed(_) = finding {
+            noted.message = finding.describe();
+            if matches!(answer, Answer::Ok(_)) {
+                noted.outcome = TransientKind::BadAnswer.label();
+            }
+        }
+        if !acted {
+            noted.message.push_str("; not recorded: the dossier moved on meanwhile");
+        }
+        noted
+    };
     let now = inner.clock.now().as_microsecond();
     let recorded = {
         // Not while the pusher works on it: its round holds the dossier as it loaded it.
         let in_round = inner.in_round.lock().unwrap_or_else(|p| p.into_inner());
-        let recorded = !in_round.contains(&c.mahoso)
-            && inner.store.write(|tx| {
-                inner.journal.flush(tx)?;
-                record(tx, c, &finding, started, now)
-            })?;
-        if !recorded {
-            // Moved on meanwhile: the look-up is journalled all the same.
-            inner.store.write(|tx| inner.journal.flush(tx))?;
+        if in_round.contains(&c.mahoso) {
+            inner.audit_journal.note([noted(false)]);
+            false
+        } else {
+            inner.audit_journal.write(&inner.store, |tx| {
+                let done = record(tx, c, &finding, started, now)?;
+                crate::store::journal::insert(tx, &[noted(done)])?;
+                Ok(done)
+            })?
         }
-        recorded
     };
     let outcome = match (&finding, recorded) {
         (_, false) => "changed",

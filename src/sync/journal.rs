@@ -1,11 +1,15 @@
 //! Noting national calls in the call journal (see [`crate::store::journal`]): every call that
-//! concerned a dossier, with what came of it. Calls wait here until the next transaction of
-//! the pusher or the audit, which is the one that records their outcome.
+//! concerned a dossier, with what came of it. The pusher and the audit each keep their own
+//! calls here until their next transaction, which is the one that records what the calls led
+//! to; a transaction that fails puts them back for the next.
 
 use std::sync::Mutex;
 
 use super::answer::Answer;
-use crate::store::journal::{Call, insert};
+use crate::store::{
+    Store, StoreError,
+    journal::{Call, insert},
+};
 
 /// Calls noted and not yet written.
 #[derive(Debug, Default)]
@@ -16,10 +20,24 @@ impl Pending {
         self.0.lock().unwrap_or_else(|p| p.into_inner()).extend(calls);
     }
 
-    /// Writes what is pending, in the caller's transaction.
-    pub(crate) fn flush(&self, tx: &rusqlite::Connection) -> rusqlite::Result<()> {
+    /// One transaction of `store` that writes what is pending, then does `f`; if it fails,
+    /// the calls stay pending.
+    pub(crate) fn write<T>(
+        &self,
+        store: &Store,
+        f: impl FnOnce(&rusqlite::Connection) -> rusqlite::Result<T>,
+    ) -> Result<T, StoreError> {
         let calls = std::mem::take(&mut *self.0.lock().unwrap_or_else(|p| p.into_inner()));
-        insert(tx, &calls)
+        let written = store.write(|tx| {
+            insert(tx, &calls)?;
+            f(tx)
+        });
+        if written.is_err() {
+            let mut pending = self.0.lock().unwrap_or_else(|p| p.into_inner());
+            let newer = std::mem::replace(&mut *pending, calls);
+            pending.extend(newer);
+        }
+        written
     }
 }
 

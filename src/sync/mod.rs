@@ -150,8 +150,10 @@ pub struct Inner<S, N, C> {
     /// The dossiers of the pusher's current round: the audit corrects none of them (the round
     /// works from the state it loaded).
     pub(crate) in_round: Mutex<std::collections::HashSet<String>>,
-    /// National calls noted for the call journal, written with the outcome they led to.
+    /// National calls noted for the call journal, written with the outcome they led to: the
+    /// pusher's, and the audit's (each task writes its own, in its own transactions).
     pub(crate) journal: journal::Pending,
+    pub(crate) audit_journal: journal::Pending,
 }
 
 impl<S: Source, N: Sink, C: Clock> Inner<S, N, C> {
@@ -196,14 +198,12 @@ impl<S: Source, N: Sink, C: Clock> Inner<S, N, C> {
     pub(crate) fn note_push_success(&self) {
         let now = self.clock.now();
         metrics::gauge!(m::LAST_PUSH).set(now.as_second() as f64);
-        metrics::gauge!(m::PUSH_FAILING).set(0.0);
         let mut n = self.notes();
         n.push_success = Some(now.as_microsecond());
         n.push_error = None;
     }
 
     pub(crate) fn note_push_error(&self, error: &str) {
-        metrics::gauge!(m::PUSH_FAILING).set(1.0);
         self.notes().push_error = Some(error.to_owned());
     }
 
@@ -416,6 +416,7 @@ impl<S: Source, N: Sink, C: Clock> Engine<S, N, C> {
                 item_limit: std::sync::atomic::AtomicUsize::new(batch_size),
                 in_round: Mutex::new(std::collections::HashSet::new()),
                 journal: journal::Pending::default(),
+                audit_journal: journal::Pending::default(),
             }),
         })
     }

@@ -185,6 +185,11 @@ where
     metrics::counter!(m::CALLS, "service" => service, "outcome" => answer.label()).increment(1);
     metrics::histogram!(m::CALL_DURATION, "service" => service).record(elapsed.as_secs_f64());
     metrics::gauge!(m::CONCURRENCY_LIMIT).set(inner.limiter.limit() as f64);
+    if matches!(service, "DongBoHoSoMC" | "CapNhatTienDoHoSoMC") {
+        // Pushes only: look-ups that answer say nothing of whether writes get through.
+        let failing = matches!(answer, Answer::Retry(_));
+        metrics::gauge!(m::PUSH_FAILING).set(if failing { 1.0 } else { 0.0 });
+    }
     match &answer {
         Answer::Ok(_) | Answer::Refused { .. } => {
             inner.note_push_success();
@@ -469,20 +474,14 @@ async fn resolve_uncertain<S: Source, N: Sink, C: Clock>(
     let resolved: Vec<&Work> = uncertain.iter().map(|&i| &work[i]).filter(|w| w.open()).collect();
     if !resolved.is_empty() {
         let now = inner.clock.now().as_microsecond();
-        inner.store.write(|tx| {
-            inner.journal.flush(tx)?;
-            save_read_backs(tx, &resolved, now)
-        })?;
+        inner.journal.write(&inner.store, |tx| save_read_backs(tx, &resolved, now))?;
     }
     if let Some(i) = creates_probe {
         read_back(inner, &mut work[i]).await;
         if work[i].open() {
             let exists = work[i].national_exists;
             let now = inner.clock.now().as_microsecond();
-            inner.store.write(|tx| {
-                inner.journal.flush(tx)?;
-                save_read_backs(tx, &[&work[i]], now)
-            })?;
+            inner.journal.write(&inner.store, |tx| save_read_backs(tx, &[&work[i]], now))?;
             for w in
                 work.iter_mut().filter(|w| w.open() && w.inflight == InFlight::Payload && !w.national_exists)
             {
@@ -560,16 +559,20 @@ async fn fill_catalogues<S: Source, N: Sink, C: Clock>(
             }),
             Answer::Retry(t) => Err(t.clone()),
         };
+        // Journalled when it decided something (a failure is the dossier's last error; retried
+        // every round in an outage, it would push the dossier's own calls out of the journal).
         let said = match &entry {
-            Ok(Entry::Known { name, .. }) => format!("catalogue: MaTTHC {code} is \"{name}\""),
-            Ok(Entry::Unknown) => format!("catalogue: MaTTHC {code} is not in the national catalogue"),
-            Err(t) => t.reason.clone(),
+            Ok(Entry::Known { name, .. }) => Some(format!("catalogue: MaTTHC {code} is \"{name}\"")),
+            Ok(Entry::Unknown) => Some(format!("catalogue: MaTTHC {code} is not in the national catalogue")),
+            Err(_) => None,
         };
-        inner.journal.note(
-            work.iter()
-                .filter(|w| w.open() && w.needs_catalogue && w.procedure == code)
-                .map(|w| journal::entry(&w.mahoso, at, "LayThuTuc", &answer, None, || said.clone())),
-        );
+        if let Some(said) = said {
+            inner.journal.note(
+                work.iter()
+                    .filter(|w| w.open() && w.needs_catalogue && w.procedure == code)
+                    .map(|w| journal::entry(&w.mahoso, at, "LayThuTuc", &answer, None, || said.clone())),
+            );
+        }
         if let Ok(entry) = &entry {
             inner.store.write(|tx| inner.catalogue.put(tx, &code, entry.clone(), now))?;
         }
@@ -1070,8 +1073,7 @@ async fn push_payloads<S: Source, N: Sink, C: Clock>(
         work[i].unresolved = InFlight::History;
     }
     inner.stats.dossiers_acked(acked.len());
-    inner.store.write(|tx| {
-        inner.journal.flush(tx)?;
+    inner.journal.write(&inner.store, |tx| {
         save_acks(tx, work, &acked, now)?;
         let mut uncertain =
             tx.prepare_cached("UPDATE dossier SET national_exists = 1, inflight = ?2 WHERE mahoso = ?1")?;
@@ -1150,8 +1152,7 @@ async fn push_history<S: Source, N: Sink, C: Clock>(
         }
     }
     inner.stats.entries_acked(entries);
-    inner.store.write(|tx| {
-        inner.journal.flush(tx)?;
+    inner.journal.write(&inner.store, |tx| {
         let mut forget = tx.prepare_cached(
             "UPDATE dossier SET national_exists = 0, acked_hash = NULL, acked_history = 0, inflight = 0 WHERE mahoso = ?1",
         )?;
@@ -1177,8 +1178,7 @@ fn close_round<S: Source, N: Sink, C: Clock>(
 ) -> Result<(), StoreError> {
     let earlier: Vec<usize> = (0..work.len()).filter(|&i| work[i].fate.is_some()).collect();
     let end = inner.clock.now().as_microsecond();
-    let lags = inner.store.write(|tx| {
-        inner.journal.flush(tx)?;
+    let lags = inner.journal.write(&inner.store, |tx| {
         settle_fates(tx, work, &earlier, now, &inner.cfg, seed)?;
         finish(tx, work, end)
     })?;

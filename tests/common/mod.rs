@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use dvc_sync::mock::{
     MockServer,
-    national::{self, Faults, NationalConfig},
+    national::{self, Faults, MockAuth, NationalConfig},
     provincial::{self, Knobs, ProvincialConfig},
 };
 use serde_json::{Value, json};
@@ -37,6 +37,15 @@ impl National {
         let mut n = National { server, http: client(), session: String::new() };
         n.session = n.login().await;
         n
+    }
+
+    /// A national mock behind an OAuth2 gateway (`--auth oauth2`; the client id and secret are
+    /// the default account's), with no session.
+    pub async fn start_gateway(faults: Faults) -> National {
+        dvc_sync::telemetry::init_for_tests();
+        let config = NationalConfig { faults, auth: MockAuth::OAuth2, ..NationalConfig::default() };
+        let server = national::start(loopback().await, config).await.expect("start national mock");
+        National { server, http: client(), session: String::new() }
     }
 
     pub fn url(&self, path: &str) -> String {
