@@ -149,8 +149,11 @@ impl Faults {
         if !(self.rate_limit_per_second.is_finite() && self.rate_limit_per_second >= 0.0) {
             problems.push("rate_limit_per_second must be 0 (no limit) or positive".into());
         }
-        if !(self.session_ttl_seconds.is_finite() && self.session_ttl_seconds > 0.0) {
-            problems.push("session_ttl_seconds must be positive".into());
+        if !(self.session_ttl_seconds.is_finite()
+            && self.session_ttl_seconds > 0.0
+            && self.session_ttl_seconds <= 1e9)
+        {
+            problems.push("session_ttl_seconds must be positive (at most 1e9)".into());
         }
         if self.max_items_per_call == 0 {
             problems.push("max_items_per_call must be at least 1".into());
@@ -406,10 +409,18 @@ async fn token(State(mock): State<Arc<NationalCore>>, headers: HeaderMap, body: 
             base64::engine::general_purpose::STANDARD.decode(b.trim()).ok()
         })
         .and_then(|b| String::from_utf8(b).ok())
-        .and_then(|b| b.split_once(':').map(|(i, s)| (i.to_owned(), s.to_owned())));
+        .and_then(|b| b.split_once(':').map(|(i, s)| (form_decoded(i), form_decoded(s))));
     let creds = basic.or_else(|| Some((form.get("client_id")?.clone(), form.get("client_secret")?.clone())));
     let (status, answer) = mock.token(form.get("grant_type").map(String::as_str), creds);
     (status, Json(answer)).into_response()
+}
+
+/// RFC 6749 §2.3.1: the client id and secret are form-encoded inside HTTP Basic.
+fn form_decoded(s: &str) -> String {
+    form_urlencoded::parse(format!("v={s}").as_bytes())
+        .next()
+        .map(|(_, v)| v.into_owned())
+        .unwrap_or_default()
 }
 
 impl NationalCore {

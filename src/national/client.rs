@@ -25,6 +25,8 @@ use crate::{
 struct Session {
     token: String,
     renew_at: Instant,
+    /// When it stops being valid (a token whose renewal failed is used until then).
+    expires_at: Instant,
 }
 
 /// How the client is authorised.
@@ -42,6 +44,10 @@ pub type Granted = (String, Option<Duration>);
 
 /// How long a token whose lifetime the endpoint did not give is used.
 const TOKEN_DEFAULT_LIFETIME: Duration = Duration::from_secs(300);
+
+fn form_encoded(s: &str) -> String {
+    form_urlencoded::byte_serialize(s.as_bytes()).collect()
+}
 
 /// When to renew a token that lives `lifetime`: a tenth of it early, at most a minute.
 fn renew_margin(lifetime: Duration) -> Duration {
@@ -175,7 +181,8 @@ impl Transport for HttpTransport {
         let request = self
             .http
             .post(url.clone())
-            .basic_auth(client_id, Some(client_secret.expose()))
+            // RFC 6749 §2.3.1: both form-encoded before they go into HTTP Basic.
+            .basic_auth(form_encoded(client_id), Some(form_encoded(client_secret.expose())))
             .header(reqwest::header::CONTENT_TYPE, "application/x-www-form-urlencoded")
             .body("grant_type=client_credentials");
         token_answer(transport::send(request, self.max_bytes).await)
@@ -261,14 +268,26 @@ impl<T: Transport> NationalClient<T> {
         let (username, password, renew_after) = match &self.credentials {
             Credentials::Session { username, password, renew_after } => (username, password, *renew_after),
             Credentials::OAuth2 { client_id, client_secret } => {
+                // Its lifetime counts from the request: the answer may be slow.
+                let asked = Instant::now();
                 let granted = self.transport.fetch_token(client_id, client_secret).await;
                 let label = match &granted {
                     Ok(_) => "ok",
                     Err(answer) => answer.label(),
                 };
                 metrics::counter!(m::CALLS, "service" => "auth", "outcome" => label).increment(1);
-                let (token, lifetime) =
-                    granted.inspect_err(|_| metrics::counter!(m::LOGIN_FAILURES).increment(1))?;
+                let (token, lifetime) = match granted {
+                    Ok(granted) => granted,
+                    Err(answer) => {
+                        metrics::counter!(m::LOGIN_FAILURES).increment(1);
+                        // A renewal that failed leaves the token it was to replace in use until
+                        // it expires (a short outage of the token endpoint stops nothing).
+                        if let Some(s) = session.as_ref().filter(|s| Instant::now() < s.expires_at) {
+                            return Ok(s.token.clone());
+                        }
+                        return Err(answer);
+                    }
+                };
                 let lifetime = lifetime.unwrap_or(TOKEN_DEFAULT_LIFETIME);
                 self.logins.fetch_add(1, Ordering::Relaxed);
                 tracing::debug!(
@@ -278,7 +297,8 @@ impl<T: Transport> NationalClient<T> {
                 );
                 *session = Some(Session {
                     token: token.clone(),
-                    renew_at: Instant::now() + lifetime - renew_margin(lifetime),
+                    renew_at: asked + lifetime - renew_margin(lifetime),
+                    expires_at: asked + lifetime,
                 });
                 return Ok(token);
             }
@@ -295,8 +315,11 @@ impl<T: Transport> NationalClient<T> {
                     Some(token) => {
                         self.logins.fetch_add(1, Ordering::Relaxed);
                         tracing::debug!(event = "session_opened", service = "auth");
-                        *session =
-                            Some(Session { token: token.to_owned(), renew_at: Instant::now() + renew_after });
+                        *session = Some(Session {
+                            token: token.to_owned(),
+                            renew_at: Instant::now() + renew_after,
+                            expires_at: Instant::now() + renew_after,
+                        });
                         Ok(token.to_owned())
                     }
                     None => Err(Answer::retry(

@@ -447,6 +447,8 @@ async fn audit_one<S: Source, N: Sink, C: Clock>(
             noted.message = format!("audit: {}", noted.message);
             // Written with the audit's next transaction.
             inner.audit_journal.note([noted]);
+            // Written now (a failed write keeps it for the next: the audit goes on either way).
+            let _ = inner.audit_journal.write(&inner.store, |_| Ok(()));
             return Ok(Looked::Transient(t.clone()));
         }
         Answer::Refused { code, message } => {
@@ -479,6 +481,7 @@ async fn audit_one<S: Source, N: Sink, C: Clock>(
         let in_round = inner.in_round.lock().unwrap_or_else(|p| p.into_inner());
         if in_round.contains(&c.mahoso) {
             inner.audit_journal.note([noted(false)]);
+            let _ = inner.audit_journal.write(&inner.store, |_| Ok(()));
             false
         } else {
             inner.audit_journal.write(&inner.store, |tx| {

@@ -17,7 +17,9 @@ pub(crate) struct Pending(Mutex<Vec<Call>>);
 
 impl Pending {
     pub(crate) fn note(&self, calls: impl IntoIterator<Item = Call>) {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).extend(calls);
+        let mut pending = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        pending.extend(calls);
+        bound(&mut pending);
     }
 
     /// One transaction of `store` that writes what is pending, then does `f`; if it fails,
@@ -36,8 +38,20 @@ impl Pending {
             let mut pending = self.0.lock().unwrap_or_else(|p| p.into_inner());
             let newer = std::mem::replace(&mut *pending, calls);
             pending.extend(newer);
+            bound(&mut pending);
         }
         written
+    }
+}
+
+/// While the database refuses writes, the oldest calls noted go first: the journal is a
+/// diagnosis, and memory stays bounded.
+const MAX_PENDING: usize = 10_000;
+
+fn bound(pending: &mut Vec<Call>) {
+    if pending.len() > MAX_PENDING {
+        let excess = pending.len() - MAX_PENDING;
+        pending.drain(..excess);
     }
 }
 
