@@ -17,17 +17,6 @@ use common::{daemon::*, *};
 use dvc_sync::mock::{national::Faults, provincial::Knobs};
 use serde_json::{Value, json};
 
-fn audit_command(config: &Path, args: &[&str]) -> (i32, Value) {
-    let out = std::process::Command::new(BIN)
-        .args(["--config", config.to_str().unwrap(), "audit", "--json"])
-        .args(args)
-        .output()
-        .unwrap();
-    let report = serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("audit --json: {e}: {}", String::from_utf8_lossy(&out.stderr)));
-    (out.status.code().unwrap_or(-1), report)
-}
-
 /// Look-ups the national mock has answered, whatever the outcome.
 async fn look_ups(national: &National) -> u64 {
     let stats = national.stats().await;

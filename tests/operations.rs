@@ -585,11 +585,7 @@ async fn status_dossier_journals_the_national_calls_as_the_portal_saw_them() {
     daemon.sigterm().await;
     daemon.wait(Duration::from_secs(10)).await.expect("the daemon stops");
     // Audit every dossier once, standalone (the daemon is stopped): its look-ups join the journal.
-    let audit = std::process::Command::new(BIN)
-        .args(["--config", config.to_str().unwrap(), "audit", "--all", "--json", "--per-second", "500"])
-        .output()
-        .unwrap();
-    assert!(audit.status.code().is_some(), "{audit:?}");
+    audit_command(&config, &["--all", "--per-second", "500"]);
 
     let (_, calls) = national.get("/_mock/calls?limit=5000").await;
     let calls = calls["items"].as_array().unwrap().clone();

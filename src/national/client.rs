@@ -265,44 +265,35 @@ impl<T: Transport> NationalClient<T> {
         if let Some(s) = session.as_ref().filter(|s| Instant::now() < s.renew_at) {
             return Ok(s.token.clone());
         }
-        let (username, password, renew_after) = match &self.credentials {
-            Credentials::Session { username, password, renew_after } => (username, password, *renew_after),
+        let renewed = match &self.credentials {
+            Credentials::Session { username, password, renew_after } => {
+                self.log_in(username, password, *renew_after).await
+            }
             Credentials::OAuth2 { client_id, client_secret } => {
-                // Its lifetime counts from the request: the answer may be slow.
-                let asked = Instant::now();
-                let granted = self.transport.fetch_token(client_id, client_secret).await;
-                let label = match &granted {
-                    Ok(_) => "ok",
-                    Err(answer) => answer.label(),
-                };
-                metrics::counter!(m::CALLS, "service" => "auth", "outcome" => label).increment(1);
-                let (token, lifetime) = match granted {
-                    Ok(granted) => granted,
-                    Err(answer) => {
-                        metrics::counter!(m::LOGIN_FAILURES).increment(1);
-                        // A renewal that failed leaves the token it was to replace in use until
-                        // it expires (a short outage of the token endpoint stops nothing).
-                        if let Some(s) = session.as_ref().filter(|s| Instant::now() < s.expires_at) {
-                            return Ok(s.token.clone());
-                        }
-                        return Err(answer);
+                match self.gateway_token(client_id, client_secret).await {
+                    // A renewal that failed leaves the token it was to replace in use until it
+                    // expires (a short outage of the token endpoint stops nothing).
+                    Err(_) if session.as_ref().is_some_and(|s| Instant::now() < s.expires_at) => {
+                        return Ok(session.as_ref().map(|s| s.token.clone()).unwrap_or_default());
                     }
-                };
-                let lifetime = lifetime.unwrap_or(TOKEN_DEFAULT_LIFETIME);
-                self.logins.fetch_add(1, Ordering::Relaxed);
-                tracing::debug!(
-                    event = "session_opened",
-                    service = "token",
-                    lifetime_s = lifetime.as_secs_f64()
-                );
-                *session = Some(Session {
-                    token: token.clone(),
-                    renew_at: asked + lifetime - renew_margin(lifetime),
-                    expires_at: asked + lifetime,
-                });
-                return Ok(token);
+                    renewed => renewed,
+                }
             }
         };
+        let renewed = renewed?;
+        let token = renewed.token.clone();
+        self.logins.fetch_add(1, Ordering::Relaxed);
+        *session = Some(renewed);
+        Ok(token)
+    }
+
+    /// `POST /auth` with the adapter's account.
+    async fn log_in(
+        &self,
+        username: &str,
+        password: &Secret,
+        renew_after: Duration,
+    ) -> Result<Session, Answer> {
         let body = json!({"username": username, "password": password.expose()});
         let answer = self.transport.post(Target::Auth, None, &body).await;
         metrics::counter!(m::CALLS, "service" => "auth", "outcome" => answer.label()).increment(1);
@@ -313,14 +304,9 @@ impl<T: Transport> NationalClient<T> {
             Answer::Ok(answer) => {
                 match answer.get("session").and_then(Value::as_str).filter(|t| !t.is_empty()) {
                     Some(token) => {
-                        self.logins.fetch_add(1, Ordering::Relaxed);
                         tracing::debug!(event = "session_opened", service = "auth");
-                        *session = Some(Session {
-                            token: token.to_owned(),
-                            renew_at: Instant::now() + renew_after,
-                            expires_at: Instant::now() + renew_after,
-                        });
-                        Ok(token.to_owned())
+                        let until = Instant::now() + renew_after;
+                        Ok(Session { token: token.to_owned(), renew_at: until, expires_at: until })
                     }
                     None => Err(Answer::retry(
                         TransientKind::Login,
@@ -340,6 +326,23 @@ impl<T: Transport> NationalClient<T> {
                 Err(Answer::Retry(t))
             }
         }
+    }
+
+    /// A client-credentials token from the gateway's token endpoint.
+    async fn gateway_token(&self, client_id: &str, client_secret: &Secret) -> Result<Session, Answer> {
+        // Its lifetime counts from the request: the answer may be slow.
+        let asked = Instant::now();
+        let granted = self.transport.fetch_token(client_id, client_secret).await;
+        let label = granted.as_ref().map_or_else(Answer::label, |_| "ok");
+        metrics::counter!(m::CALLS, "service" => "auth", "outcome" => label).increment(1);
+        let (token, lifetime) = granted.inspect_err(|_| metrics::counter!(m::LOGIN_FAILURES).increment(1))?;
+        let lifetime = lifetime.unwrap_or(TOKEN_DEFAULT_LIFETIME);
+        tracing::debug!(event = "session_opened", service = "token", lifetime_s = lifetime.as_secs_f64());
+        Ok(Session {
+            token,
+            renew_at: asked + lifetime - renew_margin(lifetime),
+            expires_at: asked + lifetime,
+        })
     }
 
     /// Drops the session if it is still `token` (another call may have renewed it already).

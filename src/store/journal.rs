@@ -10,12 +10,10 @@ use serde::Serialize;
 pub const KEPT_PER_DOSSIER: usize = 10;
 
 /// One national call, as it concerned one dossier.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Call {
-    #[serde(skip)]
     pub mahoso: String,
     /// When the answer came, µs since the epoch.
-    #[serde(skip)]
     pub at: i64,
     pub service: &'static str,
     /// `ok`, `refused`, or the kind of failure (the national call metrics' outcome labels).

@@ -445,10 +445,7 @@ async fn audit_one<S: Source, N: Sink, C: Clock>(
             metrics::counter!(m::AUDIT_LOOKUPS, "outcome" => "transient").increment(1);
             let mut noted = journal::entry(&c.mahoso, answered_at, "TraCuuHoSo", &answer, None, String::new);
             noted.message = format!("audit: {}", noted.message);
-            // Written with the audit's next transaction.
-            inner.audit_journal.note([noted]);
-            // Written now (a failed write keeps it for the next: the audit goes on either way).
-            let _ = inner.audit_journal.write(&inner.store, |_| Ok(()));
+            inner.audit_journal.write_now(&inner.store, [noted]);
             return Ok(Looked::Transient(t.clone()));
         }
         Answer::Refused { code, message } => {
@@ -480,8 +477,7 @@ async fn audit_one<S: Source, N: Sink, C: Clock>(
         // Not while the pusher works on it: its round holds the dossier as it loaded it.
         let in_round = inner.in_round.lock().unwrap_or_else(|p| p.into_inner());
         if in_round.contains(&c.mahoso) {
-            inner.audit_journal.note([noted(false)]);
-            let _ = inner.audit_journal.write(&inner.store, |_| Ok(()));
+            inner.audit_journal.write_now(&inner.store, [noted(false)]);
             false
         } else {
             inner.audit_journal.write(&inner.store, |tx| {

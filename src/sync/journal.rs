@@ -22,6 +22,13 @@ impl Pending {
         bound(&mut pending);
     }
 
+    /// Notes calls and writes them at once with whatever is pending; a failed write keeps
+    /// them for the next transaction (the caller goes on either way).
+    pub(crate) fn write_now(&self, store: &Store, calls: impl IntoIterator<Item = Call>) {
+        self.note(calls);
+        let _ = self.write(store, |_| Ok(()));
+    }
+
     /// One transaction of `store` that writes what is pending, then does `f`; if it fails,
     /// the calls stay pending.
     pub(crate) fn write<T>(

@@ -324,9 +324,9 @@ async fn read_back<S: Source, N: Sink, C: Clock>(inner: &Inner<S, N, C>, w: &mut
     let at = inner.clock.now().as_microsecond();
     inner.stats.readback();
     let found = judge_read_back(inner, w, &answer);
-    let mut noted =
-        journal::entry(&w.mahoso, at, "TraCuuHoSo", &answer, None, || found.clone().unwrap_or_default());
-    if matches!(answer, Answer::Ok(_)) && found.is_none() {
+    let unusable = found.is_none();
+    let mut noted = journal::entry(&w.mahoso, at, "TraCuuHoSo", &answer, None, || found.unwrap_or_default());
+    if matches!(answer, Answer::Ok(_)) && unusable {
         noted.outcome = TransientKind::BadAnswer.label();
         noted.message = "answered success without a usable result".into();
     }

@@ -155,6 +155,18 @@ pub fn status_json(config: &Path) -> Value {
     serde_json::from_slice(&out.stdout).unwrap_or(Value::Null)
 }
 
+/// `dvc-sync audit --json [args]`: its exit code and report.
+pub fn audit_command(config: &Path, args: &[&str]) -> (i32, Value) {
+    let out = std::process::Command::new(BIN)
+        .args(["--config", config.to_str().unwrap(), "audit", "--json"])
+        .args(args)
+        .output()
+        .unwrap();
+    let report = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("audit --json: {e}: {}", String::from_utf8_lossy(&out.stderr)));
+    (out.status.code().unwrap_or(-1), report)
+}
+
 /// Polls the verifier until every valid dossier is synchronized or `limit` passes.
 pub async fn converge(provincial: &str, national: &str, limit: Duration) -> Verdict {
     let http = reqwest::Client::new();
