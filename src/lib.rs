@@ -14,6 +14,7 @@ pub mod mock;
 pub mod national;
 pub(crate) mod ops;
 pub mod provincial;
+pub mod report;
 pub(crate) mod shutdown;
 pub mod sim;
 pub mod status;

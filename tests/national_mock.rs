@@ -285,6 +285,54 @@ async fn codes_must_be_inside_their_tables() {
 }
 
 #[tokio::test]
+async fn the_766_fields_are_optional_and_checked_like_the_others() {
+    let n = national().await;
+    let full = with(dossier(&code(1)), "DuocThanhToanTrucTuyen", json!("2"));
+    let full = with(full, "HoSoCoThanhPhanSoHoa", json!("1"));
+    let full = with(full, "NgayNopHoSo", json!("20260301070000"));
+    let full = with(
+        full,
+        "DanhSachLePhi",
+        json!([{"TenPhiLePhi": "Lệ phí hộ tịch", "Gia": "8000", "MaPhiLePhi": "LP01"}]),
+    );
+    let full = with(
+        full,
+        "TaiLieuNop",
+        json!([{"TepDinhKemId": "1", "TenTepDinhKem": "Tờ khai", "DuocSoHoa": "1", "DuocTaiSuDung": "2",
+                "DuocLayTuKhoDMQG": "0", "DuongDanTaiTepTin": "https://example.vn/1"}]),
+    );
+    let full =
+        with(full, "DanhSachGiayToKetQua", json!([{"TenGiayTo": "Trích lục", "DuongDanTepTinKetQua": ""}]));
+    assert_eq!(code_of(&n.create(vec![full.clone()]).await), 0);
+    assert_eq!(n.get(&format!("/_mock/state/{}", code(1))).await.1["dossier"], full, "stored as sent");
+    let empty = with(with(dossier(&code(2)), "TaiLieuNop", json!([])), "DuocThanhToanTrucTuyen", json!(""));
+    assert_eq!(code_of(&n.create(vec![empty]).await), 0, "empty is absent");
+
+    let long: String = "ễ".repeat(501);
+    let nfd = "Te\u{0302}\u{0301}p";
+    for (field, bad, named) in [
+        ("DuocThanhToanTrucTuyen", json!("3"), "DuocThanhToanTrucTuyen"),
+        ("DuocThanhToanTrucTuyen", json!(1), "DuocThanhToanTrucTuyen"),
+        ("HoSoCoThanhPhanSoHoa", json!("2"), "HoSoCoThanhPhanSoHoa"),
+        ("NgayNopHoSo", json!("20260231080000"), "NgayNopHoSo"),
+        ("DanhSachLePhi", json!({"Gia": "1"}), "DanhSachLePhi"),
+        ("DanhSachLePhi", json!([{"Gia": "năm mươi nghìn"}]), "DanhSachLePhi[1].Gia"),
+        ("DanhSachLePhi", json!([{"Gia": 50000}]), "DanhSachLePhi[1].Gia"),
+        ("TaiLieuNop", json!([{}, {"DuocSoHoa": "2"}]), "TaiLieuNop[2].DuocSoHoa"),
+        ("TaiLieuNop", json!([{"DuocTaiSuDung": "3"}]), "TaiLieuNop[1].DuocTaiSuDung"),
+        ("TaiLieuNop", json!([{"DuocLayTuKhoDMQG": "2"}]), "TaiLieuNop[1].DuocLayTuKhoDMQG"),
+        ("TaiLieuNop", json!([{"TenTepDinhKem": nfd}]), "TaiLieuNop[1].TenTepDinhKem"),
+        ("TaiLieuNop", json!([{"TenTepDinhKem": long}]), "vượt quá 500"),
+        ("TaiLieuNop", json!(["tờ khai"]), "TaiLieuNop"),
+        ("DanhSachGiayToKetQua", json!([{"SoHieu": "1"}]), "DanhSachGiayToKetQua[1].SoHieu"),
+        ("DanhSachGiayToKetQua", Value::Array(vec![json!({}); 101]), "vượt quá 100"),
+    ] {
+        let answer = n.create(vec![with(dossier(&code(3)), field, bad.clone())]).await;
+        assert_refused(&answer, 2, named);
+    }
+}
+
+#[tokio::test]
 async fn dates_must_be_real_calendar_times_in_the_national_form() {
     let n = national().await;
     for (field, bad) in [

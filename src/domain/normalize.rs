@@ -10,7 +10,7 @@ use serde_json::{Map, Value};
 
 use super::{
     dates::normalize_date,
-    mahoso, stable_hash,
+    mahoso, scoring, stable_hash,
     status::NationalStatus,
     text::{char_len, max_chars, to_nfc, truncate_chars},
 };
@@ -180,6 +180,76 @@ fn convert(
     Ok(())
 }
 
+/// One value of a 766 field (`scoring`), converted, or `None` when absent or empty.
+fn scoring_value(
+    field: &'static str,
+    value: Option<&Value>,
+    kind: scoring::Kind,
+) -> Result<Option<String>, Problem> {
+    let Some(value) = scalar(value).map_err(|why| about(field, format!("{field} {why}")))? else {
+        return Ok(None);
+    };
+    let value = value.trim();
+    if value.is_empty() {
+        return Ok(None);
+    }
+    if value.contains(char::REPLACEMENT_CHARACTER) {
+        return Err(about(field, format!("{field} holds bytes that were not valid UTF-8")));
+    }
+    let converted = match kind {
+        scoring::Kind::Text => text(field, value),
+        scoring::Kind::Code(codes) if codes.contains(&value) => value.to_owned(),
+        scoring::Kind::Code(codes) => {
+            return Err(about(field, format!("{field} {value:?} is not one of {}", codes.join(", "))));
+        }
+        scoring::Kind::Amount if scoring::is_amount(value) => value.to_owned(),
+        scoring::Kind::Amount => return Err(about(field, format!("{field} {value:?} is not an amount"))),
+        scoring::Kind::Date => normalize_date(value)
+            .ok_or_else(|| about(field, format!("unparseable date in {field}: {value:?}")))?,
+    };
+    Ok(Some(converted))
+}
+
+/// The 766 fields (`scoring`): carried when the source has them, absent otherwise, each
+/// checked against its code table, date form or amount form, lists bounded.
+fn convert_scoring(source: &Map<String, Value>, out: &mut Map<String, Value>) -> Result<(), Problem> {
+    for (field, kind) in scoring::SCALARS {
+        if let Some(v) = scoring_value(field, source.get(*field), *kind)? {
+            out.insert((*field).to_owned(), Value::String(v));
+        }
+    }
+    for (list, fields) in scoring::LISTS {
+        let items = match source.get(*list) {
+            None | Some(Value::Null) => continue,
+            Some(Value::Array(items)) => items,
+            Some(_) => return Err(about(list, format!("{list} is not a list"))),
+        };
+        if items.len() > scoring::MAX_LIST_ITEMS {
+            return Err(about(
+                list,
+                format!("{list} has {} items, more than {}", items.len(), scoring::MAX_LIST_ITEMS),
+            ));
+        }
+        let mut converted = Vec::with_capacity(items.len());
+        for (i, item) in items.iter().enumerate() {
+            let Some(item) = item.as_object() else {
+                return Err(about(list, format!("{list} item {} is not an object", i + 1)));
+            };
+            let mut o = Map::new();
+            for (field, kind) in *fields {
+                let v = scoring_value(field, item.get(*field), *kind)
+                    .map_err(|p| about(list, format!("{list} item {}: {}", i + 1, p.reason)))?;
+                if let Some(v) = v {
+                    o.insert((*field).to_owned(), Value::String(v));
+                }
+            }
+            converted.push(Value::Object(o));
+        }
+        out.insert((*list).to_owned(), Value::Array(converted));
+    }
+    Ok(())
+}
+
 /// The national status of a record or history entry, and its local code. The source's own
 /// mapping (a `TrangThaiHoSo` field, as the SQL source's profiles give it) wins; `status_map`
 /// maps the local `TrangThai` where the source gives none.
@@ -301,6 +371,7 @@ pub fn normalize(raw: &Value, map: &StatusMap) -> Result<Normalized, Box<Quarant
         }
     }
     convert(record, DOSSIER_FIELDS, &mut dossier).map_err(quarantine)?;
+    convert_scoring(record, &mut dossier).map_err(quarantine)?;
     dossier.insert("TrangThaiHoSo".into(), Value::String(status.to_string()));
 
     let entries = match record.get("QuaTrinhXuLy") {
@@ -497,6 +568,55 @@ mod tests {
     fn without_mahoso(mut v: Value) -> Value {
         v.as_object_mut().unwrap().remove("MaHoSo");
         v
+    }
+
+    #[test]
+    fn the_766_fields_are_carried_repaired_and_checked() {
+        let nfd: String = "Tờ khai đăng ký khai sinh".nfd().collect();
+        let r = with(record(), "DuocThanhToanTrucTuyen", json!(2));
+        let r = with(r, "NgayNopHoSo", json!("2026-03-01T00:10:00Z"));
+        let r = with(r, "DanhSachLePhi", json!([{"TenPhiLePhi": "Lệ phí", "Gia": 50000}]));
+        let r = with(
+            r,
+            "TaiLieuNop",
+            json!([{"TenTepDinhKem": nfd, "DuocSoHoa": "1", "DuocTaiSuDung": 0, "TepDinhKemId": null}]),
+        );
+        let n = normalize(&r, &map()).unwrap();
+        assert_eq!(n.dossier["DuocThanhToanTrucTuyen"], "2");
+        assert_eq!(n.dossier["NgayNopHoSo"], "20260301071000");
+        assert_eq!(n.dossier["DanhSachLePhi"], json!([{"TenPhiLePhi": "Lệ phí", "Gia": "50000"}]));
+        assert_eq!(
+            n.dossier["TaiLieuNop"],
+            json!([{"TenTepDinhKem": "Tờ khai đăng ký khai sinh", "DuocSoHoa": "1", "DuocTaiSuDung": "0"}]),
+            "NFC, codes as strings, absent sub-fields left out"
+        );
+        // Absent from the source: absent from the payload (not "", which would change nothing
+        // nationally but every payload's hash).
+        let plain = normalize(&record(), &map()).unwrap();
+        assert!(scoring::SCALARS.iter().all(|(f, _)| !plain.dossier.contains_key(*f)));
+        assert!(!plain.dossier.contains_key("TaiLieuNop"));
+
+        let too_many: Vec<Value> = (0..=scoring::MAX_LIST_ITEMS).map(|_| json!({})).collect();
+        let cases = [
+            (
+                with(record(), "DuocThanhToanTrucTuyen", json!("3")),
+                "DuocThanhToanTrucTuyen \"3\" is not one of",
+            ),
+            (with(record(), "HoSoCoThanhPhanSoHoa", json!(true)), "HoSoCoThanhPhanSoHoa is a boolean"),
+            (with(record(), "NgayNopHoSo", json!("hôm qua")), "unparseable date in NgayNopHoSo"),
+            (with(record(), "DanhSachLePhi", json!({"Gia": "1"})), "DanhSachLePhi is not a list"),
+            (
+                with(record(), "DanhSachLePhi", json!([{"Gia": "50.000.000"}])),
+                "item 1: Gia \"50.000.000\" is not an amount",
+            ),
+            (with(record(), "TaiLieuNop", json!([{}, {"DuocSoHoa": "2"}])), "TaiLieuNop item 2: DuocSoHoa"),
+            (with(record(), "DanhSachGiayToKetQua", json!(["x"])), "item 1 is not an object"),
+            (with(record(), "TaiLieuNop", Value::Array(too_many)), "more than 100"),
+        ];
+        for (raw, reason) in cases {
+            let q = normalize(&raw, &map()).unwrap_err();
+            assert!(q.reason.contains(reason), "{:?} should say {reason:?}", q.reason);
+        }
     }
 
     #[test]

@@ -148,6 +148,12 @@ pub const PROCEDURES: &[Procedure] = &[
 /// Procedure codes the provincial simulator uses that the national catalogue does not know.
 pub const UNKNOWN_PROCEDURE_CODES: &[&str] = &["9.990001", "9.990002", "3.000777"];
 
+/// The unit `LayThuTuc` gives a procedure's duration in: the long ones count working days.
+/// (The simulator's NgayHenTra counts calendar days; it only matters for dossiers without one.)
+pub fn duration_unit(p: &Procedure) -> &'static str {
+    if p.days >= 10 { "Ngày làm việc" } else { "Ngày" }
+}
+
 pub fn find(code: &str) -> Option<&'static Procedure> {
     PROCEDURES.iter().find(|p| p.code == code)
 }

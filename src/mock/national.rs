@@ -32,8 +32,9 @@ use crate::domain::{
     dates::{self, parse_national},
     entry::{EntryIdentity, identity as entry_identity},
     mahoso::{self, province_of},
+    scoring,
     status::{NationalStatus, transition_allowed},
-    text::{char_len, is_normalized, max_chars},
+    text::{DEFAULT_MAX_CHARS, char_len, is_normalized, max_chars},
 };
 
 /// Start-up settings of the national mock.
@@ -888,6 +889,11 @@ fn look_up_procedure(envelope: &Map<String, Value>) -> Outcome {
                 "MATTHC": p.code,
                 "TENTTHC": p.name,
                 "LINHVUCTHUCHIEN": [{"MALINHVUC": p.field_code, "TENLINHVUC": p.field_name}],
+                "CACHTHUCTHUCHIEN": [{"KENH": "1", "THOIGIAN": [{
+                    "THOIGIANGIAIQUYET": p.days.to_string(),
+                    "DONVITINH": catalogue::duration_unit(p),
+                    "MOTA": "Kể từ ngày nhận đủ hồ sơ hợp lệ",
+                }]}],
             })
         })
         .into_iter()
@@ -912,6 +918,8 @@ enum Kind {
     Date,
     MaHoSo,
     Procedure,
+    /// A list of objects, each item's fields checked against the table (`domain::scoring`).
+    List(&'static [(&'static str, scoring::Kind)]),
 }
 
 struct Field {
@@ -948,7 +956,62 @@ const DOSSIER_FIELDS: &[Field] = &[
     f("NgayKetThucXuLy", false, Kind::Date),
     f("HinhThuc", true, Kind::Code(&["0", "1"])),
     f("DonViXuLy", true, Kind::Text),
+    // The fields the 766 indicators read (domain::scoring), all optional.
+    f("DuocThanhToanTrucTuyen", false, Kind::Code(scoring::PAID_ONLINE)),
+    f("DanhSachLePhi", false, Kind::List(scoring::FEES)),
+    f("TaiLieuNop", false, Kind::List(scoring::DOCUMENTS)),
+    f("DanhSachGiayToKetQua", false, Kind::List(scoring::RESULTS)),
+    f("HoSoCoThanhPhanSoHoa", false, Kind::Code(scoring::ZERO_ONE)),
+    f("NgayNopHoSo", false, Kind::Date),
 ];
+
+/// Checks one item of a 766 list: an object of strings from its table, each inside its code
+/// table or amount form, NFC, within the default length.
+fn validate_list_item(
+    list: &str,
+    n: usize,
+    item: &Value,
+    fields: &[(&str, scoring::Kind)],
+) -> Result<(), ItemError> {
+    let at = |field: &str| format!("{list}[{n}].{field}");
+    let Some(obj) = item.as_object() else {
+        return Err(ItemError::invalid(list, format!("phần tử {n} không phải đối tượng JSON")));
+    };
+    for (key, value) in obj {
+        let Some((_, kind)) = fields.iter().find(|(f, _)| f == key) else {
+            return Err(ItemError::invalid(&at(key), "trường không được hỗ trợ"));
+        };
+        let Value::String(value) = value else {
+            return Err(ItemError::invalid(
+                &at(key),
+                format!("phải là chuỗi JSON, nhận được {}", json_kind(value)),
+            ));
+        };
+        if value.is_empty() {
+            continue;
+        }
+        if !is_normalized(value) {
+            return Err(ItemError::invalid(&at(key), "văn bản phải ở dạng Unicode dựng sẵn (NFC)"));
+        }
+        let len = char_len(value);
+        if len > DEFAULT_MAX_CHARS {
+            return Err(ItemError::invalid(
+                &at(key),
+                format!("dài {len} ký tự, vượt quá {DEFAULT_MAX_CHARS}"),
+            ));
+        }
+        let fine = match kind {
+            scoring::Kind::Text => true,
+            scoring::Kind::Code(codes) => codes.contains(&value.as_str()),
+            scoring::Kind::Amount => scoring::is_amount(value),
+            scoring::Kind::Date => parse_national(value).is_some(),
+        };
+        if !fine {
+            return Err(ItemError::invalid(&at(key), format!("giá trị {value:?} không hợp lệ")));
+        }
+    }
+    Ok(())
+}
 
 const HISTORY_FIELDS: &[Field] = &[
     f("MaHoSo", true, Kind::MaHoSo),
@@ -994,10 +1057,28 @@ fn validate_item(item: &Value, fields: &[Field], province: &str) -> Result<(), I
     }
     let mut deferred: Option<ItemError> = None;
     for field in fields {
-        let value = match obj.get(field.name) {
-            None => None,
-            Some(Value::String(s)) => Some(s.as_str()),
-            Some(other) => {
+        let value = match (obj.get(field.name), field.kind) {
+            (Some(Value::Array(items)), Kind::List(item_fields)) => {
+                if items.len() > scoring::MAX_LIST_ITEMS {
+                    return Err(ItemError::invalid(
+                        field.name,
+                        format!("{} phần tử, vượt quá {}", items.len(), scoring::MAX_LIST_ITEMS),
+                    ));
+                }
+                for (i, item) in items.iter().enumerate() {
+                    validate_list_item(field.name, i + 1, item, item_fields)?;
+                }
+                continue;
+            }
+            (Some(other), Kind::List(_)) => {
+                return Err(ItemError::invalid(
+                    field.name,
+                    format!("phải là mảng JSON, nhận được {}", json_kind(other)),
+                ));
+            }
+            (None, _) => None,
+            (Some(Value::String(s)), _) => Some(s.as_str()),
+            (Some(other), _) => {
                 return Err(ItemError::invalid(
                     field.name,
                     format!("phải là chuỗi JSON, nhận được {}", json_kind(other)),
@@ -1020,7 +1101,7 @@ fn validate_item(item: &Value, fields: &[Field], province: &str) -> Result<(), I
             return Err(ItemError::invalid(field.name, format!("dài {len} ký tự, vượt quá {limit}")));
         }
         match field.kind {
-            Kind::Text => {}
+            Kind::Text | Kind::List(_) => {}
             Kind::Code(codes) => {
                 if !codes.contains(&value) {
                     return Err(ItemError::invalid(field.name, format!("mã {value:?} không hợp lệ")));

@@ -30,7 +30,7 @@ pub enum StoreError {
 }
 
 /// The schema version this build writes (the number of migrations).
-pub const SCHEMA_VERSION: i64 = 7;
+pub const SCHEMA_VERSION: i64 = 8;
 
 /// The schema version of an open database (SQLite's user_version, kept by the migrations).
 pub fn schema_version(conn: &Connection) -> rusqlite::Result<i64> {
@@ -46,6 +46,7 @@ fn migrations() -> Migrations<'static> {
         M::up(include_str!("../../migrations/0005_dead_kind.sql")),
         M::up(include_str!("../../migrations/0006_audit.sql")),
         M::up(include_str!("../../migrations/0007_call_journal.sql")),
+        M::up(include_str!("../../migrations/0008_procedure_duration.sql")),
     ])
 }
 

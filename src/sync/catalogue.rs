@@ -6,12 +6,14 @@ use std::{collections::HashMap, sync::Mutex};
 
 use rusqlite::params;
 
+use crate::domain::scoring::{DurationUnit, MaxDuration};
+
 const UNKNOWN_TTL_MICROS: i64 = 3_600 * 1_000_000;
 const KNOWN_TTL_MICROS: i64 = 24 * 3_600 * 1_000_000;
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Entry {
-    Known { name: String, field_code: String, field_name: String },
+    Known { name: String, field_code: String, field_name: String, duration: Option<MaxDuration> },
     Unknown,
 }
 
@@ -25,18 +27,25 @@ pub struct Known {
     pub name: String,
     pub field_code: String,
     pub field_name: String,
+    pub duration: Option<MaxDuration>,
+}
+
+/// A duration as the store keeps it (`procedure.duration`, `duration_unit`).
+pub fn stored_duration(amount: Option<f64>, unit: Option<String>) -> Option<MaxDuration> {
+    Some(MaxDuration { amount: amount?, unit: DurationUnit::from_stored(&unit?)? })
 }
 
 impl Catalogue {
     pub fn load(conn: &rusqlite::Connection) -> rusqlite::Result<Catalogue> {
         let mut stmt =
-            conn.prepare("SELECT code, known, name, field_code, field_name, fetched_at FROM procedure")?;
+            conn.prepare("SELECT code, known, name, field_code, field_name, fetched_at, duration, duration_unit FROM procedure")?;
         let rows = stmt.query_map([], |r| {
             let entry = if r.get::<_, bool>(1)? {
                 Entry::Known {
                     name: r.get::<_, Option<String>>(2)?.unwrap_or_default(),
                     field_code: r.get::<_, Option<String>>(3)?.unwrap_or_default(),
                     field_name: r.get::<_, Option<String>>(4)?.unwrap_or_default(),
+                    duration: stored_duration(r.get(6)?, r.get(7)?),
                 }
             } else {
                 Entry::Unknown
@@ -59,28 +68,40 @@ impl Catalogue {
     pub fn known(&self, code: &str, _now: i64) -> Option<Known> {
         let entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
         match entries.get(code) {
-            Some((Entry::Known { name, field_code, field_name }, _)) => Some(Known {
+            Some((Entry::Known { name, field_code, field_name, duration }, _)) => Some(Known {
                 name: name.clone(),
                 field_code: field_code.clone(),
                 field_name: field_name.clone(),
+                duration: *duration,
             }),
             _ => None,
         }
     }
 
     pub fn put(&self, tx: &rusqlite::Connection, code: &str, entry: Entry, now: i64) -> rusqlite::Result<()> {
-        let (known, name, field_code, field_name) = match &entry {
-            Entry::Known { name, field_code, field_name } => {
-                (true, Some(name), Some(field_code), Some(field_name))
+        let (known, name, field_code, field_name, duration) = match &entry {
+            Entry::Known { name, field_code, field_name, duration } => {
+                (true, Some(name), Some(field_code), Some(field_name), *duration)
             }
-            Entry::Unknown => (false, None, None, None),
+            Entry::Unknown => (false, None, None, None, None),
         };
         tx.prepare_cached(
-            "INSERT INTO procedure (code, known, name, field_code, field_name, fetched_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+            "INSERT INTO procedure (code, known, name, field_code, field_name, fetched_at, duration, duration_unit)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
              ON CONFLICT(code) DO UPDATE SET known = excluded.known, name = excluded.name,
-                 field_code = excluded.field_code, field_name = excluded.field_name, fetched_at = excluded.fetched_at",
+                 field_code = excluded.field_code, field_name = excluded.field_name, fetched_at = excluded.fetched_at,
+                 duration = excluded.duration, duration_unit = excluded.duration_unit",
         )?
-        .execute(params![code, known, name, field_code, field_name, now])?;
+        .execute(params![
+            code,
+            known,
+            name,
+            field_code,
+            field_name,
+            now,
+            duration.map(|d| d.amount),
+            duration.map(|d| d.unit.as_str())
+        ])?;
         self.entries.lock().unwrap_or_else(|p| p.into_inner()).insert(code.to_owned(), (entry, now));
         Ok(())
     }

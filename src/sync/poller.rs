@@ -76,8 +76,16 @@ pub(crate) fn apply_page<S: Source, N: Sink, C: Clock>(
             }
             match normalize(raw, map) {
                 Ok(mut n) => {
+                    // Without NgayHenTra, the on-time figure needs the procedure's duration
+                    // (`dvc-sync report`): ask the catalogue when it is not cached.
+                    let no_due =
+                        n.dossier.get("NgayHenTra").and_then(Value::as_str).is_none_or(str::is_empty);
+                    let cached = inner.catalogue.known(&n.procedure, now);
+                    if no_due && cached.as_ref().is_none_or(|e| e.duration.is_none()) {
+                        n.needs_catalogue = true;
+                    }
                     if n.needs_catalogue
-                        && let Some(entry) = inner.catalogue.known(&n.procedure, now)
+                        && let Some(entry) = cached.filter(|e| !no_due || e.duration.is_some())
                     {
                         fill_catalogue(&mut n.dossier, &entry.name, &entry.field_code, &entry.field_name);
                         n.needs_catalogue = false;

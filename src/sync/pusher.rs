@@ -36,6 +36,7 @@ use crate::{
         codes::{self, named_item},
         entry,
         normalize::fill_catalogue,
+        scoring::MaxDuration,
         stable_hash,
     },
     metrics as m,
@@ -544,6 +545,7 @@ async fn fill_catalogues<S: Source, N: Sink, C: Clock>(
                             name: text(p.get("TENTTHC")),
                             field_code: text(field.and_then(|f| f.get("MALINHVUC"))),
                             field_name: text(field.and_then(|f| f.get("TENLINHVUC"))),
+                            duration: MaxDuration::of_procedure(p),
                         })
                     }
                     None => Ok(Entry::Unknown),
@@ -581,7 +583,7 @@ async fn fill_catalogues<S: Source, N: Sink, C: Clock>(
     let mut filled: Vec<usize> = Vec::new();
     for (i, w) in work.iter_mut().enumerate().filter(|(_, w)| w.open() && w.needs_catalogue) {
         match found.get(&w.procedure) {
-            Some(Ok(Entry::Known { name, field_code, field_name })) => {
+            Some(Ok(Entry::Known { name, field_code, field_name, .. })) => {
                 let mut payload: Value = serde_json::from_str(w.payload.get()).unwrap_or(Value::Null);
                 if let Value::Object(p) = &mut payload {
                     fill_catalogue(p, name, field_code, field_name);

@@ -574,6 +574,7 @@ impl Province {
             ("contactTelNo", text(&r("SoDienThoai"))),
             ("contactEmail", text(&r("Email"))),
             ("dossierNote", text(&r("TrichYeuHoSo"))),
+            ("submitDate", record_date(&r("NgayNopHoSo"), self.dialect)),
             ("receiveDate", record_date(&r("NgayTiepNhan"), self.dialect)),
             ("dueDate", record_date(&r("NgayHenTra"), self.dialect)),
             ("finishDate", record_date(&r("NgayTra"), self.dialect)),

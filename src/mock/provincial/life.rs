@@ -135,6 +135,73 @@ pub struct Life {
     pub due: DateTime,
     pub delivery: u8,
     pub steps: Vec<Step>,
+    pub scoring: Scoring,
+}
+
+/// What a dossier gives the 766 indicators (domain::scoring), drawn apart from the rest of its
+/// life so that the older fields of every seed stay as they were.
+#[derive(Debug, Clone)]
+pub struct Scoring {
+    /// NgayHenTra given (a few systems leave it empty: the procedure's duration decides).
+    pub due_given: bool,
+    /// NgayNopHoSo given.
+    pub submitted_given: bool,
+    /// DuocThanhToanTrucTuyen, when given.
+    pub paid_online: Option<u8>,
+    /// DanhSachLePhi: name and amount of each fee (an amount of 0 is a free procedure).
+    pub fees: Vec<(&'static str, u32)>,
+    /// TaiLieuNop: DuocSoHoa, DuocTaiSuDung, DuocLayTuKhoDMQG of each document.
+    pub documents: Vec<(u8, u8, u8)>,
+    /// HoSoCoThanhPhanSoHoa, when given.
+    pub digitised: Option<u8>,
+    /// Once finished: a result document, and whether it links to the electronic result.
+    pub result: Option<bool>,
+}
+
+const FEES: &[&str] = &["Lệ phí giải quyết thủ tục", "Phí thẩm định hồ sơ", "Phí cung cấp thông tin"];
+const DOCUMENTS: &[&str] =
+    &["Tờ khai theo mẫu", "Bản sao giấy tờ tùy thân", "Giấy tờ chứng minh nơi cư trú", "Bản vẽ hiện trạng"];
+
+/// Shares as a province reports them: about half online, most fees paid online when filed
+/// online, a third of the documents digitised, electronic results for most finished dossiers.
+fn draw_scoring(seed: u64, index: u32, channel: u8) -> Scoring {
+    let mut rng = rng_for(seed, index, 3);
+    let fees: Vec<(&'static str, u32)> = match rng.u8(0..10) {
+        0..=3 => Vec::new(),
+        4 => vec![(FEES[0], 0)],
+        5..=8 => vec![(FEES[rng.usize(..FEES.len())], rng.u32(1..50) * 10_000)],
+        _ => vec![(FEES[0], rng.u32(1..20) * 10_000), (FEES[1], rng.u32(1..20) * 5_000)],
+    };
+    let charged = fees.iter().any(|(_, amount)| *amount > 0);
+    let paid_online = if rng.u8(0..10) == 0 {
+        None
+    } else if charged && rng.f64() < if channel == 2 { 0.7 } else { 0.1 } {
+        Some(rng.u8(1..3))
+    } else {
+        Some(0)
+    };
+    let documents: Vec<(u8, u8, u8)> = if channel != 2 && rng.u8(0..4) == 0 {
+        Vec::new()
+    } else {
+        (0..rng.usize(1..4))
+            .map(|_| (u8::from(rng.f64() < 0.35), rng.u8(0..3), u8::from(rng.f64() < 0.15)))
+            .collect()
+    };
+    let any_digitised = documents.iter().any(|d| d.0 == 1);
+    let digitised = match rng.u8(0..10) {
+        0..=1 => None,
+        2 => Some(u8::from(!any_digitised)),
+        _ => Some(u8::from(any_digitised)),
+    };
+    Scoring {
+        due_given: rng.u8(0..25) != 0,
+        submitted_given: rng.u8(0..5) != 0,
+        paid_online,
+        fees,
+        documents,
+        digitised,
+        result: (rng.u8(0..10) != 0).then(|| rng.f64() < 0.75),
+    }
 }
 
 const FAMILY: &[&str] = &[
@@ -203,6 +270,14 @@ const DEPARTMENTS: &[&str] = &[
     "Văn phòng Đăng ký đất đai",
     "Ban Giám đốc",
 ];
+
+/// An amount as the record carries it: a string, or a number in a messy record.
+fn code_amount(amount: u32, code: &dyn Fn(u8) -> Value) -> Value {
+    match code(0) {
+        Value::String(_) => Value::String(amount.to_string()),
+        _ => json!(amount),
+    }
+}
 
 fn pick<'a, T: ?Sized>(rng: &mut fastrand::Rng, items: &'a [&'a T]) -> &'a T {
     items[rng.usize(..items.len())]
@@ -346,10 +421,66 @@ pub fn plan(seed: u64, base_day: Date, index: u32, traits: &Traits) -> Life {
         due,
         delivery: u8::from(rng.u8(0..4) == 0),
         steps,
+        scoring: draw_scoring(seed, index, channel),
     }
 }
 
 impl Life {
+    /// The 766 fields of the record after the steps `done`.
+    fn render_scoring(
+        &self,
+        index: u32,
+        done: &[Step],
+        r: &mut Map<String, Value>,
+        text: &dyn Fn(&str) -> Value,
+        code: &dyn Fn(u8) -> Value,
+        date: &dyn Fn(DateTime) -> Value,
+    ) {
+        let sc = &self.scoring;
+        if sc.submitted_given {
+            r.insert("NgayNopHoSo".into(), date(done[0].at));
+        }
+        if let Some(paid) = sc.paid_online {
+            r.insert("DuocThanhToanTrucTuyen".into(), code(paid));
+        }
+        if let Some(digitised) = sc.digitised {
+            r.insert("HoSoCoThanhPhanSoHoa".into(), code(digitised));
+        }
+        let fees: Vec<Value> = sc
+            .fees
+            .iter()
+            .enumerate()
+            .map(|(i, (name, amount))| {
+                json!({"TenPhiLePhi": text(name), "MaPhiLePhi": format!("LP{:02}", i + 1),
+                       "HinhThucThu": "1", "Gia": code_amount(*amount, code), "LoaiPhiLePhi": "1"})
+            })
+            .collect();
+        r.insert("DanhSachLePhi".into(), Value::Array(fees));
+        let documents: Vec<Value> = sc
+            .documents
+            .iter()
+            .enumerate()
+            .map(|(i, (digitised, reused, from_store))| {
+                json!({"TepDinhKemId": format!("{index}-{}", i + 1), "TenTepDinhKem": text(DOCUMENTS[i % DOCUMENTS.len()]),
+                       "MaThanhPhanHoSo": format!("TP{}", i + 1),
+                       "DuongDanTaiTepTin": format!("https://motcua.example.vn/tep/{index}/{}", i + 1),
+                       "DuocSoHoa": code(*digitised), "DuocTaiSuDung": code(*reused),
+                       "DuocLayTuKhoDMQG": code(*from_store)})
+            })
+            .collect();
+        r.insert("TaiLieuNop".into(), Value::Array(documents));
+        let finished = done.iter().any(|s| matches!(s.status, "releasing" | "done"));
+        if let (true, Some(linked)) = (finished, sc.result) {
+            let link =
+                if linked { format!("https://motcua.example.vn/ketqua/{index}") } else { String::new() };
+            r.insert(
+                "DanhSachGiayToKetQua".into(),
+                json!([{"TenGiayTo": text("Kết quả giải quyết thủ tục hành chính"), "MaThanhPhanHoSo": "KQ1",
+                        "GiayToId": format!("KQ-{index}"), "DuongDanTepTinKetQua": link, "MaGiayToKetQua": ""}]),
+            );
+        }
+    }
+
     /// The local statuses of the first `steps` steps.
     pub fn statuses(&self, steps: usize) -> Vec<String> {
         self.steps.iter().take(steps).map(|s| s.status.to_owned()).collect()
@@ -458,7 +589,10 @@ impl Life {
                 date(self.received)
             },
         );
-        r.insert("NgayHenTra".into(), date(self.due));
+        r.insert(
+            "NgayHenTra".into(),
+            if self.scoring.due_given { date(self.due) } else { Value::String(String::new()) },
+        );
         let status = done[steps - 1].status;
         r.insert(
             "TrangThai".into(),
@@ -477,6 +611,7 @@ impl Life {
         );
         r.insert("HinhThuc".into(), code(self.delivery));
         r.insert("DonViXuLy".into(), text(self.agency.name));
+        self.render_scoring(index, done, &mut r, &text, &code, &date);
         let history: Vec<Value> = done
             .iter()
             .enumerate()

@@ -1,0 +1,662 @@
+//! `dvc-sync report`: the Quyết định 766 indicators that synchronized data decides
+//! (national-portal.md, "The fields the 766 indicators read"), computed from the local
+//! database for a period, for the province, per DonViXuLy and per procedure; the dossiers that
+//! count late under 2.1 with the reason; and findings that skew the figures without being
+//! late. It only reads (a read-only connection), with the daemon running or stopped.
+//!
+//! The national mock computes the same figures from what it holds (`mock::report`), written
+//! apart from this module so that each checks the other (tests/report.rs).
+
+use std::collections::BTreeMap;
+
+use jiff::{SignedDuration, civil::Date, civil::DateTime};
+use rusqlite::Connection;
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use crate::domain::{
+    dates::parse_national,
+    scoring::{MaxDuration, is_nonzero_amount},
+};
+use crate::sync::catalogue::stored_duration;
+
+/// A period of whole days, Vietnam local time, both ends included.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Period {
+    pub from: Date,
+    pub to: Date,
+}
+
+impl Period {
+    pub fn new(from: Date, to: Date) -> Result<Period, String> {
+        if to < from {
+            return Err(format!("the period ends ({to}) before it starts ({from})"));
+        }
+        Ok(Period { from, to })
+    }
+
+    /// A month, `2026-11`.
+    pub fn month(s: &str) -> Result<Period, String> {
+        let bad = || format!("--month {s:?} is not a month like 2026-11");
+        let (y, m) = s.split_once('-').ok_or_else(bad)?;
+        let (y, m): (i16, i8) = (y.parse().map_err(|_| bad())?, m.parse().map_err(|_| bad())?);
+        let from = Date::new(y, m, 1).map_err(|_| bad())?;
+        Ok(Period { from, to: from.last_of_month() })
+    }
+
+    fn start(&self) -> DateTime {
+        self.from.to_datetime(jiff::civil::Time::midnight())
+    }
+
+    /// The last second of the period's last day: the end of a dossier still open.
+    fn end(&self) -> DateTime {
+        self.to.at(23, 59, 59, 0)
+    }
+
+    fn contains(&self, at: DateTime) -> bool {
+        self.start() <= at && at <= self.end()
+    }
+}
+
+/// One dossier as the indicators read it.
+#[derive(Debug, Clone)]
+pub struct Facts {
+    pub mahoso: String,
+    pub agency: String,
+    pub procedure: String,
+    /// NgayTiepNhan, else NgayNopHoSo: what puts the dossier in a period.
+    pub received: Option<DateTime>,
+    pub due: Option<DateTime>,
+    pub status: u8,
+    pub online: bool,
+    pub paid_online: bool,
+    pub charged: bool,
+    pub attachment: bool,
+    pub digitised: bool,
+    pub result_link: bool,
+    /// (TrangThai, ThoiDiemXuLy) of each history entry, in the order they were sent.
+    pub history: Vec<(u8, DateTime)>,
+    /// The national portal has acknowledged it.
+    pub synchronized: bool,
+    pub duration: Option<MaxDuration>,
+}
+
+impl Facts {
+    /// The facts of a national dossier and its history (the payload dvc-sync sends).
+    pub fn of_national(dossier: &Map<String, Value>, history: &[Value]) -> Facts {
+        let text = |k: &str| dossier.get(k).and_then(Value::as_str).unwrap_or("");
+        let date = |k: &str| parse_national(text(k));
+        let list = |k: &str| dossier.get(k).and_then(Value::as_array).map(Vec::as_slice).unwrap_or(&[]);
+        let item_has = |item: &Value, k: &str, want: Option<&str>| {
+            let v = item.get(k).and_then(Value::as_str).unwrap_or("");
+            want.map_or(!v.is_empty(), |w| v == w)
+        };
+        Facts {
+            mahoso: text("MaHoSo").to_owned(),
+            agency: text("DonViXuLy").to_owned(),
+            procedure: text("MaTTHC").to_owned(),
+            received: date("NgayTiepNhan").or_else(|| date("NgayNopHoSo")),
+            due: date("NgayHenTra"),
+            status: text("TrangThaiHoSo").parse().unwrap_or(0),
+            online: text("KenhThucHien") == "2",
+            paid_online: matches!(text("DuocThanhToanTrucTuyen"), "1" | "2"),
+            charged: list("DanhSachLePhi")
+                .iter()
+                .any(|f| is_nonzero_amount(f.get("Gia").and_then(Value::as_str).unwrap_or(""))),
+            attachment: list("TaiLieuNop").iter().any(|d| item_has(d, "DuongDanTaiTepTin", None)),
+            digitised: text("HoSoCoThanhPhanSoHoa") == "1"
+                || list("TaiLieuNop").iter().any(|d| item_has(d, "DuocSoHoa", Some("1"))),
+            result_link: list("DanhSachGiayToKetQua")
+                .iter()
+                .any(|r| item_has(r, "DuongDanTepTinKetQua", None)),
+            history: history
+                .iter()
+                .filter_map(|e| {
+                    let status = e.get("TrangThai")?.as_str()?.parse().ok()?;
+                    Some((status, parse_national(e.get("ThoiDiemXuLy")?.as_str()?)?))
+                })
+                .collect(),
+            synchronized: false,
+            duration: None,
+        }
+    }
+}
+
+/// How 2.1 judged one dossier.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Judgement {
+    pub on_time: bool,
+    /// Why, in words an operator acts on.
+    pub reason: String,
+    /// The end of processing used, supplement time subtracted (`yyyyMMddHHmmss`).
+    pub counted_end: Option<String>,
+    /// The latest on-time end: NgayHenTra, or the procedure's duration from intake.
+    pub deadline: Option<String>,
+    pub supplement_requests: usize,
+    pub supplement_seconds: i64,
+}
+
+fn national(dt: DateTime) -> String {
+    crate::domain::dates::format_national(dt)
+}
+
+/// The end of processing: the first 9, else the first 10, else the first 3/8/7.
+fn true_end(history: &[(u8, DateTime)]) -> Option<(u8, DateTime)> {
+    [&[9u8][..], &[10], &[3, 8, 7]]
+        .iter()
+        .find_map(|codes| history.iter().find(|(s, _)| codes.contains(s)).copied())
+}
+
+/// The supplement requests: each run of 5 entries, from its first entry to the next entry
+/// that is not 5 (`None`: never answered).
+fn supplements(history: &[(u8, DateTime)]) -> Vec<(DateTime, Option<DateTime>)> {
+    let mut runs = Vec::new();
+    let mut open: Option<DateTime> = None;
+    for (status, at) in history {
+        match (*status == 5, open) {
+            (true, None) => open = Some(*at),
+            (false, Some(start)) => {
+                runs.push((start, Some(*at)));
+                open = None;
+            }
+            _ => {}
+        }
+    }
+    runs.extend(open.map(|start| (start, None)));
+    runs
+}
+
+/// Indicator 2.1 for one dossier, as of the period's end (entries after it are not read).
+pub fn judge(f: &Facts, period: &Period) -> Judgement {
+    let horizon = period.end();
+    let history: Vec<(u8, DateTime)> = f.history.iter().copied().filter(|(_, at)| *at <= horizon).collect();
+    let runs = supplements(&history);
+    let (end, how) = match true_end(&history) {
+        Some((status, at)) => (Some(at), format!("ended in status {status} at {}", national(at))),
+        None if runs.len() == 1 => {
+            (Some(runs[0].0), "one supplement request and no end yet: the request is the end".into())
+        }
+        None if runs.len() > 1 => (None, format!("{} supplement requests and no end yet", runs.len())),
+        None => (Some(horizon), "still open at the period's end".into()),
+    };
+    let Some(end) = end else {
+        return Judgement {
+            on_time: false,
+            reason: how,
+            counted_end: None,
+            deadline: None,
+            supplement_requests: runs.len(),
+            supplement_seconds: 0,
+        };
+    };
+    let supplement: SignedDuration = runs
+        .iter()
+        .filter(|(start, _)| *start < end)
+        .map(|(start, answered)| answered.map_or(end, |a| a.min(end)).duration_since(*start))
+        .sum();
+    let counted = end.checked_sub(supplement).unwrap_or(end);
+    let deadline = f.due.or_else(|| f.duration.and_then(|d| d.deadline(f.received?)));
+    let (on_time, why) = match (deadline, f.due.is_some()) {
+        (Some(d), true) => (counted <= d, format!("NgayHenTra {}", national(d))),
+        (Some(d), false) => {
+            (counted <= d, format!("no NgayHenTra; the procedure's duration ends {}", national(d)))
+        }
+        (None, _) => (true, "no NgayHenTra and no duration known for the procedure: not judged late".into()),
+    };
+    let minus = if supplement.is_zero() {
+        String::new()
+    } else {
+        format!(", {} of supplement time subtracted", human(supplement))
+    };
+    let verdict = if on_time { "on time" } else { "late" };
+    Judgement {
+        on_time,
+        reason: format!("{verdict}: {how}{minus}, against {why}"),
+        counted_end: Some(national(counted)),
+        deadline: deadline.map(national),
+        supplement_requests: runs.len(),
+        supplement_seconds: supplement.as_secs(),
+    }
+}
+
+fn human(d: SignedDuration) -> String {
+    let s = d.as_secs();
+    if s >= 86_400 {
+        format!("{:.1} days", s as f64 / 86_400.0)
+    } else {
+        format!("{:.1} hours", s as f64 / 3_600.0)
+    }
+}
+
+/// One indicator's figures.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Figure {
+    pub numerator: u64,
+    pub denominator: u64,
+    /// Rounded to 2 decimals; `"N/A"` when the denominator is 0.
+    pub ratio: Ratio,
+    /// The share of the indicator's maximum points it earns, where the spec gives the rule
+    /// (3.3: full at 50 %; 4.2 and 4.3: full at 80 %).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub points_share: Option<Ratio>,
+}
+
+/// A ratio rounded to 2 decimals, or N/A.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Ratio(pub Option<f64>);
+
+impl Serialize for Ratio {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self.0 {
+            Some(r) => s.serialize_f64(r),
+            None => s.serialize_str("N/A"),
+        }
+    }
+}
+
+impl std::fmt::Display for Ratio {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(r) => write!(f, "{r:.2}"),
+            None => f.write_str("N/A"),
+        }
+    }
+}
+
+fn round2(x: f64) -> f64 {
+    (x * 100.0).round() / 100.0
+}
+
+/// The indicators, in the spec's order, with their names.
+pub const INDICATORS: [(&str, &str); 7] = [
+    ("1.4", "dossiers synchronized"),
+    ("2.1", "processed early or on time"),
+    ("3.3", "submitted online"),
+    ("3.6", "paid online"),
+    ("4.1", "electronic results"),
+    ("4.2", "digitised"),
+    ("4.3", "reused digitised data"),
+];
+
+/// Where an indicator earns its full points, for those the spec gives.
+fn full_points_at(id: &str) -> Option<f64> {
+    match id {
+        "3.3" => Some(0.5),
+        "4.2" | "4.3" => Some(0.8),
+        _ => None,
+    }
+}
+
+/// The seven figures of one scope (the province, one agency, one procedure).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Figures(pub [(u64, u64); 7]);
+
+impl Figures {
+    fn count(&mut self, i: usize, counted: bool, hit: bool) {
+        if counted {
+            self.0[i].1 += 1;
+            self.0[i].0 += u64::from(hit);
+        }
+    }
+
+    fn add(&mut self, other: &Figures) {
+        for (acc, add) in self.0.iter_mut().zip(&other.0) {
+            acc.0 += add.0;
+            acc.1 += add.1;
+        }
+    }
+
+    pub fn by_id(&self) -> BTreeMap<&'static str, Figure> {
+        INDICATORS
+            .iter()
+            .zip(self.0)
+            .map(|((id, _), (n, d))| {
+                let ratio = (d > 0).then(|| n as f64 / d as f64);
+                let points_share =
+                    full_points_at(id).map(|full| Ratio(ratio.map(|r| round2((r / full).min(1.0)))));
+                (*id, Figure { numerator: n, denominator: d, ratio: Ratio(ratio.map(round2)), points_share })
+            })
+            .collect()
+    }
+}
+
+impl Serialize for Figures {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.by_id().serialize(s)
+    }
+}
+
+/// A dossier that counts late under 2.1.
+#[derive(Debug, Clone, Serialize)]
+pub struct Late {
+    pub mahoso: String,
+    pub agency: String,
+    pub procedure: String,
+    #[serde(flatten)]
+    pub judgement: Judgement,
+}
+
+/// Something that skews a figure without being late: listed, never altered.
+#[derive(Debug, Clone, Serialize)]
+pub struct Finding {
+    pub mahoso: String,
+    pub kind: &'static str,
+    pub detail: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub from: String,
+    pub to: String,
+    pub province: Figures,
+    pub by_agency: BTreeMap<String, Figures>,
+    pub by_procedure: BTreeMap<String, Figures>,
+    pub late: Vec<Late>,
+    pub findings: Vec<Finding>,
+    /// Records the daemon quarantined (never sent, in no figure).
+    pub quarantined: u64,
+    /// Dossiers the national portal refused for good (parked as dead): never held there, in
+    /// no figure but 1.4's denominator.
+    pub refused: u64,
+}
+
+/// Computes the report over `dossiers` (`refused`: parked as refused, counted only in 1.4).
+pub fn compute(dossiers: &[(Facts, bool)], period: &Period) -> Report {
+    let mut report = Report {
+        from: period.from.to_string(),
+        to: period.to.to_string(),
+        province: Figures::default(),
+        by_agency: BTreeMap::new(),
+        by_procedure: BTreeMap::new(),
+        late: Vec::new(),
+        findings: Vec::new(),
+        quarantined: 0,
+        refused: 0,
+    };
+    for (f, refused) in dossiers {
+        let received_in = f.received.is_some_and(|r| period.contains(r));
+        let mut mine = Figures::default();
+        mine.count(0, received_in, f.synchronized);
+        if *refused {
+            report.refused += u64::from(received_in);
+        } else {
+            let horizon: Vec<(u8, DateTime)> =
+                f.history.iter().copied().filter(|(_, at)| *at <= period.end()).collect();
+            let ended = true_end(&horizon);
+            let in_21 = f.received.is_some_and(|r| r <= period.end())
+                && (received_in || ended.is_none_or(|(_, at)| at >= period.start()));
+            if in_21 {
+                let j = judge(f, period);
+                mine.count(1, true, j.on_time);
+                if !j.on_time {
+                    report.late.push(Late {
+                        mahoso: f.mahoso.clone(),
+                        agency: f.agency.clone(),
+                        procedure: f.procedure.clone(),
+                        judgement: j,
+                    });
+                }
+                findings_of(f, &horizon, period, &mut report.findings);
+            }
+            mine.count(2, received_in, f.online);
+            mine.count(3, received_in && f.charged, f.paid_online);
+            let finished = [&[9u8][..], &[10]]
+                .iter()
+                .find_map(|c| horizon.iter().find(|(s, _)| c.contains(s)))
+                .is_some_and(|(_, at)| period.contains(*at));
+            mine.count(4, finished, f.result_link);
+            mine.count(5, received_in, f.attachment && f.result_link);
+            mine.count(6, received_in, f.digitised);
+        }
+        report.province.add(&mine);
+        report.by_agency.entry(f.agency.clone()).or_default().add(&mine);
+        report.by_procedure.entry(f.procedure.clone()).or_default().add(&mine);
+    }
+    report.by_agency.retain(|_, f| f.0.iter().any(|(_, d)| *d > 0));
+    report.by_procedure.retain(|_, f| f.0.iter().any(|(_, d)| *d > 0));
+    report
+}
+
+fn findings_of(f: &Facts, horizon: &[(u8, DateTime)], period: &Period, out: &mut Vec<Finding>) {
+    let mut add = |kind, detail: String| out.push(Finding { mahoso: f.mahoso.clone(), kind, detail });
+    let finished_entry = horizon.iter().any(|(s, _)| matches!(s, 9 | 10));
+    if matches!(f.status, 9 | 10) && !finished_entry && f.history.iter().all(|(_, at)| *at <= period.end()) {
+        add(
+            "finished_without_history",
+            format!(
+                "TrangThaiHoSo {} but no history entry in 9 or 10: 2.1 reads it as not finished",
+                f.status
+            ),
+        );
+    }
+    if let Some((start, None)) = supplements(horizon).last()
+        && true_end(horizon).is_none()
+    {
+        add(
+            "supplement_unanswered",
+            format!("supplement requested at {} and not answered by the period's end", national(*start)),
+        );
+    }
+    if f.due.is_none() && f.duration.is_none() {
+        add("no_deadline", "no NgayHenTra and no duration known for the procedure".into());
+    }
+}
+
+/// Reads every dossier's facts from the database (read-only).
+pub fn read(conn: &Connection) -> rusqlite::Result<(Vec<(Facts, bool)>, u64)> {
+    let mut durations: BTreeMap<String, MaxDuration> = BTreeMap::new();
+    let mut stmt = conn.prepare("SELECT code, duration, duration_unit FROM procedure WHERE known = 1")?;
+    for row in stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, stored_duration(r.get(1)?, r.get(2)?))))? {
+        if let (code, Some(d)) = row? {
+            durations.insert(code, d);
+        }
+    }
+    let mut stmt = conn.prepare(
+        "SELECT b.payload, b.history, d.national_exists,
+                EXISTS (SELECT 1 FROM dead x WHERE x.mahoso = d.mahoso AND x.kind = 'refused')
+           FROM dossier d JOIN body b ON b.mahoso = d.mahoso",
+    )?;
+    let rows = stmt.query_map([], |r| {
+        let payload: String = r.get(0)?;
+        let history: String = r.get(1)?;
+        Ok((payload, history, r.get::<_, bool>(2)?, r.get::<_, bool>(3)?))
+    })?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (payload, history, synchronized, refused) = row?;
+        let Ok(Value::Object(dossier)) = serde_json::from_str::<Value>(&payload) else { continue };
+        let history: Vec<Value> = serde_json::from_str(&history).unwrap_or_default();
+        let mut f = Facts::of_national(&dossier, &history);
+        f.synchronized = synchronized;
+        f.duration = durations.get(&f.procedure).copied();
+        out.push((f, refused));
+    }
+    let quarantined =
+        conn.query_row("SELECT n FROM counts WHERE name = 'quarantine'", [], |r| r.get::<_, i64>(0))?;
+    Ok((out, quarantined.max(0) as u64))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::scoring::DurationUnit;
+    use serde_json::json;
+
+    fn at(s: &str) -> DateTime {
+        parse_national(s).unwrap()
+    }
+
+    /// A dossier of the Sở Tư pháp received 2026-11-02 08:00, due 2026-11-06 17:00, with
+    /// these (status, time) entries.
+    fn dossier(entries: &[(u8, &str)]) -> Facts {
+        let history: Vec<Value> =
+            entries.iter().map(|(s, t)| json!({"TrangThai": s.to_string(), "ThoiDiemXuLy": t})).collect();
+        let d = json!({"MaHoSo": "000.00.15.H58-261102-0001", "MaTTHC": "1.000894", "DonViXuLy": "Sở Tư pháp",
+                       "NgayTiepNhan": "20261102080000", "NgayHenTra": "20261106170000", "KenhThucHien": "2",
+                       "TrangThaiHoSo": entries.last().map_or("2".into(), |e| e.0.to_string())});
+        Facts::of_national(d.as_object().unwrap(), &history)
+    }
+
+    fn november() -> Period {
+        Period::month("2026-11").unwrap()
+    }
+
+    #[test]
+    fn the_end_of_processing_is_the_first_9_then_10_then_3_8_7() {
+        // A 9 after a late 10 still decides: 9 comes first in the order, not in time.
+        let f = dossier(&[(2, "20261102080000"), (10, "20261107090000"), (9, "20261105090000")]);
+        let j = judge(&f, &november());
+        assert!(j.on_time, "{j:?}");
+        assert_eq!(j.counted_end.as_deref(), Some("20261105090000"));
+        // No 9: the 10 decides.
+        let j = judge(
+            &dossier(&[(2, "20261102080000"), (8, "20261103090000"), (10, "20261107090000")]),
+            &november(),
+        );
+        assert!(!j.on_time && j.reason.contains("status 10"), "{j:?}");
+        // Only a stop: it is the end.
+        let j = judge(&dossier(&[(2, "20261102080000"), (8, "20261103090000")]), &november());
+        assert!(j.on_time && j.reason.contains("status 8"), "{j:?}");
+    }
+
+    #[test]
+    fn one_supplement_request_is_subtracted_or_is_the_end() {
+        // Finished 2026-11-08 (two days after the due date), after a supplement request that
+        // took three days to answer: on time.
+        let answered =
+            [(2, "20261102080000"), (5, "20261103080000"), (4, "20261106080000"), (9, "20261108080000")];
+        let j = judge(&dossier(&answered), &november());
+        assert!(j.on_time, "{j:?}");
+        assert_eq!((j.supplement_requests, j.supplement_seconds), (1, 3 * 86_400));
+        assert_eq!(j.counted_end.as_deref(), Some("20261105080000"));
+        // One request and no end yet: the request is the end.
+        let j = judge(&dossier(&[(2, "20261102080000"), (5, "20261104080000")]), &november());
+        assert!(j.on_time && j.counted_end.as_deref() == Some("20261104080000"), "{j:?}");
+        let j = judge(
+            &dossier(&[(2, "20261102080000"), (5, "20261107080000"), (4, "20261108080000")]),
+            &november(),
+        );
+        assert!(!j.on_time, "the request came after the due date: {j:?}");
+    }
+
+    #[test]
+    fn two_supplement_requests_without_an_end_are_late() {
+        let f = dossier(&[
+            (2, "20261102080000"),
+            (5, "20261103080000"),
+            (4, "20261103090000"),
+            (5, "20261103100000"),
+        ]);
+        let j = judge(&f, &november());
+        assert!(!j.on_time && j.counted_end.is_none() && j.supplement_requests == 2, "{j:?}");
+        // With an end, both are subtracted (consecutive 5 entries are one request).
+        let f = dossier(&[
+            (2, "20261102080000"),
+            (5, "20261103080000"),
+            (5, "20261103120000"),
+            (4, "20261104080000"),
+            (5, "20261105080000"),
+            (4, "20261106080000"),
+            (9, "20261108080000"),
+        ]);
+        let j = judge(&f, &november());
+        assert_eq!((j.supplement_requests, j.supplement_seconds), (2, 2 * 86_400));
+        assert!(j.on_time, "{j:?}");
+    }
+
+    #[test]
+    fn without_ngayhentra_the_procedures_duration_decides() {
+        let mut f = dossier(&[(2, "20261102080000"), (9, "20261106090000")]);
+        f.due = None;
+        f.duration = Some(MaxDuration { amount: 5.0, unit: DurationUnit::Days });
+        let j = judge(&f, &november());
+        assert!(j.on_time && j.deadline.as_deref() == Some("20261107080000"), "{j:?}");
+        // Five working days from Monday 2 November: Monday 9 November.
+        f.history = vec![(2, at("20261102080000")), (9, at("20261109070000"))];
+        assert!(!judge(&f, &november()).on_time);
+        f.duration = Some(MaxDuration { amount: 5.0, unit: DurationUnit::WorkingDays });
+        let j = judge(&f, &november());
+        assert!(j.on_time && j.deadline.as_deref() == Some("20261109080000"), "{j:?}");
+        // Neither: not judged late, and listed.
+        f.duration = None;
+        assert!(judge(&f, &november()).on_time);
+        let r = compute(&[(f, false)], &november());
+        assert_eq!(r.findings[0].kind, "no_deadline");
+    }
+
+    #[test]
+    fn an_open_dossier_ends_with_the_period() {
+        let f = dossier(&[(2, "20261102080000"), (4, "20261103080000")]);
+        // Due 6 November: open at the end of November is late ...
+        let j = judge(&f, &november());
+        assert!(!j.on_time && j.counted_end.as_deref() == Some("20261130235959"), "{j:?}");
+        // ... open at the end of a period that ends before the due date is within term.
+        let early = Period::new(Date::new(2026, 11, 1).unwrap(), Date::new(2026, 11, 4).unwrap()).unwrap();
+        assert!(judge(&f, &early).on_time);
+        // What happened after the period is not read: finished 5 November, within term on the 4th.
+        let f = dossier(&[(2, "20261102080000"), (9, "20261105080000")]);
+        let j = judge(&f, &early);
+        assert!(j.on_time && j.reason.contains("still open"), "{j:?}");
+    }
+
+    #[test]
+    fn figures_count_their_populations_and_a_zero_denominator_is_na() {
+        let mut paid = dossier(&[(2, "20261102080000"), (9, "20261104080000")]);
+        paid.charged = true;
+        paid.paid_online = true;
+        paid.result_link = true;
+        paid.attachment = true;
+        paid.synchronized = true;
+        let mut unpaid = dossier(&[(2, "20261102080000")]);
+        unpaid.charged = true;
+        unpaid.online = false;
+        // Received in October, finished in November: in 2.1 and 4.1 of November, not in 1.4.
+        let mut carried = dossier(&[(2, "20261030080000"), (9, "20261102080000")]);
+        carried.received = Some(at("20261030080000"));
+        carried.due = Some(at("20261101080000"));
+        // Received and finished in October: in no November figure.
+        let mut old = dossier(&[(2, "20261001080000"), (10, "20261002080000")]);
+        old.received = Some(at("20261001080000"));
+        let r = compute(&[(paid, false), (unpaid, false), (carried, false), (old, false)], &november());
+        let f = r.province.by_id();
+        assert_eq!((f["1.4"].numerator, f["1.4"].denominator), (1, 2));
+        assert_eq!((f["2.1"].numerator, f["2.1"].denominator), (1, 3), "{:?}", r.late);
+        assert_eq!(r.late.len(), 2);
+        assert_eq!((f["3.3"].numerator, f["3.3"].denominator), (1, 2));
+        assert_eq!(f["3.3"].points_share, Some(Ratio(Some(1.0))), "50 % earns the maximum");
+        assert_eq!((f["3.6"].numerator, f["3.6"].denominator), (1, 2));
+        assert_eq!((f["4.1"].numerator, f["4.1"].denominator), (1, 2));
+        assert_eq!((f["4.2"].numerator, f["4.2"].denominator), (1, 2));
+        assert_eq!(f["4.2"].points_share, Some(Ratio(Some(0.63))), "50 % of 80 %");
+        assert_eq!(f["2.1"].ratio, Ratio(Some(0.33)));
+        let empty = compute(&[], &november()).province.by_id();
+        assert_eq!(serde_json::to_value(&empty["2.1"]).unwrap()["ratio"], "N/A");
+        assert_eq!(r.by_agency["Sở Tư pháp"], r.province);
+    }
+
+    #[test]
+    fn findings_are_listed_not_altered() {
+        let mut f = dossier(&[(2, "20261102080000"), (4, "20261103080000")]);
+        f.status = 10;
+        let mut waiting = dossier(&[(2, "20261102080000"), (5, "20261103080000")]);
+        waiting.mahoso = "000.00.15.H58-261102-0002".into();
+        let r = compute(&[(f, false), (waiting, false)], &november());
+        let kinds: Vec<_> = r.findings.iter().map(|f| (f.mahoso.as_str(), f.kind)).collect();
+        assert_eq!(
+            kinds,
+            [
+                ("000.00.15.H58-261102-0001", "finished_without_history"),
+                ("000.00.15.H58-261102-0002", "supplement_unanswered")
+            ]
+        );
+        assert_eq!(r.province.by_id()["2.1"].denominator, 2, "still counted as they are");
+    }
+
+    #[test]
+    fn months_and_periods_are_checked() {
+        let p = Period::month("2026-02").unwrap();
+        assert_eq!((p.from.to_string(), p.to.to_string()), ("2026-02-01".into(), "2026-02-28".into()));
+        assert!(Period::month("2026-13").is_err() && Period::month("november").is_err());
+        assert!(Period::new(p.to, p.from).is_err());
+    }
+}
