@@ -87,6 +87,29 @@ pub enum Command {
         #[arg(long, value_name = "N")]
         per_second: Option<f64>,
     },
+    /// The Quyết định 766 indicators computed from the local database for a period, for the
+    /// province, per DonViXuLy and per procedure (read-only: the daemon may run; exit 0
+    /// printed, 2 the database is unreadable, 64 a bad period)
+    Report {
+        /// First day of the period, YYYY-MM-DD [default: the first of --to's month]
+        #[arg(long, value_name = "DATE")]
+        from: Option<String>,
+        /// Last day of the period, YYYY-MM-DD [default: today]
+        #[arg(long, value_name = "DATE")]
+        to: Option<String>,
+        /// A whole month, YYYY-MM [default when no date is given: the current month]
+        #[arg(long, value_name = "MONTH", conflicts_with_all = ["from", "to"])]
+        month: Option<String>,
+        /// List the dossiers that count late under 2.1, with the reason
+        #[arg(long)]
+        late: bool,
+        /// JSON with stable field names
+        #[arg(long, conflicts_with = "csv")]
+        json: bool,
+        /// CSV for spreadsheets (with --late: the late dossiers)
+        #[arg(long)]
+        csv: bool,
+    },
     /// A consistent copy of the live database, safe while the daemon runs (exit 0 written and
     /// checked, 1 not)
     Backup {
@@ -247,6 +270,13 @@ pub fn run(cli: Cli) -> ExitCode {
                 Err(code) => return code,
             };
             status_command(&config, json, dossier.as_deref())
+        }
+        Command::Report { from, to, month, late, json, csv } => {
+            let config = match load_config(config_path, Purpose::Inspect) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            report_command(&config, ReportArgs { from, to, month, late, json, csv })
         }
         Command::CheckConfig => match load_config(config_path, Purpose::Run) {
             Ok(c) => {
@@ -436,27 +466,10 @@ fn status_command(config: &config::Config, json: bool, dossier: Option<&str>) ->
         }
         ExitCode::from(EXIT_UNREADABLE)
     };
-    let conn = match crate::store::open_read_only(path) {
+    let conn = match open_state(path) {
         Ok(c) => c,
         Err(e) => return unreadable(&e),
     };
-    match crate::store::schema_version(&conn) {
-        Ok(v) if v == crate::store::SCHEMA_VERSION => {}
-        Ok(0) => return unreadable(&"not a dvc-sync database (no schema)"),
-        Ok(v) if v < crate::store::SCHEMA_VERSION => {
-            return unreadable(&format!(
-                "the database has schema {v}, older than this version's {}: start the daemon once to migrate it",
-                crate::store::SCHEMA_VERSION
-            ));
-        }
-        Ok(v) => {
-            return unreadable(&format!(
-                "the database has schema {v}, newer than this version's {}",
-                crate::store::SCHEMA_VERSION
-            ));
-        }
-        Err(e) => return unreadable(&e),
-    }
     if let Some(mahoso) = dossier {
         return match status::dossier(&conn, mahoso) {
             Ok(d) => {
@@ -704,4 +717,75 @@ where
     tracing::info!(event = "mock_stopping");
     server.stop().await;
     Ok(ExitCode::SUCCESS)
+}
+
+/// The state database, read-only, at this version's schema.
+fn open_state(path: &std::path::Path) -> Result<rusqlite::Connection, String> {
+    let conn = crate::store::open_read_only(path).map_err(|e| e.to_string())?;
+    match crate::store::schema_version(&conn) {
+        Ok(v) if v == crate::store::SCHEMA_VERSION => Ok(conn),
+        Ok(0) => Err("not a dvc-sync database (no schema)".into()),
+        Ok(v) if v < crate::store::SCHEMA_VERSION => Err(format!(
+            "the database has schema {v}, older than this version's {}: start the daemon once to migrate it",
+            crate::store::SCHEMA_VERSION
+        )),
+        Ok(v) => Err(format!("the database has schema {v}, newer than this version's {}", crate::store::SCHEMA_VERSION)),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+struct ReportArgs {
+    from: Option<String>,
+    to: Option<String>,
+    month: Option<String>,
+    late: bool,
+    json: bool,
+    csv: bool,
+}
+
+/// The period the flags name; by default the current month (Vietnam local time).
+fn report_period(a: &ReportArgs) -> Result<crate::report::Period, String> {
+    use crate::report::Period;
+    let day = |flag: &str, s: &str| {
+        s.parse::<jiff::civil::Date>().map_err(|_| format!("{flag} {s:?} is not a date like 2026-11-30"))
+    };
+    let today = crate::domain::dates::to_vn_local(jiff::Timestamp::now()).date();
+    match (&a.month, &a.from, &a.to) {
+        (Some(m), _, _) => Period::month(m),
+        (None, None, None) => Period::new(today.first_of_month(), today.last_of_month()),
+        (None, from, to) => {
+            let to = to.as_deref().map(|t| day("--to", t)).transpose()?.unwrap_or(today);
+            let from = from.as_deref().map(|f| day("--from", f)).transpose()?.unwrap_or(to.first_of_month());
+            Period::new(from, to)
+        }
+    }
+}
+
+fn report_command(config: &config::Config, a: ReportArgs) -> ExitCode {
+    let period = match report_period(&a) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("dvc-sync report: {e}");
+            return ExitCode::from(64);
+        }
+    };
+    let path = &config.store.path;
+    let read = open_state(path).and_then(|conn| crate::report::read(&conn).map_err(|e| e.to_string()));
+    let (dossiers, quarantined) = match read {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("dvc-sync report: cannot read the state in {}: {e}", path.display());
+            return ExitCode::from(EXIT_UNREADABLE);
+        }
+    };
+    let mut report = crate::report::compute(&dossiers, &period);
+    report.quarantined = quarantined;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
+    } else if a.csv {
+        print!("{}", crate::report::render_csv(&report, a.late));
+    } else {
+        print!("{}", crate::report::render_table(&report, a.late));
+    }
+    ExitCode::SUCCESS
 }

@@ -476,6 +476,119 @@ pub fn read(conn: &Connection) -> rusqlite::Result<(Vec<(Facts, bool)>, u64)> {
     Ok((out, quarantined.max(0) as u64))
 }
 
+/// The report for people: the province's figures, then per agency and per procedure (the
+/// ratio as a percentage with its numerator and denominator), the findings, and with `late`
+/// the late dossiers with their reasons.
+pub fn render_table(r: &Report, late: bool) -> String {
+    use comfy_table::{ContentArrangement, Table};
+    let mut out = format!("Quyết định 766 indicators, {} to {} (from the local database)\n", r.from, r.to);
+    let cell = |f: &Figure| match f.ratio.0 {
+        Some(_) => format!("{:.2} % ({}/{})", f.numerator as f64 * 100.0 / f.denominator as f64, f.numerator, f.denominator),
+        None => format!("N/A ({}/{})", f.numerator, f.denominator),
+    };
+    let mut province = Table::new();
+    province.set_content_arrangement(ContentArrangement::Dynamic);
+    province.set_header(["indicator", "", "ratio", "numerator", "denominator", "points"]);
+    for (id, name) in INDICATORS {
+        let f = &r.province.by_id()[id];
+        let points = f.points_share.map_or(String::new(), |p| match p.0 {
+            Some(p) => format!("{:.0} % of its maximum", p * 100.0),
+            None => "N/A".into(),
+        });
+        province.add_row([id.to_owned(), name.to_owned(), f.ratio.to_string(), f.numerator.to_string(), f.denominator.to_string(), points]);
+    }
+    out.push_str(&format!("{province}\n"));
+    for (title, scopes) in [("DonViXuLy", &r.by_agency), ("MaTTHC", &r.by_procedure)] {
+        let mut t = Table::new();
+        t.set_content_arrangement(ContentArrangement::Dynamic);
+        t.set_header(std::iter::once(title.to_owned()).chain(INDICATORS.iter().map(|(id, _)| (*id).to_owned())));
+        for (name, figures) in scopes {
+            let by_id = figures.by_id();
+            t.add_row(std::iter::once(name.clone()).chain(INDICATORS.iter().map(|(id, _)| cell(&by_id[id]))));
+        }
+        out.push_str(&format!("\nper {title}\n{t}\n"));
+    }
+    out.push_str(&format!(
+        "\n{} dossier(s) count late under 2.1{}\n",
+        r.late.len(),
+        if late || r.late.is_empty() { "" } else { " (--late lists them with the reason)" }
+    ));
+    if late && !r.late.is_empty() {
+        let mut t = Table::new();
+        t.set_content_arrangement(ContentArrangement::Dynamic);
+        t.set_header(["MaHoSo", "DonViXuLy", "counted end", "deadline", "why"]);
+        for l in &r.late {
+            let j = &l.judgement;
+            t.add_row([&l.mahoso, &l.agency, j.counted_end.as_deref().unwrap_or("-"), j.deadline.as_deref().unwrap_or("-"), &j.reason]);
+        }
+        out.push_str(&format!("{t}\n"));
+    }
+    if !r.findings.is_empty() {
+        out.push_str(&format!("\n{} finding(s) that skew the figures without being late (counted as they are):\n", r.findings.len()));
+        for f in &r.findings {
+            out.push_str(&format!("  {}  {}: {}\n", f.mahoso, f.kind, f.detail));
+        }
+    }
+    if r.quarantined > 0 || r.refused > 0 {
+        out.push_str(&format!(
+            "\nnot in the figures: {} quarantined record(s) (status lists them), {} dossier(s) of the period refused by the national portal (in 1.4's denominator only)\n",
+            r.quarantined, r.refused
+        ));
+    }
+    out
+}
+
+/// The report for spreadsheets: one row per scope and indicator; with `late`, the late
+/// dossiers instead.
+pub fn render_csv(r: &Report, late: bool) -> String {
+    fn field(s: &str) -> String {
+        if s.contains([',', '"', '\n', '\r']) { format!("\"{}\"", s.replace('"', "\"\"")) } else { s.to_owned() }
+    }
+    let mut out = String::new();
+    if late {
+        out.push_str("mahoso,agency,procedure,counted_end,deadline,supplement_requests,supplement_seconds,reason\r\n");
+        for l in &r.late {
+            let j = &l.judgement;
+            let row = [
+                field(&l.mahoso),
+                field(&l.agency),
+                field(&l.procedure),
+                j.counted_end.clone().unwrap_or_default(),
+                j.deadline.clone().unwrap_or_default(),
+                j.supplement_requests.to_string(),
+                j.supplement_seconds.to_string(),
+                field(&j.reason),
+            ];
+            out.push_str(&format!("{}\r\n", row.join(",")));
+        }
+        return out;
+    }
+    out.push_str("from,to,scope,name,indicator,numerator,denominator,ratio,points_share\r\n");
+    let province = [(String::from(""), &r.province)];
+    let scopes = [
+        ("province", province.iter().map(|(n, f)| (n, *f)).collect::<Vec<_>>()),
+        ("agency", r.by_agency.iter().collect()),
+        ("procedure", r.by_procedure.iter().collect()),
+    ];
+    for (scope, items) in scopes {
+        for (name, figures) in items {
+            for (id, f) in figures.by_id() {
+                let points = f.points_share.map_or(String::new(), |p| p.to_string());
+                out.push_str(&format!(
+                    "{},{},{scope},{},{id},{},{},{},{points}\r\n",
+                    r.from,
+                    r.to,
+                    field(name),
+                    f.numerator,
+                    f.denominator,
+                    f.ratio
+                ));
+            }
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -790,33 +790,60 @@ async fn reset_forgets_everything() {
 }
 
 #[tokio::test]
-async fn the_report_scores_on_time_and_late_dossiers() {
+async fn the_report_computes_the_766_indicators_from_what_it_holds() {
     let n = national().await;
-    let finished = |i, finished_at: &str, due: &str| {
-        let d = with(dossier(&code(i)), "TrangThaiHoSo", json!("10"));
-        let d = with(d, "NgayHenTra", json!(due));
-        let d = with(d, "NgayTra", json!(finished_at));
-        with(d, "NgayKetThucXuLy", json!(finished_at))
-    };
-    n.create(vec![
-        finished(1, "20260304100000", "20260305170000"),
-        finished(2, "20260305170000", "20260305170000"),
-        finished(3, "20260306080000", "20260305170000"),
-        with(dossier(&code(4)), "NgayHenTra", json!("20990101000000")),
-        with(dossier(&code(5)), "NgayHenTra", json!("20260302000000")),
-        with(dossier(&code(6)), "TrangThaiHoSo", json!("3")),
-    ])
-    .await;
-    let (_, report) = n.get("/_mock/report").await;
-    let total = &report["total"];
-    assert_eq!(total["finished_on_time"], 2, "{report}");
-    assert_eq!(total["finished_late"], 1);
-    assert_eq!(total["open_within_term"], 1);
-    assert_eq!(total["open_overdue"], 1);
-    assert_eq!(total["refused_or_withdrawn"], 1);
-    let pct = total["on_time_percent"].as_f64().unwrap();
-    assert!((pct - 200.0 / 3.0).abs() < 1e-9);
-    assert_eq!(report["by_agency"]["Sở Tư pháp"]["dossiers"], 6);
+    // Received 2026-03-01 08:30, due 2026-03-05 17:00 (common::dossier).
+    let paid = with(dossier(&code(1)), "DuocThanhToanTrucTuyen", json!("1"));
+    let paid = with(paid, "DanhSachLePhi", json!([{"Gia": "8000"}]));
+    let paid = with(paid, "TaiLieuNop", json!([{"DuongDanTaiTepTin": "https://example.vn/1", "DuocSoHoa": "1"}]));
+    let paid = with(paid, "DanhSachGiayToKetQua", json!([{"DuongDanTepTinKetQua": "https://example.vn/kq"}]));
+    let free = with(with(dossier(&code(2)), "DanhSachLePhi", json!([{"Gia": "0"}])), "KenhThucHien", json!("1"));
+    let no_due = with(dossier(&code(3)), "NgayHenTra", json!(""));
+    assert_eq!(code_of(&n.create(vec![paid, free, no_due]).await), 0);
+    // 1: finished on time after a supplement request; 2: two requests, no end: late;
+    // 3: no NgayHenTra, Đăng ký khai sinh takes 1 day: finished after two, late.
+    let steps = [
+        (1, "20260301083000", "2"),
+        (1, "20260302080000", "5"),
+        (1, "20260304080000", "4"),
+        (1, "20260306080000", "9"),
+        (2, "20260301083000", "2"),
+        (2, "20260302080000", "5"),
+        (2, "20260302090000", "4"),
+        (2, "20260302100000", "5"),
+        (3, "20260301083000", "2"),
+        (3, "20260303090000", "9"),
+    ];
+    let entries = steps.iter().map(|(i, at, st)| entry(&code(*i), at, st)).collect();
+    assert_eq!(code_of(&n.history(entries).await), 0);
+    let (status, report) = n.get("/_mock/report?from=2026-03-01&to=2026-03-31").await;
+    assert_eq!(status, 200, "{report}");
+    let p = &report["province"];
+    let figure = |id: &str| (p[id]["numerator"].as_u64().unwrap(), p[id]["denominator"].as_u64().unwrap());
+    assert_eq!(figure("1.4"), (3, 3));
+    assert_eq!(figure("2.1"), (1, 3), "{report}");
+    assert_eq!(figure("3.3"), (2, 3));
+    assert_eq!(figure("3.6"), (1, 1), "a fee of 0 is no fee");
+    assert_eq!(figure("4.1"), (1, 2));
+    assert_eq!(figure("4.2"), (1, 3));
+    assert_eq!(figure("4.3"), (1, 3));
+    assert_eq!(p["2.1"]["ratio"], 0.33);
+    assert_eq!(p["3.3"]["points_share"], 1.0);
+    assert_eq!(report["by_agency"]["Sở Tư pháp"], *p);
+    assert_eq!(report["by_unit"]["000.00.00.H58"], *p);
+    // At the end of the 1st, all three are open within term; at the end of the 2nd, 1 waits
+    // for the applicant (the request is its end: on time), 2 has two requests (late), 3 is
+    // open past its one day (late). Nothing after the period is read.
+    let (_, first) = n.get("/_mock/report?from=2026-03-01&to=2026-03-01").await;
+    assert_eq!(first["province"]["2.1"]["numerator"], 3, "{first}");
+    let (_, second) = n.get("/_mock/report?from=2026-03-01&to=2026-03-02").await;
+    assert_eq!(second["province"]["2.1"]["numerator"], 1, "{second}");
+    // April: nothing received, so N/A; 2 is still open, carried over into 2.1.
+    let (_, april) = n.get("/_mock/report?from=2026-04-01&to=2026-04-30").await;
+    assert_eq!(april["province"]["3.3"]["ratio"], "N/A", "{april}");
+    assert_eq!(april["province"]["3.3"]["points_share"], "N/A");
+    assert_eq!((april["province"]["2.1"]["numerator"].as_u64(), april["province"]["2.1"]["denominator"].as_u64()), (Some(0), Some(1)));
+    assert_eq!(n.get("/_mock/report?from=2026-02-30&to=2026-03-01").await.0, 400);
 }
 
 // ---- the command line -------------------------------------------------------------------------

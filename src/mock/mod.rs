@@ -7,6 +7,7 @@ pub mod faults;
 pub mod national;
 pub mod opencps;
 pub mod provincial;
+pub mod report;
 pub mod server;
 
 pub use server::MockServer;

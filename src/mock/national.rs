@@ -1286,55 +1286,26 @@ async fn calls(State(mock): State<Arc<NationalCore>>, Query(q): Query<CallsQuery
     Json(json!({"items": items, "last_seq": st.next_call})).into_response()
 }
 
-/// On-time figures (Quyết định 766/QĐ-TTg): finished dossiers on time or late against
-/// NgayHenTra, open ones within term or overdue, by processing agency and in total.
-async fn report(State(mock): State<Arc<NationalCore>>) -> Response {
-    #[derive(Default, Serialize)]
-    struct Tally {
-        dossiers: u64,
-        finished_on_time: u64,
-        finished_late: u64,
-        finished_without_due_date: u64,
-        open_within_term: u64,
-        open_overdue: u64,
-        open_without_due_date: u64,
-        refused_or_withdrawn: u64,
-        on_time_percent: Option<f64>,
-    }
-    let now = dates::format_national(dates::to_vn_local(jiff::Timestamp::now()));
-    let st = mock.lock();
-    let mut total = Tally::default();
-    let mut by_agency: BTreeMap<String, Tally> = BTreeMap::new();
-    let text = |d: &Map<String, Value>, k: &str| d.get(k).and_then(Value::as_str).unwrap_or("").to_owned();
-    for stored in st.dossiers.values() {
-        let d = &stored.dossier;
-        let status = NationalStatus::parse(&text(d, "TrangThaiHoSo"));
-        let due = text(d, "NgayHenTra");
-        let finished_at =
-            Some(text(d, "NgayKetThucXuLy")).filter(|s| !s.is_empty()).unwrap_or_else(|| text(d, "NgayTra"));
-        let agency = by_agency.entry(text(d, "DonViXuLy")).or_default();
-        for t in [&mut total, agency] {
-            t.dossiers += 1;
-            match status {
-                Some(s) if s.is_finished() => match (due.is_empty(), finished_at.is_empty()) {
-                    (true, _) => t.finished_without_due_date += 1,
-                    // Finished but no finishing date given: judged late, as the portal cannot prove otherwise.
-                    (false, true) => t.finished_late += 1,
-                    (false, false) if finished_at <= due => t.finished_on_time += 1,
-                    (false, false) => t.finished_late += 1,
-                },
-                Some(s) if s.is_final() => t.refused_or_withdrawn += 1,
-                _ if due.is_empty() => t.open_without_due_date += 1,
-                _ if now <= due => t.open_within_term += 1,
-                _ => t.open_overdue += 1,
-            }
+#[derive(Deserialize)]
+struct ReportQuery {
+    from: Option<String>,
+    to: Option<String>,
+}
+
+/// The Quyết định 766 indicators from what the mock holds (`mock::report`): `from` and `to`
+/// are whole days, `YYYY-MM-DD`, by default everything up to today.
+async fn report(State(mock): State<Arc<NationalCore>>, Query(q): Query<ReportQuery>) -> Response {
+    let today = dates::to_vn_local(jiff::Timestamp::now()).date().to_string();
+    let (from, to) = (q.from.unwrap_or_else(|| "2000-01-01".into()), q.to.unwrap_or(today));
+    for (name, day) in [("from", &from), ("to", &to)] {
+        if day.len() != 10 || day.parse::<jiff::civil::Date>().is_err() {
+            let error = format!("{name} {day:?} is not a date like 2026-11-30");
+            return (StatusCode::BAD_REQUEST, Json(json!({"error": error}))).into_response();
         }
     }
-    for t in std::iter::once(&mut total).chain(by_agency.values_mut()) {
-        let judged = t.finished_on_time + t.finished_late;
-        t.on_time_percent = (judged > 0).then(|| t.finished_on_time as f64 * 100.0 / judged as f64);
-    }
-    Json(json!({"total": total, "by_agency": by_agency})).into_response()
+    let st = mock.lock();
+    let held = st.dossiers.values().map(|d| super::report::Held { dossier: &d.dossier, history: &d.history });
+    Json(super::report::report(held, &from, &to, &mock.madonvi)).into_response()
 }
 
 /// The set of fields a dossier may carry, for clients that build dossiers (and tests).
