@@ -1,0 +1,143 @@
+//! `dvc-sync report` against the national mock's `/_mock/report`: after a demo-sized run
+//! with faults, the daemon's figures from its own database and the national side's figures
+//! from what it holds agree number for number (two implementations, written apart), for the
+//! whole run, for one day and for a month. The report reads while the daemon runs.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{daemon::*, *};
+use dvc_sync::mock::{national::Faults, provincial::Knobs};
+use serde_json::{Value, json};
+
+fn report(config: &std::path::Path, args: &[&str]) -> (i32, String) {
+    let out = std::process::Command::new(BIN)
+        .args(["--config", config.to_str().unwrap(), "report"])
+        .args(args)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.is_empty() || out.status.code() != Some(0), "report wrote to stderr: {stderr}");
+    (out.status.code().unwrap_or(-1), String::from_utf8(out.stdout).unwrap())
+}
+
+fn report_json(config: &std::path::Path, from: &str, to: &str) -> Value {
+    let (code, out) = report(config, &["--json", "--from", from, "--to", to]);
+    assert_eq!(code, 0, "{out}");
+    serde_json::from_str(&out).unwrap()
+}
+
+/// Every figure of a scope but 1.4's denominator (the national side knows only what it
+/// holds; the daemon counts what the source holds, refused dossiers too).
+#[track_caller]
+fn assert_same_figures(local: &Value, national: &Value, scope: &str) {
+    for id in ["1.4", "2.1", "3.3", "3.6", "4.1", "4.2", "4.3"] {
+        let (l, n) = (&local[id], &national[id]);
+        assert_eq!(l["numerator"], n["numerator"], "{scope} {id}: local {l} national {n}");
+        if id != "1.4" {
+            assert_eq!(l, n, "{scope} {id}");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_run_with_faults_the_report_agrees_with_the_national_side_number_for_number() {
+    let national = National::start(Faults {
+        error_rate: 0.05,
+        drop_after_apply_rate: 0.03,
+        session_ttl_seconds: 2.0,
+        seed: 11,
+        ..Faults::default()
+    })
+    .await;
+    let provincial =
+        Provincial::start(Knobs { dossiers: 3_000, changes_per_second: 4_000.0, seed: 11, ..Knobs::default() }).await;
+    let dir = test_dir();
+    let config = write_config(dir.path(), &provincial.server.url(), &national.server.url(), &[]);
+    let mut daemon = Daemon::start(&config).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    while provincial.stats().await["finished"] != json!(true) {
+        assert!(std::time::Instant::now() < deadline, "the simulation did not finish");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let verdict = converge(&provincial.server.url(), &national.server.url(), Duration::from_secs(180)).await;
+    assert!(verdict.clean() && verdict.synchronized == verdict.valid, "{}", verdict.summary());
+
+    let truth = provincial.truth().await;
+    let days: Vec<String> = truth
+        .iter()
+        .filter_map(|t| t["record"]["NgayTiepNhan"].as_str().filter(|d| d.len() == 14).map(|d| d[..8].to_owned()))
+        .collect();
+    let first = days.iter().min().unwrap();
+    let first: jiff::civil::Date = format!("{}-{}-{}", &first[..4], &first[4..6], &first[6..8]).parse().unwrap();
+    let start = first.to_string();
+    let second_day = first.tomorrow().unwrap().to_string();
+    let month = &start[..7];
+    for (from, to) in [
+        (start.clone(), "2099-12-31".to_owned()),
+        (second_day.clone(), second_day.clone()),
+        (format!("{month}-01"), format!("{month}-28")),
+    ] {
+        let local = report_json(&config, &from, &to);
+        let (status, nat) = national.get(&format!("/_mock/report?from={from}&to={to}")).await;
+        assert_eq!(status, 200);
+        assert_same_figures(&local["province"], &nat["province"], &format!("{from}..{to} province"));
+        let agencies = local["by_agency"].as_object().unwrap();
+        assert_eq!(
+            agencies.keys().collect::<Vec<_>>(),
+            nat["by_agency"].as_object().unwrap().keys().collect::<Vec<_>>(),
+            "{from}..{to}"
+        );
+        for (agency, figures) in agencies {
+            assert_same_figures(figures, &nat["by_agency"][agency], &format!("{from}..{to} {agency}"));
+        }
+    }
+
+    // The whole run: every figure has a population, and the shares are the simulator's.
+    let local = report_json(&config, &start, "2099-12-31");
+    let p = &local["province"];
+    for id in ["2.1", "3.3", "3.6", "4.1", "4.2", "4.3"] {
+        assert!(p[id]["denominator"].as_u64() > Some(100), "{id}: {}", p[id]);
+        assert!(p[id]["numerator"].as_u64() > Some(0), "{id}: {}", p[id]);
+        assert!(p[id]["numerator"] != p[id]["denominator"], "{id} is neither none nor all: {}", p[id]);
+    }
+    assert!(p["1.4"]["numerator"].as_u64() < p["1.4"]["denominator"].as_u64(), "refused dossiers: {}", p["1.4"]);
+    let late = local["late"].as_array().unwrap();
+    assert_eq!(late.len() as u64, p["2.1"]["denominator"].as_u64().unwrap() - p["2.1"]["numerator"].as_u64().unwrap());
+    assert!(late.iter().all(|l| l["reason"].as_str().unwrap().starts_with("late: ")), "{late:?}");
+    assert!(local["quarantined"].as_u64() > Some(0));
+
+    // The table and the CSV say the same.
+    let (code, table) = report(&config, &["--from", &start, "--to", "2099-12-31", "--late"]);
+    assert_eq!(code, 0);
+    assert!(table.contains("processed early or on time") && table.contains("Sở Tư pháp"), "{table}");
+    assert!(table.contains(late[0]["mahoso"].as_str().unwrap()), "--late lists the late dossiers");
+    let (_, csv) = report(&config, &["--csv", "--from", &start, "--to", "2099-12-31"]);
+    let lines: Vec<&str> = csv.lines().collect();
+    let agencies = local["by_agency"].as_object().unwrap().len();
+    let procedures = local["by_procedure"].as_object().unwrap().len();
+    assert_eq!(lines.len(), 1 + 7 * (1 + agencies + procedures), "{csv}");
+    let want = format!(
+        ",province,,2.1,{},{},",
+        p["2.1"]["numerator"], p["2.1"]["denominator"]
+    );
+    assert!(lines.iter().any(|l| l.contains(&want)), "{want} in {csv}");
+    let (_, late_csv) = report(&config, &["--csv", "--late", "--from", &start, "--to", "2099-12-31"]);
+    assert_eq!(late_csv.lines().count(), 1 + late.len());
+
+    // Bad periods are refused with a clear error, nothing printed.
+    for args in [&["--month", "2026-13"][..], &["--from", "2026-11-30", "--to", "2026-11-01"], &["--to", "yesterday"]] {
+        let out = std::process::Command::new(BIN)
+            .args(["--config", config.to_str().unwrap(), "report"])
+            .args(args)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(64), "{args:?}");
+        assert!(out.stdout.is_empty() && !out.stderr.is_empty());
+    }
+    daemon.sigterm().await;
+    assert!(daemon.wait(Duration::from_secs(10)).await.expect("stops").success());
+    // Stopped, it reads the same.
+    assert_eq!(report_json(&config, &start, "2099-12-31")["province"], local["province"]);
+}
