@@ -729,7 +729,10 @@ fn open_state(path: &std::path::Path) -> Result<rusqlite::Connection, String> {
             "the database has schema {v}, older than this version's {}: start the daemon once to migrate it",
             crate::store::SCHEMA_VERSION
         )),
-        Ok(v) => Err(format!("the database has schema {v}, newer than this version's {}", crate::store::SCHEMA_VERSION)),
+        Ok(v) => Err(format!(
+            "the database has schema {v}, newer than this version's {}",
+            crate::store::SCHEMA_VERSION
+        )),
         Err(e) => Err(e.to_string()),
     }
 }

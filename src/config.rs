@@ -168,6 +168,8 @@ pub enum NationalAuth {
 pub struct TelemetryConfig {
     pub log_format: LogFormat,
     pub metrics_listen: Option<SocketAddr>,
+    /// How often the current month's 766 indicators are computed for /metrics (None: off).
+    pub indicators_every: Option<Duration>,
 }
 
 #[derive(Debug, Clone)]
@@ -613,6 +615,7 @@ impl Reader<'_> {
             None => None,
         };
 
+        let indicators_every = self.seconds("telemetry.indicators_seconds", true);
         let drain = self.seconds("daemon.drain_seconds", false);
         let heartbeat = self.seconds("daemon.heartbeat_seconds", false);
         let stale_heartbeat = self.seconds("daemon.stale_heartbeat_seconds", false);
@@ -647,7 +650,11 @@ impl Reader<'_> {
                 audit_cycle: audit_cycle?,
             },
             status_map: status_map?,
-            telemetry: TelemetryConfig { log_format: log_format?, metrics_listen: metrics_listen? },
+            telemetry: TelemetryConfig {
+                log_format: log_format?,
+                metrics_listen: metrics_listen?,
+                indicators_every: Some(indicators_every?).filter(|d| !d.is_zero()),
+            },
             daemon: DaemonConfig {
                 drain: drain?,
                 heartbeat: heartbeat?,
@@ -814,6 +821,7 @@ impl Config {
             "telemetry.metrics_listen",
             q(&self.telemetry.metrics_listen.map(|a| a.to_string()).unwrap_or_default()),
         );
+        put("telemetry.indicators_seconds", secs(self.telemetry.indicators_every.unwrap_or_default()));
         put("daemon.drain_seconds", secs(self.daemon.drain));
         put("daemon.heartbeat_seconds", secs(self.daemon.heartbeat));
         put("daemon.stale_heartbeat_seconds", secs(self.daemon.stale_heartbeat));

@@ -141,9 +141,43 @@ pub async fn run(config: Config, token: CancellationToken) -> anyhow::Result<()>
             }
         })
     };
+    // The current month's 766 indicators for /metrics, computed on a reader connection away
+    // from the runtime's threads (each computation reads every dossier).
+    let indicators = config.telemetry.indicators_every.map(|every| {
+        let token = token.clone();
+        let path = config.store.path.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+            loop {
+                tokio::select! {
+                    biased;
+                    () = token.cancelled() => break,
+                    _ = tick.tick() => {}
+                }
+                let path = path.clone();
+                let started = std::time::Instant::now();
+                match tokio::task::spawn_blocking(move || crate::report::current_month(&path)).await {
+                    Ok(Ok(report)) => {
+                        crate::report::publish(&report);
+                        tracing::debug!(
+                            event = "indicators_computed",
+                            seconds = started.elapsed().as_secs_f64()
+                        );
+                    }
+                    Ok(Err(e)) => tracing::warn!(event = "indicators_failed", error = %e),
+                    Err(e) => tracing::warn!(event = "indicators_failed", error = %e),
+                }
+            }
+        })
+    });
     engine.run(token).await;
     let _ = pings.await;
     let _ = trims.await;
+    // Not awaited: a computation under way is not worth holding the exit for.
+    if let Some(task) = indicators {
+        task.abort();
+    }
     tracing::info!(event = "daemon_stopped");
     Ok(())
 }

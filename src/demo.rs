@@ -68,6 +68,19 @@ pub struct DemoReport {
     pub throughput: Throughput,
     pub duration_seconds: f64,
     pub verdict: VerdictFigures,
+    pub indicators: Indicators,
+}
+
+/// The Quyết định 766 figures of the run, as `dvc-sync report` computes them from the
+/// daemon's database and as the national mock computes them from what it holds.
+#[derive(Debug, Clone, Serialize)]
+pub struct Indicators {
+    pub from: String,
+    pub to: String,
+    pub local: Value,
+    pub national: Value,
+    /// Every figure equal but 1.4's denominator (the national side knows only what it holds).
+    pub agree: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -389,7 +402,9 @@ impl Demo {
             + items["dossiers_updated"].as_u64().unwrap_or(0)
             + items["history_entries"].as_u64().unwrap_or(0);
         let seconds = duration.as_secs_f64().max(1e-9);
+        let indicators = self.indicators(&truth).await?;
         Ok(DemoReport {
+            indicators,
             dossiers: verdict.dossiers,
             valid_dossiers: verdict.valid,
             changes: provincial["changes"].as_u64().unwrap_or(0),
@@ -430,6 +445,32 @@ impl Demo {
                 clean: verdict.clean(),
             },
         })
+    }
+
+    /// The 766 figures from the first day a dossier was received to today, both ways.
+    async fn indicators(&self, truth: &[crate::mock::provincial::TruthItem]) -> anyhow::Result<Indicators> {
+        let today = crate::domain::dates::to_vn_local(jiff::Timestamp::now()).date();
+        let first = truth
+            .iter()
+            .filter_map(|t| crate::domain::dates::parse_national(t.record.get("NgayTiepNhan")?.as_str()?))
+            .map(|d| d.date())
+            .min()
+            .unwrap_or(today)
+            .min(today);
+        let period = crate::report::Period::new(first, today).map_err(anyhow::Error::msg)?;
+        let (dossiers, quarantined) = self.engine.store().read(|c| Ok(crate::report::read(c)?))?;
+        let mut local = crate::report::compute(&dossiers, &period);
+        local.quarantined = quarantined;
+        let local = serde_json::to_value(&local.province)?;
+        let national = self
+            .get(format!("{}/_mock/report?from={first}&to={today}", self.national.url()))
+            .await?["province"]
+            .clone();
+        let agree = crate::report::INDICATORS.iter().all(|(id, _)| {
+            let (l, n) = (&local[id], &national[id]);
+            if *id == "1.4" { l["numerator"] == n["numerator"] } else { l == n }
+        });
+        Ok(Indicators { from: first.to_string(), to: today.to_string(), local, national, agree })
     }
 
     /// Stops the mocks (the engine is stopped by [`Demo::run_to_end`]).
@@ -507,6 +548,29 @@ pub fn render(r: &DemoReport) -> String {
         v.duplicated,
         v.out_of_order,
         if r.kept_the_promise() { "PROMISE KEPT" } else { "PROMISE BROKEN" }
+    );
+    let i = &r.indicators;
+    let _ = writeln!(
+        o,
+        "  Quyết định 766    {} to {}: dvc-sync report (local) / the national side's own figures",
+        i.from, i.to
+    );
+    for (id, name) in crate::report::INDICATORS {
+        let figure = |v: &Value| match (v["numerator"].as_u64(), v["denominator"].as_u64()) {
+            (Some(n), Some(d)) if d > 0 => format!("{:>6.2} % ({n}/{d})", n as f64 * 100.0 / d as f64),
+            (Some(n), Some(d)) => format!("   N/A ({n}/{d})"),
+            _ => "?".to_owned(),
+        };
+        let _ = writeln!(o, "    {id} {name:<28} {:<24} {}", figure(&i.local[id]), figure(&i.national[id]));
+    }
+    let _ = writeln!(
+        o,
+        "                    {}",
+        if i.agree {
+            "the two agree number for number (1.4: the national side counts only what it holds)"
+        } else {
+            "THE TWO DISAGREE"
+        }
     );
     o
 }

@@ -25,10 +25,25 @@ pub const AUDIT_REPAIRED: &str = "dvc_sync_audit_repaired_total";
 pub const AUDIT_VERIFIED: &str = "dvc_sync_audit_verified_ratio";
 pub const AUDIT_OLDEST_AGE: &str = "dvc_sync_audit_oldest_verified_age_seconds";
 pub const AUDIT_CYCLE: &str = "dvc_sync_audit_cycle_seconds";
+pub const INDICATOR_RATIO: &str = "dvc_sync_indicator_ratio";
+pub const INDICATOR_NUMERATOR: &str = "dvc_sync_indicator_numerator";
+pub const INDICATOR_DENOMINATOR: &str = "dvc_sync_indicator_denominator";
+pub const INDICATOR_LATE: &str = "dvc_sync_indicator_late_dossiers";
+pub const INDICATOR_FINDINGS: &str = "dvc_sync_indicator_findings";
+pub const INDICATOR_COMPUTED: &str = "dvc_sync_indicator_computed_timestamp_seconds";
 
 /// Every metric with its help text, registered once when the exporter starts.
 pub fn describe() {
     use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+    describe_gauge!(
+        INDICATOR_RATIO,
+        "Quyết định 766 indicator of the current month, by indicator id (dvc-sync report; NaN when its denominator is 0)."
+    );
+    describe_gauge!(INDICATOR_NUMERATOR, "Numerator of each 766 indicator of the current month.");
+    describe_gauge!(INDICATOR_DENOMINATOR, "Denominator of each 766 indicator of the current month.");
+    describe_gauge!(INDICATOR_LATE, "Dossiers of the current month that count late under 766 indicator 2.1.");
+    describe_gauge!(INDICATOR_FINDINGS, "Findings that skew the current month's 766 figures, by kind.");
+    describe_gauge!(INDICATOR_COMPUTED, Unit::Seconds, "Unix time the 766 indicators were last computed.");
     describe_gauge!(
         OUTBOX_DEPTH,
         "Dossiers with changes not yet acknowledged by the national portal (dead ones excluded)."

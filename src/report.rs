@@ -476,6 +476,36 @@ pub fn read(conn: &Connection) -> rusqlite::Result<(Vec<(Facts, bool)>, u64)> {
     Ok((out, quarantined.max(0) as u64))
 }
 
+/// The kinds of finding, for the metrics' bounded label.
+pub const FINDING_KINDS: [&str; 3] = ["finished_without_history", "supplement_unanswered", "no_deadline"];
+
+/// The current month's report (Vietnam local time), from the database at `path`.
+pub fn current_month(path: &std::path::Path) -> Result<Report, String> {
+    let today = crate::domain::dates::to_vn_local(jiff::Timestamp::now()).date();
+    let period = Period::new(today.first_of_month(), today.last_of_month())?;
+    let conn = crate::store::open_read_only(path).map_err(|e| e.to_string())?;
+    let (dossiers, quarantined) = read(&conn).map_err(|e| e.to_string())?;
+    let mut report = compute(&dossiers, &period);
+    report.quarantined = quarantined;
+    Ok(report)
+}
+
+/// Sets the indicator gauges from `report` (labels: the indicator id, the finding kind).
+pub fn publish(report: &Report) {
+    use crate::metrics as m;
+    for (id, f) in report.province.by_id() {
+        metrics::gauge!(m::INDICATOR_RATIO, "indicator" => id).set(f.ratio.0.unwrap_or(f64::NAN));
+        metrics::gauge!(m::INDICATOR_NUMERATOR, "indicator" => id).set(f.numerator as f64);
+        metrics::gauge!(m::INDICATOR_DENOMINATOR, "indicator" => id).set(f.denominator as f64);
+    }
+    metrics::gauge!(m::INDICATOR_LATE).set(report.late.len() as f64);
+    for kind in FINDING_KINDS {
+        let n = report.findings.iter().filter(|f| f.kind == kind).count();
+        metrics::gauge!(m::INDICATOR_FINDINGS, "kind" => kind).set(n as f64);
+    }
+    metrics::gauge!(m::INDICATOR_COMPUTED).set(jiff::Timestamp::now().as_second() as f64);
+}
+
 /// The report for people: the province's figures, then per agency and per procedure (the
 /// ratio as a percentage with its numerator and denominator), the findings, and with `late`
 /// the late dossiers with their reasons.
@@ -483,7 +513,12 @@ pub fn render_table(r: &Report, late: bool) -> String {
     use comfy_table::{ContentArrangement, Table};
     let mut out = format!("Quyết định 766 indicators, {} to {} (from the local database)\n", r.from, r.to);
     let cell = |f: &Figure| match f.ratio.0 {
-        Some(_) => format!("{:.2} % ({}/{})", f.numerator as f64 * 100.0 / f.denominator as f64, f.numerator, f.denominator),
+        Some(_) => format!(
+            "{:.2} % ({}/{})",
+            f.numerator as f64 * 100.0 / f.denominator as f64,
+            f.numerator,
+            f.denominator
+        ),
         None => format!("N/A ({}/{})", f.numerator, f.denominator),
     };
     let mut province = Table::new();
@@ -495,13 +530,22 @@ pub fn render_table(r: &Report, late: bool) -> String {
             Some(p) => format!("{:.0} % of its maximum", p * 100.0),
             None => "N/A".into(),
         });
-        province.add_row([id.to_owned(), name.to_owned(), f.ratio.to_string(), f.numerator.to_string(), f.denominator.to_string(), points]);
+        province.add_row([
+            id.to_owned(),
+            name.to_owned(),
+            f.ratio.to_string(),
+            f.numerator.to_string(),
+            f.denominator.to_string(),
+            points,
+        ]);
     }
     out.push_str(&format!("{province}\n"));
     for (title, scopes) in [("DonViXuLy", &r.by_agency), ("MaTTHC", &r.by_procedure)] {
         let mut t = Table::new();
         t.set_content_arrangement(ContentArrangement::Dynamic);
-        t.set_header(std::iter::once(title.to_owned()).chain(INDICATORS.iter().map(|(id, _)| (*id).to_owned())));
+        t.set_header(
+            std::iter::once(title.to_owned()).chain(INDICATORS.iter().map(|(id, _)| (*id).to_owned())),
+        );
         for (name, figures) in scopes {
             let by_id = figures.by_id();
             t.add_row(std::iter::once(name.clone()).chain(INDICATORS.iter().map(|(id, _)| cell(&by_id[id]))));
@@ -519,12 +563,21 @@ pub fn render_table(r: &Report, late: bool) -> String {
         t.set_header(["MaHoSo", "DonViXuLy", "counted end", "deadline", "why"]);
         for l in &r.late {
             let j = &l.judgement;
-            t.add_row([&l.mahoso, &l.agency, j.counted_end.as_deref().unwrap_or("-"), j.deadline.as_deref().unwrap_or("-"), &j.reason]);
+            t.add_row([
+                &l.mahoso,
+                &l.agency,
+                j.counted_end.as_deref().unwrap_or("-"),
+                j.deadline.as_deref().unwrap_or("-"),
+                &j.reason,
+            ]);
         }
         out.push_str(&format!("{t}\n"));
     }
     if !r.findings.is_empty() {
-        out.push_str(&format!("\n{} finding(s) that skew the figures without being late (counted as they are):\n", r.findings.len()));
+        out.push_str(&format!(
+            "\n{} finding(s) that skew the figures without being late (counted as they are):\n",
+            r.findings.len()
+        ));
         for f in &r.findings {
             out.push_str(&format!("  {}  {}: {}\n", f.mahoso, f.kind, f.detail));
         }
@@ -542,11 +595,17 @@ pub fn render_table(r: &Report, late: bool) -> String {
 /// dossiers instead.
 pub fn render_csv(r: &Report, late: bool) -> String {
     fn field(s: &str) -> String {
-        if s.contains([',', '"', '\n', '\r']) { format!("\"{}\"", s.replace('"', "\"\"")) } else { s.to_owned() }
+        if s.contains([',', '"', '\n', '\r']) {
+            format!("\"{}\"", s.replace('"', "\"\""))
+        } else {
+            s.to_owned()
+        }
     }
     let mut out = String::new();
     if late {
-        out.push_str("mahoso,agency,procedure,counted_end,deadline,supplement_requests,supplement_seconds,reason\r\n");
+        out.push_str(
+            "mahoso,agency,procedure,counted_end,deadline,supplement_requests,supplement_seconds,reason\r\n",
+        );
         for l in &r.late {
             let j = &l.judgement;
             let row = [

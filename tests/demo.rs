@@ -67,6 +67,15 @@ async fn a_small_demo_reports_what_the_mocks_themselves_counted() {
     let reported = report.throughput.national_items_per_second * report.duration_seconds;
     assert!((reported - items as f64).abs() < 1.0, "{reported} vs {items}");
     assert!(report.lag_seconds.p50.is_some() && report.lag_seconds.p99 >= report.lag_seconds.p50);
+    // The 766 figures: both sides agree, and the national side's are what /_mock/report says.
+    let i = &report.indicators;
+    assert!(i.agree, "{:#?}", i);
+    let url = format!("{national_url}/_mock/report?from={}&to={}", i.from, i.to);
+    let nat: Value = reqwest::get(url).await.unwrap().json().await.unwrap();
+    assert_eq!(nat["province"], i.national);
+    assert_eq!(i.local["2.1"]["denominator"].as_u64(), Some(valid as u64), "every valid dossier is judged");
+    let text = dvc_sync::demo::render(&report);
+    assert!(text.contains("Quyết định 766") && text.contains("agree number for number"), "{text}");
     demo.stop().await;
 }
 
@@ -82,4 +91,5 @@ fn the_demo_command_prints_a_json_report_and_exits_0() {
     assert_eq!(report["dossiers"], 120);
     assert_eq!(report["verdict"]["clean"], true);
     assert_eq!(report["coverage_percent"], 100.0);
+    assert_eq!(report["indicators"]["agree"], true, "{report}");
 }

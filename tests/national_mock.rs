@@ -795,9 +795,11 @@ async fn the_report_computes_the_766_indicators_from_what_it_holds() {
     // Received 2026-03-01 08:30, due 2026-03-05 17:00 (common::dossier).
     let paid = with(dossier(&code(1)), "DuocThanhToanTrucTuyen", json!("1"));
     let paid = with(paid, "DanhSachLePhi", json!([{"Gia": "8000"}]));
-    let paid = with(paid, "TaiLieuNop", json!([{"DuongDanTaiTepTin": "https://example.vn/1", "DuocSoHoa": "1"}]));
+    let paid =
+        with(paid, "TaiLieuNop", json!([{"DuongDanTaiTepTin": "https://example.vn/1", "DuocSoHoa": "1"}]));
     let paid = with(paid, "DanhSachGiayToKetQua", json!([{"DuongDanTepTinKetQua": "https://example.vn/kq"}]));
-    let free = with(with(dossier(&code(2)), "DanhSachLePhi", json!([{"Gia": "0"}])), "KenhThucHien", json!("1"));
+    let free =
+        with(with(dossier(&code(2)), "DanhSachLePhi", json!([{"Gia": "0"}])), "KenhThucHien", json!("1"));
     let no_due = with(dossier(&code(3)), "NgayHenTra", json!(""));
     assert_eq!(code_of(&n.create(vec![paid, free, no_due]).await), 0);
     // 1: finished on time after a supplement request; 2: two requests, no end: late;
@@ -842,7 +844,10 @@ async fn the_report_computes_the_766_indicators_from_what_it_holds() {
     let (_, april) = n.get("/_mock/report?from=2026-04-01&to=2026-04-30").await;
     assert_eq!(april["province"]["3.3"]["ratio"], "N/A", "{april}");
     assert_eq!(april["province"]["3.3"]["points_share"], "N/A");
-    assert_eq!((april["province"]["2.1"]["numerator"].as_u64(), april["province"]["2.1"]["denominator"].as_u64()), (Some(0), Some(1)));
+    assert_eq!(
+        (april["province"]["2.1"]["numerator"].as_u64(), april["province"]["2.1"]["denominator"].as_u64()),
+        (Some(0), Some(1))
+    );
     assert_eq!(n.get("/_mock/report?from=2026-02-30&to=2026-03-01").await.0, 400);
 }
 

@@ -256,21 +256,6 @@ fn unreadable_state_is_exit_2() {
 }
 
 /// The metrics address from the daemon's `daemon_started` log line.
-async fn metrics_addr(daemon: &Daemon) -> String {
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        for line in daemon.logs().lines() {
-            if let Ok(v) = serde_json::from_str::<Value>(line)
-                && v["event"] == "daemon_started"
-            {
-                return v["metrics"].as_str().unwrap().to_owned();
-            }
-        }
-        assert!(std::time::Instant::now() < deadline, "no daemon_started line");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 fn documented_metrics() -> BTreeSet<String> {
     let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/operations.md")).unwrap();
     let table = doc.split("## Metrics").nth(1).unwrap().split("PromQL").next().unwrap();

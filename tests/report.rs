@@ -51,11 +51,22 @@ async fn after_a_run_with_faults_the_report_agrees_with_the_national_side_number
         ..Faults::default()
     })
     .await;
-    let provincial =
-        Provincial::start(Knobs { dossiers: 3_000, changes_per_second: 4_000.0, seed: 11, ..Knobs::default() }).await;
+    let provincial = Provincial::start(Knobs {
+        dossiers: 3_000,
+        changes_per_second: 4_000.0,
+        seed: 11,
+        ..Knobs::default()
+    })
+    .await;
     let dir = test_dir();
-    let config = write_config(dir.path(), &provincial.server.url(), &national.server.url(), &[]);
+    let config = write_config(
+        dir.path(),
+        &provincial.server.url(),
+        &national.server.url(),
+        &["telemetry.metrics_listen = \"127.0.0.1:0\"", "telemetry.indicators_seconds = 1"],
+    );
     let mut daemon = Daemon::start(&config).await;
+    let metrics = metrics_addr(&daemon).await;
     let deadline = std::time::Instant::now() + Duration::from_secs(120);
     while provincial.stats().await["finished"] != json!(true) {
         assert!(std::time::Instant::now() < deadline, "the simulation did not finish");
@@ -67,10 +78,13 @@ async fn after_a_run_with_faults_the_report_agrees_with_the_national_side_number
     let truth = provincial.truth().await;
     let days: Vec<String> = truth
         .iter()
-        .filter_map(|t| t["record"]["NgayTiepNhan"].as_str().filter(|d| d.len() == 14).map(|d| d[..8].to_owned()))
+        .filter_map(|t| {
+            t["record"]["NgayTiepNhan"].as_str().filter(|d| d.len() == 14).map(|d| d[..8].to_owned())
+        })
         .collect();
     let first = days.iter().min().unwrap();
-    let first: jiff::civil::Date = format!("{}-{}-{}", &first[..4], &first[4..6], &first[6..8]).parse().unwrap();
+    let first: jiff::civil::Date =
+        format!("{}-{}-{}", &first[..4], &first[4..6], &first[6..8]).parse().unwrap();
     let start = first.to_string();
     let second_day = first.tomorrow().unwrap().to_string();
     let month = &start[..7];
@@ -102,9 +116,16 @@ async fn after_a_run_with_faults_the_report_agrees_with_the_national_side_number
         assert!(p[id]["numerator"].as_u64() > Some(0), "{id}: {}", p[id]);
         assert!(p[id]["numerator"] != p[id]["denominator"], "{id} is neither none nor all: {}", p[id]);
     }
-    assert!(p["1.4"]["numerator"].as_u64() < p["1.4"]["denominator"].as_u64(), "refused dossiers: {}", p["1.4"]);
+    assert!(
+        p["1.4"]["numerator"].as_u64() < p["1.4"]["denominator"].as_u64(),
+        "refused dossiers: {}",
+        p["1.4"]
+    );
     let late = local["late"].as_array().unwrap();
-    assert_eq!(late.len() as u64, p["2.1"]["denominator"].as_u64().unwrap() - p["2.1"]["numerator"].as_u64().unwrap());
+    assert_eq!(
+        late.len() as u64,
+        p["2.1"]["denominator"].as_u64().unwrap() - p["2.1"]["numerator"].as_u64().unwrap()
+    );
     assert!(late.iter().all(|l| l["reason"].as_str().unwrap().starts_with("late: ")), "{late:?}");
     assert!(local["quarantined"].as_u64() > Some(0));
 
@@ -118,16 +139,15 @@ async fn after_a_run_with_faults_the_report_agrees_with_the_national_side_number
     let agencies = local["by_agency"].as_object().unwrap().len();
     let procedures = local["by_procedure"].as_object().unwrap().len();
     assert_eq!(lines.len(), 1 + 7 * (1 + agencies + procedures), "{csv}");
-    let want = format!(
-        ",province,,2.1,{},{},",
-        p["2.1"]["numerator"], p["2.1"]["denominator"]
-    );
+    let want = format!(",province,,2.1,{},{},", p["2.1"]["numerator"], p["2.1"]["denominator"]);
     assert!(lines.iter().any(|l| l.contains(&want)), "{want} in {csv}");
     let (_, late_csv) = report(&config, &["--csv", "--late", "--from", &start, "--to", "2099-12-31"]);
     assert_eq!(late_csv.lines().count(), 1 + late.len());
 
     // Bad periods are refused with a clear error, nothing printed.
-    for args in [&["--month", "2026-13"][..], &["--from", "2026-11-30", "--to", "2026-11-01"], &["--to", "yesterday"]] {
+    for args in
+        [&["--month", "2026-13"][..], &["--from", "2026-11-30", "--to", "2026-11-01"], &["--to", "yesterday"]]
+    {
         let out = std::process::Command::new(BIN)
             .args(["--config", config.to_str().unwrap(), "report"])
             .args(args)
@@ -136,6 +156,31 @@ async fn after_a_run_with_faults_the_report_agrees_with_the_national_side_number
         assert_eq!(out.status.code(), Some(64), "{args:?}");
         assert!(out.stdout.is_empty() && !out.stderr.is_empty());
     }
+    // The gauges are the current month's figures (recomputed every second here).
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    let (code, out) = report(&config, &["--json"]);
+    assert_eq!(code, 0);
+    let month: Value = serde_json::from_str(&out).unwrap();
+    let scrape = reqwest::get(format!("http://{metrics}/metrics")).await.unwrap().text().await.unwrap();
+    let gauge = |name: &str, id: &str| -> f64 {
+        let prefix = format!("{name}{{indicator=\"{id}\"}} ");
+        let line =
+            scrape.lines().find(|l| l.starts_with(&prefix)).unwrap_or_else(|| panic!("{prefix} in {scrape}"));
+        line[prefix.len()..].parse().unwrap()
+    };
+    for id in ["1.4", "2.1", "3.3", "3.6", "4.1", "4.2", "4.3"] {
+        let f = &month["province"][id];
+        assert_eq!(gauge("dvc_sync_indicator_numerator", id), f["numerator"].as_f64().unwrap(), "{id}");
+        assert_eq!(gauge("dvc_sync_indicator_denominator", id), f["denominator"].as_f64().unwrap(), "{id}");
+        match f["ratio"].as_f64() {
+            Some(r) => assert!((gauge("dvc_sync_indicator_ratio", id) - r).abs() < 0.006, "{id}"),
+            None => assert!(gauge("dvc_sync_indicator_ratio", id).is_nan(), "{id} N/A is NaN"),
+        }
+    }
+    let late_line = format!("dvc_sync_indicator_late_dossiers {}", month["late"].as_array().unwrap().len());
+    assert!(scrape.lines().any(|l| l == late_line), "{late_line} in {scrape}");
+    assert!(!scrape.contains("000.00."), "no MaHoSo in labels");
+
     daemon.sigterm().await;
     assert!(daemon.wait(Duration::from_secs(10)).await.expect("stops").success());
     // Stopped, it reads the same.

@@ -106,7 +106,8 @@ fn tally(h: &Held, first: &str, last: &str) -> Tally {
         }
     };
     count(0, in_period, true);
-    let until_end: Vec<&Map<String, Value>> = h.history.iter().filter(|e| s(e, "ThoiDiemXuLy") <= last).collect();
+    let until_end: Vec<&Map<String, Value>> =
+        h.history.iter().filter(|e| s(e, "ThoiDiemXuLy") <= last).collect();
     let first_in = |codes: &[&str]| {
         until_end.iter().find(|e| codes.contains(&s(e, "TrangThai"))).map(|e| s(e, "ThoiDiemXuLy"))
     };
@@ -121,7 +122,8 @@ fn tally(h: &Held, first: &str, last: &str) -> Tally {
     count(4, finished_at.is_some_and(|f| first <= f && f <= last), link);
     let attached = items(d, "TaiLieuNop").any(|t| !s(t, "DuongDanTaiTepTin").is_empty());
     count(5, in_period, attached && link);
-    let digitised = s(d, "HoSoCoThanhPhanSoHoa") == "1" || items(d, "TaiLieuNop").any(|t| s(t, "DuocSoHoa") == "1");
+    let digitised =
+        s(d, "HoSoCoThanhPhanSoHoa") == "1" || items(d, "TaiLieuNop").any(|t| s(t, "DuocSoHoa") == "1");
     count(6, in_period, digitised);
     t
 }

@@ -147,6 +147,22 @@ impl Daemon {
 }
 
 /// `dvc-sync status --json` of the configuration, or Null when it printed no document.
+/// The address of the daemon's /metrics, from its start-up log line.
+pub async fn metrics_addr(daemon: &Daemon) -> String {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        for line in daemon.logs().lines() {
+            if let Ok(v) = serde_json::from_str::<Value>(line)
+                && v["event"] == "daemon_started"
+            {
+                return v["metrics"].as_str().unwrap().to_owned();
+            }
+        }
+        assert!(Instant::now() < deadline, "no daemon_started line");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 pub fn status_json(config: &Path) -> Value {
     let out = std::process::Command::new(BIN)
         .args(["--config", config.to_str().unwrap(), "status", "--json"])
