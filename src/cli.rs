@@ -773,16 +773,15 @@ fn report_command(config: &config::Config, a: ReportArgs) -> ExitCode {
         }
     };
     let path = &config.store.path;
-    let read = open_state(path).and_then(|conn| crate::report::read(&conn).map_err(|e| e.to_string()));
-    let (dossiers, quarantined) = match read {
+    let read = open_state(path)
+        .and_then(|conn| crate::report::from_database(&conn, &period, true).map_err(|e| e.to_string()));
+    let report = match read {
         Ok(r) => r,
         Err(e) => {
             eprintln!("dvc-sync report: cannot read the state in {}: {e}", path.display());
             return ExitCode::from(EXIT_UNREADABLE);
         }
     };
-    let mut report = crate::report::compute(&dossiers, &period);
-    report.quarantined = quarantined;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
     } else if a.csv {

@@ -458,9 +458,7 @@ impl Demo {
             .unwrap_or(today)
             .min(today);
         let period = crate::report::Period::new(first, today).map_err(anyhow::Error::msg)?;
-        let (dossiers, quarantined) = self.engine.store().read(crate::report::read)?;
-        let mut local = crate::report::compute(&dossiers, &period);
-        local.quarantined = quarantined;
+        let local = self.engine.store().read(|c| crate::report::from_database(c, &period, false))?;
         let local = serde_json::to_value(&local.province)?;
         let national = self
             .get(format!("{}/_mock/report?from={first}&to={today}", self.national.url()))

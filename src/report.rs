@@ -351,8 +351,13 @@ pub struct Report {
     pub province: Figures,
     pub by_agency: BTreeMap<String, Figures>,
     pub by_procedure: BTreeMap<String, Figures>,
+    /// The dossiers that count late under 2.1 (empty when computed for the metrics).
     pub late: Vec<Late>,
+    /// How many count late under 2.1.
+    pub late_total: u64,
+    /// The findings (empty when computed for the metrics), and how many of each kind.
     pub findings: Vec<Finding>,
+    pub findings_by_kind: BTreeMap<&'static str, u64>,
     /// Records the daemon quarantined (never sent, in no figure).
     pub quarantined: u64,
     /// Dossiers the national portal refused for good (parked as dead): never held there, in
@@ -362,22 +367,45 @@ pub struct Report {
 
 /// Computes the report over `dossiers` (`refused`: parked as refused, counted only in 1.4).
 pub fn compute(dossiers: &[(Facts, bool)], period: &Period) -> Report {
-    let mut report = Report {
-        from: period.from.to_string(),
-        to: period.to.to_string(),
-        province: Figures::default(),
-        by_agency: BTreeMap::new(),
-        by_procedure: BTreeMap::new(),
-        late: Vec::new(),
-        findings: Vec::new(),
-        quarantined: 0,
-        refused: 0,
-    };
+    let mut tally = Tally::new(*period, true);
     for (f, refused) in dossiers {
+        tally.add(f, *refused);
+    }
+    tally.finish()
+}
+
+/// A report being computed, one dossier at a time (a big database is never held whole).
+pub struct Tally {
+    period: Period,
+    /// Keep the late dossiers and the findings themselves, not only their counts.
+    detail: bool,
+    report: Report,
+}
+
+impl Tally {
+    pub fn new(period: Period, detail: bool) -> Tally {
+        let report = Report {
+            from: period.from.to_string(),
+            to: period.to.to_string(),
+            province: Figures::default(),
+            by_agency: BTreeMap::new(),
+            by_procedure: BTreeMap::new(),
+            late: Vec::new(),
+            late_total: 0,
+            findings: Vec::new(),
+            findings_by_kind: FINDING_KINDS.iter().map(|k| (*k, 0)).collect(),
+            quarantined: 0,
+            refused: 0,
+        };
+        Tally { period, detail, report }
+    }
+
+    pub fn add(&mut self, f: &Facts, refused: bool) {
+        let (period, report) = (&self.period, &mut self.report);
         let received_in = f.received.is_some_and(|r| period.contains(r));
         let mut mine = Figures::default();
         mine.count(0, received_in, f.synchronized);
-        if *refused {
+        if refused {
             report.refused += u64::from(received_in);
         } else {
             let horizon: Vec<(u8, DateTime)> =
@@ -389,14 +417,22 @@ pub fn compute(dossiers: &[(Facts, bool)], period: &Period) -> Report {
                 let j = judge(f, period);
                 mine.count(1, true, j.on_time);
                 if !j.on_time {
-                    report.late.push(Late {
-                        mahoso: f.mahoso.clone(),
-                        agency: f.agency.clone(),
-                        procedure: f.procedure.clone(),
-                        judgement: j,
-                    });
+                    report.late_total += 1;
+                    if self.detail {
+                        report.late.push(Late {
+                            mahoso: f.mahoso.clone(),
+                            agency: f.agency.clone(),
+                            procedure: f.procedure.clone(),
+                            judgement: j,
+                        });
+                    }
                 }
-                findings_of(f, &horizon, period, &mut report.findings);
+                for finding in findings_of(f, &horizon, period) {
+                    *report.findings_by_kind.entry(finding.kind).or_default() += 1;
+                    if self.detail {
+                        report.findings.push(finding);
+                    }
+                }
             }
             mine.count(2, received_in, f.online);
             mine.count(3, received_in && f.charged, f.paid_online);
@@ -408,16 +444,31 @@ pub fn compute(dossiers: &[(Facts, bool)], period: &Period) -> Report {
             mine.count(5, received_in, f.attachment && f.result_link);
             mine.count(6, received_in, f.digitised);
         }
+        if mine.0.iter().all(|(_, d)| *d == 0) {
+            return;
+        }
         report.province.add(&mine);
-        report.by_agency.entry(f.agency.clone()).or_default().add(&mine);
-        report.by_procedure.entry(f.procedure.clone()).or_default().add(&mine);
+        match report.by_agency.get_mut(&f.agency) {
+            Some(a) => a.add(&mine),
+            None => {
+                report.by_agency.insert(f.agency.clone(), mine.clone());
+            }
+        }
+        match report.by_procedure.get_mut(&f.procedure) {
+            Some(p) => p.add(&mine),
+            None => {
+                report.by_procedure.insert(f.procedure.clone(), mine);
+            }
+        }
     }
-    report.by_agency.retain(|_, f| f.0.iter().any(|(_, d)| *d > 0));
-    report.by_procedure.retain(|_, f| f.0.iter().any(|(_, d)| *d > 0));
-    report
+
+    pub fn finish(self) -> Report {
+        self.report
+    }
 }
 
-fn findings_of(f: &Facts, horizon: &[(u8, DateTime)], period: &Period, out: &mut Vec<Finding>) {
+fn findings_of(f: &Facts, horizon: &[(u8, DateTime)], period: &Period) -> Vec<Finding> {
+    let mut out = Vec::new();
     let mut add = |kind, detail: String| out.push(Finding { mahoso: f.mahoso.clone(), kind, detail });
     let finished_entry = horizon.iter().any(|(s, _)| matches!(s, 9 | 10));
     if matches!(f.status, 9 | 10) && !finished_entry && f.history.iter().all(|(_, at)| *at <= period.end()) {
@@ -440,10 +491,11 @@ fn findings_of(f: &Facts, horizon: &[(u8, DateTime)], period: &Period, out: &mut
     if f.due.is_none() && f.duration.is_none() {
         add("no_deadline", "no NgayHenTra and no duration known for the procedure".into());
     }
+    out
 }
 
-/// Reads every dossier's facts from the database (read-only).
-pub fn read(conn: &Connection) -> rusqlite::Result<(Vec<(Facts, bool)>, u64)> {
+/// Computes the report for `period` from the database, reading one dossier at a time.
+pub fn from_database(conn: &Connection, period: &Period, detail: bool) -> rusqlite::Result<Report> {
     let mut durations: BTreeMap<String, MaxDuration> = BTreeMap::new();
     let mut stmt = conn.prepare("SELECT code, duration, duration_unit FROM procedure WHERE known = 1")?;
     for row in stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, stored_duration(r.get(1)?, r.get(2)?))))? {
@@ -451,29 +503,28 @@ pub fn read(conn: &Connection) -> rusqlite::Result<(Vec<(Facts, bool)>, u64)> {
             durations.insert(code, d);
         }
     }
+    let mut tally = Tally::new(*period, detail);
     let mut stmt = conn.prepare(
         "SELECT b.payload, b.history, d.national_exists,
                 EXISTS (SELECT 1 FROM dead x WHERE x.mahoso = d.mahoso AND x.kind = 'refused')
            FROM dossier d JOIN body b ON b.mahoso = d.mahoso",
     )?;
-    let rows = stmt.query_map([], |r| {
-        let payload: String = r.get(0)?;
-        let history: String = r.get(1)?;
-        Ok((payload, history, r.get::<_, bool>(2)?, r.get::<_, bool>(3)?))
-    })?;
-    let mut out = Vec::new();
-    for row in rows {
-        let (payload, history, synchronized, refused) = row?;
-        let Ok(Value::Object(dossier)) = serde_json::from_str::<Value>(&payload) else { continue };
-        let history: Vec<Value> = serde_json::from_str(&history).unwrap_or_default();
+    let mut rows = stmt.query([])?;
+    while let Some(r) = rows.next()? {
+        let payload = r.get_ref(0)?.as_str().unwrap_or("");
+        let Ok(Value::Object(dossier)) = serde_json::from_str::<Value>(payload) else { continue };
+        let history: Vec<Value> =
+            serde_json::from_str(r.get_ref(1)?.as_str().unwrap_or("[]")).unwrap_or_default();
         let mut f = Facts::of_national(&dossier, &history);
-        f.synchronized = synchronized;
+        f.synchronized = r.get(2)?;
         f.duration = durations.get(&f.procedure).copied();
-        out.push((f, refused));
+        tally.add(&f, r.get(3)?);
     }
-    let quarantined =
-        conn.query_row("SELECT n FROM counts WHERE name = 'quarantine'", [], |r| r.get::<_, i64>(0))?;
-    Ok((out, quarantined.max(0) as u64))
+    let mut report = tally.finish();
+    report.quarantined = conn
+        .query_row("SELECT n FROM counts WHERE name = 'quarantine'", [], |r| r.get::<_, i64>(0))?
+        .max(0) as u64;
+    Ok(report)
 }
 
 /// The kinds of finding, for the metrics' bounded label.
@@ -484,10 +535,7 @@ pub fn current_month(path: &std::path::Path) -> Result<Report, String> {
     let today = crate::domain::dates::to_vn_local(jiff::Timestamp::now()).date();
     let period = Period::new(today.first_of_month(), today.last_of_month())?;
     let conn = crate::store::open_read_only(path).map_err(|e| e.to_string())?;
-    let (dossiers, quarantined) = read(&conn).map_err(|e| e.to_string())?;
-    let mut report = compute(&dossiers, &period);
-    report.quarantined = quarantined;
-    Ok(report)
+    from_database(&conn, &period, false).map_err(|e| e.to_string())
 }
 
 /// Sets the indicator gauges from `report` (labels: the indicator id, the finding kind).
@@ -498,10 +546,9 @@ pub fn publish(report: &Report) {
         metrics::gauge!(m::INDICATOR_NUMERATOR, "indicator" => id).set(f.numerator as f64);
         metrics::gauge!(m::INDICATOR_DENOMINATOR, "indicator" => id).set(f.denominator as f64);
     }
-    metrics::gauge!(m::INDICATOR_LATE).set(report.late.len() as f64);
-    for kind in FINDING_KINDS {
-        let n = report.findings.iter().filter(|f| f.kind == kind).count();
-        metrics::gauge!(m::INDICATOR_FINDINGS, "kind" => kind).set(n as f64);
+    metrics::gauge!(m::INDICATOR_LATE).set(report.late_total as f64);
+    for (kind, n) in &report.findings_by_kind {
+        metrics::gauge!(m::INDICATOR_FINDINGS, "kind" => *kind).set(*n as f64);
     }
     metrics::gauge!(m::INDICATOR_COMPUTED).set(jiff::Timestamp::now().as_second() as f64);
 }
@@ -554,8 +601,8 @@ pub fn render_table(r: &Report, late: bool) -> String {
     }
     out.push_str(&format!(
         "\n{} dossier(s) count late under 2.1{}\n",
-        r.late.len(),
-        if late || r.late.is_empty() { "" } else { " (--late lists them with the reason)" }
+        r.late_total,
+        if late || r.late_total == 0 { "" } else { " (--late lists them with the reason)" }
     ));
     if late && !r.late.is_empty() {
         let mut t = Table::new();

@@ -20,6 +20,10 @@ pub enum Entry {
 #[derive(Debug, Default)]
 pub struct Catalogue {
     entries: Mutex<HashMap<String, (Entry, i64)>>,
+    /// Procedures whose duration the report needs (a dossier without NgayHenTra) and the
+    /// cache lacks: asked by the pusher beside the lookups that fill dossiers, never holding
+    /// a dossier back.
+    wanted: Mutex<std::collections::BTreeSet<String>>,
 }
 
 /// A known procedure's catalogue fields.
@@ -52,7 +56,31 @@ impl Catalogue {
             };
             Ok((r.get::<_, String>(0)?, (entry, r.get::<_, i64>(5)?)))
         })?;
-        Ok(Catalogue { entries: Mutex::new(rows.collect::<rusqlite::Result<_>>()?) })
+        let entries: HashMap<String, (Entry, i64)> = rows.collect::<rusqlite::Result<_>>()?;
+        // Known procedures without a duration (as every one is after migration 0008) are asked
+        // again once, for the dossiers stored without NgayHenTra.
+        let wanted = entries
+            .iter()
+            .filter(|(_, (e, _))| matches!(e, Entry::Known { duration: None, .. }))
+            .map(|(code, _)| code.clone())
+            .collect();
+        Ok(Catalogue { entries: Mutex::new(entries), wanted: Mutex::new(wanted) })
+    }
+
+    /// Notes that a dossier of `code` has no NgayHenTra: its duration is wanted unless the
+    /// cache holds a fresh answer (with or without a duration).
+    pub fn want_duration(&self, code: &str, now: i64) {
+        let fresh = self.get(code, now).is_some();
+        let has = matches!(self.known(code, now), Some(Known { duration: Some(_), .. }));
+        if !fresh && !has {
+            self.wanted.lock().unwrap_or_else(|p| p.into_inner()).insert(code.to_owned());
+        }
+    }
+
+    /// The wanted procedures, forgotten here: a failed look-up is not retried until another
+    /// dossier wants it (so that an outage does not multiply catalogue calls).
+    pub fn take_wanted(&self) -> Vec<String> {
+        std::mem::take(&mut *self.wanted.lock().unwrap_or_else(|p| p.into_inner())).into_iter().collect()
     }
 
     /// The cached answer for `code`, if still fresh.

@@ -77,15 +77,13 @@ pub(crate) fn apply_page<S: Source, N: Sink, C: Clock>(
             match normalize(raw, map) {
                 Ok(mut n) => {
                     // Without NgayHenTra, the on-time figure needs the procedure's duration
-                    // (`dvc-sync report`): ask the catalogue when it is not cached.
-                    let no_due =
-                        n.dossier.get("NgayHenTra").and_then(Value::as_str).is_none_or(str::is_empty);
-                    let cached = inner.catalogue.known(&n.procedure, now);
-                    if no_due && cached.as_ref().is_none_or(|e| e.duration.is_none()) {
-                        n.needs_catalogue = true;
+                    // (`dvc-sync report`): the pusher asks the catalogue, without holding the
+                    // dossier back for it.
+                    if n.dossier.get("NgayHenTra").and_then(Value::as_str).is_none_or(str::is_empty) {
+                        inner.catalogue.want_duration(&n.procedure, now);
                     }
                     if n.needs_catalogue
-                        && let Some(entry) = cached.filter(|e| !no_due || e.duration.is_some())
+                        && let Some(entry) = inner.catalogue.known(&n.procedure, now)
                     {
                         fill_catalogue(&mut n.dossier, &entry.name, &entry.field_code, &entry.field_name);
                         n.needs_catalogue = false;

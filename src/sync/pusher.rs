@@ -516,8 +516,13 @@ async fn fill_catalogues<S: Source, N: Sink, C: Clock>(
 ) -> Result<(), StoreError> {
     let now = inner.clock.now().as_microsecond();
     // Ordered, so that a simulation replays the same calls in the same order.
-    let codes: std::collections::BTreeSet<String> =
-        work.iter().filter(|w| w.open() && w.needs_catalogue).map(|w| w.procedure.clone()).collect();
+    // Beside them, the procedures whose duration the report wants (nothing waits for those).
+    let codes: std::collections::BTreeSet<String> = work
+        .iter()
+        .filter(|w| w.open() && w.needs_catalogue)
+        .map(|w| w.procedure.clone())
+        .chain(inner.catalogue.take_wanted())
+        .collect();
     let mut found: HashMap<String, Result<Entry, Transient>> = HashMap::new();
     for code in codes {
         if let Some(entry) = inner.catalogue.get(&code, now) {

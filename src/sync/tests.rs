@@ -122,7 +122,8 @@ fn record(mahoso: &str, version: i64, entries: usize) -> Value {
     json!({
         "MaHoSo": mahoso, "MaTTHC": "1.001193", "TenTTHC": "Đăng ký khai sinh", "MaLinhVuc": "G09-TP09",
         "TenLinhVuc": "Hộ tịch", "KenhThucHien": "2", "LoaiDoiTuong": "1", "ChuHoSo": "Nguyễn Văn An",
-        "TrichYeuHoSo": "Đăng ký khai sinh", "NgayTiepNhan": "20260301083000", "TrangThai": "processing",
+        "TrichYeuHoSo": "Đăng ký khai sinh", "NgayTiepNhan": "20260301083000", "NgayHenTra": "20260302083000",
+        "TrangThai": "processing",
         "HinhThuc": "0", "DonViXuLy": "Sở Tư pháp", "updated_at": "2026-03-01T08:30:00+07:00",
         "version": version, "QuaTrinhXuLy": history,
     })
@@ -379,4 +380,42 @@ async fn an_update_the_portal_lost_is_created_again_with_its_whole_history_even_
         .sum();
     assert_eq!(appended, 1 + 2, "the first entry once before the loss, then both after it");
     assert_eq!(row::<i64>(&e, "SELECT acked_history FROM dossier"), 2);
+}
+
+#[tokio::test]
+async fn a_dossier_without_a_due_date_asks_the_catalogue_for_its_duration_without_waiting_for_it() {
+    let sink = Scripted::default();
+    let (e, _dir) = engine(&sink);
+    let mut r = record(A, 1, 1);
+    r.as_object_mut().unwrap().remove("NgayHenTra");
+    apply(&e, vec![plain(r)]);
+    // The catalogue fails: the dossier goes anyway, and the duration is not asked again in
+    // the same breath.
+    sink.answer("LayThuTuc", Answer::Ok(json!({"error_code": 0})));
+    pusher::round(&e.inner).await.unwrap();
+    let services: Vec<&str> = sink.calls().iter().map(|(s, _)| *s).collect();
+    assert_eq!(services, ["LayThuTuc", "DongBoHoSoMC", "CapNhatTienDoHoSoMC"]);
+    assert_eq!(row::<i64>(&e, "SELECT national_exists FROM dossier"), 1);
+    // A later version wants it again; this time the catalogue answers, and it is kept.
+    let mut r = record(A, 2, 2);
+    r.as_object_mut().unwrap().remove("NgayHenTra");
+    apply(&e, vec![plain(r)]);
+    sink.answer(
+        "LayThuTuc",
+        Answer::Ok(json!({"error_code": 0, "result": [{"MATTHC": "1.001193", "TENTTHC": "Đăng ký khai sinh",
+            "CACHTHUCTHUCHIEN": [{"THOIGIAN": [{"THOIGIANGIAIQUYET": "3", "DONVITINH": "Ngày làm việc"}]}]}]})),
+    );
+    pusher::round(&e.inner).await.unwrap();
+    assert_eq!(
+        row::<String>(&e, "SELECT duration || ' ' || duration_unit FROM procedure"),
+        "3.0 working_days"
+    );
+    let asked = sink.calls().iter().filter(|(s, _)| *s == "LayThuTuc").count();
+    assert_eq!(asked, 2);
+    // Cached: a third version does not ask.
+    let mut r = record(A, 3, 3);
+    r.as_object_mut().unwrap().remove("NgayHenTra");
+    apply(&e, vec![plain(r)]);
+    pusher::round(&e.inner).await.unwrap();
+    assert_eq!(sink.calls().iter().filter(|(s, _)| *s == "LayThuTuc").count(), 2);
 }
