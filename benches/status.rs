@@ -4,6 +4,8 @@
 //! `target/bench-data/` and reused. The binary is timed as an operator runs it, a new process
 //! each time: one warm-up, then the median of 9 runs.
 //!
+//! Also `dvc-sync report --month` on the same database (median of 3), which reads every dossier.
+//!
 //!     cargo bench --bench status [-- DOSSIERS]
 
 use std::{
@@ -149,6 +151,25 @@ fn main() {
         .collect();
     times.sort_by(f64::total_cmp);
     println!("in-process report(): median {:.2} ms", times[4]);
+    // `dvc-sync report` reads every dossier (the 766 figures): its cost per dossier, which is
+    // also what the daemon pays every telemetry.indicators_seconds.
+    let mut times: Vec<f64> = (0..3)
+        .map(|_| {
+            let started = Instant::now();
+            let out = Command::new(bin)
+                .args(["--config", config.to_str().unwrap(), "report", "--json", "--month", "2025-01"])
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+            started.elapsed().as_secs_f64() * 1000.0
+        })
+        .collect();
+    times.sort_by(f64::total_cmp);
+    println!(
+        "report --json --month: median {:.0} ms over 3 runs ({:.1} µs a dossier)",
+        times[1],
+        times[1] * 1000.0 / n as f64
+    );
     println!("database: {n} dossiers, {:.0} MiB", size as f64 / 1024.0 / 1024.0);
     println!("{}", run(&["--json"]).1);
 }

@@ -220,4 +220,15 @@ fn init_metrics() {
     metrics::counter!(m::AUDIT_REPAIRED).increment(0);
     metrics::gauge!(m::PUSH_FAILING).set(0.0);
     metrics::gauge!(m::UP).set(1.0);
+    // Until the first computation (its timestamp 0 says so).
+    for (id, _) in crate::report::INDICATORS {
+        metrics::gauge!(m::INDICATOR_RATIO, "indicator" => id).set(f64::NAN);
+        metrics::gauge!(m::INDICATOR_NUMERATOR, "indicator" => id).set(0.0);
+        metrics::gauge!(m::INDICATOR_DENOMINATOR, "indicator" => id).set(0.0);
+    }
+    metrics::gauge!(m::INDICATOR_LATE).set(0.0);
+    for kind in crate::report::FINDING_KINDS {
+        metrics::gauge!(m::INDICATOR_FINDINGS, "kind" => kind).set(0.0);
+    }
+    metrics::gauge!(m::INDICATOR_COMPUTED).set(0.0);
 }

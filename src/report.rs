@@ -176,7 +176,7 @@ pub fn judge(f: &Facts, period: &Period) -> Judgement {
         None if runs.len() == 1 => {
             (Some(runs[0].0), "one supplement request and no end yet: the request is the end".into())
         }
-        None if runs.len() > 1 => (None, format!("{} supplement requests and no end yet", runs.len())),
+        None if runs.len() > 1 => (None, format!("late: {} supplement requests and no end yet", runs.len())),
         None => (Some(horizon), "still open at the period's end".into()),
     };
     let Some(end) = end else {
@@ -506,7 +506,8 @@ pub fn from_database(conn: &Connection, period: &Period, detail: bool) -> rusqli
     let mut tally = Tally::new(*period, detail);
     let mut stmt = conn.prepare(
         "SELECT b.payload, b.history, d.national_exists,
-                EXISTS (SELECT 1 FROM dead x WHERE x.mahoso = d.mahoso AND x.kind = 'refused')
+                d.national_exists = 0
+                    AND EXISTS (SELECT 1 FROM dead x WHERE x.mahoso = d.mahoso AND x.kind = 'refused')
            FROM dossier d JOIN body b ON b.mahoso = d.mahoso",
     )?;
     let mut rows = stmt.query([])?;

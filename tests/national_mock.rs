@@ -565,8 +565,13 @@ async fn lay_thu_tuc_reads_the_catalogue() {
     assert_eq!(
         answer["result"],
         json!([{"MATTHC": "1.001193", "TENTTHC": "Đăng ký khai sinh",
-                "LINHVUCTHUCHIEN": [{"MALINHVUC": "G09-TP09", "TENLINHVUC": "Hộ tịch"}]}])
+                "LINHVUCTHUCHIEN": [{"MALINHVUC": "G09-TP09", "TENLINHVUC": "Hộ tịch"}],
+                "CACHTHUCTHUCHIEN": [{"KENH": "1", "THOIGIAN": [{"THOIGIANGIAIQUYET": "1", "DONVITINH": "Ngày",
+                    "MOTA": "Kể từ ngày nhận đủ hồ sơ hợp lệ"}]}]}])
     );
+    // The long procedures count working days.
+    let answer = n.call("LayThuTuc", json!({"maTTHC": "1.009994"})).await;
+    assert_eq!(answer["result"][0]["CACHTHUCTHUCHIEN"][0]["THOIGIAN"][0]["DONVITINH"], "Ngày làm việc");
     let answer = n.call("LayThuTuc", json!({"maTTHC": "9.990001"})).await;
     assert_eq!((code_of(&answer), &answer["result"]), (0, &json!([])));
 }

@@ -149,7 +149,10 @@ impl MaxDuration {
                     _ => return None,
                 };
                 let unit = DurationUnit::parse(t.get("DONVITINH")?.as_str()?)?;
-                (amount.is_finite() && amount > 0.0).then_some(MaxDuration { amount, unit })
+                // Ten years at most: anything longer is not a processing time (and would not fit
+                // the date arithmetic).
+                let d = MaxDuration { amount, unit };
+                (amount.is_finite() && amount > 0.0 && hours(&d) <= 10.0 * 366.0 * 24.0).then_some(d)
             })
             .max_by(|a, b| hours(a).total_cmp(&hours(b)))
     }
@@ -207,6 +210,11 @@ mod tests {
         let d = MaxDuration::of_procedure(&p).unwrap();
         assert_eq!(d, MaxDuration { amount: 3.0, unit: DurationUnit::WorkingDays });
         assert_eq!(MaxDuration::of_procedure(&serde_json::json!({"TENTTHC": "x"})), None);
+        // Outside input: absurd durations are no duration (they would overflow the dates).
+        for absurd in ["1e15", "4000", "-3", "NaN"] {
+            let p = serde_json::json!({"CACHTHUCTHUCHIEN": [{"THOIGIAN": [{"THOIGIANGIAIQUYET": absurd, "DONVITINH": "Ngày làm việc"}]}]});
+            assert_eq!(MaxDuration::of_procedure(&p), None, "{absurd}");
+        }
         // Received Thursday 2026-03-05 10:00: Friday, then Monday, Tuesday.
         let received = jiff::civil::date(2026, 3, 5).at(10, 0, 0, 0);
         assert_eq!(d.deadline(received), Some(jiff::civil::date(2026, 3, 10).at(10, 0, 0, 0)));

@@ -23,7 +23,8 @@ pub struct Catalogue {
     /// Procedures whose duration the report needs (a dossier without NgayHenTra) and the
     /// cache lacks: asked by the pusher beside the lookups that fill dossiers, never holding
     /// a dossier back.
-    wanted: Mutex<std::collections::BTreeSet<String>>,
+    /// Each with the time (µs) it may be asked at the earliest.
+    wanted: Mutex<std::collections::BTreeMap<String, i64>>,
 }
 
 /// A known procedure's catalogue fields.
@@ -57,12 +58,13 @@ impl Catalogue {
             Ok((r.get::<_, String>(0)?, (entry, r.get::<_, i64>(5)?)))
         })?;
         let entries: HashMap<String, (Entry, i64)> = rows.collect::<rusqlite::Result<_>>()?;
-        // Known procedures without a duration (as every one is after migration 0008) are asked
-        // again once, for the dossiers stored without NgayHenTra.
+        // Known procedures without a duration that were never asked for one (migration 0008
+        // marks every cached answer stale, fetched_at 0) are asked once, for the dossiers
+        // stored without NgayHenTra before it.
         let wanted = entries
             .iter()
-            .filter(|(_, (e, _))| matches!(e, Entry::Known { duration: None, .. }))
-            .map(|(code, _)| code.clone())
+            .filter(|(_, (e, at))| *at == 0 && matches!(e, Entry::Known { duration: None, .. }))
+            .map(|(code, _)| (code.clone(), 0))
             .collect();
         Ok(Catalogue { entries: Mutex::new(entries), wanted: Mutex::new(wanted) })
     }
@@ -73,14 +75,23 @@ impl Catalogue {
         let fresh = self.get(code, now).is_some();
         let has = matches!(self.known(code, now), Some(Known { duration: Some(_), .. }));
         if !fresh && !has {
-            self.wanted.lock().unwrap_or_else(|p| p.into_inner()).insert(code.to_owned());
+            self.wanted.lock().unwrap_or_else(|p| p.into_inner()).entry(code.to_owned()).or_insert(now);
         }
     }
 
-    /// The wanted procedures, forgotten here: a failed look-up is not retried until another
-    /// dossier wants it (so that an outage does not multiply catalogue calls).
-    pub fn take_wanted(&self) -> Vec<String> {
-        std::mem::take(&mut *self.wanted.lock().unwrap_or_else(|p| p.into_inner())).into_iter().collect()
+    /// The wanted procedures that may be asked now, in code order; taken out of the set.
+    pub fn take_due(&self, now: i64) -> Vec<String> {
+        let mut wanted = self.wanted.lock().unwrap_or_else(|p| p.into_inner());
+        let due: Vec<String> = wanted.iter().filter(|(_, at)| **at <= now).map(|(c, _)| c.clone()).collect();
+        for code in &due {
+            wanted.remove(code);
+        }
+        due
+    }
+
+    /// A wanted look-up failed: ask again at `at` at the earliest.
+    pub fn retry_later(&self, code: &str, at: i64) {
+        self.wanted.lock().unwrap_or_else(|p| p.into_inner()).insert(code.to_owned(), at);
     }
 
     /// The cached answer for `code`, if still fresh.

@@ -510,19 +510,70 @@ async fn resolve_uncertain<S: Source, N: Sink, C: Clock>(
 // ---------------------------------------------------------------------------------------------
 // The catalogue
 
+/// What a `LayThuTuc` answer says of a procedure, or why it says nothing usable.
+fn catalogue_entry(answer: &Answer) -> Result<Entry, Transient> {
+    match &answer {
+        Answer::Ok(body) if !body.get("result").is_some_and(Value::is_array) => Err(Transient {
+            kind: TransientKind::BadAnswer,
+            reason: "LayThuTuc answered success without a result".into(),
+            maybe_applied: false,
+            retry_after: None,
+            http_status: None,
+        }),
+        Answer::Ok(body) => {
+            let first = body.get("result").and_then(Value::as_array).and_then(|r| r.first());
+            let text = |v: Option<&Value>| v.and_then(Value::as_str).unwrap_or("").to_owned();
+            match first {
+                Some(p) => {
+                    let field = p.get("LINHVUCTHUCHIEN").and_then(Value::as_array).and_then(|f| f.first());
+                    Ok(Entry::Known {
+                        name: text(p.get("TENTTHC")),
+                        field_code: text(field.and_then(|f| f.get("MALINHVUC"))),
+                        field_name: text(field.and_then(|f| f.get("TENLINHVUC"))),
+                        duration: MaxDuration::of_procedure(p),
+                    })
+                }
+                None => Ok(Entry::Unknown),
+            }
+        }
+        Answer::Refused { code: codes::UNKNOWN_PROCEDURE, .. } => Ok(Entry::Unknown),
+        Answer::Refused { code: c, message } => Err(Transient {
+            kind: TransientKind::BadAnswer,
+            reason: format!("LayThuTuc refused (error_code {c}): {message}"),
+            maybe_applied: false,
+            retry_after: None,
+            http_status: None,
+        }),
+        Answer::Retry(t) => Err(t.clone()),
+    }
+}
+
+/// Asks the catalogue for the durations the report wants (dossiers without NgayHenTra), after
+/// the round's pushes, so that no dossier waits for them; a failure is asked again a minute
+/// later at the earliest.
+async fn look_up_durations<S: Source, N: Sink, C: Clock>(inner: &Inner<S, N, C>) -> Result<(), StoreError> {
+    let now = inner.clock.now().as_microsecond();
+    for code in inner.catalogue.take_due(now) {
+        if inner.catalogue.get(&code, now).is_some() {
+            continue;
+        }
+        let answer = call(inner, "LayThuTuc", || inner.sink.procedure(&code)).await;
+        match catalogue_entry(&answer) {
+            Ok(entry) => inner.store.write(|tx| inner.catalogue.put(tx, &code, entry, now))?,
+            Err(_) => inner.catalogue.retry_later(&code, now + 60 * 1_000_000),
+        }
+    }
+    Ok(())
+}
+
 async fn fill_catalogues<S: Source, N: Sink, C: Clock>(
     inner: &Inner<S, N, C>,
     work: &mut [Work],
 ) -> Result<(), StoreError> {
     let now = inner.clock.now().as_microsecond();
     // Ordered, so that a simulation replays the same calls in the same order.
-    // Beside them, the procedures whose duration the report wants (nothing waits for those).
-    let codes: std::collections::BTreeSet<String> = work
-        .iter()
-        .filter(|w| w.open() && w.needs_catalogue)
-        .map(|w| w.procedure.clone())
-        .chain(inner.catalogue.take_wanted())
-        .collect();
+    let codes: std::collections::BTreeSet<String> =
+        work.iter().filter(|w| w.open() && w.needs_catalogue).map(|w| w.procedure.clone()).collect();
     let mut found: HashMap<String, Result<Entry, Transient>> = HashMap::new();
     for code in codes {
         if let Some(entry) = inner.catalogue.get(&code, now) {
@@ -531,41 +582,7 @@ async fn fill_catalogues<S: Source, N: Sink, C: Clock>(
         }
         let answer = call(inner, "LayThuTuc", || inner.sink.procedure(&code)).await;
         let at = inner.clock.now().as_microsecond();
-        let entry = match &answer {
-            Answer::Ok(body) if !body.get("result").is_some_and(Value::is_array) => Err(Transient {
-                kind: TransientKind::BadAnswer,
-                reason: "LayThuTuc answered success without a result".into(),
-                maybe_applied: false,
-                retry_after: None,
-                http_status: None,
-            }),
-            Answer::Ok(body) => {
-                let first = body.get("result").and_then(Value::as_array).and_then(|r| r.first());
-                let text = |v: Option<&Value>| v.and_then(Value::as_str).unwrap_or("").to_owned();
-                match first {
-                    Some(p) => {
-                        let field =
-                            p.get("LINHVUCTHUCHIEN").and_then(Value::as_array).and_then(|f| f.first());
-                        Ok(Entry::Known {
-                            name: text(p.get("TENTTHC")),
-                            field_code: text(field.and_then(|f| f.get("MALINHVUC"))),
-                            field_name: text(field.and_then(|f| f.get("TENLINHVUC"))),
-                            duration: MaxDuration::of_procedure(p),
-                        })
-                    }
-                    None => Ok(Entry::Unknown),
-                }
-            }
-            Answer::Refused { code: codes::UNKNOWN_PROCEDURE, .. } => Ok(Entry::Unknown),
-            Answer::Refused { code: c, message } => Err(Transient {
-                kind: TransientKind::BadAnswer,
-                reason: format!("LayThuTuc refused (error_code {c}): {message}"),
-                maybe_applied: false,
-                retry_after: None,
-                http_status: None,
-            }),
-            Answer::Retry(t) => Err(t.clone()),
-        };
+        let entry = catalogue_entry(&answer);
         // Journalled when it decided something (a failure is the dossier's last error; retried
         // every round in an outage, it would push the dossier's own calls out of the journal).
         let said = match &entry {
@@ -1237,6 +1254,7 @@ pub(crate) async fn round<S: Source, N: Sink, C: Clock>(inner: &Inner<S, N, C>) 
         work
     };
     if work.is_empty() {
+        look_up_durations(inner).await?;
         return Ok(0);
     }
     let seed = inner.next_seed();
@@ -1245,6 +1263,7 @@ pub(crate) async fn round<S: Source, N: Sink, C: Clock>(inner: &Inner<S, N, C>) 
     push_payloads(inner, &mut work, now, seed).await?;
     push_history(inner, &mut work, now, seed).await?;
     close_round(inner, &work, now, seed)?;
+    look_up_durations(inner).await?;
     Ok(work.len())
 }
 
