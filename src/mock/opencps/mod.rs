@@ -895,10 +895,19 @@ impl Province {
 
     /// The province's truth as the daemon should see it through OpenCPS's tables: the world's
     /// records, less what OpenCPS has no column for (a history entry's ChucDanh and
-    /// PhongBanXuLy).
+    /// PhongBanXuLy) and what the shipped profile does not read (of the 766 fields, all but
+    /// NgayNopHoSo: docs/sql-source.md).
     pub fn truth(&self) -> Vec<TruthItem> {
         let mut items = truth_items(&self.world().truth());
         for item in &mut items {
+            if let Some(record) = item.record.as_object_mut() {
+                for field in ["DuocThanhToanTrucTuyen", "HoSoCoThanhPhanSoHoa"] {
+                    record.remove(field);
+                }
+                for (list, _) in crate::domain::scoring::LISTS {
+                    record.remove(*list);
+                }
+            }
             if let Some(entries) = item.record.get_mut("QuaTrinhXuLy").and_then(Value::as_array_mut) {
                 for e in entries {
                     e["ChucDanh"] = Value::String(String::new());

@@ -60,6 +60,11 @@ const DOSSIER_FIELDS: &[&str] = &[
     "TrangThaiHoSo",
     "HinhThuc",
     "DonViXuLy",
+    // The scalar fields the 766 indicators read (domain::scoring); the lists need queries of
+    // their own, which profiles do not have yet (docs/sql-source.md).
+    "DuocThanhToanTrucTuyen",
+    "HoSoCoThanhPhanSoHoa",
+    "NgayNopHoSo",
 ];
 
 const ENTRY_FIELDS: &[&str] = &[
