@@ -782,12 +782,14 @@ fn report_command(config: &config::Config, a: ReportArgs) -> ExitCode {
             return ExitCode::from(EXIT_UNREADABLE);
         }
     };
-    if a.json {
-        println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
+    let text = if a.json {
+        format!("{}\n", serde_json::to_string_pretty(&report).unwrap_or_default())
     } else if a.csv {
-        print!("{}", crate::report::render_csv(&report, a.late));
+        crate::report::render_csv(&report, a.late)
     } else {
-        print!("{}", crate::report::render_table(&report, a.late));
-    }
+        crate::report::render_table(&report, a.late)
+    };
+    // A closed pipe (`| head`) is the reader's choice, not an error worth a panic.
+    let _ = std::io::stdout().lock().write_all(text.as_bytes());
     ExitCode::SUCCESS
 }
