@@ -109,21 +109,15 @@ pub async fn run(config: Config, token: CancellationToken) -> anyhow::Result<()>
         let every = sd_notify::watchdog_enabled().map(|d| d / 2).unwrap_or(Duration::from_secs(10));
         let watchdog = sd_notify::watchdog_enabled().is_some();
         tokio::spawn(async move {
-            let mut tick = tokio::time::interval(every);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-            loop {
-                tokio::select! {
-                    biased;
-                    () = token.cancelled() => break,
-                    _ = tick.tick() => {}
-                }
+            on_each_tick(&token, every, || async {
                 let line = engine.status_line();
                 if watchdog {
                     notify(&[NotifyState::Watchdog, NotifyState::Status(&line)]);
                 } else {
                     notify(&[NotifyState::Status(&line)]);
                 }
-            }
+            })
+            .await;
             notify(&[NotifyState::Stopping, NotifyState::Status("draining in-flight calls")]);
         })
     };
@@ -131,14 +125,8 @@ pub async fn run(config: Config, token: CancellationToken) -> anyhow::Result<()>
     let trims = {
         let token = token.clone();
         tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_secs(2));
-            loop {
-                tokio::select! {
-                    biased;
-                    () = token.cancelled() => break,
-                    _ = tick.tick() => crate::memory::release_free_memory(),
-                }
-            }
+            on_each_tick(&token, Duration::from_secs(2), || async { crate::memory::release_free_memory() })
+                .await;
         })
     };
     // The current month's 766 indicators for /metrics, computed on a reader connection away
@@ -147,14 +135,7 @@ pub async fn run(config: Config, token: CancellationToken) -> anyhow::Result<()>
         let token = token.clone();
         let path = config.store.path.clone();
         tokio::spawn(async move {
-            let mut tick = tokio::time::interval(every);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-            loop {
-                tokio::select! {
-                    biased;
-                    () = token.cancelled() => break,
-                    _ = tick.tick() => {}
-                }
+            on_each_tick(&token, every, || async {
                 let path = path.clone();
                 let started = std::time::Instant::now();
                 match tokio::task::spawn_blocking(move || crate::report::current_month(&path)).await {
@@ -168,7 +149,8 @@ pub async fn run(config: Config, token: CancellationToken) -> anyhow::Result<()>
                     Ok(Err(e)) => tracing::warn!(event = "indicators_failed", error = %e),
                     Err(e) => tracing::warn!(event = "indicators_failed", error = %e),
                 }
-            }
+            })
+            .await;
         })
     });
     engine.run(token).await;
@@ -180,6 +162,24 @@ pub async fn run(config: Config, token: CancellationToken) -> anyhow::Result<()>
     }
     tracing::info!(event = "daemon_stopped");
     Ok(())
+}
+
+/// Runs `f` at once and then every `every` (a late tick is skipped, not caught up) until
+/// `token` is cancelled.
+async fn on_each_tick<F, Fut>(token: &CancellationToken, every: Duration, mut f: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    loop {
+        tokio::select! {
+            biased;
+            () = token.cancelled() => break,
+            _ = tick.tick() => f().await,
+        }
+    }
 }
 
 /// Where the provincial side is read, for the start-up log line (never a password).

@@ -166,12 +166,26 @@ fn supplements(history: &[(u8, DateTime)]) -> Vec<(DateTime, Option<DateTime>)> 
     runs
 }
 
+/// The history entries up to the period's end: all that a period's figures read.
+fn until_end(f: &Facts, period: &Period) -> Vec<(u8, DateTime)> {
+    f.history.iter().copied().filter(|(_, at)| *at <= period.end()).collect()
+}
+
+/// The time of the first entry in 9, else in 10: when the dossier was finished.
+fn finished_at(history: &[(u8, DateTime)]) -> Option<DateTime> {
+    [9u8, 10].iter().find_map(|c| history.iter().find(|(s, _)| s == c)).map(|(_, at)| *at)
+}
+
 /// Indicator 2.1 for one dossier, as of the period's end (entries after it are not read).
 pub fn judge(f: &Facts, period: &Period) -> Judgement {
+    judge_within(f, &until_end(f, period), period)
+}
+
+/// [`judge`] over the entries up to the period's end, already picked.
+fn judge_within(f: &Facts, history: &[(u8, DateTime)], period: &Period) -> Judgement {
     let horizon = period.end();
-    let history: Vec<(u8, DateTime)> = f.history.iter().copied().filter(|(_, at)| *at <= horizon).collect();
-    let runs = supplements(&history);
-    let (end, how) = match true_end(&history) {
+    let runs = supplements(history);
+    let (end, how) = match true_end(history) {
         Some((status, at)) => (Some(at), format!("ended in status {status} at {}", national(at))),
         None if runs.len() == 1 => {
             (Some(runs[0].0), "one supplement request and no end yet: the request is the end".into())
@@ -408,13 +422,12 @@ impl Tally {
         if refused {
             report.refused += u64::from(received_in);
         } else {
-            let horizon: Vec<(u8, DateTime)> =
-                f.history.iter().copied().filter(|(_, at)| *at <= period.end()).collect();
+            let horizon = until_end(f, period);
             let ended = true_end(&horizon);
             let in_21 = f.received.is_some_and(|r| r <= period.end())
                 && (received_in || ended.is_none_or(|(_, at)| at >= period.start()));
             if in_21 {
-                let j = judge(f, period);
+                let j = judge_within(f, &horizon, period);
                 mine.count(1, true, j.on_time);
                 if !j.on_time {
                     report.late_total += 1;
@@ -436,10 +449,7 @@ impl Tally {
             }
             mine.count(2, received_in, f.online);
             mine.count(3, received_in && f.charged, f.paid_online);
-            let finished = [&[9u8][..], &[10]]
-                .iter()
-                .find_map(|c| horizon.iter().find(|(s, _)| c.contains(s)))
-                .is_some_and(|(_, at)| period.contains(*at));
+            let finished = finished_at(&horizon).is_some_and(|at| period.contains(at));
             mine.count(4, finished, f.result_link);
             mine.count(5, received_in, f.attachment && f.result_link);
             mine.count(6, received_in, f.digitised);
@@ -470,8 +480,10 @@ impl Tally {
 fn findings_of(f: &Facts, horizon: &[(u8, DateTime)], period: &Period) -> Vec<Finding> {
     let mut out = Vec::new();
     let mut add = |kind, detail: String| out.push(Finding { mahoso: f.mahoso.clone(), kind, detail });
-    let finished_entry = horizon.iter().any(|(s, _)| matches!(s, 9 | 10));
-    if matches!(f.status, 9 | 10) && !finished_entry && f.history.iter().all(|(_, at)| *at <= period.end()) {
+    if matches!(f.status, 9 | 10)
+        && finished_at(horizon).is_none()
+        && f.history.iter().all(|(_, at)| *at <= period.end())
+    {
         add(
             "finished_without_history",
             format!(
