@@ -41,8 +41,10 @@ pub struct Dossiers {
 }
 
 fn count(conn: &Connection, name: &str) -> rusqlite::Result<u64> {
-    let n: Option<i64> =
-        conn.query_row("SELECT n FROM counts WHERE name = ?1", [name], |r| r.get(0)).optional()?;
+    let n: Option<i64> = conn
+        .prepare_cached("SELECT n FROM counts WHERE name = ?1")?
+        .query_row([name], |r| r.get(0))
+        .optional()?;
     Ok(n.unwrap_or(0).max(0) as u64)
 }
 
@@ -55,15 +57,14 @@ pub fn dossier_counts(conn: &Connection) -> rusqlite::Result<Dossiers> {
     let quarantined = count(conn, "quarantine")?;
     // Quarantined records that never had a valid version (no dossier row), and quarantined
     // newer versions of dossiers that are otherwise in sync.
-    let (without_row, parked_in_sync): (i64, i64) = conn.query_row(
+    let (without_row, parked_in_sync): (i64, i64) = conn.prepare_cached(
         "SELECT
              (SELECT COUNT(*) FROM quarantine q WHERE NOT EXISTS (SELECT 1 FROM dossier d WHERE d.mahoso = q.key)),
              (SELECT COUNT(*) FROM quarantine q JOIN dossier d ON d.mahoso = q.key
                   WHERE NOT EXISTS (SELECT 1 FROM outbox o WHERE o.mahoso = q.key)
                     AND NOT EXISTS (SELECT 1 FROM dead x WHERE x.mahoso = q.key))",
-        [],
-        |r| Ok((r.get(0)?, r.get(1)?)),
-    )?;
+    )?
+    .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))?;
     Ok(Dossiers {
         total: rows + without_row.max(0) as u64,
         in_sync: rows
@@ -127,15 +128,15 @@ impl Default for Audit {
 /// the dossier counts, read once by the caller.
 pub fn audit_state(conn: &Connection, now_us: i64, d: &Dossiers) -> rusqlite::Result<Audit> {
     let verified = count(conn, "verified")?;
-    let (unverified, oldest_verified): (Option<i64>, Option<i64>) = conn.query_row(
-        "SELECT
+    let (unverified, oldest_verified): (Option<i64>, Option<i64>) = conn
+        .prepare_cached(
+            "SELECT
              (SELECT MIN(acked_at) FROM dossier
                   WHERE acked_at IS NOT NULL AND (verified_at IS NULL OR verified_at < acked_at)),
              (SELECT MIN(verified_at) FROM dossier
                   WHERE acked_at IS NOT NULL AND verified_at IS NOT NULL AND verified_at >= acked_at)",
-        [],
-        |r| Ok((r.get(0)?, r.get(1)?)),
-    )?;
+        )?
+        .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))?;
     let oldest = match (unverified, oldest_verified) {
         (Some(a), Some(b)) => Some(a.min(b)),
         (a, b) => a.or(b),

@@ -219,11 +219,12 @@ impl<S: Source, N: Sink, C: Clock> Inner<S, N, C> {
         };
         metrics::counter!(m::SESSION_RENEWALS).increment(new_renewals);
         let result = self.store.write(|tx| {
-            tx.execute(
+            tx.prepare_cached(
                 "INSERT INTO heartbeat (id, pid, version, started_at, beat_at, stopped_at) VALUES (1, ?1, ?2, ?3, ?4, ?5)
                  ON CONFLICT(id) DO UPDATE SET pid = excluded.pid, version = excluded.version,
                      started_at = excluded.started_at, beat_at = excluded.beat_at, stopped_at = excluded.stopped_at",
-                rusqlite::params![std::process::id(), env!("CARGO_PKG_VERSION"), started_at, now, stopping.then_some(now)],
+            )?
+            .execute(rusqlite::params![std::process::id(), env!("CARGO_PKG_VERSION"), started_at, now, stopping.then_some(now)],
             )?;
             let time = |t: Option<i64>| t.map(|t| t.to_string());
             if let Some(t) = notes.0 {
@@ -249,7 +250,8 @@ impl<S: Source, N: Sink, C: Clock> Inner<S, N, C> {
     fn export_gauges(&self, now: i64) {
         let read = self.store.read(|c| {
             let counts = crate::store::state::dossier_counts(c)?;
-            let oldest: Option<i64> = c.query_row("SELECT MIN(enqueued_at) FROM outbox", [], |r| r.get(0))?;
+            let oldest: Option<i64> =
+                c.prepare_cached("SELECT MIN(enqueued_at) FROM outbox")?.query_row([], |r| r.get(0))?;
             Ok((counts, oldest))
         });
         let Ok((d, oldest)) = read else { return };
@@ -316,7 +318,8 @@ impl<S: Source, N: Sink, C: Clock> Inner<S, N, C> {
     fn report_progress(&self) {
         let read = self.store.read(|c| {
             let d = crate::store::state::dossier_counts(c)?;
-            let oldest: Option<i64> = c.query_row("SELECT MIN(enqueued_at) FROM outbox", [], |r| r.get(0))?;
+            let oldest: Option<i64> =
+                c.prepare_cached("SELECT MIN(enqueued_at) FROM outbox")?.query_row([], |r| r.get(0))?;
             Ok((d, oldest))
         });
         if let Ok((d, oldest)) = read {

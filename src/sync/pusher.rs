@@ -1269,7 +1269,7 @@ pub(crate) async fn round<S: Source, N: Sink, C: Clock>(inner: &Inner<S, N, C>) 
 
 /// The time of the next due outbox row, in µs.
 fn next_due(conn: &rusqlite::Connection) -> rusqlite::Result<Option<i64>> {
-    conn.query_row("SELECT MIN(next_attempt_at) FROM outbox", [], |r| r.get(0))
+    conn.prepare_cached("SELECT MIN(next_attempt_at) FROM outbox")?.query_row([], |r| r.get(0))
 }
 
 pub(crate) async fn run<S: Source, N: Sink, C: Clock>(inner: Arc<Inner<S, N, C>>, token: CancellationToken) {
