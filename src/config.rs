@@ -118,6 +118,8 @@ pub struct SqlConfig {
     pub timezone: jiff::tz::TimeZone,
     /// Its name as configured, for messages and PostgreSQL's session.
     pub timezone_name: String,
+    /// Bound to a profile's `:document_url`: where the system serves its files.
+    pub document_url: String,
     pub pool_size: usize,
     pub statement_timeout: Duration,
 }
@@ -498,6 +500,13 @@ impl Reader<'_> {
             );
         }
         let timezone = self.timezone("provincial.database_timezone");
+        let document_url = self.string("provincial.document_url").map(|u| u.trim_end_matches('/').to_owned());
+        if let Some(u) = &document_url
+            && !u.is_empty()
+            && !(u.starts_with("https://") || u.starts_with("http://"))
+        {
+            self.problem("provincial.document_url", "must start with https:// or http://");
+        }
         let pool_size = self.count("provincial.database_pool_size", 1, 32);
         let statement_timeout = self.seconds("provincial.statement_timeout_seconds", false);
         let (timezone, timezone_name) = timezone?;
@@ -506,6 +515,7 @@ impl Reader<'_> {
             profile: profile?,
             timezone,
             timezone_name,
+            document_url: document_url?,
             pool_size: pool_size?,
             statement_timeout: statement_timeout?,
         })
@@ -777,6 +787,7 @@ impl Config {
             put("provincial.database_url", redacted(&sql.database_url));
             put("provincial.profile", q(&sql.profile));
             put("provincial.database_timezone", q(&sql.timezone_name));
+            put("provincial.document_url", q(&sql.document_url));
             put("provincial.database_pool_size", sql.pool_size.to_string());
             put("provincial.statement_timeout_seconds", secs(sql.statement_timeout));
         }

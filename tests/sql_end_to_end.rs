@@ -102,6 +102,7 @@ async fn the_promise_holds_on(kind: Kind) {
             // Longer than the longest open transaction plus modifiedDate's one-second precision.
             "provincial.look_back_seconds = 3.5",
             "provincial.reconcile_interval_seconds = 20",
+            &format!("provincial.document_url = {:?}", dvc_sync::mock::opencps::DOCUMENT_URL),
         ],
     );
 

@@ -94,6 +94,7 @@ async fn rig(kind: Kind, edit: impl Fn(String) -> String, extra: &[&str]) -> Rig
         "provincial.api_key = \"\"".to_owned(),
         "provincial.look_back_seconds = 1.0".to_owned(),
         "provincial.connect_timeout_seconds = 2.0".to_owned(),
+        format!("provincial.document_url = {:?}", dvc_sync::mock::opencps::DOCUMENT_URL),
     ];
     overrides.extend(extra.iter().map(|s| (*s).to_owned()));
     let refs: Vec<&str> = overrides.iter().map(String::as_str).collect();

@@ -23,6 +23,7 @@ fn sql_config(url: &str, overrides: &[(&str, &str)]) -> config::Config {
         ("DVC_SYNC__PROVINCIAL__KIND", "sql"),
         ("DVC_SYNC__PROVINCIAL__DATABASE_URL", url),
         ("DVC_SYNC__PROVINCIAL__PROFILE", "opencps-v2"),
+        ("DVC_SYNC__PROVINCIAL__DOCUMENT_URL", dvc_sync::mock::opencps::DOCUMENT_URL),
     ]
     .iter()
     .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
@@ -72,9 +73,30 @@ async fn profile_reads_what_the_province_wrote(kind: Kind) {
     }
     token.cancel();
     let _ = task.await;
+    // Files OpenCPS's own client leaves out: removed, without a stored file, without a part type.
+    p.execute(&["INSERT INTO opencps_dossierfile (dossierFileId, dossierId, dossierPartType, fileEntryId, removed, displayName, referenceUid)
+                 VALUES (9000001, 1, 1, 5, TRUE, 'stray removed', 's1'), (9000002, 1, 2, 0, FALSE, 'stray no file', 's2'),
+                        (9000003, 1, 0, 7, FALSE, 'stray no part', 's3')"
+        .to_owned()])
+        .await
+        .expect("stray files");
     let config = sql_config(&server.reader_url("opencps"), &[]);
     let source = SqlSource::new(&config.provincial).expect("source");
     let records = read_everything(&source).await;
+    let text = serde_json::to_string(&records).unwrap();
+    assert!(!text.contains("stray"), "files OpenCPS leaves out are left out");
+    let with =
+        |list: &str| records.iter().filter(|r| r[list].as_array().is_some_and(|l| !l.is_empty())).count();
+    assert!(
+        with("TaiLieuNop") > 10 && with("DanhSachGiayToKetQua") > 5,
+        "the lists are read: {} {}",
+        with("TaiLieuNop"),
+        with("DanhSachGiayToKetQua")
+    );
+    assert!(
+        records.iter().all(|r| r.get("DanhSachLePhi").is_none() && r.get("DuocThanhToanTrucTuyen").is_none()),
+        "nothing OpenCPS has no column for"
+    );
     let map = config.status_map.clone();
     let truth = p.truth();
     let mut compared = 0;
@@ -132,6 +154,7 @@ fn sql_daemon_config(dir: &std::path::Path, url: &str, national: &str, extra: &[
         format!("provincial.database_url = {url:?}"),
         "provincial.profile = \"opencps-v2\"".to_owned(),
         "provincial.api_key = \"\"".to_owned(),
+        format!("provincial.document_url = {:?}", dvc_sync::mock::opencps::DOCUMENT_URL),
     ];
     overrides.extend(extra.iter().map(|s| (*s).to_owned()));
     let refs: Vec<&str> = overrides.iter().map(String::as_str).collect();

@@ -29,7 +29,7 @@ use std::{
 
 use anyhow::Context;
 use jiff::{Timestamp, civil::DateTime};
-use serde_json::Value;
+use serde_json::{Value, json};
 use sqlx::{
     AssertSqlSafe, Database, Executor,
     mysql::{MySqlConnectOptions, MySqlPool},
@@ -132,6 +132,35 @@ struct SlotState {
     written: bool,
     actions: usize,
     last_action: i64,
+    /// TaiLieuNop items and result files written.
+    documents: usize,
+    results: usize,
+}
+
+/// Where the simulated OpenCPS serves its files: tests set `provincial.document_url` to it.
+pub const DOCUMENT_URL: &str = "https://motcua.example.vn";
+
+/// The `dossierFileId` of a dossier's `k`-th file of a kind (submitted documents from 1,
+/// results from 901): known to both the writer and the truth.
+fn file_id(dossier: i64, result: bool, k: usize) -> i64 {
+    dossier * 1000 + if result { 901 } else { 1 } + k as i64
+}
+
+/// The link the profile builds for a file.
+fn file_url(dossier: i64, file: i64) -> String {
+    format!("{DOCUMENT_URL}/o/rest/v2/dossiers/{dossier}/files/f{file}")
+}
+
+/// The result documents the world gives that OpenCPS would hold as a stored file (a result
+/// without a link has none).
+fn stored_results(record: &Value) -> Vec<&Value> {
+    record
+        .get("DanhSachGiayToKetQua")
+        .and_then(Value::as_array)
+        .map(|l| {
+            l.iter().filter(|r| r["DuongDanTepTinKetQua"].as_str().is_some_and(|u| !u.is_empty())).collect()
+        })
+        .unwrap_or_default()
 }
 
 struct WriterState {
@@ -700,7 +729,51 @@ impl Province {
             }
         }
         out.extend(actions.into_iter().map(|a| Op::Insert(&schema::ACTION, a)));
-        state.slots.insert(change.slot, SlotState { written: true, actions: entries.len(), last_action });
+        // The dossier's files: the lists only grow in the simulated world.
+        let documents = record.get("TaiLieuNop").and_then(Value::as_array).cloned().unwrap_or_default();
+        let results = stored_results(record);
+        let file = |result: bool, k: usize, name: &Value, part: &Value, code: &Value| {
+            let file = file_id(id, result, k);
+            vec![
+                ("dossierFileId", V::Int(file)),
+                ("uuid_", V::Text(format!("dvcsync-sim-file-{file}"))),
+                ("groupId", V::Int(GROUP_ID)),
+                ("companyId", V::Int(20_099)),
+                ("userId", V::Int(1)),
+                ("createDate", modified.clone()),
+                ("modifiedDate", modified.clone()),
+                ("dossierId", V::Int(id)),
+                ("referenceUid", V::Text(format!("f{file}"))),
+                ("dossierPartNo", text(part)),
+                ("dossierPartType", V::Int(if result { 2 } else { 1 })),
+                ("displayName", text(name)),
+                ("fileEntryId", V::Int(file)),
+                ("removed", V::Bool(false)),
+                ("deliverableCode", text(code)),
+            ]
+        };
+        for (k, d) in documents.iter().enumerate().skip(slot.documents) {
+            out.push(Op::Insert(
+                &schema::FILE,
+                file(false, k, &d["TenTepDinhKem"], &d["MaThanhPhanHoSo"], &Value::Null),
+            ));
+        }
+        for (k, r) in results.iter().enumerate().skip(slot.results) {
+            out.push(Op::Insert(
+                &schema::FILE,
+                file(true, k, &r["TenGiayTo"], &r["MaThanhPhanHoSo"], &r["MaGiayToKetQua"]),
+            ));
+        }
+        state.slots.insert(
+            change.slot,
+            SlotState {
+                written: true,
+                actions: entries.len(),
+                last_action,
+                documents: documents.len().max(slot.documents),
+                results: results.len().max(slot.results),
+            },
+        );
         out
     }
 
@@ -895,17 +968,47 @@ impl Province {
 
     /// The province's truth as the daemon should see it through OpenCPS's tables: the world's
     /// records, less what OpenCPS has no column for (a history entry's ChucDanh and
-    /// PhongBanXuLy) and what the shipped profile does not read (of the 766 fields, all but
-    /// NgayNopHoSo: docs/sql-source.md).
+    /// PhongBanXuLy; of the 766 fields, the fees, paid online, digitised, and a document's
+    /// DuocSoHoa, DuocTaiSuDung and DuocLayTuKhoDMQG: docs/sql-source.md), with the files as
+    /// the profile reads them back (their ids and links are OpenCPS's).
     pub fn truth(&self) -> Vec<TruthItem> {
-        let mut items = truth_items(&self.world().truth());
-        for item in &mut items {
+        let by_slot = self.world().truth_by_slot();
+        let slots: Vec<u32> = by_slot.iter().map(|(s, _)| *s).collect();
+        let mut items = truth_items(&by_slot.into_iter().map(|(_, v)| v).collect::<Vec<_>>());
+        for (item, slot) in items.iter_mut().zip(slots) {
+            let id = i64::from(slot) + 1;
             if let Some(record) = item.record.as_object_mut() {
-                for field in ["DuocThanhToanTrucTuyen", "HoSoCoThanhPhanSoHoa"] {
+                for field in ["DuocThanhToanTrucTuyen", "HoSoCoThanhPhanSoHoa", "DanhSachLePhi"] {
                     record.remove(field);
                 }
-                for (list, _) in crate::domain::scoring::LISTS {
-                    record.remove(*list);
+                let documents: Vec<Value> = record
+                    .remove("TaiLieuNop")
+                    .and_then(|l| l.as_array().cloned())
+                    .unwrap_or_default()
+                    .iter()
+                    .enumerate()
+                    .map(|(k, d)| {
+                        let file = file_id(id, false, k);
+                        json!({"TepDinhKemId": file.to_string(), "TenTepDinhKem": d["TenTepDinhKem"],
+                               "MaThanhPhanHoSo": d["MaThanhPhanHoSo"], "DuongDanTaiTepTin": file_url(id, file)})
+                    })
+                    .collect();
+                let results: Vec<Value> = stored_results(&Value::Object(record.clone()))
+                    .iter()
+                    .enumerate()
+                    .map(|(k, r)| {
+                        let file = file_id(id, true, k);
+                        json!({"TenGiayTo": r["TenGiayTo"], "MaThanhPhanHoSo": r["MaThanhPhanHoSo"],
+                               "GiayToId": file.to_string(), "DuongDanTepTinKetQua": file_url(id, file),
+                               "MaGiayToKetQua": r["MaGiayToKetQua"]})
+                    })
+                    .collect();
+                record.remove("DanhSachGiayToKetQua");
+                if !documents.is_empty() {
+                    record.insert("TaiLieuNop".into(), Value::Array(documents));
+                }
+                if !results.is_empty() {
+                    record.insert("DanhSachGiayToKetQua".into(), Value::Array(results));
                 }
             }
             if let Some(entries) = item.record.get_mut("QuaTrinhXuLy").and_then(Value::as_array_mut) {

@@ -160,7 +160,34 @@ pub const SERVICE_MAPPING: Table = Table {
     ],
 };
 
-pub const TABLES: [&Table; 5] = [&DOSSIER, &ACTION, &PROCESS_STEP, &STATUS_MAPPING, &SERVICE_MAPPING];
+/// A dossier's files: what the citizen submitted and, with `dossierPartType` 2, the results.
+pub const FILE: Table = Table {
+    name: "opencps_dossierfile",
+    columns: &[
+        ("dossierFileId", Long),
+        ("uuid_", Varchar(75)),
+        ("groupId", Long),
+        ("companyId", Long),
+        ("userId", Long),
+        ("createDate", Date),
+        ("modifiedDate", Date),
+        ("dossierId", Long),
+        ("referenceUid", Varchar(75)),
+        ("dossierTemplateNo", Varchar(255)),
+        ("dossierPartNo", Varchar(255)),
+        ("dossierPartType", Int),
+        ("fileTemplateNo", Varchar(255)),
+        ("displayName", Varchar(500)),
+        ("fileEntryId", Long),
+        ("original", Bool),
+        ("eForm", Bool),
+        ("isNew", Bool),
+        ("removed", Bool),
+        ("deliverableCode", Varchar(255)),
+    ],
+};
+
+pub const TABLES: [&Table; 6] = [&DOSSIER, &ACTION, &PROCESS_STEP, &STATUS_MAPPING, &SERVICE_MAPPING, &FILE];
 
 /// Liferay's own indexes on these tables that the profile's look-ups use (the names are
 /// OpenCPS's). None of them leads with modifiedDate.
@@ -172,6 +199,7 @@ pub const LIFERAY_INDEXES: &[(&str, &str, &[&str])] = &[
     ("IX_E8CF21E3", "opencps_dossierstatusmapping", &["groupId", "statusCode"]),
     ("IX_46BD81F", "opencps_dossierstatusmapping", &["groupId", "subStatusCode"]),
     ("IX_ADAA235C", "opencps_serviceinfomapping", &["groupId", "serviceCode"]),
+    ("IX_A0D470F4", "opencps_dossierfile", &["dossierId", "dossierPartType", "removed"]),
 ];
 
 impl Table {

@@ -639,6 +639,11 @@ impl World {
         self.by_truth_key.iter().map(|(key, slot)| self.truth_item(key, *slot)).collect()
     }
 
+    /// [`World::truth`], each item with its slot (the OpenCPS world numbers its rows by it).
+    pub fn truth_by_slot(&self) -> Vec<(u32, Value)> {
+        self.by_truth_key.iter().map(|(key, slot)| (*slot, self.truth_item(key, *slot))).collect()
+    }
+
     pub fn knobs_mut(&mut self) -> &mut Knobs {
         &mut self.knobs
     }

@@ -129,6 +129,8 @@ pub struct SqlSource {
     dialect: Dialect,
     profile: Profile,
     tz: TimeZone,
+    /// Bound to `:document_url`.
+    document_url: String,
     /// The last read's version: reads go one at a time (`turn`), each with a larger number.
     last_version: AtomicI64,
     turn: tokio::sync::Mutex<()>,
@@ -289,6 +291,7 @@ impl SqlSource {
             dialect,
             profile,
             tz: cfg.timezone.clone(),
+            document_url: cfg.document_url.clone(),
             last_version: AtomicI64::new(0),
             turn: tokio::sync::Mutex::new(()),
             timeout: provincial.http.request_timeout,
@@ -443,7 +446,7 @@ impl SqlSource {
             Param::AfterTime => Some(Bind::Text(after_time.clone())),
             Param::AfterId => Some(after_id.clone()),
             Param::Limit => Some(Bind::Int(i64::try_from(rows_wanted).unwrap_or(i64::MAX))),
-            Param::Ids => None,
+            Param::Ids | Param::DocumentUrl => None,
         };
         let keys = self.rows::<DB>(&mut *conn, decode, query, name, &scalar, &[]).await?;
         let mut has_more = keys.len() >= rows_wanted;
@@ -490,6 +493,17 @@ impl SqlSource {
             self.rows::<DB>(&mut *conn, decode, &self.profile.dossiers, "dossiers", &none, &ids).await?;
         let history =
             self.rows::<DB>(&mut *conn, decode, &self.profile.history, "history", &none, &ids).await?;
+        // The lists of the 766 fields the profile reads, grouped by dossier.
+        let mut lists: HashMap<String, Vec<(usize, Cells)>> = HashMap::new();
+        let document_url =
+            |p: Param| (p == Param::DocumentUrl).then(|| Bind::Text(self.document_url.clone()));
+        for (n, list) in self.profile.lists.iter().enumerate() {
+            let what = format!("lists.{}", list.name);
+            for row in self.rows::<DB>(&mut *conn, decode, &list.query, &what, &document_url, &ids).await? {
+                let (id, _) = self.id_of(cell(&row, "id"), &what)?;
+                lists.entry(id).or_default().push((n, row));
+            }
+        }
 
         let mut by_id: HashMap<String, Cells> = HashMap::new();
         for row in dossiers {
@@ -506,7 +520,8 @@ impl SqlSource {
             .filter_map(|id| {
                 let dossier = by_id.remove(id)?;
                 let history = entries.remove(id).unwrap_or_default();
-                Some(self.record(id, dossier, history, position.get(id).cloned(), version))
+                let items = lists.remove(id).unwrap_or_default();
+                Some(self.record(id, dossier, history, items, position.get(id).cloned(), version))
             })
             .collect();
         records.sort_by(|a, b| a.position.cmp(&b.position));
@@ -564,12 +579,14 @@ impl SqlSource {
             .collect())
     }
 
-    /// A provincial record from a dossier row and its history rows.
+    /// A provincial record from a dossier row, its history rows and its list items (each
+    /// with the index of its list in the profile).
     fn record(
         &self,
         id: &str,
         dossier: Cells,
         history: Vec<Cells>,
+        items: Vec<(usize, Cells)>,
         position: Option<Cursor>,
         version: i64,
     ) -> Record {
@@ -612,6 +629,27 @@ impl SqlSource {
             })
             .collect();
         raw.insert("QuaTrinhXuLy".into(), Value::Array(entries));
+        let mut per_list: Vec<Vec<Cells>> = vec![Vec::new(); self.profile.lists.len()];
+        for (n, cells) in items {
+            if let Some(list) = per_list.get_mut(n) {
+                list.push(cells);
+            }
+        }
+        for (list, cells) in self.profile.lists.iter().zip(per_list) {
+            let known: Vec<&'static str> = list.fields.iter().map(|(f, _)| *f).collect();
+            let list_items: Vec<Value> = cells
+                .into_iter()
+                .enumerate()
+                .map(|(i, cells)| {
+                    let what = format!("{} item {}: ", list.name, i + 1);
+                    Value::Object(fields(cells, &known, &what, &mut problems))
+                })
+                .collect();
+            // No items, no list: the payload of a dossier without any stays as it was.
+            if !list_items.is_empty() {
+                raw.insert(list.name.into(), Value::Array(list_items));
+            }
+        }
         if let Some(t) = latest {
             raw.insert("updated_at".into(), Value::String(format_rfc3339_vn(t)));
         }

@@ -14,6 +14,11 @@
 //! - `history`: the processing history of the dossiers of `:ids`, oldest first per dossier;
 //!   columns `id` (the dossier's), `updated_at` and the history entry's fields.
 //!
+//! And, in `[lists]`, one optional query per list of the 766 fields (`TaiLieuNop`,
+//! `DanhSachGiayToKetQua`, `DanhSachLePhi`): the items of the dossiers of `:ids`, in the order
+//! they are to be sent; columns `id` (the dossier's), optionally `updated_at`, and the item's
+//! fields. A dossier without items carries no list (its payload stays as it was without one).
+//!
 //! Column names are matched to record fields without regard to case (PostgreSQL folds
 //! unquoted aliases to lower case). A `TrangThaiHoSo` column (dossier) or `TrangThaiHoSo`
 //! column (history entry) carries the national status the source itself maps to; it wins
@@ -78,6 +83,8 @@ struct OverridesFile {
     scan: Option<String>,
     dossiers: Option<String>,
     history: Option<String>,
+    #[serde(default)]
+    lists: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -97,6 +104,9 @@ struct ProfileFile {
     description: String,
     id: IdKind,
     queries: QueriesFile,
+    /// One query per list of the 766 fields the schema has, by the list's national name.
+    #[serde(default)]
+    lists: BTreeMap<String, String>,
     /// Queries that differ on one database family, replacing the common ones there.
     #[serde(default)]
     mysql: OverridesFile,
@@ -117,6 +127,8 @@ pub enum Param {
     AfterId,
     Limit,
     Ids,
+    /// `provincial.document_url`, for the links a list query builds.
+    DocumentUrl,
 }
 
 impl Param {
@@ -126,6 +138,7 @@ impl Param {
             "after_id" => Param::AfterId,
             "limit" => Param::Limit,
             "ids" => Param::Ids,
+            "document_url" => Param::DocumentUrl,
             _ => return None,
         })
     }
@@ -136,6 +149,7 @@ impl Param {
             Param::AfterId => ":after_id",
             Param::Limit => ":limit",
             Param::Ids => ":ids",
+            Param::DocumentUrl => ":document_url",
         }
     }
 }
@@ -283,9 +297,21 @@ pub struct Profile {
     pub scan: Query,
     pub dossiers: Query,
     pub history: Query,
+    /// The lists the profile reads, each with the fields its items may carry.
+    pub lists: Vec<ListQuery>,
     pub explain: BTreeMap<String, String>,
     pub indexes: Vec<String>,
     pub grants: Vec<String>,
+}
+
+/// The query of one list of the 766 fields (`[lists]` of a profile).
+#[derive(Debug, Clone)]
+pub struct ListQuery {
+    /// The list's national name, as in [`crate::domain::scoring::LISTS`].
+    pub name: &'static str,
+    /// The fields its items may carry.
+    pub fields: &'static [(&'static str, crate::domain::scoring::Kind)],
+    pub query: Query,
 }
 
 /// Why a profile cannot be used, naming the part.
@@ -334,6 +360,28 @@ impl Profile {
                 ProfileError(format!("profile {origin}: queries.{key} ({}): {e}", dialect.name()))
             })
         };
+        let mut lists = Vec::new();
+        for (name, common) in &file.lists {
+            let Some((name, fields)) = crate::domain::scoring::LISTS.iter().find(|(n, _)| n == name) else {
+                let known: Vec<&str> = crate::domain::scoring::LISTS.iter().map(|(n, _)| *n).collect();
+                return Err(ProfileError(format!(
+                    "profile {origin}: lists.{name} is not a list of the national record (lists: {})",
+                    known.join(", ")
+                )));
+            };
+            let sql = pick(common, &overrides.lists.get(*name).cloned());
+            lists.push(ListQuery {
+                name,
+                fields,
+                query: query(&format!("lists.{name}"), sql, &[Ids, DocumentUrl], &[Ids])?,
+            });
+        }
+        if let Some(extra) = overrides.lists.keys().find(|k| !file.lists.contains_key(*k)) {
+            return Err(ProfileError(format!(
+                "profile {origin}: {}.lists.{extra} overrides a list that [lists] does not have",
+                dialect.name()
+            )));
+        }
         Ok(Profile {
             name: file.name,
             description: file.description,
@@ -353,6 +401,7 @@ impl Profile {
             )?,
             dossiers: query("dossiers", pick(&file.queries.dossiers, &overrides.dossiers), &[Ids], &[Ids])?,
             history: query("history", pick(&file.queries.history, &overrides.history), &[Ids], &[Ids])?,
+            lists,
             explain: file.explain,
             indexes: file.dba.indexes,
             grants: file.dba.grants,
@@ -421,6 +470,48 @@ mod tests {
         }
         let e = Profile::load("/nonexistent/profile.toml", Dialect::MySql).unwrap_err();
         assert!(e.0.contains("opencps-v2"), "names the built-in ones: {e}");
+    }
+
+    #[test]
+    fn lists_are_the_national_ones_and_take_ids() {
+        let base = r#"
+name = "t"
+id = "integer"
+[queries]
+changes = "SELECT 1 WHERE :after_time < x AND :after_id < y LIMIT :limit"
+scan = "SELECT id WHERE id > :after_id LIMIT :limit"
+dossiers = "SELECT * WHERE id IN (:ids)"
+history = "SELECT * WHERE id IN (:ids)"
+"#;
+        let p = Profile::parse(base, "t", Dialect::MySql).unwrap();
+        assert!(p.lists.is_empty(), "lists are optional");
+        let with = format!(
+            "{base}[lists]\nTaiLieuNop = \"SELECT f.id FROM f WHERE f.id IN (:ids)\"\n[postgres.lists]\nTaiLieuNop = \"SELECT f.id FROM g WHERE g.id IN (:ids)\"\n"
+        );
+        let my = Profile::parse(&with, "t", Dialect::MySql).unwrap();
+        assert_eq!(my.lists.len(), 1);
+        assert_eq!(my.lists[0].name, "TaiLieuNop");
+        assert!(my.lists[0].fields.iter().any(|(f, _)| *f == "DuocSoHoa"));
+        assert!(my.lists[0].query.render(Dialect::MySql, 2).0.contains("FROM f WHERE f.id IN (?, ?)"));
+        let pg = Profile::parse(&with, "t", Dialect::Postgres).unwrap();
+        assert!(pg.lists[0].query.render(Dialect::Postgres, 1).0.contains("FROM g"));
+        let e = Profile::parse(
+            &format!("{base}[lists]\nTaiLieu = \"SELECT 1 WHERE x IN (:ids)\"\n"),
+            "t",
+            Dialect::MySql,
+        )
+        .unwrap_err();
+        assert!(e.0.contains("lists.TaiLieu") && e.0.contains("DanhSachGiayToKetQua"), "{e}");
+        let e = Profile::parse(&format!("{base}[lists]\nTaiLieuNop = \"SELECT 1\"\n"), "t", Dialect::MySql)
+            .unwrap_err();
+        assert!(e.0.contains("must use :ids"), "{e}");
+        let e = Profile::parse(
+            &format!("{base}[mysql.lists]\nTaiLieuNop = \"SELECT 1 WHERE x IN (:ids)\"\n"),
+            "t",
+            Dialect::MySql,
+        )
+        .unwrap_err();
+        assert!(e.0.contains("does not have"), "{e}");
     }
 
     #[test]
