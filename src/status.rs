@@ -98,7 +98,7 @@ pub fn report(
     let now_us = now.as_microsecond();
     let dossiers = dossier_counts(conn)?;
     let coverage_percent = coverage(&dossiers);
-    let oldest: Option<i64> = conn.query_row("SELECT MIN(enqueued_at) FROM outbox", [], |r| r.get(0))?;
+    let oldest = crate::store::state::oldest_enqueued(conn)?;
     let outbox = Outbox {
         depth: dossiers.pending + dossiers.retrying,
         oldest_pending_age_seconds: oldest.map_or(0.0, |at| (now_us - at).max(0) as f64 / 1e6),

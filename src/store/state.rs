@@ -48,6 +48,11 @@ fn count(conn: &Connection, name: &str) -> rusqlite::Result<u64> {
     Ok(n.unwrap_or(0).max(0) as u64)
 }
 
+/// When the oldest row still in the outbox was enqueued, in µs (an index's first entry).
+pub fn oldest_enqueued(conn: &Connection) -> rusqlite::Result<Option<i64>> {
+    conn.prepare_cached("SELECT MIN(enqueued_at) FROM outbox")?.query_row([], |r| r.get(0))
+}
+
 /// The dossier counts, from the trigger-kept counts and the (small) quarantine table.
 pub fn dossier_counts(conn: &Connection) -> rusqlite::Result<Dossiers> {
     let rows = count(conn, "dossier")?;

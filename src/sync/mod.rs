@@ -250,8 +250,7 @@ impl<S: Source, N: Sink, C: Clock> Inner<S, N, C> {
     fn export_gauges(&self, now: i64) {
         let read = self.store.read(|c| {
             let counts = crate::store::state::dossier_counts(c)?;
-            let oldest: Option<i64> =
-                c.prepare_cached("SELECT MIN(enqueued_at) FROM outbox")?.query_row([], |r| r.get(0))?;
+            let oldest = crate::store::state::oldest_enqueued(c)?;
             Ok((counts, oldest))
         });
         let Ok((d, oldest)) = read else { return };
@@ -318,8 +317,7 @@ impl<S: Source, N: Sink, C: Clock> Inner<S, N, C> {
     fn report_progress(&self) {
         let read = self.store.read(|c| {
             let d = crate::store::state::dossier_counts(c)?;
-            let oldest: Option<i64> =
-                c.prepare_cached("SELECT MIN(enqueued_at) FROM outbox")?.query_row([], |r| r.get(0))?;
+            let oldest = crate::store::state::oldest_enqueued(c)?;
             Ok((d, oldest))
         });
         if let Ok((d, oldest)) = read {

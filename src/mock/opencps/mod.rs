@@ -153,10 +153,8 @@ fn file_url(dossier: i64, file: i64) -> String {
 
 /// The result documents the world gives that OpenCPS would hold as a stored file (a result
 /// without a link has none).
-fn stored_results(record: &Value) -> Vec<&Value> {
-    record
-        .get("DanhSachGiayToKetQua")
-        .and_then(Value::as_array)
+fn stored_results(list: Option<&Value>) -> Vec<&Value> {
+    list.and_then(Value::as_array)
         .map(|l| {
             l.iter().filter(|r| r["DuongDanTepTinKetQua"].as_str().is_some_and(|u| !u.is_empty())).collect()
         })
@@ -730,8 +728,8 @@ impl Province {
         }
         out.extend(actions.into_iter().map(|a| Op::Insert(&schema::ACTION, a)));
         // The dossier's files: the lists only grow in the simulated world.
-        let documents = record.get("TaiLieuNop").and_then(Value::as_array).cloned().unwrap_or_default();
-        let results = stored_results(record);
+        let documents = record.get("TaiLieuNop").and_then(Value::as_array).map_or(&[][..], Vec::as_slice);
+        let results = stored_results(record.get("DanhSachGiayToKetQua"));
         let file = |result: bool, k: usize, name: &Value, part: &Value, code: &Value| {
             let file = file_id(id, result, k);
             vec![
@@ -982,9 +980,9 @@ impl Province {
                     record.remove(field);
                 }
                 let documents: Vec<Value> = record
-                    .remove("TaiLieuNop")
-                    .and_then(|l| l.as_array().cloned())
-                    .unwrap_or_default()
+                    .get("TaiLieuNop")
+                    .and_then(Value::as_array)
+                    .map_or(&[][..], Vec::as_slice)
                     .iter()
                     .enumerate()
                     .map(|(k, d)| {
@@ -993,7 +991,7 @@ impl Province {
                                "MaThanhPhanHoSo": d["MaThanhPhanHoSo"], "DuongDanTaiTepTin": file_url(id, file)})
                     })
                     .collect();
-                let results: Vec<Value> = stored_results(&Value::Object(record.clone()))
+                let results: Vec<Value> = stored_results(record.get("DanhSachGiayToKetQua"))
                     .iter()
                     .enumerate()
                     .map(|(k, r)| {
@@ -1003,6 +1001,7 @@ impl Province {
                                "MaGiayToKetQua": r["MaGiayToKetQua"]})
                     })
                     .collect();
+                record.remove("TaiLieuNop");
                 record.remove("DanhSachGiayToKetQua");
                 if !documents.is_empty() {
                     record.insert("TaiLieuNop".into(), Value::Array(documents));

@@ -493,15 +493,15 @@ impl SqlSource {
             self.rows::<DB>(&mut *conn, decode, &self.profile.dossiers, "dossiers", &none, &ids).await?;
         let history =
             self.rows::<DB>(&mut *conn, decode, &self.profile.history, "history", &none, &ids).await?;
-        // The lists of the 766 fields the profile reads, grouped by dossier.
-        let mut lists: HashMap<String, Vec<(usize, Cells)>> = HashMap::new();
+        // The lists of the 766 fields the profile reads: per dossier, each list's rows.
+        let mut lists: HashMap<String, Vec<Vec<Cells>>> = HashMap::new();
         let document_url =
             |p: Param| (p == Param::DocumentUrl).then(|| Bind::Text(self.document_url.clone()));
         for (n, list) in self.profile.lists.iter().enumerate() {
             let what = format!("lists.{}", list.name);
             for row in self.rows::<DB>(&mut *conn, decode, &list.query, &what, &document_url, &ids).await? {
                 let (id, _) = self.id_of(cell(&row, "id"), &what)?;
-                lists.entry(id).or_default().push((n, row));
+                lists.entry(id).or_insert_with(|| vec![Vec::new(); self.profile.lists.len()])[n].push(row);
             }
         }
 
@@ -579,14 +579,14 @@ impl SqlSource {
             .collect())
     }
 
-    /// A provincial record from a dossier row, its history rows and its list items (each
-    /// with the index of its list in the profile).
+    /// A provincial record from a dossier row, its history rows and the rows of each of the
+    /// profile's lists (none when it has no items).
     fn record(
         &self,
         id: &str,
         dossier: Cells,
         history: Vec<Cells>,
-        items: Vec<(usize, Cells)>,
+        items: Vec<Vec<Cells>>,
         position: Option<Cursor>,
         version: i64,
     ) -> Record {
@@ -629,13 +629,7 @@ impl SqlSource {
             })
             .collect();
         raw.insert("QuaTrinhXuLy".into(), Value::Array(entries));
-        let mut per_list: Vec<Vec<Cells>> = vec![Vec::new(); self.profile.lists.len()];
-        for (n, cells) in items {
-            if let Some(list) = per_list.get_mut(n) {
-                list.push(cells);
-            }
-        }
-        for (list, cells) in self.profile.lists.iter().zip(per_list) {
+        for (list, cells) in self.profile.lists.iter().zip(items) {
             let known: Vec<&'static str> = list.fields.iter().map(|(f, _)| *f).collect();
             let list_items: Vec<Value> = cells
                 .into_iter()

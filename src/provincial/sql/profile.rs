@@ -472,18 +472,25 @@ mod tests {
         assert!(e.0.contains("opencps-v2"), "names the built-in ones: {e}");
     }
 
-    #[test]
-    fn lists_are_the_national_ones_and_take_ids() {
-        let base = r#"
+    /// The least a profile must say, with ids of `id`'s kind.
+    fn minimal(id: &str) -> String {
+        format!(
+            r#"
 name = "t"
-id = "integer"
+id = "{id}"
 [queries]
 changes = "SELECT 1 WHERE :after_time < x AND :after_id < y LIMIT :limit"
 scan = "SELECT id WHERE id > :after_id LIMIT :limit"
 dossiers = "SELECT * WHERE id IN (:ids)"
 history = "SELECT * WHERE id IN (:ids)"
-"#;
-        let p = Profile::parse(base, "t", Dialect::MySql).unwrap();
+"#
+        )
+    }
+
+    #[test]
+    fn lists_are_the_national_ones_and_take_ids() {
+        let base = minimal("integer");
+        let p = Profile::parse(&base, "t", Dialect::MySql).unwrap();
         assert!(p.lists.is_empty(), "lists are optional");
         let with = format!(
             "{base}[lists]\nTaiLieuNop = \"SELECT f.id FROM f WHERE f.id IN (:ids)\"\n[postgres.lists]\nTaiLieuNop = \"SELECT f.id FROM g WHERE g.id IN (:ids)\"\n"
@@ -516,19 +523,10 @@ history = "SELECT * WHERE id IN (:ids)"
 
     #[test]
     fn a_dialect_override_replaces_the_common_query() {
-        let text = r#"
-name = "t"
-id = "text"
-[queries]
-changes = "SELECT 1 WHERE :after_time < x AND :after_id < y LIMIT :limit"
-scan = "SELECT id WHERE id > :after_id LIMIT :limit"
-dossiers = "SELECT * WHERE id IN (:ids)"
-history = "SELECT * WHERE id IN (:ids)"
-[postgres]
-scan = "SELECT id WHERE id > :after_id ORDER BY id COLLATE \"C\" LIMIT :limit"
-"#;
-        let my = Profile::parse(text, "t", Dialect::MySql).unwrap();
-        let pg = Profile::parse(text, "t", Dialect::Postgres).unwrap();
+        let text = minimal("text")
+            + "[postgres]\nscan = \"SELECT id WHERE id > :after_id ORDER BY id COLLATE \\\"C\\\" LIMIT :limit\"\n";
+        let my = Profile::parse(&text, "t", Dialect::MySql).unwrap();
+        let pg = Profile::parse(&text, "t", Dialect::Postgres).unwrap();
         assert!(!my.scan.render(Dialect::MySql, 0).0.contains("COLLATE"));
         assert!(pg.scan.render(Dialect::Postgres, 0).0.contains("COLLATE"));
         let bad = text.replace("[postgres]", "[postgres]\nextra = 1");
