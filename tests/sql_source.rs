@@ -80,6 +80,12 @@ async fn profile_reads_what_the_province_wrote(kind: Kind) {
         .to_owned()])
         .await
         .expect("stray files");
+    // A fee request of 0 (shipping only) is no fee.
+    p.execute(&["INSERT INTO opencps_paymentfile (paymentFileId, dossierId, paymentFee, feeAmount, paymentStatus, paymentMethod)
+                 VALUES (9000004, 1, 'stray free', 0, 5, 'KeyPayDVCQG')"
+        .to_owned()])
+        .await
+        .expect("stray fee");
     let config = sql_config(&server.reader_url("opencps"), &[]);
     let source = SqlSource::new(&config.provincial).expect("source");
     let records = read_everything(&source).await;
@@ -93,8 +99,16 @@ async fn profile_reads_what_the_province_wrote(kind: Kind) {
         with("TaiLieuNop"),
         with("DanhSachGiayToKetQua")
     );
+    assert!(with("DanhSachLePhi") > 10, "the fees are read: {}", with("DanhSachLePhi"));
+    for code in [0, 1, 2] {
+        assert!(
+            records.iter().any(|r| r["DuocThanhToanTrucTuyen"] == code),
+            "some dossier is paid online {code}"
+        );
+    }
     assert!(
-        records.iter().all(|r| r.get("DanhSachLePhi").is_none() && r.get("DuocThanhToanTrucTuyen").is_none()),
+        records.iter().all(|r| r.get("HoSoCoThanhPhanSoHoa").is_none()
+            && r["DanhSachLePhi"].as_array().is_none_or(|l| l.iter().all(|f| f.get("MaPhiLePhi").is_none()))),
         "nothing OpenCPS has no column for"
     );
     let map = config.status_map.clone();

@@ -29,7 +29,7 @@ use std::{
 
 use anyhow::Context;
 use jiff::{Timestamp, civil::DateTime};
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 use sqlx::{
     AssertSqlSafe, Database, Executor,
     mysql::{MySqlConnectOptions, MySqlPool},
@@ -149,6 +149,81 @@ fn file_id(dossier: i64, result: bool, k: usize) -> i64 {
 /// The link the profile builds for a file.
 fn file_url(dossier: i64, file: i64) -> String {
     format!("{DOCUMENT_URL}/o/rest/v2/dossiers/{dossier}/files/f{file}")
+}
+
+/// The `paymentFileId` of a dossier's `k`-th fee: known to both the writer and the truth.
+fn payment_id(dossier: i64, k: usize) -> i64 {
+    dossier * 1000 + 501 + k as i64
+}
+
+/// A code or amount of the world's record, whichever JSON type it came as.
+fn plain(v: &Value) -> Option<String> {
+    match v {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+/// The world's fees with a non-zero amount (name and amount), as OpenCPS holds them.
+fn charged_fees(record: &Map<String, Value>) -> Vec<(Value, i64)> {
+    record
+        .get("DanhSachLePhi")
+        .and_then(Value::as_array)
+        .map_or(&[][..], Vec::as_slice)
+        .iter()
+        .filter_map(|f| Some((f["TenPhiLePhi"].clone(), plain(&f["Gia"])?.parse::<i64>().ok()?)))
+        .filter(|(_, amount)| *amount > 0)
+        .collect()
+}
+
+/// How OpenCPS would hold a charged dossier's payment (`paymentStatus`, `paymentMethod`) for
+/// the world's DuocThanhToanTrucTuyen: confirmed (5) through the national portal's KeyPay or
+/// the province's own gateway; otherwise paid at the counter, or an online payment begun on
+/// the national portal and never confirmed (which is not paid online).
+fn payment_state(dossier: i64, paid_online: Option<&str>) -> (i64, &'static str) {
+    match paid_online {
+        Some("1") => (5, "KeyPayDVCQG"),
+        Some("2") if dossier % 2 == 0 => (5, "Keypay"),
+        Some("2") => (5, "ViettelPay"),
+        _ if dossier % 2 == 0 => (5, "Tiền mặt"),
+        _ => (1, "KeyPayDVCQG"),
+    }
+}
+
+/// The dossier's `opencps_paymentfile` rows: one per fee of the world, a free one (amount 0)
+/// included, as OpenCPS writes a fee request whatever its amount.
+fn payments(id: i64, record: &Value, modified: &V) -> Vec<Vec<(&'static str, V)>> {
+    let fees = record.get("DanhSachLePhi").and_then(Value::as_array).map_or(&[][..], Vec::as_slice);
+    let paid = plain(&record["DuocThanhToanTrucTuyen"]);
+    let (status, method) = payment_state(id, paid.as_deref());
+    fees.iter()
+        .enumerate()
+        .map(|(k, fee)| {
+            let file = payment_id(id, k);
+            let amount = plain(&fee["Gia"]).and_then(|a| a.parse::<i64>().ok()).unwrap_or(0);
+            vec![
+                ("paymentFileId", V::Int(file)),
+                ("uuid_", V::Text(format!("dvcsync-sim-payment-{file}"))),
+                ("groupId", V::Int(GROUP_ID)),
+                ("companyId", V::Int(20_099)),
+                ("userId", V::Int(1)),
+                ("createDate", modified.clone()),
+                ("modifiedDate", modified.clone()),
+                ("dossierId", V::Int(id)),
+                ("referenceUid", V::Text(format!("p{file}"))),
+                ("paymentFee", text(&fee["TenPhiLePhi"])),
+                ("advanceAmount", V::Int(0)),
+                ("feeAmount", V::Int(amount)),
+                ("serviceAmount", V::Int(0)),
+                ("shipAmount", V::Int(0)),
+                ("paymentAmount", V::Int(amount)),
+                ("paymentNote", V::Text(String::new())),
+                ("paymentStatus", V::Int(status)),
+                ("paymentMethod", V::Text(method.into())),
+            ]
+        })
+        .collect()
 }
 
 /// The result documents the world gives that OpenCPS would hold as a stored file (a result
@@ -762,6 +837,9 @@ impl Province {
                 file(true, k, &r["TenGiayTo"], &r["MaThanhPhanHoSo"], &r["MaGiayToKetQua"]),
             ));
         }
+        if !slot.written {
+            out.extend(payments(id, record, &modified).into_iter().map(|p| Op::Insert(&schema::PAYMENT, p)));
+        }
         state.slots.insert(
             change.slot,
             SlotState {
@@ -966,9 +1044,9 @@ impl Province {
 
     /// The province's truth as the daemon should see it through OpenCPS's tables: the world's
     /// records, less what OpenCPS has no column for (a history entry's ChucDanh and
-    /// PhongBanXuLy; of the 766 fields, the fees, paid online, digitised, and a document's
-    /// DuocSoHoa, DuocTaiSuDung and DuocLayTuKhoDMQG: docs/sql-source.md), with the files as
-    /// the profile reads them back (their ids and links are OpenCPS's).
+    /// PhongBanXuLy; of the 766 fields, digitised, a fee's code, kind and way of collection, and
+    /// a document's DuocSoHoa, DuocTaiSuDung and DuocLayTuKhoDMQG: docs/sql-source.md), with
+    /// the files and fees as the profile reads them back (ids and links are OpenCPS's).
     pub fn truth(&self) -> Vec<TruthItem> {
         let by_slot = self.world().truth_by_slot();
         let slots: Vec<u32> = by_slot.iter().map(|(s, _)| *s).collect();
@@ -976,8 +1054,22 @@ impl Province {
         for (item, slot) in items.iter_mut().zip(slots) {
             let id = i64::from(slot) + 1;
             if let Some(record) = item.record.as_object_mut() {
+                // The fees OpenCPS charges, and whether it was paid online, as the profile
+                // reads them from opencps_paymentfile (a dossier charged nothing has neither).
+                let fees: Vec<Value> = charged_fees(record)
+                    .into_iter()
+                    .map(|(name, amount)| json!({"TenPhiLePhi": name, "Gia": amount.to_string()}))
+                    .collect();
+                let paid = match record.get("DuocThanhToanTrucTuyen").and_then(plain).as_deref() {
+                    Some(code @ ("1" | "2")) => code.to_owned(),
+                    _ => "0".to_owned(),
+                };
                 for field in ["DuocThanhToanTrucTuyen", "HoSoCoThanhPhanSoHoa", "DanhSachLePhi"] {
                     record.remove(field);
+                }
+                if !fees.is_empty() {
+                    record.insert("DanhSachLePhi".into(), Value::Array(fees));
+                    record.insert("DuocThanhToanTrucTuyen".into(), Value::String(paid));
                 }
                 let documents: Vec<Value> = record
                     .get("TaiLieuNop")

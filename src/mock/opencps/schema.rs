@@ -187,7 +187,34 @@ pub const FILE: Table = Table {
     ],
 };
 
-pub const TABLES: [&Table; 6] = [&DOSSIER, &ACTION, &PROCESS_STEP, &STATUS_MAPPING, &SERVICE_MAPPING, &FILE];
+/// A dossier's fees: one row per fee request (OpenCPS's pay-gate modules set `paymentStatus` 5
+/// and the `paymentMethod` when a payment is confirmed).
+pub const PAYMENT: Table = Table {
+    name: "opencps_paymentfile",
+    columns: &[
+        ("paymentFileId", Long),
+        ("uuid_", Varchar(75)),
+        ("groupId", Long),
+        ("companyId", Long),
+        ("userId", Long),
+        ("createDate", Date),
+        ("modifiedDate", Date),
+        ("dossierId", Long),
+        ("referenceUid", Varchar(75)),
+        ("paymentFee", Varchar(500)),
+        ("advanceAmount", Long),
+        ("feeAmount", Long),
+        ("serviceAmount", Long),
+        ("shipAmount", Long),
+        ("paymentAmount", Long),
+        ("paymentNote", Varchar(500)),
+        ("paymentStatus", Int),
+        ("paymentMethod", Varchar(255)),
+    ],
+};
+
+pub const TABLES: [&Table; 7] =
+    [&DOSSIER, &ACTION, &PROCESS_STEP, &STATUS_MAPPING, &SERVICE_MAPPING, &FILE, &PAYMENT];
 
 /// Liferay's own indexes on these tables that the profile's look-ups use (the names are
 /// OpenCPS's). None of them leads with modifiedDate.
@@ -200,6 +227,7 @@ pub const LIFERAY_INDEXES: &[(&str, &str, &[&str])] = &[
     ("IX_46BD81F", "opencps_dossierstatusmapping", &["groupId", "subStatusCode"]),
     ("IX_ADAA235C", "opencps_serviceinfomapping", &["groupId", "serviceCode"]),
     ("IX_A0D470F4", "opencps_dossierfile", &["dossierId", "dossierPartType", "removed"]),
+    ("IX_AB66566A", "opencps_paymentfile", &["dossierId", "referenceUid"]),
 ];
 
 impl Table {
