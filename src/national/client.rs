@@ -29,6 +29,28 @@ struct Session {
     expires_at: Instant,
 }
 
+/// The client's authorisation: the session (or token) in use, and the pause after a failed
+/// login (or token fetch).
+#[derive(Default)]
+struct Auth {
+    session: Option<Session>,
+    backoff: Option<Backoff>,
+}
+
+/// After a failed login or token fetch, no other is tried until `until`: every call in the
+/// meantime gets the failure itself, so that a portal or gateway in trouble is asked once per
+/// pause, not once per waiting call.
+struct Backoff {
+    until: Instant,
+    delay: Duration,
+    failure: Answer,
+}
+
+/// The first pause after a failed login or token fetch; it doubles with each failure in a row,
+/// up to [`AUTH_BACKOFF_MAX`], and a success ends it.
+const AUTH_BACKOFF_FIRST: Duration = Duration::from_millis(500);
+const AUTH_BACKOFF_MAX: Duration = Duration::from_secs(30);
+
 /// How the client is authorised.
 #[derive(Debug, Clone)]
 pub enum Credentials {
@@ -195,7 +217,7 @@ pub struct NationalClient<T> {
     transport: T,
     credentials: Credentials,
     madonvi: String,
-    session: Mutex<Option<Session>>,
+    auth: Mutex<Auth>,
     logins: AtomicU64,
 }
 
@@ -245,7 +267,7 @@ impl<T: Transport> NationalClient<T> {
             transport,
             credentials,
             madonvi: madonvi.to_owned(),
-            session: Mutex::new(None),
+            auth: Mutex::new(Auth::default()),
             logins: AtomicU64::new(0),
         }
     }
@@ -259,32 +281,46 @@ impl<T: Transport> NationalClient<T> {
         self.logins.load(Ordering::Relaxed).saturating_sub(1)
     }
 
-    /// A live session (or token), logging in when there is none or it is due for renewal.
+    /// A live session (or token), logging in when there is none or it is due for renewal. A
+    /// renewal that fails leaves the token it was to replace in use until it expires (a short
+    /// outage of a gateway's token endpoint stops nothing), and starts a pause ([`Backoff`]).
     async fn token(&self) -> Result<String, Answer> {
-        let mut session = self.session.lock().await;
-        if let Some(s) = session.as_ref().filter(|s| Instant::now() < s.renew_at) {
-            return Ok(s.token.clone());
+        let mut auth = self.auth.lock().await;
+        let now = Instant::now();
+        let usable = |auth: &Auth, until: fn(&Session) -> Instant| {
+            auth.session.as_ref().filter(|s| now < until(s)).map(|s| s.token.clone())
+        };
+        if let Some(token) = usable(&auth, |s| s.renew_at) {
+            return Ok(token);
+        }
+        if let Some(failure) = auth.backoff.as_ref().filter(|b| now < b.until).map(|b| b.failure.clone()) {
+            return usable(&auth, |s| s.expires_at).ok_or(failure);
         }
         let renewed = match &self.credentials {
             Credentials::Session { username, password, renew_after } => {
                 self.log_in(username, password, *renew_after).await
             }
             Credentials::OAuth2 { client_id, client_secret } => {
-                match self.gateway_token(client_id, client_secret).await {
-                    // A renewal that failed leaves the token it was to replace in use until it
-                    // expires (a short outage of the token endpoint stops nothing).
-                    Err(_) if session.as_ref().is_some_and(|s| Instant::now() < s.expires_at) => {
-                        return Ok(session.as_ref().map(|s| s.token.clone()).unwrap_or_default());
-                    }
-                    renewed => renewed,
-                }
+                self.gateway_token(client_id, client_secret).await
             }
         };
-        let renewed = renewed?;
-        let token = renewed.token.clone();
-        self.logins.fetch_add(1, Ordering::Relaxed);
-        *session = Some(renewed);
-        Ok(token)
+        match renewed {
+            Ok(renewed) => {
+                let token = renewed.token.clone();
+                self.logins.fetch_add(1, Ordering::Relaxed);
+                auth.session = Some(renewed);
+                auth.backoff = None;
+                Ok(token)
+            }
+            Err(failure) => {
+                let delay =
+                    auth.backoff.as_ref().map_or(AUTH_BACKOFF_FIRST, |b| (b.delay * 2).min(AUTH_BACKOFF_MAX));
+                tracing::debug!(event = "auth_backoff", delay_ms = delay.as_millis() as u64);
+                auth.backoff =
+                    Some(Backoff { until: Instant::now() + delay, delay, failure: failure.clone() });
+                usable(&auth, |s| s.expires_at).ok_or(failure)
+            }
+        }
     }
 
     /// `POST /auth` with the adapter's account.
@@ -347,9 +383,9 @@ impl<T: Transport> NationalClient<T> {
 
     /// Drops the session if it is still `token` (another call may have renewed it already).
     async fn forget(&self, token: &str) {
-        let mut session = self.session.lock().await;
-        if session.as_ref().is_some_and(|s| s.token == token) {
-            *session = None;
+        let mut auth = self.auth.lock().await;
+        if auth.session.as_ref().is_some_and(|s| s.token == token) {
+            auth.session = None;
         }
     }
 
@@ -456,6 +492,9 @@ mod tests {
         statuses: StdMutex<Vec<u16>>,
         tokens: AtomicU64,
         bearers: StdMutex<Vec<String>>,
+        /// Token requests made, and how many of the next ones fail (the endpoint down).
+        token_requests: AtomicU64,
+        token_failures: AtomicU64,
     }
 
     impl Transport for Scripted {
@@ -483,6 +522,11 @@ mod tests {
 
         async fn fetch_token(&self, client_id: &str, secret: &Secret) -> Result<Granted, Answer> {
             assert_eq!((client_id, secret.expose()), ("client", "s3cret"));
+            self.token_requests.fetch_add(1, Ordering::Relaxed);
+            if self.token_failures.load(Ordering::Relaxed) > 0 {
+                self.token_failures.fetch_sub(1, Ordering::Relaxed);
+                return Err(Answer::retry(TransientKind::Unavailable, "token endpoint: HTTP 503", false));
+            }
             let n = self.tokens.fetch_add(1, Ordering::Relaxed) + 1;
             Ok((format!("token-{n}"), Some(Duration::from_secs(3600))))
         }
@@ -493,6 +537,8 @@ mod tests {
             statuses: StdMutex::new(statuses.to_vec()),
             tokens: AtomicU64::new(0),
             bearers: StdMutex::new(Vec::new()),
+            token_requests: AtomicU64::new(0),
+            token_failures: AtomicU64::new(0),
         };
         let credentials =
             Credentials::OAuth2 { client_id: "client".into(), client_secret: Secret::new("s3cret") };
@@ -515,6 +561,47 @@ mod tests {
         let bearers = c.transport().bearers.lock().unwrap().clone();
         assert_eq!(bearers, ["token-1", "token-1", "token-1", "token-2", "token-2", "token-3"]);
         assert_eq!(c.session_renewals(), 2);
+    }
+
+    /// The token endpoint down: it is asked once per pause (0.5 s, doubling), every call in
+    /// between fails with its answer, a success ends the pause, and a token that failed to
+    /// renew is used until it expires.
+    #[tokio::test(start_paused = true)]
+    async fn a_token_endpoint_in_trouble_is_asked_once_per_pause() {
+        let c = client(&[200; 8]);
+        let t = c.transport();
+        let requests = || t.token_requests.load(Ordering::Relaxed);
+        let step = |ms| tokio::time::advance(Duration::from_millis(ms));
+        t.token_failures.store(3, Ordering::Relaxed);
+        for (wait_ms, asked) in [(0, 1), (0, 1), (400, 1), (100, 2), (900, 2), (100, 3), (1900, 3)] {
+            step(wait_ms).await;
+            match c.look_up("A").await {
+                Answer::Retry(f) => {
+                    assert_eq!(f.kind, TransientKind::Unavailable);
+                    assert!(f.reason.contains("token endpoint"), "{}", f.reason);
+                }
+                other => panic!("no token, no call: {other:?}"),
+            }
+            assert_eq!(requests(), asked, "after {wait_ms} ms");
+        }
+        assert!(t.bearers.lock().unwrap().is_empty(), "nothing was sent without a token");
+        step(100).await;
+        assert!(matches!(c.look_up("A").await, Answer::Ok(_)), "the endpoint is back after the pause");
+        assert_eq!(requests(), 4);
+        // An hour's token, due for renewal a minute early; the renewal fails: the token is
+        // used until it expires, and the pause starts again from 0.5 s.
+        step(3_541_000).await;
+        t.token_failures.store(2, Ordering::Relaxed);
+        assert!(matches!(c.look_up("B").await, Answer::Ok(_)), "the old token still serves");
+        assert!(matches!(c.look_up("C").await, Answer::Ok(_)));
+        assert_eq!(requests(), 5, "one request for both calls");
+        step(500).await;
+        assert!(matches!(c.look_up("D").await, Answer::Ok(_)));
+        assert_eq!(requests(), 6, "the pause after a success starts again at 0.5 s");
+        step(1000).await;
+        assert!(matches!(c.look_up("E").await, Answer::Ok(_)));
+        assert_eq!(requests(), 7);
+        assert_eq!(*t.bearers.lock().unwrap(), ["token-1", "token-1", "token-1", "token-1", "token-2"]);
     }
 
     #[test]
