@@ -91,6 +91,8 @@ impl Facts {
             let v = item.get(k).and_then(Value::as_str).unwrap_or("");
             want.map_or(!v.is_empty(), |w| v == w)
         };
+        let result_link =
+            list("DanhSachGiayToKetQua").iter().any(|r| item_has(r, "DuongDanTepTinKetQua", None));
         Facts {
             mahoso: text("MaHoSo").to_owned(),
             agency: text("DonViXuLy").to_owned(),
@@ -98,7 +100,9 @@ impl Facts {
             received: date("NgayTiepNhan").or_else(|| date("NgayNopHoSo")),
             due: date("NgayHenTra"),
             status: text("TrangThaiHoSo").parse().unwrap_or(0),
-            online: text("KenhThucHien") == "2",
+            // 3.3: a dossier whose result is a document it lists counts online only with a
+            // link to that result.
+            online: text("KenhThucHien") == "2" && (list("DanhSachGiayToKetQua").is_empty() || result_link),
             paid_online: matches!(text("DuocThanhToanTrucTuyen"), "1" | "2"),
             charged: list("DanhSachLePhi")
                 .iter()
@@ -106,9 +110,7 @@ impl Facts {
             attachment: list("TaiLieuNop").iter().any(|d| item_has(d, "DuongDanTaiTepTin", None)),
             digitised: text("HoSoCoThanhPhanSoHoa") == "1"
                 || list("TaiLieuNop").iter().any(|d| item_has(d, "DuocSoHoa", Some("1"))),
-            result_link: list("DanhSachGiayToKetQua")
-                .iter()
-                .any(|r| item_has(r, "DuongDanTepTinKetQua", None)),
+            result_link,
             history: history
                 .iter()
                 .filter_map(|e| {
@@ -829,6 +831,21 @@ mod tests {
         let f = dossier(&[(2, "20261102080000"), (9, "20261105080000")]);
         let j = judge(&f, &early);
         assert!(j.on_time && j.reason.contains("still open"), "{j:?}");
+    }
+
+    #[test]
+    fn online_needs_a_link_to_a_result_document_it_lists() {
+        let online = |results: Value| {
+            let d = json!({"KenhThucHien": "2", "DanhSachGiayToKetQua": results});
+            Facts::of_national(d.as_object().unwrap(), &[]).online
+        };
+        assert!(online(json!([{"DuongDanTepTinKetQua": "https://example.vn/kq"}])));
+        assert!(online(Value::Null), "no result document listed (yet): submitted online is enough");
+        assert!(online(json!([])));
+        assert!(!online(json!([{"TenGiayTo": "Giấy phép", "DuongDanTepTinKetQua": ""}])), "a paper result");
+        let d =
+            json!({"KenhThucHien": "1", "DanhSachGiayToKetQua": [{"DuongDanTepTinKetQua": "https://x.vn"}]});
+        assert!(!Facts::of_national(d.as_object().unwrap(), &[]).online);
     }
 
     #[test]

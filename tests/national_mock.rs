@@ -794,6 +794,28 @@ async fn reset_forgets_everything() {
     assert_eq!(code_of(&n.create(vec![dossier(&code(1))]).await), -1, "sessions are forgotten too");
 }
 
+/// 3.3: submitted online, and where the dossier lists a result document, a link to it.
+#[tokio::test]
+async fn the_report_counts_online_only_with_a_link_to_a_listed_result() {
+    let n = national().await;
+    let online = |i: u32, results: Value| {
+        let d = with(dossier(&code(i)), "KenhThucHien", json!("2"));
+        if results.is_null() { d } else { with(d, "DanhSachGiayToKetQua", results) }
+    };
+    let dossiers = vec![
+        online(1, Value::Null),
+        online(
+            2,
+            json!([{"TenGiayTo": "Giấy khai sinh", "DuongDanTepTinKetQua": "https://example.vn/kq/2"}]),
+        ),
+        online(3, json!([{"TenGiayTo": "Giấy khai sinh", "DuongDanTepTinKetQua": ""}])),
+    ];
+    assert_eq!(code_of(&n.create(dossiers).await), 0);
+    let (_, report) = n.get("/_mock/report?from=2026-03-01&to=2026-03-31").await;
+    let p = &report["province"]["3.3"];
+    assert_eq!((p["numerator"].as_u64(), p["denominator"].as_u64()), (Some(2), Some(3)), "{report}");
+}
+
 #[tokio::test]
 async fn the_report_computes_the_766_indicators_from_what_it_holds() {
     let n = national().await;

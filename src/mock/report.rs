@@ -114,10 +114,12 @@ fn tally(h: &Held, first: &str, last: &str) -> Tally {
     let ended = first_in(&["9"]).or_else(|| first_in(&["10"])).or_else(|| first_in(&["3", "8", "7"]));
     let active = !received.is_empty() && received <= last && (in_period || ended.is_none_or(|e| e >= first));
     count(1, active, active && on_time(d, h.history, last));
-    count(2, in_period, s(d, "KenhThucHien") == "2");
+    // A result document listed without a link to it: not wholly online (3.3).
+    let link = items(d, "DanhSachGiayToKetQua").any(|r| !s(r, "DuongDanTepTinKetQua").is_empty());
+    let unlinked = !link && items(d, "DanhSachGiayToKetQua").next().is_some();
+    count(2, in_period, s(d, "KenhThucHien") == "2" && !unlinked);
     let charged = items(d, "DanhSachLePhi").any(|f| s(f, "Gia").bytes().any(|b| (b'1'..=b'9').contains(&b)));
     count(3, in_period && charged, matches!(s(d, "DuocThanhToanTrucTuyen"), "1" | "2"));
-    let link = items(d, "DanhSachGiayToKetQua").any(|r| !s(r, "DuongDanTepTinKetQua").is_empty());
     let finished_at = first_in(&["9"]).or_else(|| first_in(&["10"]));
     count(4, finished_at.is_some_and(|f| first <= f && f <= last), link);
     let attached = items(d, "TaiLieuNop").any(|t| !s(t, "DuongDanTaiTepTin").is_empty());
