@@ -134,6 +134,10 @@ async fn backfill(n: u32, with_raw: bool) -> Backfill {
     stop(&mut child);
     let db_mib = db_size_mib(dir.path());
     eprintln!("  backfill {seconds:.1} s; harness peak RSS {:.0} MiB", peak_rss_mib(std::process::id()));
+    // For a look at what the bytes are (`sqlite3 ... "SELECT name, SUM(pgsize) FROM dbstat GROUP BY name"`).
+    if let Some(keep) = std::env::var_os("DVC_SYNC_BENCH_KEEP_DB") {
+        std::fs::copy(dir.path().join("state.db"), &keep).expect("copy the database");
+    }
     let raw_started = Instant::now();
     let raw_rate = if with_raw { raw_push(&national.url(), 8).await } else { f64::NAN };
     if with_raw {
@@ -252,6 +256,35 @@ async fn freshness_with(window: Duration, audit: Option<f64>) -> (f64, f64, f64)
     )
 }
 
+/// Scenario 3 as a share of the machine: the daemon (its own process) while the province
+/// changes `cps` dossiers a second and it polls every `poll` seconds, after a warm-up that
+/// takes in the dossiers filed before. Returns the daemon's CPU over the window as a share of
+/// one core (from /proc), and the same for the national mock's process (the benchmark, less
+/// the daemon: mocks and harness).
+async fn load(cps: f64, poll: f64, window: Duration) -> (f64, f64) {
+    // With no changes, a small province filed at once: the backfill is over before the window.
+    let knobs = if cps > 0.0 { clean(100_000, cps) } else { clean(2_000, 0.0) };
+    let (national, provincial) = mocks(Faults::default(), knobs).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &provincial.url(), &national.url(), "");
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        text.replace("poll_interval_seconds = 0.2", &format!("poll_interval_seconds = {poll}")),
+    )
+    .unwrap();
+    let mut child = spawn_daemon(&config, &dir.path().join("daemon.log"));
+    tokio::time::sleep(Duration::from_secs(15)).await;
+    let (daemon0, harness0) = (cpu_seconds(child.id()), cpu_seconds(std::process::id()));
+    tokio::time::sleep(window).await;
+    let (daemon1, harness1) = (cpu_seconds(child.id()), cpu_seconds(std::process::id()));
+    stop(&mut child);
+    national.stop().await;
+    provincial.stop().await;
+    let w = window.as_secs_f64();
+    ((daemon1 - daemon0) / w, (harness1 - harness0) / w)
+}
+
 /// Scenario 8: what a full audit costs. A fresh database backfills `n` dossiers (audit off);
 /// then `dvc-sync audit --all` reads every one back as fast as it can (standalone, its own
 /// process). Returns (look-ups a second, CPU ms per look-up, database MiB before and after).
@@ -352,14 +385,15 @@ async fn main() {
         for i in 0..runs {
             let r = backfill(n, true).await;
             println!(
-                "backfill run {}: {n} dossiers in {:.1} s = {:.0}/s; raw push limit {:.0}/s; ratio {:.2}; {:.2} CPU-s per 1000; peak RSS {:.0} MiB",
+                "backfill run {}: {n} dossiers in {:.1} s = {:.0}/s; raw push limit {:.0}/s; ratio {:.2}; {:.2} CPU-s per 1000; peak RSS {:.0} MiB; database {:.0} bytes a dossier",
                 i + 1,
                 r.seconds,
                 r.rate,
                 r.raw_rate,
                 r.rate / r.raw_rate,
                 r.cpu_per_thousand,
-                r.peak_rss_mib
+                r.peak_rss_mib,
+                r.db_mib * 1024.0 * 1024.0 / f64::from(n)
             );
             results.push(r);
         }
@@ -480,6 +514,27 @@ async fn main() {
             peaks.push(r.peak_rss_mib);
         }
         println!("MEMORY median: peak RSS {:.1} MiB (target <= 64)", median(peaks));
+    }
+    if want("load") {
+        // The daemon's share of a core at a province's normal load (a few changes a second),
+        // at the freshness scenario's 100/s, and idle, for three poll intervals.
+        for cps in [0.0, 5.0, 100.0] {
+            for poll in [0.2, 1.0, 5.0] {
+                let mut daemon = Vec::new();
+                let mut harness = Vec::new();
+                for _ in 0..runs {
+                    let (d, h) = load(cps, poll, Duration::from_secs(60)).await;
+                    daemon.push(d);
+                    harness.push(h);
+                }
+                println!(
+                    "LOAD {cps} changes/s, poll every {poll} s: daemon {:.2} % of a core (runs: {}), mocks and harness {:.2} %",
+                    median(daemon.clone()) * 100.0,
+                    daemon.iter().map(|d| format!("{:.2}", d * 100.0)).collect::<Vec<_>>().join(" "),
+                    median(harness) * 100.0
+                );
+            }
+        }
     }
     if want("restart") {
         let n: u32 = arg("--dossiers").unwrap_or(100_000);

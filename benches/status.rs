@@ -41,7 +41,7 @@ fn build(db: &Path, n: usize) {
                          history_len, national_exists, acked_hash, acked_status, acked_history, acked_at, local_status)
                      VALUES (?1, 6, ?2, ?2, ?3, 10, '1.001193', 6, 1, ?3, 10, ?4, ?2, 'done')",
                 )?;
-                let mut body = tx.prepare_cached("INSERT INTO body (mahoso, payload, history) VALUES (?1, ?2, ?3)")?;
+                let mut body = tx.prepare_cached("INSERT INTO body (mahoso, payload, history) VALUES (?1, body_pack(?2), body_pack(?3))")?;
                 let mut outbox = tx.prepare_cached(
                     "INSERT INTO outbox (mahoso, enqueued_at, next_attempt_at, attempts, last_error) VALUES (?1, ?2, ?2, ?3, ?4)",
                 )?;

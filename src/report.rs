@@ -519,7 +519,7 @@ pub fn from_database(conn: &Connection, period: &Period, detail: bool) -> rusqli
     }
     let mut tally = Tally::new(*period, detail);
     let mut stmt = conn.prepare(
-        "SELECT b.payload, b.history, d.national_exists,
+        "SELECT body_text(b.payload), body_text(b.history), d.national_exists,
                 d.national_exists = 0
                     AND EXISTS (SELECT 1 FROM dead x WHERE x.mahoso = d.mahoso AND x.kind = 'refused')
            FROM dossier d JOIN body b ON b.mahoso = d.mahoso",

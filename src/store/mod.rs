@@ -6,13 +6,14 @@
 //! dossiers concerned as in flight. With FULL, that mark is on disk (the WAL fsynced) before
 //! the request leaves, so a power cut can cost a read-back, never a resent history entry.
 
+pub(crate) mod body;
 pub(crate) mod journal;
 pub(crate) mod lock;
 pub(crate) mod state;
 
 use std::{
     path::{Path, PathBuf},
-    sync::{Mutex, MutexGuard},
+    sync::{Arc, Mutex, MutexGuard},
     time::Duration,
 };
 
@@ -27,10 +28,12 @@ pub enum StoreError {
     Migrate { path: PathBuf, source: rusqlite_migration::Error },
     #[error("database error: {0}")]
     Sqlite(#[from] rusqlite::Error),
+    #[error("{0}")]
+    Body(#[from] body::BodyError),
 }
 
 /// The schema version this build writes (the number of migrations).
-pub const SCHEMA_VERSION: i64 = 8;
+pub const SCHEMA_VERSION: i64 = 9;
 
 /// The schema version of an open database (SQLite's user_version, kept by the migrations).
 pub fn schema_version(conn: &Connection) -> rusqlite::Result<i64> {
@@ -47,6 +50,7 @@ fn migrations() -> Migrations<'static> {
         M::up(include_str!("../../migrations/0006_audit.sql")),
         M::up(include_str!("../../migrations/0007_call_journal.sql")),
         M::up(include_str!("../../migrations/0008_procedure_duration.sql")),
+        M::up(include_str!("../../migrations/0009_body_dict.sql")),
     ])
 }
 
@@ -54,6 +58,7 @@ fn migrations() -> Migrations<'static> {
 pub struct Store {
     conn: Mutex<Connection>,
     path: PathBuf,
+    codec: Arc<body::Codec>,
 }
 
 /// How commits reach the disk.
@@ -121,7 +126,16 @@ impl Store {
         migrations()
             .to_latest(&mut conn)
             .map_err(|source| StoreError::Migrate { path: path.to_path_buf(), source })?;
-        Ok(Store { conn: Mutex::new(conn), path: path.to_path_buf() })
+        let codec = body::Codec::load(&conn)?;
+        body::register(&conn, Arc::clone(&codec)).map_err(open_err)?;
+        Ok(Store { conn: Mutex::new(conn), path: path.to_path_buf(), codec })
+    }
+
+    /// Trains the dictionary dossier bodies are compressed with, once enough are stored
+    /// (`store::body`); whether it did.
+    pub fn train_body_dictionary(&self) -> Result<bool, StoreError> {
+        let codec = Arc::clone(&self.codec);
+        self.write(|tx| codec.maybe_train(tx).map_err(|e| rusqlite::Error::UserFunctionError(Box::new(e))))
     }
 
     pub fn path(&self) -> &Path {
@@ -200,6 +214,7 @@ pub fn open_read_only(path: &Path) -> Result<Connection, StoreError> {
         Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)
             .map_err(open_err)?;
     conn.busy_timeout(Duration::from_secs(2)).map_err(open_err)?;
+    body::register(&conn, body::Codec::load(&conn)?).map_err(open_err)?;
     Ok(conn)
 }
 
@@ -253,7 +268,7 @@ mod tests {
         let row: (String, String, i64, i64) = store
             .read(|c| {
                 c.query_row(
-                    "SELECT b.payload, b.history, d.version, d.acked_history FROM dossier d JOIN body b USING (mahoso)",
+                    "SELECT body_text(b.payload), body_text(b.history), d.version, d.acked_history FROM dossier d JOIN body b USING (mahoso)",
                     [],
                     |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
                 )

@@ -418,7 +418,7 @@ async fn audit_one<S: Source, N: Sink, C: Clock>(
 ) -> Result<Looked, StoreError> {
     let body: Option<(String, String, i64, i64)> = inner.store.read(|conn| {
         conn.prepare_cached(
-            "SELECT b.payload, b.history, d.payload_hash, d.history_len FROM dossier d JOIN body b USING (mahoso)
+            "SELECT body_text(b.payload), body_text(b.history), d.payload_hash, d.history_len FROM dossier d JOIN body b USING (mahoso)
              WHERE d.mahoso = ?1",
         )?
         .query_row([&c.mahoso], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))

@@ -59,7 +59,7 @@ pub(crate) fn apply_page<S: Source, N: Sink, C: Clock>(
 ) -> Result<Applied, store::StoreError> {
     let now = inner.clock.now().as_microsecond();
     let map = &inner.cfg.status_map;
-    inner.store.write(|tx| {
+    let applied = inner.store.write(|tx| {
         let mut applied = Applied { read: records.len(), ..Applied::default() };
         for record in records {
             let Record { raw, fingerprint, source_id, .. } = record;
@@ -121,7 +121,15 @@ pub(crate) fn apply_page<S: Source, N: Sink, C: Clock>(
             write_cursor(tx, key, cursor)?;
         }
         Ok(applied)
-    })
+    })?;
+    // Once enough dossiers are stored, their bodies are compressed with a dictionary trained
+    // from them (store::body): a no-op after that, and cheap before it.
+    if applied.changed > 0
+        && let Err(e) = inner.store.train_body_dictionary()
+    {
+        tracing::warn!(event = "body_dictionary_failed", error = %e, "bodies stay compressed without a dictionary");
+    }
+    Ok(applied)
 }
 
 /// The version (and source fingerprint) already recorded for this MaHoSo, if any.
@@ -152,7 +160,7 @@ fn record_dossier(
     let Record { raw, fingerprint, source_id, .. } = record;
     let existing: Option<Existing> = tx
         .prepare_cached(
-            "SELECT d.version, d.acked_history, d.acked_hash, b.history, d.source_id
+            "SELECT d.version, d.acked_history, d.acked_hash, body_text(b.history), d.source_id
              FROM dossier d JOIN body b ON b.mahoso = d.mahoso WHERE d.mahoso = ?1",
         )?
         .query_row([&n.mahoso], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))
@@ -232,7 +240,7 @@ fn record_dossier(
         source_id,
     ])?;
     tx.prepare_cached(
-        "INSERT INTO body (mahoso, payload, history) VALUES (?1, ?2, ?3)
+        "INSERT INTO body (mahoso, payload, history) VALUES (?1, body_pack(?2), body_pack(?3))
          ON CONFLICT(mahoso) DO UPDATE SET payload = excluded.payload, history = excluded.history",
     )?
     .execute(params![n.mahoso, payload, history])?;

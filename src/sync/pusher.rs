@@ -125,8 +125,8 @@ impl Work {
 
 fn load_due(conn: &rusqlite::Connection, now: i64, limit: usize) -> rusqlite::Result<Vec<Work>> {
     let mut stmt = conn.prepare_cached(
-        "SELECT d.mahoso, d.version, d.updated_at, b.payload, d.payload_hash, d.status, d.procedure,
-                d.needs_catalogue, b.history, d.national_exists, d.acked_hash, d.acked_history,
+        "SELECT d.mahoso, d.version, d.updated_at, body_text(b.payload), d.payload_hash, d.status, d.procedure,
+                d.needs_catalogue, body_text(b.history), d.national_exists, d.acked_hash, d.acked_history,
                 d.inflight, o.attempts
          FROM outbox o JOIN dossier d ON d.mahoso = o.mahoso JOIN body b ON b.mahoso = o.mahoso
          WHERE o.next_attempt_at <= ?1
@@ -634,7 +634,7 @@ async fn fill_catalogues<S: Source, N: Sink, C: Clock>(
             let mut stmt = tx.prepare_cached(
                 "UPDATE dossier SET payload_hash = ?3, needs_catalogue = 0 WHERE mahoso = ?1 AND version = ?2",
             )?;
-            let mut body = tx.prepare_cached("UPDATE body SET payload = ?2 WHERE mahoso = ?1")?;
+            let mut body = tx.prepare_cached("UPDATE body SET payload = body_pack(?2) WHERE mahoso = ?1")?;
             let mut stale = Vec::new();
             for &i in &filled {
                 let w = &work[i];

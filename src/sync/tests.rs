@@ -421,3 +421,43 @@ async fn a_dossier_without_a_due_date_asks_the_catalogue_for_its_duration_withou
     pusher::round(&e.inner).await.unwrap();
     assert_eq!(asked(&sink), 2);
 }
+
+/// Recording pages trains the body dictionary once the store holds enough dossiers
+/// (store::body); dossiers recorded before and after it read back whole, to be pushed and
+/// compared with their next versions.
+#[test]
+fn recording_pages_trains_the_body_dictionary_and_bodies_read_back() {
+    let sink = Scripted::default();
+    let (e, _dir) = engine(&sink);
+    let mahoso = |i: i64| format!("000.00.15.H58-260301-{i:04}");
+    let page = |from: i64, to: i64, version: i64| -> Vec<Record> {
+        (from..to).map(|i| plain(record(&mahoso(i), version, 3))).collect()
+    };
+    let dictionaries =
+        |e: &Engine<Quiet, Scripted, SystemClock>| -> i64 { row(e, "SELECT COUNT(*) FROM body_dict") };
+    let threshold = crate::store::body::TRAIN_AFTER;
+    apply(&e, page(0, threshold - 1, 1));
+    assert_eq!(dictionaries(&e), 0, "not before {threshold} dossiers");
+    apply(&e, page(threshold - 1, threshold + 1, 1));
+    assert_eq!(dictionaries(&e), 1);
+    apply(&e, page(threshold + 1, threshold + 50, 1));
+    assert_eq!(dictionaries(&e), 1, "trained once");
+    let size = |i: i64| -> i64 {
+        row(&e, &format!("SELECT length(history) FROM body WHERE mahoso = '{}'", mahoso(i)))
+    };
+    assert!(size(threshold + 10) * 2 < size(10), "{} vs {}", size(threshold + 10), size(10));
+    // A new version of a dossier from each side of the dictionary: its stored history is
+    // read and compared (the entries only grow here), and the new body stored.
+    let applied =
+        apply(&e, vec![plain(record(&mahoso(10), 2, 4)), plain(record(&mahoso(threshold + 10), 2, 4))]);
+    assert_eq!(applied.changed, 2, "{applied:?}");
+    for i in [10, threshold + 10] {
+        let history: String =
+            row(&e, &format!("SELECT body_text(history) FROM body WHERE mahoso = '{}'", mahoso(i)));
+        let entries: Vec<Value> = serde_json::from_str(&history).unwrap();
+        assert_eq!(entries.len(), 4, "{i}");
+        let payload: String =
+            row(&e, &format!("SELECT body_text(payload) FROM body WHERE mahoso = '{}'", mahoso(i)));
+        assert!(payload.contains(&mahoso(i)), "{payload}");
+    }
+}

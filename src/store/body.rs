@@ -1,0 +1,348 @@
+//! How dossier bodies (the national payload and its history, JSON) are kept: compressed with
+//! zstd, with a dictionary trained on the province's own first dossiers once there are enough
+//! of them. The JSON of one dossier repeats the same keys, agencies, procedures, officers and
+//! texts as every other one, which a dictionary holds once: a body of ~3.6 KB is kept in ~0.3
+//! KB (docs/BENCHMARKS.md, "Database size").
+//!
+//! The SQL stays readable: every connection the daemon opens has two functions,
+//! `body_pack(text)` (what to store) and `body_text(column)` (what was stored, as text), and
+//! bodies written as plain text by earlier versions are read as they are. A dictionary is
+//! never replaced or removed: the bodies compressed with it name it.
+//!
+//! A packed body: `[1][dictionary: u8, 0 for none][length of the text: u32 LE][zstd frame]`.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+};
+
+use rusqlite::{Connection, OptionalExtension, functions::FunctionFlags, types::ValueRef};
+use zstd::bulk::{Compressor, Decompressor};
+
+/// The compression level: zstd's default, which with a dictionary costs a few microseconds
+/// per body (higher levels save ~15 % more for several times the CPU).
+const LEVEL: i32 = 3;
+/// Bodies (payloads and histories) in the database before a dictionary is trained from them.
+pub const TRAIN_AFTER: i64 = 2_000;
+/// Bodies sampled for the training, and the dictionary's size.
+const TRAIN_SAMPLES: i64 = 4_000;
+const DICTIONARY_BYTES: usize = 64 * 1024;
+const FORMAT: u8 = 1;
+const HEADER: usize = 6;
+/// A body longer than this is refused rather than allocated on the word of a corrupt header.
+const MAX_TEXT: usize = 64 * 1024 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum BodyError {
+    #[error("a stored dossier body is damaged: {0}")]
+    Damaged(String),
+    #[error("a stored dossier body names dictionary {0}, which this database does not have")]
+    NoDictionary(u8),
+    #[error("zstd: {0}")]
+    Zstd(#[from] std::io::Error),
+}
+
+struct Inner {
+    /// The dictionary new bodies are compressed with (0: none) and its compressor.
+    current: u8,
+    compressor: Compressor<'static>,
+    decompressors: HashMap<u8, Decompressor<'static>>,
+}
+
+/// One database's compression state: its dictionaries, and the contexts that use them.
+pub struct Codec {
+    inner: Mutex<Inner>,
+}
+
+fn compressor(dictionary: Option<&[u8]>) -> std::io::Result<Compressor<'static>> {
+    let mut c = match dictionary {
+        Some(d) => Compressor::with_dictionary(LEVEL, d)?,
+        None => Compressor::new(LEVEL)?,
+    };
+    // The header carries the length and the dictionary; zstd need not repeat them.
+    c.set_parameter(zstd::zstd_safe::CParameter::ContentSizeFlag(false))?;
+    c.set_parameter(zstd::zstd_safe::CParameter::DictIdFlag(false))?;
+    Ok(c)
+}
+
+impl Codec {
+    /// The codec of the database `conn` is open on: its dictionaries, if it has any (an older
+    /// schema has none).
+    pub fn load(conn: &Connection) -> Result<Arc<Codec>, BodyError> {
+        let mut dictionaries: Vec<(u8, Vec<u8>)> = Vec::new();
+        let has_table: bool = conn
+            .query_row("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'body_dict'", [], |_| {
+                Ok(())
+            })
+            .optional()
+            .map_err(|e| BodyError::Damaged(e.to_string()))?
+            .is_some();
+        if has_table {
+            let mut stmt = conn
+                .prepare("SELECT id, dict FROM body_dict ORDER BY id")
+                .map_err(|e| BodyError::Damaged(e.to_string()))?;
+            let rows = stmt
+                .query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, Vec<u8>>(1)?)))
+                .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
+                .map_err(|e| BodyError::Damaged(e.to_string()))?;
+            for (id, dict) in rows {
+                let id = u8::try_from(id).map_err(|_| BodyError::Damaged(format!("dictionary id {id}")))?;
+                dictionaries.push((id, dict));
+            }
+        }
+        let mut decompressors = HashMap::new();
+        decompressors.insert(0, Decompressor::new()?);
+        for (id, dict) in &dictionaries {
+            decompressors.insert(*id, Decompressor::with_dictionary(dict)?);
+        }
+        let (current, compressor) = match dictionaries.last() {
+            Some((id, dict)) => (*id, compressor(Some(dict))?),
+            None => (0, compressor(None)?),
+        };
+        Ok(Arc::new(Codec { inner: Mutex::new(Inner { current, compressor, decompressors }) }))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Whether new bodies are compressed with a dictionary.
+    pub fn has_dictionary(&self) -> bool {
+        self.lock().current != 0
+    }
+
+    pub fn pack(&self, text: &str) -> Result<Vec<u8>, BodyError> {
+        let mut inner = self.lock();
+        let frame = inner.compressor.compress(text.as_bytes())?;
+        let mut out = Vec::with_capacity(HEADER + frame.len());
+        out.push(FORMAT);
+        out.push(inner.current);
+        out.extend_from_slice(&(text.len() as u32).to_le_bytes());
+        out.extend_from_slice(&frame);
+        Ok(out)
+    }
+
+    pub fn unpack(&self, packed: &[u8]) -> Result<String, BodyError> {
+        let (header, frame) = packed
+            .split_at_checked(HEADER)
+            .ok_or_else(|| BodyError::Damaged(format!("{} bytes", packed.len())))?;
+        if header[0] != FORMAT {
+            return Err(BodyError::Damaged(format!("format {}", header[0])));
+        }
+        let len = u32::from_le_bytes([header[2], header[3], header[4], header[5]]) as usize;
+        if len > MAX_TEXT {
+            return Err(BodyError::Damaged(format!("length {len}")));
+        }
+        let mut inner = self.lock();
+        let d = inner.decompressors.get_mut(&header[1]).ok_or(BodyError::NoDictionary(header[1]))?;
+        let text = d.decompress(frame, len)?;
+        if text.len() != len {
+            return Err(BodyError::Damaged(format!("{} bytes where {len} were kept", text.len())));
+        }
+        String::from_utf8(text).map_err(|e| BodyError::Damaged(e.to_string()))
+    }
+
+    /// Trains the dictionary from the bodies already stored, once there are [`TRAIN_AFTER`]
+    /// of them and no dictionary yet (a no-op otherwise, and cheap: one count). From then on
+    /// new bodies are compressed with it; the ones before stay as they are until rewritten.
+    /// Returns whether it trained one. Runs inside the caller's write transaction.
+    pub fn maybe_train(&self, tx: &Connection) -> Result<bool, BodyError> {
+        if self.has_dictionary() {
+            return Ok(false);
+        }
+        let sql = |e: rusqlite::Error| BodyError::Damaged(e.to_string());
+        let stored: i64 = tx
+            .prepare_cached("SELECT n FROM counts WHERE name = 'dossier'")
+            .and_then(|mut s| s.query_row([], |r| r.get(0)))
+            .map_err(sql)?;
+        if stored < TRAIN_AFTER {
+            return Ok(false);
+        }
+        // The most recent bodies: what the province files now.
+        let samples: Vec<String> = tx
+            .prepare(
+                "SELECT body_text(payload), body_text(history) FROM body
+                  ORDER BY rowid DESC LIMIT ?1",
+            )
+            .and_then(|mut s| {
+                s.query_map([TRAIN_SAMPLES / 2], |r| Ok([r.get::<_, String>(0)?, r.get::<_, String>(1)?]))?
+                    .collect::<Result<Vec<_>, _>>()
+            })
+            .map_err(sql)?
+            .into_iter()
+            .flatten()
+            .collect();
+        let dictionary = zstd::dict::from_samples(&samples, DICTIONARY_BYTES)?;
+        let id: i64 = tx
+            .query_row(
+                "INSERT INTO body_dict (id, dict, created_at, samples)
+                 VALUES ((SELECT COALESCE(MAX(id), 0) + 1 FROM body_dict), ?1, unixepoch(), ?2)
+                 RETURNING id",
+                rusqlite::params![dictionary, samples.len() as i64],
+                |r| r.get(0),
+            )
+            .map_err(sql)?;
+        let id = u8::try_from(id).map_err(|_| BodyError::Damaged(format!("dictionary id {id}")))?;
+        let mut inner = self.lock();
+        inner.decompressors.insert(id, Decompressor::with_dictionary(&dictionary)?);
+        inner.compressor = compressor(Some(&dictionary))?;
+        inner.current = id;
+        tracing::info!(
+            event = "body_dictionary_trained",
+            samples = samples.len(),
+            bytes = dictionary.len(),
+            "dossier bodies are compressed with a dictionary from now on"
+        );
+        Ok(true)
+    }
+}
+
+/// Gives `conn` the functions `body_pack(text)` and `body_text(column)` for `codec`.
+pub fn register(conn: &Connection, codec: Arc<Codec>) -> rusqlite::Result<()> {
+    let flags = FunctionFlags::SQLITE_UTF8 | FunctionFlags::SQLITE_DETERMINISTIC;
+    let packing = Arc::clone(&codec);
+    conn.create_scalar_function("body_pack", 1, flags, move |ctx| {
+        let text = ctx.get_raw(0).as_str().map_err(|e| rusqlite::Error::UserFunctionError(Box::new(e)))?;
+        packing.pack(text).map_err(|e| rusqlite::Error::UserFunctionError(Box::new(e)))
+    })?;
+    conn.create_scalar_function("body_text", 1, flags, move |ctx| match ctx.get_raw(0) {
+        // Written as text by a version before compression.
+        ValueRef::Text(t) => Ok(Some(String::from_utf8_lossy(t).into_owned())),
+        ValueRef::Blob(b) => {
+            codec.unpack(b).map(Some).map_err(|e| rusqlite::Error::UserFunctionError(Box::new(e)))
+        }
+        ValueRef::Null => Ok(None),
+        _ => Err(rusqlite::Error::UserFunctionError(Box::new(BodyError::Damaged("not a body".into())))),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PAYLOAD: &str =
+        r#"{"MaHoSo":"000.00.15.H58-261115-0001","ChuHoSo":"Đặng Văn Hải","TrangThaiHoSo":"2"}"#;
+
+    fn db() -> (tempfile::TempDir, crate::store::Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::store::Store::open(&dir.path().join("s.db")).unwrap();
+        (dir, store)
+    }
+
+    #[test]
+    fn a_body_comes_back_as_it_went_in_and_plain_text_still_reads() {
+        let (_dir, store) = db();
+        let (text, kind, plain): (String, String, String) = store
+            .read(|c| {
+                c.query_row(
+                    "SELECT body_text(body_pack(?1)), typeof(body_pack(?1)), body_text(?1)",
+                    [PAYLOAD],
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                )
+            })
+            .unwrap();
+        assert_eq!((text.as_str(), kind.as_str(), plain.as_str()), (PAYLOAD, "blob", PAYLOAD));
+        let null: Option<String> =
+            store.read(|c| c.query_row("SELECT body_text(NULL)", [], |r| r.get(0))).unwrap();
+        assert_eq!(null, None);
+    }
+
+    #[test]
+    fn a_damaged_body_is_an_error_not_a_panic() {
+        let (_dir, store) = db();
+        for blob in [
+            &b""[..],
+            &[1, 0, 5],
+            &[2, 0, 3, 0, 0, 0, 1],
+            &[1, 9, 3, 0, 0, 0, 1, 2, 3],
+            &[1, 0, 255, 255, 255, 255, 0],
+        ] {
+            let got = store.read(|c| c.query_row("SELECT body_text(?1)", [blob], |r| r.get::<_, String>(0)));
+            assert!(got.is_err(), "{blob:?}");
+        }
+    }
+
+    /// Once enough bodies are stored a dictionary is trained; bodies written before and after
+    /// it read back, after a reopen too, and the later ones are much smaller.
+    #[test]
+    fn a_dictionary_is_trained_once_and_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.db");
+        let body = |i: i64| {
+            (
+                format!(
+                    r#"{{"MaHoSo":"000.00.15.H58-2611{:02}-{i:04}","ChuHoSo":"Nguyễn Văn {i}","DonViXuLy":"Sở Tư pháp","TenTTHC":"Đăng ký khai sinh","TrangThaiHoSo":"{}"}}"#,
+                    i % 28 + 1,
+                    i % 10
+                ),
+                format!(
+                    r#"[{{"NguoiXuLy":"Cán bộ {}","NoiDungXuLy":"Tiếp nhận hồ sơ","TrangThai":"2"}}]"#,
+                    i % 7
+                ),
+            )
+        };
+        let insert = |store: &crate::store::Store, from: i64, to: i64| {
+            store
+                .write(|tx| {
+                    for i in from..to {
+                        let (p, h) = body(i);
+                        tx.execute(
+                            "INSERT INTO dossier (mahoso, version, updated_at, seen_at, payload_hash, status, procedure, history_len)
+                             VALUES (?1, 1, 0, 0, 0, 2, 'p', 1)",
+                            [format!("H{i}")],
+                        )?;
+                        tx.execute(
+                            "INSERT INTO body (mahoso, payload, history) VALUES (?1, body_pack(?2), body_pack(?3))",
+                            rusqlite::params![format!("H{i}"), p, h],
+                        )?;
+                    }
+                    Ok(())
+                })
+                .unwrap()
+        };
+        let size = |store: &crate::store::Store, i: i64| -> i64 {
+            store
+                .read(|c| {
+                    c.query_row(
+                        "SELECT length(payload) FROM body WHERE mahoso = ?1",
+                        [format!("H{i}")],
+                        |r| r.get(0),
+                    )
+                })
+                .unwrap()
+        };
+        let store = crate::store::Store::open(&path).unwrap();
+        insert(&store, 0, TRAIN_AFTER - 1);
+        assert!(!store.train_body_dictionary().unwrap(), "too few bodies yet");
+        insert(&store, TRAIN_AFTER - 1, TRAIN_AFTER);
+        assert!(store.train_body_dictionary().unwrap());
+        assert!(!store.train_body_dictionary().unwrap(), "trained once");
+        insert(&store, TRAIN_AFTER, TRAIN_AFTER + 10);
+        let (before, after) = (size(&store, 5), size(&store, TRAIN_AFTER + 5));
+        assert!(after * 2 < before, "with the dictionary {after} bytes, without {before}");
+        drop(store);
+        let store = crate::store::Store::open(&path).unwrap();
+        assert!(!store.train_body_dictionary().unwrap(), "the dictionary is kept");
+        for i in [0, 5, TRAIN_AFTER + 5] {
+            let got: (String, String) = store
+                .read(|c| {
+                    c.query_row(
+                        "SELECT body_text(payload), body_text(history) FROM body WHERE mahoso = ?1",
+                        [format!("H{i}")],
+                        |r| Ok((r.get(0)?, r.get(1)?)),
+                    )
+                })
+                .unwrap();
+            assert_eq!(got, body(i), "{i}");
+        }
+        let ro = crate::store::open_read_only(&path).unwrap();
+        let got: String = ro
+            .query_row(
+                "SELECT body_text(payload) FROM body WHERE mahoso = ?1",
+                [format!("H{}", TRAIN_AFTER + 5)],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(got, body(TRAIN_AFTER + 5).0, "read-only connections read them too");
+    }
+}
