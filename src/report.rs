@@ -510,6 +510,7 @@ fn findings_of(f: &Facts, horizon: &[(u8, DateTime)], period: &Period) -> Vec<Fi
 
 /// Computes the report for `period` from the database, reading one dossier at a time.
 pub fn from_database(conn: &Connection, period: &Period, detail: bool) -> rusqlite::Result<Report> {
+    crate::store::read_bodies(conn)?;
     let mut durations: BTreeMap<String, MaxDuration> = BTreeMap::new();
     let mut stmt = conn.prepare("SELECT code, duration, duration_unit FROM procedure WHERE known = 1")?;
     for row in stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, stored_duration(r.get(1)?, r.get(2)?))))? {

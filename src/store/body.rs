@@ -47,6 +47,12 @@ struct Inner {
     current: u8,
     compressor: Compressor<'static>,
     decompressors: HashMap<u8, Decompressor<'static>>,
+    /// A training failed: not tried again by this process.
+    gave_up: bool,
+}
+
+fn fail(e: BodyError) -> rusqlite::Error {
+    rusqlite::Error::UserFunctionError(Box::new(e))
 }
 
 /// One database's compression state: its dictionaries, and the contexts that use them.
@@ -68,50 +74,51 @@ fn compressor(dictionary: Option<&[u8]>) -> std::io::Result<Compressor<'static>>
 impl Codec {
     /// The codec of the database `conn` is open on: its dictionaries, if it has any (an older
     /// schema has none).
-    pub fn load(conn: &Connection) -> Result<Arc<Codec>, BodyError> {
-        let mut dictionaries: Vec<(u8, Vec<u8>)> = Vec::new();
-        let has_table: bool = conn
+    pub fn load(conn: &Connection) -> rusqlite::Result<Arc<Codec>> {
+        let has_table = conn
             .query_row("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'body_dict'", [], |_| {
                 Ok(())
             })
-            .optional()
-            .map_err(|e| BodyError::Damaged(e.to_string()))?
+            .optional()?
             .is_some();
+        let mut dictionaries: Vec<(u8, Vec<u8>)> = Vec::new();
         if has_table {
-            let mut stmt = conn
-                .prepare("SELECT id, dict FROM body_dict ORDER BY id")
-                .map_err(|e| BodyError::Damaged(e.to_string()))?;
+            let mut stmt = conn.prepare("SELECT id, dict FROM body_dict ORDER BY id")?;
             let rows = stmt
-                .query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, Vec<u8>>(1)?)))
-                .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
-                .map_err(|e| BodyError::Damaged(e.to_string()))?;
+                .query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, Vec<u8>>(1)?)))?
+                .collect::<Result<Vec<_>, _>>()?;
             for (id, dict) in rows {
-                let id = u8::try_from(id).map_err(|_| BodyError::Damaged(format!("dictionary id {id}")))?;
+                let id =
+                    u8::try_from(id).map_err(|_| fail(BodyError::Damaged(format!("dictionary id {id}"))))?;
                 dictionaries.push((id, dict));
             }
         }
-        let mut decompressors = HashMap::new();
-        decompressors.insert(0, Decompressor::new()?);
-        for (id, dict) in &dictionaries {
-            decompressors.insert(*id, Decompressor::with_dictionary(dict)?);
-        }
-        let (current, compressor) = match dictionaries.last() {
-            Some((id, dict)) => (*id, compressor(Some(dict))?),
-            None => (0, compressor(None)?),
+        let build = || -> Result<Inner, BodyError> {
+            let mut decompressors = HashMap::new();
+            decompressors.insert(0, Decompressor::new()?);
+            for (id, dict) in &dictionaries {
+                decompressors.insert(*id, Decompressor::with_dictionary(dict)?);
+            }
+            let (current, compressor) = match dictionaries.last() {
+                Some((id, dict)) => (*id, compressor(Some(dict))?),
+                None => (0, compressor(None)?),
+            };
+            Ok(Inner { current, compressor, decompressors, gave_up: false })
         };
-        Ok(Arc::new(Codec { inner: Mutex::new(Inner { current, compressor, decompressors }) }))
+        Ok(Arc::new(Codec { inner: Mutex::new(build().map_err(fail)?) }))
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Whether new bodies are compressed with a dictionary.
-    pub fn has_dictionary(&self) -> bool {
-        self.lock().current != 0
-    }
-
     pub fn pack(&self, text: &str) -> Result<Vec<u8>, BodyError> {
+        if text.len() > MAX_TEXT {
+            return Err(BodyError::Damaged(format!(
+                "a body of {} bytes is more than can be kept",
+                text.len()
+            )));
+        }
         let mut inner = self.lock();
         let frame = inner.compressor.compress(text.as_bytes())?;
         let mut out = Vec::with_capacity(HEADER + frame.len());
@@ -142,69 +149,73 @@ impl Codec {
         String::from_utf8(text).map_err(|e| BodyError::Damaged(e.to_string()))
     }
 
-    /// Trains the dictionary from the bodies already stored, once there are [`TRAIN_AFTER`]
-    /// of them and no dictionary yet (a no-op otherwise, and cheap: one count). From then on
-    /// new bodies are compressed with it; the ones before stay as they are until rewritten.
-    /// Returns whether it trained one. Runs inside the caller's write transaction.
-    pub fn maybe_train(&self, tx: &Connection) -> Result<bool, BodyError> {
-        if self.has_dictionary() {
-            return Ok(false);
-        }
-        let sql = |e: rusqlite::Error| BodyError::Damaged(e.to_string());
-        let stored: i64 = tx
-            .prepare_cached("SELECT n FROM counts WHERE name = 'dossier'")
-            .and_then(|mut s| s.query_row([], |r| r.get(0)))
-            .map_err(sql)?;
+    /// Whether a dictionary is still to be trained (none yet, and no training failed).
+    pub fn wants_training(&self) -> bool {
+        let inner = self.lock();
+        inner.current == 0 && !inner.gave_up
+    }
+
+    pub fn give_up_training(&self) {
+        self.lock().gave_up = true;
+    }
+
+    /// Trains a dictionary from the bodies already stored, once there are [`TRAIN_AFTER`] of
+    /// them (None before: one count), and stores it in `body_dict`, inside the caller's write
+    /// transaction. The caller [`Codec::adopt`]s it once that transaction is committed; the
+    /// bodies before it stay as they are until rewritten.
+    pub fn train(&self, tx: &Connection) -> rusqlite::Result<Option<(u8, Vec<u8>)>> {
+        let stored: i64 =
+            tx.prepare_cached("SELECT n FROM counts WHERE name = 'dossier'")?.query_row([], |r| r.get(0))?;
         if stored < TRAIN_AFTER {
-            return Ok(false);
+            return Ok(None);
         }
         // The most recent bodies: what the province files now.
         let samples: Vec<String> = tx
-            .prepare(
-                "SELECT body_text(payload), body_text(history) FROM body
-                  ORDER BY rowid DESC LIMIT ?1",
-            )
-            .and_then(|mut s| {
-                s.query_map([TRAIN_SAMPLES / 2], |r| Ok([r.get::<_, String>(0)?, r.get::<_, String>(1)?]))?
-                    .collect::<Result<Vec<_>, _>>()
-            })
-            .map_err(sql)?
+            .prepare("SELECT body_text(payload), body_text(history) FROM body ORDER BY rowid DESC LIMIT ?1")?
+            .query_map([TRAIN_SAMPLES / 2], |r| Ok([r.get::<_, String>(0)?, r.get::<_, String>(1)?]))?
+            .collect::<Result<Vec<_>, _>>()?
             .into_iter()
             .flatten()
             .collect();
-        let dictionary = zstd::dict::from_samples(&samples, DICTIONARY_BYTES)?;
-        let id: i64 = tx
-            .query_row(
-                "INSERT INTO body_dict (id, dict, created_at, samples)
-                 VALUES ((SELECT COALESCE(MAX(id), 0) + 1 FROM body_dict), ?1, unixepoch(), ?2)
-                 RETURNING id",
-                rusqlite::params![dictionary, samples.len() as i64],
-                |r| r.get(0),
-            )
-            .map_err(sql)?;
-        let id = u8::try_from(id).map_err(|_| BodyError::Damaged(format!("dictionary id {id}")))?;
-        let mut inner = self.lock();
-        inner.decompressors.insert(id, Decompressor::with_dictionary(&dictionary)?);
-        inner.compressor = compressor(Some(&dictionary))?;
-        inner.current = id;
+        let dictionary = zstd::dict::from_samples(&samples, DICTIONARY_BYTES).map_err(|e| fail(e.into()))?;
+        let id: i64 = tx.query_row(
+            "INSERT INTO body_dict (id, dict, created_at, samples)
+             VALUES ((SELECT COALESCE(MAX(id), 0) + 1 FROM body_dict), ?1, unixepoch(), ?2)
+             RETURNING id",
+            rusqlite::params![dictionary, samples.len() as i64],
+            |r| r.get(0),
+        )?;
+        let id = u8::try_from(id).map_err(|_| fail(BodyError::Damaged(format!("dictionary id {id}"))))?;
         tracing::info!(
             event = "body_dictionary_trained",
             samples = samples.len(),
             bytes = dictionary.len(),
             "dossier bodies are compressed with a dictionary from now on"
         );
-        Ok(true)
+        Ok(Some((id, dictionary)))
+    }
+
+    /// Compresses new bodies with dictionary `id` (committed to `body_dict`) from now on.
+    pub fn adopt(&self, id: u8, dictionary: &[u8]) -> Result<(), BodyError> {
+        let decompressor = Decompressor::with_dictionary(dictionary)?;
+        let compressor = compressor(Some(dictionary))?;
+        let mut inner = self.lock();
+        inner.decompressors.insert(id, decompressor);
+        inner.compressor = compressor;
+        inner.current = id;
+        Ok(())
     }
 }
 
 /// Gives `conn` the functions `body_pack(text)` and `body_text(column)` for `codec`.
 pub fn register(conn: &Connection, codec: Arc<Codec>) -> rusqlite::Result<()> {
-    let flags = FunctionFlags::SQLITE_UTF8 | FunctionFlags::SQLITE_DETERMINISTIC;
+    // body_pack's output changes once a dictionary is trained: not deterministic.
     let packing = Arc::clone(&codec);
-    conn.create_scalar_function("body_pack", 1, flags, move |ctx| {
+    conn.create_scalar_function("body_pack", 1, FunctionFlags::SQLITE_UTF8, move |ctx| {
         let text = ctx.get_raw(0).as_str().map_err(|e| rusqlite::Error::UserFunctionError(Box::new(e)))?;
         packing.pack(text).map_err(|e| rusqlite::Error::UserFunctionError(Box::new(e)))
     })?;
+    let flags = FunctionFlags::SQLITE_UTF8 | FunctionFlags::SQLITE_DETERMINISTIC;
     conn.create_scalar_function("body_text", 1, flags, move |ctx| match ctx.get_raw(0) {
         // Written as text by a version before compression.
         ValueRef::Text(t) => Ok(Some(String::from_utf8_lossy(t).into_owned())),
@@ -336,6 +347,7 @@ mod tests {
             assert_eq!(got, body(i), "{i}");
         }
         let ro = crate::store::open_read_only(&path).unwrap();
+        crate::store::read_bodies(&ro).unwrap();
         let got: String = ro
             .query_row(
                 "SELECT body_text(payload) FROM body WHERE mahoso = ?1",

@@ -126,7 +126,7 @@ impl Store {
         migrations()
             .to_latest(&mut conn)
             .map_err(|source| StoreError::Migrate { path: path.to_path_buf(), source })?;
-        let codec = body::Codec::load(&conn)?;
+        let codec = body::Codec::load(&conn).map_err(open_err)?;
         body::register(&conn, Arc::clone(&codec)).map_err(open_err)?;
         Ok(Store { conn: Mutex::new(conn), path: path.to_path_buf(), codec })
     }
@@ -134,8 +134,25 @@ impl Store {
     /// Trains the dictionary dossier bodies are compressed with, once enough are stored
     /// (`store::body`); whether it did.
     pub fn train_body_dictionary(&self) -> Result<bool, StoreError> {
+        if !self.codec.wants_training() {
+            return Ok(false);
+        }
         let codec = Arc::clone(&self.codec);
-        self.write(|tx| codec.maybe_train(tx).map_err(|e| rusqlite::Error::UserFunctionError(Box::new(e))))
+        let trained = self.write(|tx| codec.train(tx));
+        match trained {
+            // Used only once its row is committed: a body must never name a dictionary the
+            // database does not hold.
+            Ok(Some((id, dictionary))) => {
+                self.codec.adopt(id, &dictionary)?;
+                Ok(true)
+            }
+            Ok(None) => Ok(false),
+            Err(e) => {
+                // Not tried again by this process: bodies stay compressed without one.
+                self.codec.give_up_training();
+                Err(e)
+            }
+        }
     }
 
     pub fn path(&self) -> &Path {
@@ -214,8 +231,14 @@ pub fn open_read_only(path: &Path) -> Result<Connection, StoreError> {
         Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)
             .map_err(open_err)?;
     conn.busy_timeout(Duration::from_secs(2)).map_err(open_err)?;
-    body::register(&conn, body::Codec::load(&conn)?).map_err(open_err)?;
     Ok(conn)
+}
+
+/// Gives a connection from [`open_read_only`] the functions that read dossier bodies
+/// (`body_text`), with the database's dictionaries as they are now. Only the commands that
+/// read bodies need it; `status` never touches the database beyond its counts.
+pub fn read_bodies(conn: &Connection) -> rusqlite::Result<()> {
+    body::register(conn, body::Codec::load(conn)?)
 }
 
 pub fn meta_get(conn: &Connection, key: &str) -> rusqlite::Result<Option<String>> {
