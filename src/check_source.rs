@@ -10,7 +10,10 @@ use serde_json::{Map, Value};
 
 use crate::{
     config::Config,
-    domain::normalize::{CATALOGUE_FIELDS, normalize},
+    domain::{
+        normalize::{CATALOGUE_FIELDS, normalize_raw},
+        raw::Raw,
+    },
     provincial::{Provincial, sql::ServerInfo},
     sync::ports::{Cursor, Source},
 };
@@ -209,8 +212,9 @@ pub async fn check(config: &Config, limit: usize, show_personal: bool) -> Report
         );
     }
     for record in page.records {
-        let mahoso = record.raw.get("MaHoSo").and_then(Value::as_str).map(str::to_owned);
-        let checked = match normalize(&record.raw, &config.status_map) {
+        let raw = record.raw.view();
+        let mahoso = raw.get("MaHoSo").and_then(Raw::as_str).map(str::to_owned);
+        let checked = match normalize_raw(&raw, &config.status_map) {
             Ok(n) => {
                 report.would_send += 1;
                 let dossier = if show_personal { n.dossier } else { masked(n.dossier) };

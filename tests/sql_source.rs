@@ -49,7 +49,7 @@ async fn read_everything(source: &SqlSource) -> Vec<serde_json::Value> {
     let mut all = Vec::new();
     loop {
         let page = source.page(cursor.as_ref(), 50).await.expect("page");
-        all.extend(page.records.iter().map(|r| r.raw.clone()));
+        all.extend(page.records.iter().map(|r| r.raw.to_value()));
         let next = page.end.clone();
         if !page.has_more || next.is_none() {
             return all;

@@ -7,6 +7,7 @@ pub mod dates;
 pub mod entry;
 pub mod mahoso;
 pub mod normalize;
+pub mod raw;
 pub mod scoring;
 pub mod status;
 pub mod text;

@@ -3,16 +3,18 @@
 //! local time, the local status through `status_map`. A record that cannot be repaired is
 //! quarantined with its reason and never sent.
 
-use std::collections::BTreeMap;
+use std::{borrow::Cow, collections::BTreeMap};
 
 use jiff::Timestamp;
 use serde_json::{Map, Value};
 
 use super::{
     dates::normalize_date,
-    mahoso, scoring, stable_hash,
+    mahoso,
+    raw::Raw,
+    scoring, stable_hash,
     status::NationalStatus,
-    text::{char_len, max_chars, to_nfc, truncate_chars},
+    text::{char_len, is_normalized, max_chars, to_nfc, truncate_chars},
 };
 
 pub type StatusMap = BTreeMap<String, NationalStatus>;
@@ -125,52 +127,57 @@ fn about(field: &'static str, reason: String) -> Problem {
 
 /// The position of a raw record in the listing, read even from records that are otherwise
 /// unusable, so that the cursor can move past them.
-pub fn position_of(raw: &Value) -> Option<(Timestamp, String)> {
+pub fn position_of(raw: &Raw) -> Option<(Timestamp, String)> {
     let ts = raw.get("updated_at")?.as_str()?.parse().ok()?;
-    let id = raw.get("MaHoSo").and_then(Value::as_str).unwrap_or("").to_owned();
+    let id = raw.get("MaHoSo").and_then(Raw::as_str).unwrap_or("").to_owned();
     Some((ts, id))
 }
 
 /// A scalar as the national API wants it: a string. Numbers become their decimal form;
 /// null or absent is `None`.
-fn scalar(v: Option<&Value>) -> Result<Option<String>, &'static str> {
+fn scalar<'r>(v: Option<&'r Raw>) -> Result<Option<Cow<'r, str>>, &'static str> {
     match v {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) => Ok(Some(s.clone())),
-        Some(Value::Number(n)) => Ok(Some(match (n.as_i64(), n.as_u64(), n.as_f64()) {
+        None | Some(Raw::Null) => Ok(None),
+        Some(Raw::Str(s)) => Ok(Some(Cow::Borrowed(s))),
+        Some(Raw::Number(n)) => Ok(Some(Cow::Owned(match (n.as_i64(), n.as_u64(), n.as_f64()) {
             (Some(i), _, _) => i.to_string(),
             (_, Some(u), _) => u.to_string(),
             (_, _, Some(f)) if f.fract() == 0.0 && f.abs() < 1e15 => format!("{f:.0}"),
             _ => n.to_string(),
-        })),
-        Some(Value::Bool(_)) => Err("is a boolean, not text"),
-        Some(Value::Array(_)) | Some(Value::Object(_)) => Err("is not a scalar"),
+        }))),
+        Some(Raw::Bool(_)) => Err("is a boolean, not text"),
+        Some(Raw::Array(_) | Raw::Object(_) | Raw::Unreadable { .. }) => Err("is not a scalar"),
     }
 }
 
+/// Text as the national field takes it: NFC, cut to the field's length (one allocation when
+/// the text is NFC already, as it nearly always is).
 fn text(field: &str, s: &str) -> String {
-    let nfc = to_nfc(s);
-    truncate_chars(&nfc, max_chars(field)).to_owned()
+    if is_normalized(s) {
+        truncate_chars(s, max_chars(field)).to_owned()
+    } else {
+        truncate_chars(&to_nfc(s), max_chars(field)).to_owned()
+    }
 }
 
 /// Converts the fields of `table` from `source` into `out`; the error names the field.
 fn convert(
-    source: &Map<String, Value>,
+    source: &Raw,
     table: &[(&'static str, bool, Kind)],
     out: &mut Map<String, Value>,
 ) -> Result<(), Problem> {
     for (field, required, kind) in table {
-        let value = scalar(source.get(*field)).map_err(|why| about(field, format!("{field} {why}")))?;
+        let value = scalar(source.get(field)).map_err(|why| about(field, format!("{field} {why}")))?;
         let value = match value {
             Some(v) if !v.trim().is_empty() => v,
             _ if *required => return Err(about(field, format!("missing {field}"))),
-            _ => String::new(),
+            _ => Cow::Borrowed(""),
         };
         if value.contains(char::REPLACEMENT_CHARACTER) {
             return Err(about(field, format!("{field} holds bytes that were not valid UTF-8")));
         }
         let converted = match kind {
-            _ if value.is_empty() => value,
+            _ if value.is_empty() => String::new(),
             Kind::Text => text(field, &value),
             Kind::Date => normalize_date(&value)
                 .ok_or_else(|| about(field, format!("unparseable date in {field}: {value:?}")))?,
@@ -183,7 +190,7 @@ fn convert(
 /// One value of a 766 field (`scoring`), converted, or `None` when absent or empty.
 fn scoring_value(
     field: &'static str,
-    value: Option<&Value>,
+    value: Option<&Raw>,
     kind: scoring::Kind,
 ) -> Result<Option<String>, Problem> {
     let Some(value) = scalar(value).map_err(|why| about(field, format!("{field} {why}")))? else {
@@ -212,16 +219,16 @@ fn scoring_value(
 
 /// The 766 fields (`scoring`): carried when the source has them, absent otherwise, each
 /// checked against its code table, date form or amount form, lists bounded.
-fn convert_scoring(source: &Map<String, Value>, out: &mut Map<String, Value>) -> Result<(), Problem> {
+fn convert_scoring(source: &Raw, out: &mut Map<String, Value>) -> Result<(), Problem> {
     for (field, kind) in scoring::SCALARS {
-        if let Some(v) = scoring_value(field, source.get(*field), *kind)? {
+        if let Some(v) = scoring_value(field, source.get(field), *kind)? {
             out.insert((*field).to_owned(), Value::String(v));
         }
     }
     for (list, fields) in scoring::LISTS {
-        let items = match source.get(*list) {
-            None | Some(Value::Null) => continue,
-            Some(Value::Array(items)) => items,
+        let items = match source.get(list) {
+            None | Some(Raw::Null) => continue,
+            Some(Raw::Array(items)) => items,
             Some(_) => return Err(about(list, format!("{list} is not a list"))),
         };
         if items.len() > scoring::MAX_LIST_ITEMS {
@@ -232,12 +239,12 @@ fn convert_scoring(source: &Map<String, Value>, out: &mut Map<String, Value>) ->
         }
         let mut converted = Vec::with_capacity(items.len());
         for (i, item) in items.iter().enumerate() {
-            let Some(item) = item.as_object() else {
+            if !item.is_object() {
                 return Err(about(list, format!("{list} item {} is not an object", i + 1)));
-            };
+            }
             let mut o = Map::new();
             for (field, kind) in *fields {
-                let v = scoring_value(field, item.get(*field), *kind)
+                let v = scoring_value(field, item.get(field), *kind)
                     .map_err(|p| about(list, format!("{list} item {}: {}", i + 1, p.reason)))?;
                 if let Some(v) = v {
                     o.insert((*field).to_owned(), Value::String(v));
@@ -253,10 +260,10 @@ fn convert_scoring(source: &Map<String, Value>, out: &mut Map<String, Value>) ->
 /// The national status of a record or history entry, and its local code. The source's own
 /// mapping (a `TrangThaiHoSo` field, as the SQL source's profiles give it) wins; `status_map`
 /// maps the local `TrangThai` where the source gives none.
-fn local_status(record: &Map<String, Value>, map: &StatusMap) -> Result<(NationalStatus, String), Problem> {
+fn local_status(record: &Raw, map: &StatusMap) -> Result<(NationalStatus, String), Problem> {
     let status_problem = |reason: String| about("TrangThai", reason);
     let local = scalar(record.get("TrangThai")).map_err(|why| status_problem(format!("TrangThai {why}")))?;
-    let local = local.filter(|s| !s.trim().is_empty());
+    let local = local.filter(|s| !s.trim().is_empty()).map(Cow::into_owned);
     let mapped = scalar(record.get("TrangThaiHoSo"))
         .map_err(|why| status_problem(format!("TrangThaiHoSo {why}")))?
         .filter(|s| !s.trim().is_empty());
@@ -280,22 +287,28 @@ fn local_status(record: &Map<String, Value>, map: &StatusMap) -> Result<(Nationa
 /// its life, so that every version of it lands on the same quarantine row.
 /// Junk with none of those fields (a string, a number) is keyed by its whole text instead, so
 /// that different junk is not merged into one row.
-fn fingerprint(record: &Value) -> String {
+fn fingerprint(record: &Raw) -> String {
     const IDENTITY: [&str; 5] = ["MaTTHC", "NgayTiepNhan", "ChuHoSo", "SoGiayToChuHoSo", "DonViXuLy"];
     let identity = if IDENTITY.iter().any(|k| record.get(k).is_some()) {
-        IDENTITY.map(|k| record.get(k).map(Value::to_string).unwrap_or_default()).join("|")
+        IDENTITY.map(|k| record.get(k).map(|v| v.to_value().to_string()).unwrap_or_default()).join("|")
     } else {
-        record.to_string()
+        record.to_value().to_string()
     };
     format!("no-MaHoSo:{:016x}", stable_hash(identity.as_bytes()) as u64)
 }
 
+/// Normalises one provincial record given as a `Value` (tests, `check-source`, the audit).
+pub fn normalize(raw: &Value, map: &StatusMap) -> Result<Normalized, Box<Quarantined>> {
+    normalize_raw(&Raw::from_value(raw), map)
+}
+
 /// Normalises one raw provincial record.
 /// The quarantine is boxed: records are mostly valid, and the error is large.
-pub fn normalize(raw: &Value, map: &StatusMap) -> Result<Normalized, Box<Quarantined>> {
-    let mahoso_given = raw.get("MaHoSo").and_then(Value::as_str).filter(|s| !s.is_empty()).map(str::to_owned);
-    let version = raw.get("version").and_then(Value::as_i64);
-    let updated_at = raw.get("updated_at").and_then(Value::as_str).and_then(|s| s.parse::<Timestamp>().ok());
+pub fn normalize_raw(raw: &Raw, map: &StatusMap) -> Result<Normalized, Box<Quarantined>> {
+    let record = raw;
+    let mahoso_given = raw.get("MaHoSo").and_then(Raw::as_str).filter(|s| !s.is_empty()).map(str::to_owned);
+    let version = raw.get("version").and_then(Raw::as_i64);
+    let updated_at = raw.get("updated_at").and_then(Raw::as_str).and_then(|s| s.parse::<Timestamp>().ok());
     let quarantine = |problem: Problem| {
         Box::new(Quarantined {
             key: mahoso_given.clone().unwrap_or_else(|| fingerprint(raw)),
@@ -306,21 +319,24 @@ pub fn normalize(raw: &Value, map: &StatusMap) -> Result<Normalized, Box<Quarant
             field: problem.field,
         })
     };
-    let Some(record) = raw.as_object() else {
+    if let Raw::Unreadable { reason, .. } = raw {
+        return Err(quarantine(format!("the record cannot be read: {reason}").into()));
+    }
+    if !raw.is_object() {
         return Err(quarantine("the record is not a JSON object".into()));
-    };
+    }
     // What the source itself could not read (the SQL source's undecodable values).
-    if let Some(errors) = record.get("_source_errors").and_then(Value::as_array) {
-        let errors: Vec<&str> = errors.iter().filter_map(Value::as_str).collect();
+    if let Some(errors) = record.get("_source_errors").and_then(Raw::as_array) {
+        let errors: Vec<&str> = errors.iter().filter_map(Raw::as_str).collect();
         return Err(quarantine(format!("the source could not read: {}", errors.join("; ")).into()));
     }
     let Some(mahoso) = mahoso_given.clone() else {
         return Err(quarantine(about(
             "MaHoSo",
             match record.get("MaHoSo") {
-                None | Some(Value::Null) => "no MaHoSo".into(),
-                Some(Value::String(_)) => "no MaHoSo (empty)".into(),
-                Some(other) => format!("malformed MaHoSo: {other} is not a string"),
+                None | Some(Raw::Null) => "no MaHoSo".into(),
+                Some(Raw::Str(_)) => "no MaHoSo (empty)".into(),
+                Some(other) => format!("malformed MaHoSo: {} is not a string", other.to_value()),
             },
         )));
     };
@@ -332,7 +348,7 @@ pub fn normalize(raw: &Value, map: &StatusMap) -> Result<Normalized, Box<Quarant
     };
     let Some(updated_at) = updated_at else {
         return Err(quarantine(match record.get("updated_at") {
-            None | Some(Value::Null) => "no updated_at (the source gave no time of the last change)".into(),
+            None | Some(Raw::Null) => "no updated_at (the source gave no time of the last change)".into(),
             Some(_) => "unparseable updated_at".into(),
         }));
     };
@@ -375,16 +391,16 @@ pub fn normalize(raw: &Value, map: &StatusMap) -> Result<Normalized, Box<Quarant
     dossier.insert("TrangThaiHoSo".into(), Value::String(status.to_string()));
 
     let entries = match record.get("QuaTrinhXuLy") {
-        None | Some(Value::Null) => &Vec::new(),
-        Some(Value::Array(entries)) => entries,
+        None | Some(Raw::Null) => &[][..],
+        Some(Raw::Array(entries)) => &entries[..],
         Some(_) => return Err(quarantine("QuaTrinhXuLy is not an array".into())),
     };
     let mut history = Vec::with_capacity(entries.len());
     for (i, entry) in entries.iter().enumerate() {
         let n = i + 1;
-        let Some(entry) = entry.as_object() else {
+        if !entry.is_object() {
             return Err(quarantine(format!("history entry {n} is not an object").into()));
-        };
+        }
         let mut out = Map::new();
         out.insert("MaHoSo".into(), Value::String(mahoso.clone()));
         let in_entry = |p: Problem| {

@@ -3,7 +3,7 @@
 //! raw records; judging each record is the normaliser's job.
 
 use serde::Deserialize;
-use serde_json::Value;
+use serde_json::value::RawValue;
 
 use crate::{
     config::{ProvincialConfig, Secret},
@@ -19,9 +19,11 @@ pub struct HttpProvincial {
     max_bytes: usize,
 }
 
+/// Each item is kept as its JSON text (checked to be JSON, not parsed): the normaliser reads
+/// it borrowing from that text (`domain::raw`).
 #[derive(Deserialize)]
 struct RawPage {
-    items: Vec<Value>,
+    items: Vec<Box<RawValue>>,
     has_more: bool,
 }
 

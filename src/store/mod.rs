@@ -159,6 +159,12 @@ impl Store {
         &self.path
     }
 
+    /// A dossier body as it is stored (what `body_pack` gives in SQL), packed by the caller
+    /// outside any transaction.
+    pub fn pack(&self, text: &str) -> Result<Vec<u8>, body::BodyError> {
+        self.codec.pack(text)
+    }
+
     fn lock(&self) -> MutexGuard<'_, Connection> {
         // A panic while holding the connection cannot leave a transaction open: rusqlite
         // rolls back on drop. The connection itself stays usable.

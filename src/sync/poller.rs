@@ -19,13 +19,13 @@ use tokio_util::sync::CancellationToken;
 
 use super::{
     Inner,
-    ports::{Clock, Cursor, Page, Record, Sink, Source, SourceError},
+    ports::{Clock, Cursor, Page, Raw, Record, Sink, Source, SourceError},
     trouble::Trouble,
 };
 use crate::{
     domain::{
         entry::identity,
-        normalize::{Normalized, Quarantined, fill_catalogue, normalize},
+        normalize::{Quarantined, fill_catalogue, normalize_raw},
         stable_hash,
     },
     metrics as m,
@@ -51,65 +51,71 @@ pub struct Applied {
     pub enqueued: usize,
 }
 
+/// What judging a record came to, before the transaction that records it.
+enum Judged {
+    /// Already recorded at this version or newer (or with the same source fingerprint).
+    Seen,
+    Valid(Box<Prepared>),
+    Quarantined(Box<Quarantined>),
+}
+
+/// A valid record in the form it is stored in: normalised, serialised and compressed.
+struct Prepared {
+    mahoso: String,
+    version: i64,
+    updated_at: i64,
+    status: i64,
+    procedure: String,
+    needs_catalogue: bool,
+    local_status: String,
+    history_len: usize,
+    /// The history as JSON, for the check that what was sent is still there.
+    history: String,
+    payload_hash: i64,
+    packed_payload: Vec<u8>,
+    packed_history: Vec<u8>,
+}
+
 /// Records a page's items and, in the same transaction, the cursor it moved.
+///
+/// The records are judged first, outside the transaction (which holds the one connection
+/// the pusher also writes with): which are already known (one read), then normalising,
+/// serialising and compressing the others. The transaction only writes, and checks again
+/// what the read found, since a reconciliation pass may have recorded a record meanwhile.
 pub(crate) fn apply_page<S: Source, N: Sink, C: Clock>(
     inner: &Inner<S, N, C>,
     records: &[Record],
     cursor: Option<(&str, &Cursor)>,
 ) -> Result<Applied, store::StoreError> {
     let now = inner.clock.now().as_microsecond();
-    let map = &inner.cfg.status_map;
+    let views: Vec<Raw> = records.iter().map(|r| r.raw.view()).collect();
+    // Cheap recognition of what was already seen, before normalising anything: an older or
+    // equal version, or (for sources without a version counter) the same fingerprint as the
+    // state recorded.
+    let seen: Vec<bool> = inner.store.read(|c| {
+        records.iter().zip(&views).map(|(record, raw)| already_seen(c, raw, record.fingerprint)).collect()
+    })?;
+    let judged: Vec<Judged> = records
+        .iter()
+        .zip(&views)
+        .zip(seen)
+        .map(|((record, raw), seen)| if seen { Judged::Seen } else { judge(inner, record, raw, now) })
+        .collect();
     let applied = inner.store.write(|tx| {
         let mut applied = Applied { read: records.len(), ..Applied::default() };
-        for record in records {
-            let Record { raw, fingerprint, source_id, .. } = record;
-            // Cheap recognition of what was already seen, before normalising anything: an
-            // older or equal version, or (for sources without a version counter) the same
-            // fingerprint as the state recorded.
-            if let (Some(mahoso), Some(version)) =
-                (raw.get("MaHoSo").and_then(Value::as_str), raw.get("version").and_then(Value::as_i64))
-                && let Some((known, known_fingerprint)) = known_version(tx, mahoso)?
-                && (known >= version || (fingerprint.is_some() && *fingerprint == known_fingerprint))
-            {
-                applied.seen += 1;
-                continue;
-            }
-            match normalize(raw, map) {
-                Ok(mut n) => {
-                    // Without NgayHenTra, the on-time figure needs the procedure's duration
-                    // (`dvc-sync report`): the pusher asks the catalogue, without holding the
-                    // dossier back for it.
-                    if n.dossier.get("NgayHenTra").and_then(Value::as_str).is_none_or(str::is_empty) {
-                        inner.catalogue.want_duration(&n.procedure, now);
+        for ((record, raw), judged) in records.iter().zip(&views).zip(&judged) {
+            match judged {
+                Judged::Seen => applied.seen += 1,
+                Judged::Valid(p) => match record_dossier(tx, p, record, raw, now)? {
+                    Recorded::Seen => applied.seen += 1,
+                    Recorded::Changed { enqueued } => {
+                        applied.changed += 1;
+                        applied.enqueued += usize::from(enqueued);
                     }
-                    if n.needs_catalogue
-                        && let Some(entry) = inner.catalogue.known(&n.procedure, now)
-                    {
-                        fill_catalogue(&mut n.dossier, &entry.name, &entry.field_code, &entry.field_name);
-                        n.needs_catalogue = false;
-                    }
-                    match record_dossier(tx, &n, record, now)? {
-                        Recorded::Seen => applied.seen += 1,
-                        Recorded::Changed { enqueued } => {
-                            applied.changed += 1;
-                            applied.enqueued += usize::from(enqueued);
-                        }
-                        Recorded::Quarantined => applied.quarantined += 1,
-                    }
-                }
-                Err(q) => {
-                    let mut q = *q;
-                    // A record without MaHoSo is kept under the source's own key when it has one:
-                    // every version lands on one row, and the row goes when the record is fixed.
-                    if q.mahoso.is_none()
-                        && let Some(id) = source_id
-                    {
-                        q.key = format!("no-MaHoSo:id:{id}");
-                    }
-                    if let Some(hint) = q.field.and_then(|f| inner.source.explain(f)) {
-                        q.reason = format!("{} ({hint})", q.reason);
-                    }
-                    if record_quarantine(tx, &q, raw, source_id.as_deref(), now)? {
+                    Recorded::Quarantined => applied.quarantined += 1,
+                },
+                Judged::Quarantined(q) => {
+                    if record_quarantine(tx, q, raw, record.source_id.as_deref(), now)? {
                         applied.quarantined += 1;
                     } else {
                         applied.seen += 1;
@@ -132,18 +138,97 @@ pub(crate) fn apply_page<S: Source, N: Sink, C: Clock>(
     Ok(applied)
 }
 
+/// Whether this version of the record is already recorded (see [`apply_page`]).
+fn already_seen(c: &rusqlite::Connection, raw: &Raw, fingerprint: Option<i64>) -> rusqlite::Result<bool> {
+    let (Some(mahoso), Some(version)) =
+        (raw.get("MaHoSo").and_then(Raw::as_str), raw.get("version").and_then(Raw::as_i64))
+    else {
+        return Ok(false);
+    };
+    Ok(known_version(c, mahoso)?.is_some_and(|(known, known_fingerprint)| {
+        known >= version || (fingerprint.is_some() && fingerprint == known_fingerprint)
+    }))
+}
+
+/// Normalises a record and prepares what is stored of it, or says why it is quarantined.
+fn judge<S: Source, N: Sink, C: Clock>(
+    inner: &Inner<S, N, C>,
+    record: &Record,
+    raw: &Raw,
+    now: i64,
+) -> Judged {
+    let mut n = match normalize_raw(raw, &inner.cfg.status_map) {
+        Ok(n) => n,
+        Err(mut q) => {
+            // A record without MaHoSo is kept under the source's own key when it has one:
+            // every version lands on one row, and the row goes when the record is fixed.
+            if q.mahoso.is_none()
+                && let Some(id) = &record.source_id
+            {
+                q.key = format!("no-MaHoSo:id:{id}");
+            }
+            if let Some(hint) = q.field.and_then(|f| inner.source.explain(f)) {
+                q.reason = format!("{} ({hint})", q.reason);
+            }
+            return Judged::Quarantined(q);
+        }
+    };
+    // Without NgayHenTra, the on-time figure needs the procedure's duration (`dvc-sync
+    // report`): the pusher asks the catalogue, without holding the dossier back for it.
+    if n.dossier.get("NgayHenTra").and_then(Value::as_str).is_none_or(str::is_empty) {
+        inner.catalogue.want_duration(&n.procedure, now);
+    }
+    if n.needs_catalogue
+        && let Some(entry) = inner.catalogue.known(&n.procedure, now)
+    {
+        fill_catalogue(&mut n.dossier, &entry.name, &entry.field_code, &entry.field_name);
+        n.needs_catalogue = false;
+    }
+    let payload = serde_json::to_string(&n.dossier).unwrap_or_default();
+    let history = serde_json::to_string(&n.history).unwrap_or_default();
+    let packed = inner.store.pack(&payload).and_then(|p| Ok((p, inner.store.pack(&history)?)));
+    let (packed_payload, packed_history) = match packed {
+        Ok(packed) => packed,
+        // Only a body beyond any sane size fails to pack.
+        Err(e) => {
+            return Judged::Quarantined(Box::new(Quarantined {
+                key: n.mahoso.clone(),
+                mahoso: Some(n.mahoso),
+                version: Some(n.version),
+                updated_at: Some(n.updated_at),
+                reason: format!("cannot be stored: {e}"),
+                field: None,
+            }));
+        }
+    };
+    Judged::Valid(Box::new(Prepared {
+        payload_hash: stable_hash(payload.as_bytes()),
+        history_len: n.history.len(),
+        mahoso: n.mahoso,
+        version: n.version,
+        updated_at: n.updated_at.as_microsecond(),
+        status: i64::from(n.status.code()),
+        procedure: n.procedure,
+        needs_catalogue: n.needs_catalogue,
+        local_status: n.local_status,
+        history,
+        packed_payload,
+        packed_history,
+    }))
+}
+
 /// The version (and source fingerprint) already recorded for this MaHoSo, if any.
 /// Quarantined versions do not count: the same version read again may be readable now
 /// (bytes mangled in transit), and the few quarantined records are cheap to judge again.
-fn known_version(tx: &rusqlite::Connection, mahoso: &str) -> rusqlite::Result<Option<(i64, Option<i64>)>> {
-    tx.prepare_cached("SELECT version, source_hash FROM dossier WHERE mahoso = ?1")?
+fn known_version(c: &rusqlite::Connection, mahoso: &str) -> rusqlite::Result<Option<(i64, Option<i64>)>> {
+    c.prepare_cached("SELECT version, source_hash FROM dossier WHERE mahoso = ?1")?
         .query_row([mahoso], |r| Ok((r.get(0)?, r.get(1)?)))
         .optional()
 }
 
 /// A recorded dossier's version, acknowledged history length and payload hash, stored
-/// history, and source key.
-type Existing = (i64, i64, Option<i64>, String, Option<String>);
+/// history, source key and source fingerprint.
+type Existing = (i64, i64, Option<i64>, String, Option<String>, Option<i64>);
 
 enum Recorded {
     Seen,
@@ -153,54 +238,56 @@ enum Recorded {
 
 fn record_dossier(
     tx: &rusqlite::Connection,
-    n: &Normalized,
+    p: &Prepared,
     record: &Record,
+    raw: &Raw,
     now: i64,
 ) -> rusqlite::Result<Recorded> {
-    let Record { raw, fingerprint, source_id, .. } = record;
+    let Record { fingerprint, source_id, .. } = record;
     let existing: Option<Existing> = tx
         .prepare_cached(
-            "SELECT d.version, d.acked_history, d.acked_hash, body_text(b.history), d.source_id
+            "SELECT d.version, d.acked_history, d.acked_hash, body_text(b.history), d.source_id, d.source_hash
              FROM dossier d JOIN body b ON b.mahoso = d.mahoso WHERE d.mahoso = ?1",
         )?
-        .query_row([&n.mahoso], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))
+        .query_row([&p.mahoso], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?)))
         .optional()?;
-    if let Some((version, acked_history, _, stored_history, known_source)) = &existing {
+    if let Some((version, acked_history, _, stored_history, known_source, known_fingerprint)) = &existing {
         // Two source records claim one MaHoSo (a number given twice): the first one read
         // keeps it; the other is parked under its own key until the source is corrected.
         if let (Some(known), Some(this)) = (known_source, source_id)
             && known != this
         {
             let q = Quarantined {
-                key: format!("{}#id:{this}", n.mahoso),
-                mahoso: Some(n.mahoso.clone()),
-                version: Some(n.version),
-                updated_at: Some(n.updated_at),
+                key: format!("{}#id:{this}", p.mahoso),
+                mahoso: Some(p.mahoso.clone()),
+                version: Some(p.version),
+                updated_at: Timestamp::from_microsecond(p.updated_at).ok(),
                 reason: format!(
                     "MaHoSo {} is also the dossier of source record {known}: one MaHoSo, two records (this is {this})",
-                    n.mahoso
+                    p.mahoso
                 ),
                 field: Some("MaHoSo"),
             };
             record_quarantine(tx, &q, raw, Some(this), now)?;
             return Ok(Recorded::Quarantined);
         }
-        if *version >= n.version {
+        if *version >= p.version || (fingerprint.is_some() && fingerprint == known_fingerprint) {
             return Ok(Recorded::Seen);
         }
         // History is append-only; what was already sent must still be there, unchanged.
         let acked = *acked_history as usize;
         if acked > 0 {
             let stored: Vec<Value> = serde_json::from_str(stored_history).unwrap_or_default();
-            let intact = n.history.len() >= acked
+            let new: Vec<Value> = serde_json::from_str(&p.history).unwrap_or_default();
+            let intact = new.len() >= acked
                 && stored.len() >= acked
-                && stored[..acked].iter().zip(&n.history[..acked]).all(|(a, b)| identity(a) == identity(b));
+                && stored[..acked].iter().zip(&new[..acked]).all(|(a, b)| identity(a) == identity(b));
             if !intact {
                 let q = Quarantined {
-                    key: n.mahoso.clone(),
-                    mahoso: Some(n.mahoso.clone()),
-                    version: Some(n.version),
-                    updated_at: Some(n.updated_at),
+                    key: p.mahoso.clone(),
+                    mahoso: Some(p.mahoso.clone()),
+                    version: Some(p.version),
+                    updated_at: Timestamp::from_microsecond(p.updated_at).ok(),
                     reason: format!(
                         "history rewritten: the first {acked} entries were already sent to the national portal and have changed or gone"
                     ),
@@ -211,9 +298,6 @@ fn record_dossier(
             }
         }
     }
-    let payload = serde_json::to_string(&n.dossier).unwrap_or_default();
-    let payload_hash = stable_hash(payload.as_bytes());
-    let history = serde_json::to_string(&n.history).unwrap_or_default();
     tx.prepare_cached(
         "INSERT INTO dossier (mahoso, version, updated_at, seen_at, payload_hash, status, procedure,
                               needs_catalogue, history_len, local_status, source_hash, source_id)
@@ -226,43 +310,44 @@ fn record_dossier(
              source_hash = excluded.source_hash, source_id = excluded.source_id",
     )?
     .execute(params![
-        n.mahoso,
-        n.version,
-        n.updated_at.as_microsecond(),
+        p.mahoso,
+        p.version,
+        p.updated_at,
         now,
-        payload_hash,
-        n.status.code(),
-        n.procedure,
-        n.needs_catalogue,
-        n.history.len() as i64,
-        n.local_status,
+        p.payload_hash,
+        p.status,
+        p.procedure,
+        p.needs_catalogue,
+        p.history_len as i64,
+        p.local_status,
         fingerprint,
         source_id,
     ])?;
+    // Packed outside the transaction (`Store::pack`, what `body_pack` does in SQL).
     tx.prepare_cached(
-        "INSERT INTO body (mahoso, payload, history) VALUES (?1, body_pack(?2), body_pack(?3))
+        "INSERT INTO body (mahoso, payload, history) VALUES (?1, ?2, ?3)
          ON CONFLICT(mahoso) DO UPDATE SET payload = excluded.payload, history = excluded.history",
     )?
-    .execute(params![n.mahoso, payload, history])?;
+    .execute(params![p.mahoso, p.packed_payload, p.packed_history])?;
     // A valid version supersedes whatever was quarantined under this MaHoSo, and earlier
     // versions of the same source record (without a MaHoSo then, or a malformed one).
-    tx.prepare_cached("DELETE FROM quarantine WHERE key = ?1")?.execute([&n.mahoso])?;
+    tx.prepare_cached("DELETE FROM quarantine WHERE key = ?1")?.execute([&p.mahoso])?;
     if let Some(id) = source_id {
         tx.prepare_cached("DELETE FROM quarantine WHERE source_id = ?1")?.execute([id])?;
     }
     let acked_hash = existing.as_ref().and_then(|e| e.2);
     let acked_history = existing.as_ref().map_or(0, |e| e.1);
-    let in_sync = acked_hash == Some(payload_hash) && acked_history == n.history.len() as i64;
+    let in_sync = acked_hash == Some(p.payload_hash) && acked_history == p.history_len as i64;
     let mut enqueued = false;
     if !in_sync {
         // A new version is a new chance for a dossier the national portal refused.
-        tx.prepare_cached("DELETE FROM dead WHERE mahoso = ?1")?.execute([&n.mahoso])?;
+        tx.prepare_cached("DELETE FROM dead WHERE mahoso = ?1")?.execute([&p.mahoso])?;
         enqueued = tx
             .prepare_cached(
                 "INSERT INTO outbox (mahoso, enqueued_at, next_attempt_at, attempts)
                  VALUES (?1, ?2, ?2, 0) ON CONFLICT(mahoso) DO NOTHING",
             )?
-            .execute(params![n.mahoso, now])?
+            .execute(params![p.mahoso, now])?
             > 0;
     }
     Ok(Recorded::Changed { enqueued })
@@ -272,7 +357,7 @@ fn record_dossier(
 fn record_quarantine(
     tx: &rusqlite::Connection,
     q: &Quarantined,
-    raw: &Value,
+    raw: &Raw,
     source_id: Option<&str>,
     now: i64,
 ) -> rusqlite::Result<bool> {
@@ -297,7 +382,7 @@ fn record_quarantine(
             return Ok(false);
         }
     }
-    let mut record = raw.to_string();
+    let mut record = raw.to_value().to_string();
     if record.len() > MAX_QUARANTINED_RECORD {
         let cut = (0..=MAX_QUARANTINED_RECORD).rev().find(|i| record.is_char_boundary(*i)).unwrap_or(0);
         record.truncate(cut);

@@ -6,17 +6,18 @@
 use std::future::Future;
 
 use jiff::Timestamp;
-use serde_json::{Value, value::RawValue};
+use serde_json::value::RawValue;
 
 pub use super::answer::Answer;
 use crate::domain::normalize::position_of;
+pub use crate::domain::raw::{Raw, RawRecord};
 
 pub use crate::domain::cursor::Cursor;
 
 /// One raw record, still to be judged by the normaliser.
 #[derive(Debug, Clone)]
 pub struct Record {
-    pub raw: Value,
+    pub raw: RawRecord,
     /// Where the record sits in the source's order; None when it has no usable position.
     pub position: Option<Cursor>,
     /// A hash of everything the record says, for sources without a version counter of their
@@ -41,11 +42,12 @@ pub struct Page {
 impl Page {
     /// A page of the HTTP listing's form: each record's position is its (updated_at, MaHoSo),
     /// its `version` the source's own counter.
-    pub fn from_listing(items: Vec<Value>, has_more: bool) -> Page {
+    pub fn from_listing<R: Into<RawRecord>>(items: Vec<R>, has_more: bool) -> Page {
         let records = items
             .into_iter()
             .map(|raw| {
-                let position = position_of(&raw).map(|(updated_at, id)| Cursor { updated_at, id });
+                let raw = raw.into();
+                let position = position_of(&raw.view()).map(|(updated_at, id)| Cursor { updated_at, id });
                 Record { raw, position, fingerprint: None, source_id: None }
             })
             .collect();

@@ -139,7 +139,7 @@ fn updating_flags(sink: &Scripted) -> Vec<Value> {
 }
 
 fn plain(raw: Value) -> Record {
-    Record { raw, position: None, fingerprint: None, source_id: None }
+    Record { raw: raw.into(), position: None, fingerprint: None, source_id: None }
 }
 
 /// The dossier as if its payload and its first `acked` entries were acknowledged, and a
@@ -316,7 +316,7 @@ async fn the_poller_knows_a_record_by_its_fingerprint_and_parks_a_second_claim_t
     let sink = Scripted::default();
     let (e, _dir) = engine(&sink);
     let sql = |raw: Value, fingerprint: i64, id: &str| Record {
-        raw,
+        raw: raw.into(),
         position: None,
         fingerprint: Some(fingerprint),
         source_id: Some(id.to_owned()),

@@ -654,7 +654,7 @@ impl SqlSource {
         let fingerprint = stable_hash(&serde_json::to_vec(&raw).unwrap_or_default());
         raw.insert("version".into(), Value::from(version));
         Record {
-            raw: Value::Object(raw),
+            raw: Value::Object(raw).into(),
             position,
             fingerprint: Some(fingerprint),
             source_id: Some(self.display_id(id)),
