@@ -149,6 +149,17 @@ impl Codec {
         String::from_utf8(text).map_err(|e| BodyError::Damaged(e.to_string()))
     }
 
+    /// A stored body as text (what `body_text` gives in SQL): a packed blob, or text written
+    /// by a version before compression.
+    pub fn text(&self, stored: ValueRef) -> Result<Option<String>, BodyError> {
+        match stored {
+            ValueRef::Text(t) => Ok(Some(String::from_utf8_lossy(t).into_owned())),
+            ValueRef::Blob(b) => self.unpack(b).map(Some),
+            ValueRef::Null => Ok(None),
+            _ => Err(BodyError::Damaged("not a body".into())),
+        }
+    }
+
     /// Whether a dictionary is still to be trained (none yet, and no training failed).
     pub fn wants_training(&self) -> bool {
         let inner = self.lock();
@@ -216,15 +227,7 @@ pub fn register(conn: &Connection, codec: Arc<Codec>) -> rusqlite::Result<()> {
         packing.pack(text).map_err(|e| rusqlite::Error::UserFunctionError(Box::new(e)))
     })?;
     let flags = FunctionFlags::SQLITE_UTF8 | FunctionFlags::SQLITE_DETERMINISTIC;
-    conn.create_scalar_function("body_text", 1, flags, move |ctx| match ctx.get_raw(0) {
-        // Written as text by a version before compression.
-        ValueRef::Text(t) => Ok(Some(String::from_utf8_lossy(t).into_owned())),
-        ValueRef::Blob(b) => {
-            codec.unpack(b).map(Some).map_err(|e| rusqlite::Error::UserFunctionError(Box::new(e)))
-        }
-        ValueRef::Null => Ok(None),
-        _ => Err(rusqlite::Error::UserFunctionError(Box::new(BodyError::Damaged("not a body".into())))),
-    })
+    conn.create_scalar_function("body_text", 1, flags, move |ctx| codec.text(ctx.get_raw(0)).map_err(fail))
 }
 
 #[cfg(test)]

@@ -165,6 +165,12 @@ impl Store {
         self.codec.pack(text)
     }
 
+    /// A stored body as text (what `body_text` gives in SQL), for callers that select the
+    /// column as it is and decide in Rust whether to read it.
+    pub fn body_text(&self, stored: rusqlite::types::ValueRef) -> Result<Option<String>, body::BodyError> {
+        self.codec.text(stored)
+    }
+
     fn lock(&self) -> MutexGuard<'_, Connection> {
         // A panic while holding the connection cannot leave a transaction open: rusqlite
         // rolls back on drop. The connection itself stays usable.

@@ -6,6 +6,7 @@
 pub mod answer;
 pub(crate) mod audit;
 pub(crate) mod catalogue;
+pub(crate) mod fresh;
 pub(crate) mod journal;
 pub(crate) mod limiter;
 pub(crate) mod poller;
@@ -154,6 +155,8 @@ pub struct Inner<S, N, C> {
     /// pusher's, and the audit's (each task writes its own, in its own transactions).
     pub(crate) journal: journal::Pending,
     pub(crate) audit_journal: journal::Pending,
+    /// Bodies the poller just recorded, for the pusher's next round (see [`fresh`]).
+    pub(crate) fresh: fresh::FreshBodies,
 }
 
 impl<S: Source, N: Sink, C: Clock> Inner<S, N, C> {
@@ -418,6 +421,7 @@ impl<S: Source, N: Sink, C: Clock> Engine<S, N, C> {
                 in_round: Mutex::new(std::collections::HashSet::new()),
                 journal: journal::Pending::default(),
                 audit_journal: journal::Pending::default(),
+                fresh: fresh::FreshBodies::default(),
             }),
         })
     }

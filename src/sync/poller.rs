@@ -14,11 +14,11 @@ use std::{sync::Arc, time::Duration};
 use backon::Retryable;
 use jiff::Timestamp;
 use rusqlite::{OptionalExtension, params};
-use serde_json::Value;
+use serde_json::{Value, value::RawValue};
 use tokio_util::sync::CancellationToken;
 
 use super::{
-    Inner,
+    Inner, fresh,
     ports::{Clock, Cursor, Page, Raw, Record, Sink, Source, SourceError},
     trouble::Trouble,
 };
@@ -68,12 +68,12 @@ struct Prepared {
     procedure: String,
     needs_catalogue: bool,
     local_status: String,
-    history_len: usize,
-    /// The history as JSON, for the check that what was sent is still there.
-    history: String,
     payload_hash: i64,
     packed_payload: Vec<u8>,
     packed_history: Vec<u8>,
+    /// What the pusher sends, kept for it once recorded (`fresh`).
+    payload: Box<RawValue>,
+    history: Vec<Box<RawValue>>,
 }
 
 /// Records a page's items and, in the same transaction, the cursor it moved.
@@ -101,16 +101,21 @@ pub(crate) fn apply_page<S: Source, N: Sink, C: Clock>(
         .zip(seen)
         .map(|((record, raw), seen)| if seen { Judged::Seen } else { judge(inner, record, raw, now) })
         .collect();
+    let mut due = Vec::new();
     let applied = inner.store.write(|tx| {
+        due.clear();
         let mut applied = Applied { read: records.len(), ..Applied::default() };
-        for ((record, raw), judged) in records.iter().zip(&views).zip(&judged) {
+        for (i, ((record, raw), judged)) in records.iter().zip(&views).zip(&judged).enumerate() {
             match judged {
                 Judged::Seen => applied.seen += 1,
                 Judged::Valid(p) => match record_dossier(tx, p, record, raw, now)? {
                     Recorded::Seen => applied.seen += 1,
-                    Recorded::Changed { enqueued } => {
+                    Recorded::Changed { enqueued, in_sync } => {
                         applied.changed += 1;
                         applied.enqueued += usize::from(enqueued);
+                        if !in_sync {
+                            due.push(i);
+                        }
                     }
                     Recorded::Quarantined => applied.quarantined += 1,
                 },
@@ -128,6 +133,14 @@ pub(crate) fn apply_page<S: Source, N: Sink, C: Clock>(
         }
         Ok(applied)
     })?;
+    // Committed: the pusher takes these bodies from memory rather than reading them back.
+    let mut judged = judged;
+    for i in due {
+        if let Judged::Valid(p) = std::mem::replace(&mut judged[i], Judged::Seen) {
+            let Prepared { mahoso, version, payload_hash, payload, history, .. } = *p;
+            inner.fresh.put(mahoso, fresh::Body { version, payload_hash, payload, history });
+        }
+    }
     // Once enough dossiers are stored, their bodies are compressed with a dictionary trained
     // from them (store::body): a no-op after that, and cheap before it.
     if applied.changed > 0
@@ -184,9 +197,12 @@ fn judge<S: Source, N: Sink, C: Clock>(
         fill_catalogue(&mut n.dossier, &entry.name, &entry.field_code, &entry.field_name);
         n.needs_catalogue = false;
     }
-    let payload = serde_json::to_string(&n.dossier).unwrap_or_default();
-    let history = serde_json::to_string(&n.history).unwrap_or_default();
-    let packed = inner.store.pack(&payload).and_then(|p| Ok((p, inner.store.pack(&history)?)));
+    // Serialised once: the stored history is its entries' JSON in an array, as serde_json
+    // writes a Vec<Value>.
+    let payload = to_raw(&n.dossier);
+    let history: Vec<Box<RawValue>> = n.history.iter().map(to_raw).collect();
+    let history_text = entries_text(&history);
+    let packed = inner.store.pack(payload.get()).and_then(|p| Ok((p, inner.store.pack(&history_text)?)));
     let (packed_payload, packed_history) = match packed {
         Ok(packed) => packed,
         // Only a body beyond any sane size fails to pack.
@@ -202,8 +218,7 @@ fn judge<S: Source, N: Sink, C: Clock>(
         }
     };
     Judged::Valid(Box::new(Prepared {
-        payload_hash: stable_hash(payload.as_bytes()),
-        history_len: n.history.len(),
+        payload_hash: stable_hash(payload.get().as_bytes()),
         mahoso: n.mahoso,
         version: n.version,
         updated_at: n.updated_at.as_microsecond(),
@@ -211,10 +226,30 @@ fn judge<S: Source, N: Sink, C: Clock>(
         procedure: n.procedure,
         needs_catalogue: n.needs_catalogue,
         local_status: n.local_status,
-        history,
         packed_payload,
         packed_history,
+        payload,
+        history,
     }))
+}
+
+/// A value's JSON (serialising JSON values cannot fail).
+fn to_raw<T: serde::Serialize>(value: &T) -> Box<RawValue> {
+    serde_json::value::to_raw_value(value).unwrap_or_else(|_| RawValue::NULL.to_owned())
+}
+
+/// A history's JSON (an array of its entries' JSON), as it is stored.
+fn entries_text(entries: &[Box<RawValue>]) -> String {
+    let mut text = String::with_capacity(entries.iter().map(|e| e.get().len() + 1).sum::<usize>() + 2);
+    text.push('[');
+    for (i, e) in entries.iter().enumerate() {
+        if i > 0 {
+            text.push(',');
+        }
+        text.push_str(e.get());
+    }
+    text.push(']');
+    text
 }
 
 /// The version (and source fingerprint) already recorded for this MaHoSo, if any.
@@ -232,7 +267,11 @@ type Existing = (i64, i64, Option<i64>, String, Option<String>, Option<i64>);
 
 enum Recorded {
     Seen,
-    Changed { enqueued: bool },
+    /// Recorded; put in the outbox if it was not there, due unless the portal holds it.
+    Changed {
+        enqueued: bool,
+        in_sync: bool,
+    },
     Quarantined,
 }
 
@@ -278,10 +317,14 @@ fn record_dossier(
         let acked = *acked_history as usize;
         if acked > 0 {
             let stored: Vec<Value> = serde_json::from_str(stored_history).unwrap_or_default();
-            let new: Vec<Value> = serde_json::from_str(&p.history).unwrap_or_default();
-            let intact = new.len() >= acked
+            let new = p
+                .history
+                .iter()
+                .take(acked)
+                .map(|e| serde_json::from_str::<Value>(e.get()).unwrap_or_default());
+            let intact = p.history.len() >= acked
                 && stored.len() >= acked
-                && stored[..acked].iter().zip(&new[..acked]).all(|(a, b)| identity(a) == identity(b));
+                && stored[..acked].iter().zip(new).all(|(a, b)| identity(a) == identity(&b));
             if !intact {
                 let q = Quarantined {
                     key: p.mahoso.clone(),
@@ -318,7 +361,7 @@ fn record_dossier(
         p.status,
         p.procedure,
         p.needs_catalogue,
-        p.history_len as i64,
+        p.history.len() as i64,
         p.local_status,
         fingerprint,
         source_id,
@@ -337,7 +380,7 @@ fn record_dossier(
     }
     let acked_hash = existing.as_ref().and_then(|e| e.2);
     let acked_history = existing.as_ref().map_or(0, |e| e.1);
-    let in_sync = acked_hash == Some(p.payload_hash) && acked_history == p.history_len as i64;
+    let in_sync = acked_hash == Some(p.payload_hash) && acked_history == p.history.len() as i64;
     let mut enqueued = false;
     if !in_sync {
         // A new version is a new chance for a dossier the national portal refused.
@@ -350,7 +393,7 @@ fn record_dossier(
             .execute(params![p.mahoso, now])?
             > 0;
     }
-    Ok(Recorded::Changed { enqueued })
+    Ok(Recorded::Changed { enqueued, in_sync })
 }
 
 /// Records a quarantined record; false when this version was already recorded.

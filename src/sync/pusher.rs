@@ -123,42 +123,71 @@ impl Work {
     }
 }
 
-fn load_due(conn: &rusqlite::Connection, now: i64, limit: usize) -> rusqlite::Result<Vec<Work>> {
-    let mut stmt = conn.prepare_cached(
-        "SELECT d.mahoso, d.version, d.updated_at, body_text(b.payload), d.payload_hash, d.status, d.procedure,
-                d.needs_catalogue, body_text(b.history), d.national_exists, d.acked_hash, d.acked_history,
-                d.inflight, o.attempts
-         FROM outbox o JOIN dossier d ON d.mahoso = o.mahoso JOIN body b ON b.mahoso = o.mahoso
-         WHERE o.next_attempt_at <= ?1
-         ORDER BY o.next_attempt_at
-         LIMIT ?2",
-    )?;
-    let rows = stmt.query_map(params![now, limit as i64], |r| {
-        let payload: String = r.get(3)?;
-        let history: String = r.get(8)?;
-        Ok(Work {
-            mahoso: r.get(0)?,
-            version: r.get(1)?,
-            updated_at: r.get(2)?,
-            payload: RawValue::from_string(payload).unwrap_or_else(|_| RawValue::NULL.to_owned()),
-            payload_hash: r.get(4)?,
-            status: r.get(5)?,
-            procedure: r.get(6)?,
-            needs_catalogue: r.get(7)?,
-            history: serde_json::from_str(&history).unwrap_or_default(),
-            national_exists: r.get(9)?,
-            acked_hash: r.get(10)?,
-            acked_history: r.get::<_, i64>(11)? as usize,
-            inflight: InFlight::from_db(r.get(12)?),
-            unresolved: InFlight::from_db(r.get(12)?),
-            attempts: r.get(13)?,
-            fate: None,
-        })
+/// The bodies of a due dossier as stored, when the poller's were not in memory (`fresh`):
+/// decoded once the connection is released.
+type Stored = (rusqlite::types::Value, rusqlite::types::Value);
+
+/// The due dossiers, oldest first: their state from the database, their bodies from memory
+/// where the poller just left them, else read and decoded from the database.
+fn load_due<S: Source, N: Sink, C: Clock>(
+    inner: &Inner<S, N, C>,
+    now: i64,
+    limit: usize,
+) -> Result<Vec<Work>, StoreError> {
+    let loaded: Vec<(Work, Option<Stored>)> = inner.store.read(|conn| {
+        let mut stmt = conn.prepare_cached(
+            "SELECT d.mahoso, d.version, d.updated_at, d.payload_hash, d.status, d.procedure,
+                    d.needs_catalogue, d.national_exists, d.acked_hash, d.acked_history,
+                    d.inflight, o.attempts, b.payload, b.history
+             FROM outbox o JOIN dossier d ON d.mahoso = o.mahoso JOIN body b ON b.mahoso = o.mahoso
+             WHERE o.next_attempt_at <= ?1
+             ORDER BY o.next_attempt_at
+             LIMIT ?2",
+        )?;
+        let rows = stmt.query_map(params![now, limit as i64], |r| {
+            let mut work = Work {
+                mahoso: r.get(0)?,
+                version: r.get(1)?,
+                updated_at: r.get(2)?,
+                payload: RawValue::NULL.to_owned(),
+                payload_hash: r.get(3)?,
+                status: r.get(4)?,
+                procedure: r.get(5)?,
+                needs_catalogue: r.get(6)?,
+                history: Vec::new(),
+                national_exists: r.get(7)?,
+                acked_hash: r.get(8)?,
+                acked_history: r.get::<_, i64>(9)? as usize,
+                inflight: InFlight::from_db(r.get(10)?),
+                unresolved: InFlight::from_db(r.get(10)?),
+                attempts: r.get(11)?,
+                fate: None,
+            };
+            let stored = match inner.fresh.take(&work.mahoso, work.version, work.payload_hash) {
+                Some(body) => {
+                    work.payload = body.payload;
+                    work.history = body.history;
+                    None
+                }
+                None => Some((r.get(12)?, r.get(13)?)),
+            };
+            Ok((work, stored))
+        })?;
+        rows.collect()
     })?;
-    rows.collect()
+    let mut due = Vec::with_capacity(loaded.len());
+    for (mut work, stored) in loaded {
+        if let Some((payload, history)) = stored {
+            let payload = inner.store.body_text((&payload).into())?.unwrap_or_default();
+            let history = inner.store.body_text((&history).into())?.unwrap_or_default();
+            work.payload = RawValue::from_string(payload).unwrap_or_else(|_| RawValue::NULL.to_owned());
+            work.history = serde_json::from_str(&history).unwrap_or_default();
+        }
+        due.push(work);
+    }
+    Ok(due)
 }
 
-/// One call under the limiter, measured (the audit's look-ups go through it too).
 pub(super) async fn call<S: Source, N: Sink, C: Clock, F, Fut>(
     inner: &Inner<S, N, C>,
     service: &'static str,
@@ -1249,7 +1278,7 @@ pub(crate) async fn round<S: Source, N: Sink, C: Clock>(inner: &Inner<S, N, C>) 
     let mut work = {
         // Loaded and registered at once, so that the audit corrects none of them meanwhile.
         let mut in_round = inner.in_round.lock().unwrap_or_else(|p| p.into_inner());
-        let work = inner.store.read(|c| load_due(c, now, inner.cfg.round_size))?;
+        let work = load_due(inner, now, inner.cfg.round_size)?;
         in_round.extend(work.iter().map(|w| w.mahoso.clone()));
         work
     };
