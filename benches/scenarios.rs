@@ -152,6 +152,8 @@ struct Backfill {
     cpu_per_thousand: f64,
     /// This process during the backfill: both mocks and the harness's polling.
     mocks_cpu_per_thousand: f64,
+    /// National write calls (DongBoHoSoMC and CapNhatTienDoHoSoMC) the backfill took.
+    calls: u64,
     peak_rss_mib: f64,
     db_mib: f64,
     seconds: f64,
@@ -172,6 +174,7 @@ async fn backfill(n: u32, with_raw: bool) -> Backfill {
     let seconds = started.elapsed().as_secs_f64();
     let harness_cpu = cpu_seconds(std::process::id()) - harness_cpu;
     assert!(complete, "backfill did not complete");
+    let calls = national_write_calls(&get(&format!("{}/_mock/stats", national.url())).await);
     let cpu = cpu_seconds(child.id());
     let peak = peak_rss_mib(child.id());
     stop(&mut child);
@@ -198,10 +201,21 @@ async fn backfill(n: u32, with_raw: bool) -> Backfill {
         raw_client_cpu_per_thousand: raw.client_cpu_per_thousand,
         cpu_per_thousand: cpu / f64::from(n) * 1000.0,
         mocks_cpu_per_thousand: harness_cpu / f64::from(n) * 1000.0,
+        calls,
         peak_rss_mib: peak,
         db_mib,
         seconds,
     }
+}
+
+/// The write calls the national mock answered, whatever the outcome.
+fn national_write_calls(stats: &Value) -> u64 {
+    ["DongBoHoSoMC", "CapNhatTienDoHoSoMC"]
+        .iter()
+        .filter_map(|service| stats["calls"][service].as_object())
+        .flat_map(|outcomes| outcomes.values())
+        .filter_map(Value::as_u64)
+        .sum()
 }
 
 /// Scenario 2: a slow, rate-limited national portal. Returns (items/s after the first 10 s,
@@ -434,7 +448,7 @@ async fn main() {
         for i in 0..runs {
             let r = backfill(n, true).await;
             println!(
-                "backfill run {}: {n} dossiers in {:.1} s = {:.0}/s; raw push limit {:.0}/s; ratio {:.2}; daemon {:.3} CPU-s per 1000 (raw client {:.3}, mocks and harness {:.3}); peak RSS {:.0} MiB; database {:.0} bytes a dossier",
+                "backfill run {}: {n} dossiers in {:.1} s = {:.0}/s; raw push limit {:.0}/s; ratio {:.2}; daemon {:.3} CPU-s per 1000 (raw client {:.3}, mocks and harness {:.3}); {} national write calls; peak RSS {:.0} MiB; database {:.0} bytes a dossier",
                 i + 1,
                 r.seconds,
                 r.rate,
@@ -443,6 +457,7 @@ async fn main() {
                 r.cpu_per_thousand,
                 r.raw_client_cpu_per_thousand,
                 r.mocks_cpu_per_thousand,
+                r.calls,
                 r.peak_rss_mib,
                 r.db_mib * 1024.0 * 1024.0 / f64::from(n)
             );

@@ -11,6 +11,7 @@ use serde_json::{Map, Value};
 use crate::{
     config::Config,
     domain::{
+        form::Form,
         normalize::{CATALOGUE_FIELDS, normalize_raw},
         raw::Raw,
     },
@@ -217,12 +218,12 @@ pub async fn check(config: &Config, limit: usize, show_personal: bool) -> Report
         let checked = match normalize_raw(&raw, &config.status_map) {
             Ok(n) => {
                 report.would_send += 1;
-                let dossier = if show_personal { n.dossier } else { masked(n.dossier) };
+                let dossier = if show_personal { n.dossier.to_map() } else { masked(n.dossier.to_map()) };
                 CheckedRecord {
                     mahoso,
                     source_id: record.source_id,
                     dossier: Some(dossier),
-                    history: n.history,
+                    history: n.history.iter().map(Form::to_value).collect(),
                     quarantined: None,
                 }
             }

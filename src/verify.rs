@@ -13,6 +13,7 @@ pub use crate::mock::provincial::{TruthItem, truth_items};
 use crate::{
     domain::{
         entry,
+        form::Form,
         normalize::{StatusMap, fill_catalogue, normalize},
         status::NationalStatus,
     },
@@ -133,7 +134,7 @@ pub fn expected_national(record: &Value, map: &StatusMap) -> Option<(Map<String,
         let p = catalogue::find(&n.procedure)?;
         fill_catalogue(&mut n.dossier, p.name, p.field_code, p.field_name);
     }
-    Some((n.dossier, n.history))
+    Some((n.dossier.to_map(), n.history.iter().map(Form::to_value).collect()))
 }
 
 /// Compares the provincial simulator's truth with the national mock's state.

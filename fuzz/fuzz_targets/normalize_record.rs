@@ -4,7 +4,8 @@
 
 use dvc_sync::domain::{
     dates::parse_national,
-    normalize::normalize,
+    normalize::normalize_raw,
+    raw::Raw,
     status::{DEFAULT_STATUS_MAP, NationalStatus},
     text::{char_len, is_normalized, max_chars},
 };
@@ -12,9 +13,12 @@ use libfuzzer_sys::fuzz_target;
 use serde_json::Value;
 
 fuzz_target!(|data: &[u8]| {
-    let Ok(record) = serde_json::from_slice::<Value>(data) else { return };
+    // As the daemon reads a listing item: JSON text, judged from a borrowing view of it.
+    let Ok(text) = std::str::from_utf8(data) else { return };
+    let Ok(item) = serde_json::from_str::<&serde_json::value::RawValue>(text) else { return };
+    let record = Raw::parse(item.get());
     let map = DEFAULT_STATUS_MAP.iter().filter_map(|(k, v)| Some(((*k).to_owned(), NationalStatus::new(*v)?))).collect();
-    let Ok(n) = normalize(&record, &map) else { return };
+    let Ok(n) = normalize_raw(&record, &map) else { return };
     let check = |fields: &serde_json::Map<String, Value>| {
         for (k, v) in fields {
             let s = v.as_str().expect("every value a string");
@@ -25,8 +29,8 @@ fuzz_target!(|data: &[u8]| {
             }
         }
     };
-    check(&n.dossier);
+    check(&n.dossier.to_map());
     for e in &n.history {
-        check(e.as_object().expect("an object"));
+        check(&e.to_map());
     }
 });

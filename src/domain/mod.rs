@@ -5,6 +5,7 @@ pub mod codes;
 pub mod cursor;
 pub mod dates;
 pub mod entry;
+pub mod form;
 pub mod mahoso;
 pub mod normalize;
 pub mod raw;

@@ -10,6 +10,7 @@ use serde_json::{Map, Value};
 
 use super::{
     dates::normalize_date,
+    form::{Field, Form},
     mahoso,
     raw::Raw,
     scoring, stable_hash,
@@ -63,7 +64,7 @@ pub struct Normalized {
     pub version: i64,
     pub updated_at: Timestamp,
     /// Every national dossier field, as strings ("" for absent optional ones).
-    pub dossier: Map<String, Value>,
+    pub dossier: Form,
     /// TenTTHC, MaLinhVuc or TenLinhVuc is missing: fill from the catalogue before sending.
     pub needs_catalogue: bool,
     pub procedure: String,
@@ -71,7 +72,7 @@ pub struct Normalized {
     /// The provincial system's own status code (`TrangThai`).
     pub local_status: String,
     /// The processing history, oldest first, in the national form.
-    pub history: Vec<Value>,
+    pub history: Vec<Form>,
 }
 
 /// Why a record is quarantined, and how to recognise it again.
@@ -161,11 +162,7 @@ fn text(field: &str, s: &str) -> String {
 }
 
 /// Converts the fields of `table` from `source` into `out`; the error names the field.
-fn convert(
-    source: &Raw,
-    table: &[(&'static str, bool, Kind)],
-    out: &mut Map<String, Value>,
-) -> Result<(), Problem> {
+fn convert(source: &Raw, table: &[(&'static str, bool, Kind)], out: &mut Form) -> Result<(), Problem> {
     for (field, required, kind) in table {
         let value = scalar(source.get(field)).map_err(|why| about(field, format!("{field} {why}")))?;
         let value = match value {
@@ -182,7 +179,7 @@ fn convert(
             Kind::Date => normalize_date(&value)
                 .ok_or_else(|| about(field, format!("unparseable date in {field}: {value:?}")))?,
         };
-        out.insert((*field).to_owned(), Value::String(converted));
+        out.insert_text(field, converted);
     }
     Ok(())
 }
@@ -219,10 +216,10 @@ fn scoring_value(
 
 /// The 766 fields (`scoring`): carried when the source has them, absent otherwise, each
 /// checked against its code table, date form or amount form, lists bounded.
-fn convert_scoring(source: &Raw, out: &mut Map<String, Value>) -> Result<(), Problem> {
+fn convert_scoring(source: &Raw, out: &mut Form) -> Result<(), Problem> {
     for (field, kind) in scoring::SCALARS {
         if let Some(v) = scoring_value(field, source.get(field), *kind)? {
-            out.insert((*field).to_owned(), Value::String(v));
+            out.insert_text(field, v);
         }
     }
     for (list, fields) in scoring::LISTS {
@@ -242,17 +239,17 @@ fn convert_scoring(source: &Raw, out: &mut Map<String, Value>) -> Result<(), Pro
             if !item.is_object() {
                 return Err(about(list, format!("{list} item {} is not an object", i + 1)));
             }
-            let mut o = Map::new();
+            let mut o = Form::with_capacity(fields.len());
             for (field, kind) in *fields {
                 let v = scoring_value(field, item.get(field), *kind)
                     .map_err(|p| about(list, format!("{list} item {}: {}", i + 1, p.reason)))?;
                 if let Some(v) = v {
-                    o.insert((*field).to_owned(), Value::String(v));
+                    o.insert_text(field, v);
                 }
             }
-            converted.push(Value::Object(o));
+            converted.push(o);
         }
-        out.insert((*list).to_owned(), Value::Array(converted));
+        out.insert(list, Field::List(converted));
     }
     Ok(())
 }
@@ -354,8 +351,8 @@ pub fn normalize_raw(raw: &Raw, map: &StatusMap) -> Result<Normalized, Box<Quara
     };
     let (status, local) = local_status(record, map).map_err(quarantine)?;
 
-    let mut dossier = Map::new();
-    dossier.insert("MaHoSo".into(), Value::String(mahoso.clone()));
+    let mut dossier = Form::with_capacity(40);
+    dossier.insert_text("MaHoSo", mahoso.clone());
     // A code, not prose: NFC like all text (found by fuzzing: an NFD MaTTHC went through
     // as it was), but never cut short, since a shortened code names another procedure.
     let procedure = match scalar(record.get("MaTTHC")) {
@@ -369,7 +366,7 @@ pub fn normalize_raw(raw: &Raw, map: &StatusMap) -> Result<Normalized, Box<Quara
     if char_len(&procedure) > max_chars("MaTTHC") {
         return Err(quarantine(format!("MaTTHC longer than {} characters", max_chars("MaTTHC")).into()));
     }
-    dossier.insert("MaTTHC".into(), Value::String(procedure.clone()));
+    dossier.insert_text("MaTTHC", procedure.clone());
     let mut needs_catalogue = false;
     for field in CATALOGUE_FIELDS {
         match scalar(record.get(field)) {
@@ -377,18 +374,18 @@ pub fn normalize_raw(raw: &Raw, map: &StatusMap) -> Result<Normalized, Box<Quara
                 return Err(quarantine(format!("{field} holds bytes that were not valid UTF-8").into()));
             }
             Ok(Some(v)) if !v.trim().is_empty() => {
-                dossier.insert(field.into(), Value::String(text(field, &v)));
+                dossier.insert_text(field, text(field, &v));
             }
             Ok(_) => {
                 needs_catalogue = true;
-                dossier.insert(field.into(), Value::String(String::new()));
+                dossier.insert_text(field, String::new());
             }
             Err(why) => return Err(quarantine(format!("{field} {why}").into())),
         }
     }
     convert(record, DOSSIER_FIELDS, &mut dossier).map_err(quarantine)?;
     convert_scoring(record, &mut dossier).map_err(quarantine)?;
-    dossier.insert("TrangThaiHoSo".into(), Value::String(status.to_string()));
+    dossier.insert_text("TrangThaiHoSo", status.to_string());
 
     let entries = match record.get("QuaTrinhXuLy") {
         None | Some(Raw::Null) => &[][..],
@@ -401,8 +398,8 @@ pub fn normalize_raw(raw: &Raw, map: &StatusMap) -> Result<Normalized, Box<Quara
         if !entry.is_object() {
             return Err(quarantine(format!("history entry {n} is not an object").into()));
         }
-        let mut out = Map::new();
-        out.insert("MaHoSo".into(), Value::String(mahoso.clone()));
+        let mut out = Form::with_capacity(HISTORY_FIELDS.len() + 2);
+        out.insert_text("MaHoSo", mahoso.clone());
         let in_entry = |p: Problem| {
             quarantine(Problem {
                 field: p.field.and_then(in_history),
@@ -411,8 +408,8 @@ pub fn normalize_raw(raw: &Raw, map: &StatusMap) -> Result<Normalized, Box<Quara
         };
         convert(entry, HISTORY_FIELDS, &mut out).map_err(in_entry)?;
         let (status, _) = local_status(entry, map).map_err(in_entry)?;
-        out.insert("TrangThai".into(), Value::String(status.to_string()));
-        history.push(Value::Object(out));
+        out.insert_text("TrangThai", status.to_string());
+        history.push(out);
     }
     Ok(Normalized {
         mahoso,
@@ -427,19 +424,43 @@ pub fn normalize_raw(raw: &Raw, map: &StatusMap) -> Result<Normalized, Box<Quara
     })
 }
 
+/// A dossier whose catalogue fields can be read and filled: the normaliser's form, or a
+/// stored payload read back as JSON (the pusher fills those).
+pub trait TextFields {
+    fn text_of(&self, field: &str) -> Option<&str>;
+    fn set_text(&mut self, field: &'static str, value: String);
+}
+
+impl TextFields for Form {
+    fn text_of(&self, field: &str) -> Option<&str> {
+        self.get(field)
+    }
+    fn set_text(&mut self, field: &'static str, value: String) {
+        self.insert_text(field, value);
+    }
+}
+
+impl TextFields for Map<String, Value> {
+    fn text_of(&self, field: &str) -> Option<&str> {
+        self.get(field).and_then(Value::as_str)
+    }
+    fn set_text(&mut self, field: &'static str, value: String) {
+        self.insert(field.to_owned(), Value::String(value));
+    }
+}
+
 /// Fills the catalogue fields from a `LayThuTuc` answer.
-pub fn fill_catalogue(dossier: &mut Map<String, Value>, name: &str, field_code: &str, field_name: &str) {
+pub fn fill_catalogue(dossier: &mut impl TextFields, name: &str, field_code: &str, field_name: &str) {
     for (field, value) in CATALOGUE_FIELDS.iter().zip([name, field_code, field_name]) {
-        let current = dossier.get(*field).and_then(Value::as_str).unwrap_or("");
-        if current.is_empty() {
-            dossier.insert((*field).to_owned(), Value::String(text(field, value)));
+        if dossier.text_of(field).unwrap_or("").is_empty() {
+            dossier.set_text(field, text(field, value));
         }
     }
 }
 
 /// Whether any catalogue field is still empty.
-pub fn lacks_catalogue(dossier: &Map<String, Value>) -> bool {
-    CATALOGUE_FIELDS.iter().any(|f| dossier.get(*f).and_then(Value::as_str).is_none_or(str::is_empty))
+pub fn lacks_catalogue(dossier: &impl TextFields) -> bool {
+    CATALOGUE_FIELDS.iter().any(|f| dossier.text_of(f).is_none_or(str::is_empty))
 }
 
 #[cfg(test)]
@@ -508,7 +529,7 @@ mod tests {
         assert_eq!(n.dossier["ChuHoSo"], "Nguyễn Văn An");
         assert_eq!(n.dossier["KenhThucHien"], "2");
         assert_eq!(n.dossier["SoDienThoai"], "912345678");
-        assert_eq!(n.dossier["TrichYeuHoSo"].as_str().unwrap().chars().count(), 1000);
+        assert_eq!(n.dossier.get("TrichYeuHoSo").unwrap().chars().count(), 1000);
         assert_eq!(n.dossier["NgayTiepNhan"], "20260301083000");
     }
 
@@ -600,17 +621,17 @@ mod tests {
         let n = normalize(&r, &map()).unwrap();
         assert_eq!(n.dossier["DuocThanhToanTrucTuyen"], "2");
         assert_eq!(n.dossier["NgayNopHoSo"], "20260301071000");
-        assert_eq!(n.dossier["DanhSachLePhi"], json!([{"TenPhiLePhi": "Lệ phí", "Gia": "50000"}]));
+        assert_eq!(n.dossier["DanhSachLePhi"].to_value(), json!([{"TenPhiLePhi": "Lệ phí", "Gia": "50000"}]));
         assert_eq!(
-            n.dossier["TaiLieuNop"],
+            n.dossier["TaiLieuNop"].to_value(),
             json!([{"TenTepDinhKem": "Tờ khai đăng ký khai sinh", "DuocSoHoa": "1", "DuocTaiSuDung": "0"}]),
             "NFC, codes as strings, absent sub-fields left out"
         );
         // Absent from the source: absent from the payload (not "", which would change nothing
         // nationally but every payload's hash).
         let plain = normalize(&record(), &map()).unwrap();
-        assert!(scoring::SCALARS.iter().all(|(f, _)| !plain.dossier.contains_key(*f)));
-        assert!(!plain.dossier.contains_key("TaiLieuNop"));
+        assert!(scoring::SCALARS.iter().all(|(f, _)| plain.dossier.field(f).is_none()));
+        assert!(plain.dossier.field("TaiLieuNop").is_none());
 
         let too_many: Vec<Value> = (0..=scoring::MAX_LIST_ITEMS).map(|_| json!({})).collect();
         let cases = [

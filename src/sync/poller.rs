@@ -188,7 +188,7 @@ fn judge<S: Source, N: Sink, C: Clock>(
     };
     // Without NgayHenTra, the on-time figure needs the procedure's duration (`dvc-sync
     // report`): the pusher asks the catalogue, without holding the dossier back for it.
-    if n.dossier.get("NgayHenTra").and_then(Value::as_str).is_none_or(str::is_empty) {
+    if n.dossier.get("NgayHenTra").is_none_or(str::is_empty) {
         inner.catalogue.want_duration(&n.procedure, now);
     }
     if n.needs_catalogue
