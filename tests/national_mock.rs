@@ -64,6 +64,12 @@ async fn one_dossier_or_the_end_of_its_history_can_be_lost() {
     assert_eq!(n.stats().await["duplicate_history_entries"], 0);
     assert_eq!(code_of(&n.history(vec![entries[0].clone()]).await), 0);
     assert_eq!(n.stats().await["duplicate_history_entries"], 1);
+    let stored = |stats: Value| stats["history_entries_stored"].as_u64();
+    assert_eq!(
+        stored(n.stats().await),
+        Some(4),
+        "kept as entries come and go (1 kept, 2 again, 1 duplicate)"
+    );
     // Bad bodies and unknown dossiers are told apart.
     assert_eq!(truncate(code(1), json!({"keep": -1})).await.status(), 400);
     assert_eq!(truncate(code(1), json!({})).await.status(), 400);
@@ -74,7 +80,10 @@ async fn one_dossier_or_the_end_of_its_history_can_be_lost() {
         let url = n.url(&format!("/_mock/state/{mahoso}"));
         async move { http.delete(url).send().await.expect("send").status() }
     };
+    assert_eq!(code_of(&n.history(vec![entry(&code(2), "20260301090000", "4")]).await), 0);
+    assert_eq!(stored(n.stats().await), Some(5));
     assert_eq!(delete(code(2)).await, 200);
+    assert_eq!(stored(n.stats().await), Some(4), "a lost dossier's entries are gone with it");
     assert_eq!(n.get(&format!("/_mock/state/{}", code(2))).await.0, 404);
     assert_eq!(delete(code(2)).await, 404);
     // Lost nationally: an update is refused as unknown, a create is accepted again.
