@@ -12,7 +12,7 @@ use super::{
     dates::normalize_date,
     form::{Field, Form},
     mahoso,
-    raw::Raw,
+    raw::{Raw, RawRecord},
     scoring, stable_hash,
     status::NationalStatus,
     text::{char_len, is_normalized, max_chars, to_nfc, truncate_chars},
@@ -132,6 +132,42 @@ pub fn position_of(raw: &Raw) -> Option<(Timestamp, String)> {
     let ts = raw.get("updated_at")?.as_str()?.parse().ok()?;
     let id = raw.get("MaHoSo").and_then(Raw::as_str).unwrap_or("").to_owned();
     Some((ts, id))
+}
+
+/// The fields a listing item is placed and recognised by, read from its text without
+/// building the record; None when they are not all plain (a string, an integer, or null), and
+/// then the whole record is read instead.
+#[derive(serde::Deserialize)]
+struct Listed<'a> {
+    #[serde(borrow)]
+    updated_at: Option<Cow<'a, str>>,
+    #[serde(rename = "MaHoSo", borrow)]
+    mahoso: Option<Cow<'a, str>>,
+    version: Option<i64>,
+}
+
+fn listed(record: &RawRecord) -> Option<Listed<'_>> {
+    serde_json::from_str(record.text()?).ok()
+}
+
+/// The position of a record as a source handed it over (see [`position_of`]).
+pub fn record_position(record: &RawRecord) -> Option<(Timestamp, String)> {
+    match listed(record) {
+        Some(l) => Some((l.updated_at?.parse().ok()?, l.mahoso.map(Cow::into_owned).unwrap_or_default())),
+        None => position_of(&record.view()),
+    }
+}
+
+/// The MaHoSo and version a record claims, if it gives both, read as [`normalize_raw`] reads
+/// them; for recognising a record already recorded before normalising it.
+pub fn record_version(record: &RawRecord) -> Option<(String, i64)> {
+    match listed(record) {
+        Some(l) => Some((l.mahoso?.into_owned(), l.version?)),
+        None => {
+            let raw = record.view();
+            Some((raw.get("MaHoSo")?.as_str()?.to_owned(), raw.get("version")?.as_i64()?))
+        }
+    }
 }
 
 /// A scalar as the national API wants it: a string. Numbers become their decimal form;
@@ -489,6 +525,40 @@ mod tests {
     fn with(mut v: Value, k: &str, x: Value) -> Value {
         v[k] = x;
         v
+    }
+
+    #[test]
+    fn a_records_position_reads_as_from_the_whole_record() {
+        let text = |t: &str| RawRecord::Json(serde_json::value::RawValue::from_string(t.to_owned()).unwrap());
+        let at = "2026-03-01T08:30:00+07:00".parse::<Timestamp>().unwrap();
+        for (record, expected) in [
+            (r#"{"MaHoSo": "A", "updated_at": "2026-03-01T08:30:00+07:00", "x": [1]}"#, Some((at, "A"))),
+            (r#"{"updated_at": "2026-03-01T08:30:00+07:00", "MaHoSo": null}"#, Some((at, ""))),
+            (r#"{"updated_at": "2026-03-01T08:30:00+07:00", "MaHoSo": {"nested": true}}"#, Some((at, ""))),
+            (
+                r#"{"updated_at": "2026-01-01T00:00:00Z", "updated_at": "2026-03-01T08:30:00+07:00", "MaHoSo": "B"}"#,
+                Some((at, "B")),
+            ),
+            (r#"{"updated_at": 1772328600, "MaHoSo": "A"}"#, None),
+            (r#"{"updated_at": "yesterday", "MaHoSo": "A"}"#, None),
+            (r#""not a record""#, None),
+        ] {
+            let got = record_position(&text(record));
+            assert_eq!(got, expected.map(|(t, m)| (t, m.to_owned())), "{record}");
+            assert_eq!(got, position_of(&Raw::parse(record)), "as the whole record reads: {record}");
+        }
+        for (record, expected) in [
+            (r#"{"MaHoSo": "A", "version": 3}"#, Some(("A", 3))),
+            (r#"{"MaHoSo": "A", "version": 3, "version": 4}"#, Some(("A", 4))),
+            (r#"{"MaHoSo": "A", "version": 3.0}"#, None),
+            (r#"{"MaHoSo": "A", "version": "3"}"#, None),
+            (r#"{"MaHoSo": "A", "version": 18446744073709551615}"#, None),
+            (r#"{"MaHoSo": 5, "version": 3}"#, None),
+            (r#"{"version": 3}"#, None),
+            (r#"[1]"#, None),
+        ] {
+            assert_eq!(record_version(&text(record)), expected.map(|(m, v)| (m.to_owned(), v)), "{record}");
+        }
     }
 
     #[test]

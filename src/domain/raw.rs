@@ -12,7 +12,7 @@
 //! a repeated key reads as its last value (as `Value` had it), and [`Raw::to_value`] gives
 //! back the `Value` the record would have been, for the quarantine's copy and fingerprint.
 
-use std::{borrow::Cow, fmt};
+use std::{borrow::Cow, fmt, ops::Range, sync::Arc};
 
 use serde::de::{Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Number, Value, value::RawValue};
@@ -194,28 +194,54 @@ impl<'de> Visitor<'de> for RawVisitor {
     }
 }
 
-/// A record as a source hands it over: the JSON text of one listing item, or a value the
-/// source built (the SQL source, the simulation).
+/// A record as a source hands it over: the JSON text of one listing item (alone, or where it
+/// lies in its page's text, which all the page's records share), or a value the source built
+/// (the SQL source, the simulation).
 #[derive(Debug, Clone)]
 pub enum RawRecord {
     Json(Box<RawValue>),
+    InPage { page: Arc<str>, at: Range<usize> },
     Value(Value),
 }
 
 impl RawRecord {
+    /// The items of a listing page's JSON text, each where it lies in `page` (`items` were
+    /// parsed from `page` itself).
+    pub fn in_page(page: &Arc<str>, items: &[&RawValue]) -> Vec<RawRecord> {
+        let base = page.as_ptr() as usize;
+        items
+            .iter()
+            .map(|item| {
+                let start = item.get().as_ptr() as usize - base;
+                RawRecord::InPage { page: Arc::clone(page), at: start..start + item.get().len() }
+            })
+            .collect()
+    }
+
+    /// The record's JSON text, if it came as text.
+    pub fn text(&self) -> Option<&str> {
+        match self {
+            RawRecord::Json(text) => Some(text.get()),
+            RawRecord::InPage { page, at } => page.get(at.clone()),
+            RawRecord::Value(_) => None,
+        }
+    }
+
     /// The record to judge, borrowing from this one.
     pub fn view(&self) -> Raw<'_> {
-        match self {
-            RawRecord::Json(text) => Raw::parse(text.get()),
-            RawRecord::Value(v) => Raw::from_value(v),
+        match (self, self.text()) {
+            (RawRecord::Value(v), _) => Raw::from_value(v),
+            (_, Some(text)) => Raw::parse(text),
+            (_, None) => Raw::Null,
         }
     }
 
     /// The record as a `Value` (tests, `check-source`).
     pub fn to_value(&self) -> Value {
-        match self {
-            RawRecord::Json(text) => serde_json::from_str(text.get()).unwrap_or(Value::Null),
-            RawRecord::Value(v) => v.clone(),
+        match (self, self.text()) {
+            (RawRecord::Value(v), _) => v.clone(),
+            (_, Some(text)) => serde_json::from_str(text).unwrap_or(Value::Null),
+            (_, None) => Value::Null,
         }
     }
 }
@@ -264,5 +290,15 @@ mod tests {
         let text = serde_json::value::to_raw_value(&v).unwrap();
         assert_eq!(RawRecord::from(text).view(), RawRecord::from(v.clone()).view());
         assert_eq!(RawRecord::from(v.clone()).to_value(), v);
+        let page: Arc<str> = Arc::from(format!(r#"{{"items": [{v}, 7], "has_more": false}}"#));
+        #[derive(serde::Deserialize)]
+        struct Listing<'a> {
+            #[serde(borrow)]
+            items: Vec<&'a RawValue>,
+        }
+        let listing: Listing = serde_json::from_str(&page).unwrap();
+        let records = RawRecord::in_page(&page, &listing.items);
+        assert_eq!(records[0].to_value(), v);
+        assert_eq!(records[1].view(), Raw::Number(7.into()));
     }
 }

@@ -2,13 +2,15 @@
 //! the (updated_after, after_id) cursor. Pages are read under a size limit and parsed into
 //! raw records; judging each record is the normaliser's job.
 
+use std::sync::Arc;
+
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use crate::{
     config::{ProvincialConfig, Secret},
     domain::dates::format_rfc3339_vn,
-    sync::ports::{Cursor, Page, Source, SourceError},
+    sync::ports::{Cursor, Page, RawRecord, Source, SourceError},
     transport::{self, TransportError},
 };
 
@@ -19,11 +21,12 @@ pub struct HttpProvincial {
     max_bytes: usize,
 }
 
-/// Each item is kept as its JSON text (checked to be JSON, not parsed): the normaliser reads
-/// it borrowing from that text (`domain::raw`).
+/// A listing page, its items left as JSON text (checked to be JSON, not parsed): each record
+/// is a range of the page's text, which the normaliser reads borrowing from it (`domain::raw`).
 #[derive(Deserialize)]
-struct RawPage {
-    items: Vec<Box<RawValue>>,
+struct RawPage<'a> {
+    #[serde(borrow)]
+    items: Vec<&'a RawValue>,
     has_more: bool,
 }
 
@@ -70,20 +73,19 @@ impl HttpProvincial {
                 timeout: false,
             });
         }
-        let parsed = match serde_json::from_slice::<RawPage>(&response.body) {
-            // Invalid UTF-8 somewhere: read the page with replacement characters, so that the
-            // rest of it goes through; the normaliser quarantines the records they landed in.
-            Err(_) if std::str::from_utf8(&response.body).is_err() => {
-                serde_json::from_str::<RawPage>(&String::from_utf8_lossy(&response.body))
-            }
-            other => other,
+        // Invalid UTF-8 somewhere: read the page with replacement characters, so that the rest
+        // of it goes through; the normaliser quarantines the records they landed in.
+        let text: Arc<str> = match std::str::from_utf8(&response.body) {
+            Ok(text) => Arc::from(text),
+            Err(_) => Arc::from(String::from_utf8_lossy(&response.body)),
         };
-        let page = parsed.map_err(|e| SourceError {
-            reason: format!("the page is not the listing's JSON ({} bytes): {e}", response.body.len()),
+        drop(response);
+        let page = serde_json::from_str::<RawPage>(&text).map_err(|e| SourceError {
+            reason: format!("the page is not the listing's JSON ({} bytes): {e}", text.len()),
             http_status: Some(200),
             timeout: false,
         })?;
-        Ok(Page::from_listing(page.items, page.has_more))
+        Ok(Page::from_listing(RawRecord::in_page(&text, &page.items), page.has_more))
     }
 }
 

@@ -110,7 +110,7 @@ impl Store {
         conn.pragma_update(None, "foreign_keys", "ON").map_err(open_err)?;
         // 8 MiB of page cache (SQLite's default is 2 MiB): the outbox's rows and indexes stay
         // in memory during a backfill instead of being read from the OS again and again.
-        conn.pragma_update(None, "cache_size", -8_192).map_err(open_err)?;
+        conn.pragma_update(None, "cache_size", -2_048).map_err(open_err)?;
         // Integrity first: a corrupt file must stop the daemon with a clear message, not be
         // written to.
         let check: String = conn.query_row("PRAGMA quick_check", [], |r| r.get(0)).map_err(open_err)?;

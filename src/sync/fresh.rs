@@ -20,7 +20,7 @@ use serde_json::value::RawValue;
 
 /// What the cache holds at most: about a thousand dossiers of the simulator's size, two of
 /// the poller's pages, while a pusher round takes 1,600.
-pub const MAX_BYTES: usize = 4 * 1024 * 1024;
+pub const MAX_BYTES: usize = 2 * 1024 * 1024;
 
 /// One dossier's body as it was stored.
 #[derive(Debug)]

@@ -25,7 +25,7 @@ use super::{
 use crate::{
     domain::{
         entry::identity,
-        normalize::{Quarantined, fill_catalogue, normalize_raw},
+        normalize::{Quarantined, fill_catalogue, normalize_raw, record_version},
         stable_hash,
     },
     metrics as m,
@@ -88,27 +88,26 @@ pub(crate) fn apply_page<S: Source, N: Sink, C: Clock>(
     cursor: Option<(&str, &Cursor)>,
 ) -> Result<Applied, store::StoreError> {
     let now = inner.clock.now().as_microsecond();
-    let views: Vec<Raw> = records.iter().map(|r| r.raw.view()).collect();
     // Cheap recognition of what was already seen, before normalising anything: an older or
     // equal version, or (for sources without a version counter) the same fingerprint as the
     // state recorded.
-    let seen: Vec<bool> = inner.store.read(|c| {
-        records.iter().zip(&views).map(|(record, raw)| already_seen(c, raw, record.fingerprint)).collect()
-    })?;
+    let seen: Vec<bool> =
+        inner.store.read(|c| records.iter().map(|record| already_seen(c, record)).collect())?;
+    // Each record is read (`Raw`) only while it is judged: a page's worth of them at once
+    // was a few MiB.
     let judged: Vec<Judged> = records
         .iter()
-        .zip(&views)
         .zip(seen)
-        .map(|((record, raw), seen)| if seen { Judged::Seen } else { judge(inner, record, raw, now) })
+        .map(|(record, seen)| if seen { Judged::Seen } else { judge(inner, record, &record.raw.view(), now) })
         .collect();
     let mut due = Vec::new();
     let applied = inner.store.write(|tx| {
         due.clear();
         let mut applied = Applied { read: records.len(), ..Applied::default() };
-        for (i, ((record, raw), judged)) in records.iter().zip(&views).zip(&judged).enumerate() {
+        for (i, (record, judged)) in records.iter().zip(&judged).enumerate() {
             match judged {
                 Judged::Seen => applied.seen += 1,
-                Judged::Valid(p) => match record_dossier(tx, p, record, raw, now)? {
+                Judged::Valid(p) => match record_dossier(tx, p, record, now)? {
                     Recorded::Seen => applied.seen += 1,
                     Recorded::Changed { enqueued, in_sync } => {
                         applied.changed += 1;
@@ -120,7 +119,7 @@ pub(crate) fn apply_page<S: Source, N: Sink, C: Clock>(
                     Recorded::Quarantined => applied.quarantined += 1,
                 },
                 Judged::Quarantined(q) => {
-                    if record_quarantine(tx, q, raw, record.source_id.as_deref(), now)? {
+                    if record_quarantine(tx, q, record, record.source_id.as_deref(), now)? {
                         applied.quarantined += 1;
                     } else {
                         applied.seen += 1;
@@ -152,14 +151,12 @@ pub(crate) fn apply_page<S: Source, N: Sink, C: Clock>(
 }
 
 /// Whether this version of the record is already recorded (see [`apply_page`]).
-fn already_seen(c: &rusqlite::Connection, raw: &Raw, fingerprint: Option<i64>) -> rusqlite::Result<bool> {
-    let (Some(mahoso), Some(version)) =
-        (raw.get("MaHoSo").and_then(Raw::as_str), raw.get("version").and_then(Raw::as_i64))
-    else {
+fn already_seen(c: &rusqlite::Connection, record: &Record) -> rusqlite::Result<bool> {
+    let Some((mahoso, version)) = record_version(&record.raw) else {
         return Ok(false);
     };
-    Ok(known_version(c, mahoso)?.is_some_and(|(known, known_fingerprint)| {
-        known >= version || (fingerprint.is_some() && fingerprint == known_fingerprint)
+    Ok(known_version(c, &mahoso)?.is_some_and(|(known, known_fingerprint)| {
+        known >= version || (record.fingerprint.is_some() && record.fingerprint == known_fingerprint)
     }))
 }
 
@@ -279,7 +276,6 @@ fn record_dossier(
     tx: &rusqlite::Connection,
     p: &Prepared,
     record: &Record,
-    raw: &Raw,
     now: i64,
 ) -> rusqlite::Result<Recorded> {
     let Record { fingerprint, source_id, .. } = record;
@@ -307,7 +303,7 @@ fn record_dossier(
                 ),
                 field: Some("MaHoSo"),
             };
-            record_quarantine(tx, &q, raw, Some(this), now)?;
+            record_quarantine(tx, &q, record, Some(this), now)?;
             return Ok(Recorded::Quarantined);
         }
         if *version >= p.version || (fingerprint.is_some() && fingerprint == known_fingerprint) {
@@ -336,7 +332,7 @@ fn record_dossier(
                     ),
                     field: None,
                 };
-                record_quarantine(tx, &q, raw, source_id.as_deref(), now)?;
+                record_quarantine(tx, &q, record, source_id.as_deref(), now)?;
                 return Ok(Recorded::Quarantined);
             }
         }
@@ -400,7 +396,7 @@ fn record_dossier(
 fn record_quarantine(
     tx: &rusqlite::Connection,
     q: &Quarantined,
-    raw: &Raw,
+    record: &Record,
     source_id: Option<&str>,
     now: i64,
 ) -> rusqlite::Result<bool> {
@@ -425,10 +421,10 @@ fn record_quarantine(
             return Ok(false);
         }
     }
-    let mut record = raw.to_value().to_string();
-    if record.len() > MAX_QUARANTINED_RECORD {
-        let cut = (0..=MAX_QUARANTINED_RECORD).rev().find(|i| record.is_char_boundary(*i)).unwrap_or(0);
-        record.truncate(cut);
+    let mut text = record.raw.view().to_value().to_string();
+    if text.len() > MAX_QUARANTINED_RECORD {
+        let cut = (0..=MAX_QUARANTINED_RECORD).rev().find(|i| text.is_char_boundary(*i)).unwrap_or(0);
+        text.truncate(cut);
     }
     tx.prepare_cached(
         "INSERT INTO quarantine (key, mahoso, version, updated_at, reason, record, first_seen_at, last_seen_at, source_id)
@@ -443,7 +439,7 @@ fn record_quarantine(
         q.version,
         q.updated_at.map(|t| t.as_microsecond()),
         q.reason,
-        record,
+        text,
         now,
         source_id
     ])?;

@@ -9,7 +9,7 @@ use jiff::Timestamp;
 use serde_json::value::RawValue;
 
 pub use super::answer::Answer;
-use crate::domain::normalize::position_of;
+use crate::domain::normalize::record_position;
 pub use crate::domain::raw::{Raw, RawRecord};
 
 pub use crate::domain::cursor::Cursor;
@@ -47,7 +47,7 @@ impl Page {
             .into_iter()
             .map(|raw| {
                 let raw = raw.into();
-                let position = position_of(&raw.view()).map(|(updated_at, id)| Cursor { updated_at, id });
+                let position = record_position(&raw).map(|(updated_at, id)| Cursor { updated_at, id });
                 Record { raw, position, fingerprint: None, source_id: None }
             })
             .collect();
