@@ -79,7 +79,7 @@ pub async fn run(config: Config, token: CancellationToken) -> anyhow::Result<()>
             let engine = engine.clone();
             move || engine.readiness()
         };
-        let router = telemetry::health_router(handle, probe);
+        let router = telemetry::health_router(handle.clone(), probe);
         let stop = token.clone();
         tokio::spawn(async move {
             let serve =
@@ -121,12 +121,18 @@ pub async fn run(config: Config, token: CancellationToken) -> anyhow::Result<()>
             notify(&[NotifyState::Stopping, NotifyState::Status("draining in-flight calls")]);
         })
     };
-    // The heap's free pages go back to the system every few seconds (src/memory.rs).
+    // Every few seconds: the histograms' samples are folded into their buckets (the exporter
+    // keeps every sample until then, and does it by itself only when /metrics is scraped: a
+    // daemon nobody scraped grew by ~10 MiB a million dossiers), then the heap's free pages go
+    // back to the system (src/memory.rs).
     let trims = {
         let token = token.clone();
         tokio::spawn(async move {
-            on_each_tick(&token, Duration::from_secs(2), || async { crate::memory::release_free_memory() })
-                .await;
+            on_each_tick(&token, Duration::from_secs(2), || async {
+                handle.run_upkeep();
+                crate::memory::release_free_memory();
+            })
+            .await;
         })
     };
     // The current month's 766 indicators for /metrics, computed on a reader connection away
