@@ -4,8 +4,8 @@
 
 use dvc_sync::domain::{
     dates::parse_national,
-    normalize::normalize_raw,
-    raw::Raw,
+    normalize::{normalize_raw, position_of, record_position, record_version},
+    raw::{Raw, RawRecord},
     status::{DEFAULT_STATUS_MAP, NationalStatus},
     text::{char_len, is_normalized, max_chars},
 };
@@ -17,6 +17,19 @@ fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else { return };
     let Ok(item) = serde_json::from_str::<&serde_json::value::RawValue>(text) else { return };
     let record = Raw::parse(item.get());
+    // The light reading of a listing item's position and version gives what the whole record
+    // gives (a record too deep to read whole is the exception: its position still moves the
+    // cursor past it).
+    if !matches!(record, Raw::Unreadable { .. }) {
+        let listed = RawRecord::Json(item.to_owned());
+        assert_eq!(record_position(&listed), position_of(&record), "position");
+        let version = record
+            .get("MaHoSo")
+            .and_then(Raw::as_str)
+            .zip(record.get("version").and_then(Raw::as_i64))
+            .map(|(m, v)| (m.to_owned(), v));
+        assert_eq!(record_version(&listed), version, "version");
+    }
     let map = DEFAULT_STATUS_MAP.iter().filter_map(|(k, v)| Some(((*k).to_owned(), NationalStatus::new(*v)?))).collect();
     let Ok(n) = normalize_raw(&record, &map) else { return };
     let check = |fields: &serde_json::Map<String, Value>| {

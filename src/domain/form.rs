@@ -51,10 +51,6 @@ impl Form {
         }
     }
 
-    pub fn iter(&self) -> impl Iterator<Item = (&'static str, &Field)> {
-        self.0.iter().map(|(n, v)| (*n, v))
-    }
-
     /// The same object as a JSON map.
     pub fn to_map(&self) -> Map<String, Value> {
         self.0.iter().map(|(n, v)| ((*n).to_owned(), v.to_value())).collect()

@@ -147,7 +147,12 @@ struct Listed<'a> {
 }
 
 fn listed(record: &RawRecord) -> Option<Listed<'_>> {
-    serde_json::from_str(record.text()?).ok()
+    let text = record.text()?;
+    // serde fills a struct from an array too: only an object is read this way.
+    if !text.trim_start().starts_with('{') {
+        return None;
+    }
+    serde_json::from_str(text).ok()
 }
 
 /// The position of a record as a source handed it over (see [`position_of`]).
@@ -542,6 +547,7 @@ mod tests {
             (r#"{"updated_at": 1772328600, "MaHoSo": "A"}"#, None),
             (r#"{"updated_at": "yesterday", "MaHoSo": "A"}"#, None),
             (r#""not a record""#, None),
+            (r#"["2026-03-01T08:30:00+07:00", "A", 3]"#, None),
         ] {
             let got = record_position(&text(record));
             assert_eq!(got, expected.map(|(t, m)| (t, m.to_owned())), "{record}");
@@ -556,6 +562,7 @@ mod tests {
             (r#"{"MaHoSo": 5, "version": 3}"#, None),
             (r#"{"version": 3}"#, None),
             (r#"[1]"#, None),
+            (r#"["2026-03-01T08:30:00+07:00", "A", 3]"#, None),
         ] {
             assert_eq!(record_version(&text(record)), expected.map(|(m, v)| (m.to_owned(), v)), "{record}");
         }

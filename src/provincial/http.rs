@@ -79,9 +79,10 @@ impl HttpProvincial {
             Ok(text) => Arc::from(text),
             Err(_) => Arc::from(String::from_utf8_lossy(&response.body)),
         };
+        let bytes = response.body.len();
         drop(response);
         let page = serde_json::from_str::<RawPage>(&text).map_err(|e| SourceError {
-            reason: format!("the page is not the listing's JSON ({} bytes): {e}", text.len()),
+            reason: format!("the page is not the listing's JSON ({bytes} bytes): {e}"),
             http_status: Some(200),
             timeout: false,
         })?;

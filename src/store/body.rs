@@ -36,6 +36,8 @@ const MAX_TEXT: usize = 64 * 1024 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BodyError {
+    #[error("a body of {0} bytes is more than can be kept")]
+    TooLarge(usize),
     #[error("a stored dossier body is damaged: {0}")]
     Damaged(String),
     #[error("a stored dossier body names dictionary {0}, which this database does not have")]
@@ -116,10 +118,7 @@ impl Codec {
 
     pub fn pack(&self, text: &str) -> Result<Vec<u8>, BodyError> {
         if text.len() > MAX_TEXT {
-            return Err(BodyError::Damaged(format!(
-                "a body of {} bytes is more than can be kept",
-                text.len()
-            )));
+            return Err(BodyError::TooLarge(text.len()));
         }
         let mut inner = self.lock();
         let frame = inner.compressor.compress(text.as_bytes())?;

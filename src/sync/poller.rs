@@ -25,12 +25,14 @@ use super::{
 use crate::{
     domain::{
         entry::identity,
-        normalize::{Quarantined, fill_catalogue, normalize_raw, record_version},
+        normalize::{Quarantined, fill_catalogue, normalize_raw, record_position, record_version},
         stable_hash,
     },
     metrics as m,
     store::{
-        self, meta_set,
+        self,
+        body::BodyError,
+        meta_set,
         state::{BACKFILL, BACKFILL_THEN, HEAD, TAIL, read_cursor, write_cursor},
     },
 };
@@ -98,8 +100,12 @@ pub(crate) fn apply_page<S: Source, N: Sink, C: Clock>(
     let judged: Vec<Judged> = records
         .iter()
         .zip(seen)
-        .map(|(record, seen)| if seen { Judged::Seen } else { judge(inner, record, &record.raw.view(), now) })
-        .collect();
+        .map(
+            |(record, seen)| {
+                if seen { Ok(Judged::Seen) } else { judge(inner, record, &record.raw.view(), now) }
+            },
+        )
+        .collect::<Result<_, _>>()?;
     let mut due = Vec::new();
     let applied = inner.store.write(|tx| {
         due.clear();
@@ -166,10 +172,22 @@ fn judge<S: Source, N: Sink, C: Clock>(
     record: &Record,
     raw: &Raw,
     now: i64,
-) -> Judged {
+) -> Result<Judged, store::StoreError> {
     let mut n = match normalize_raw(raw, &inner.cfg.status_map) {
         Ok(n) => n,
         Err(mut q) => {
+            // A record too deep to read still says which dossier and version it is, when its
+            // text gives them plainly: its versions land on that dossier's row, which goes
+            // when a valid version comes.
+            if let Raw::Unreadable { .. } = raw
+                && let Some((mahoso, version)) = record_version(&record.raw)
+                && !mahoso.is_empty()
+            {
+                q.key = mahoso.clone();
+                q.mahoso = Some(mahoso);
+                q.version = Some(version);
+                q.updated_at = record_position(&record.raw).map(|(at, _)| at);
+            }
             // A record without MaHoSo is kept under the source's own key when it has one:
             // every version lands on one row, and the row goes when the record is fixed.
             if q.mahoso.is_none()
@@ -180,7 +198,7 @@ fn judge<S: Source, N: Sink, C: Clock>(
             if let Some(hint) = q.field.and_then(|f| inner.source.explain(f)) {
                 q.reason = format!("{} ({hint})", q.reason);
             }
-            return Judged::Quarantined(q);
+            return Ok(Judged::Quarantined(q));
         }
     };
     // Without NgayHenTra, the on-time figure needs the procedure's duration (`dvc-sync
@@ -198,23 +216,25 @@ fn judge<S: Source, N: Sink, C: Clock>(
     // writes a Vec<Value>.
     let payload = to_raw(&n.dossier);
     let history: Vec<Box<RawValue>> = n.history.iter().map(to_raw).collect();
-    let history_text = entries_text(&history);
+    let history_text = serde_json::to_string(&history).unwrap_or_default();
     let packed = inner.store.pack(payload.get()).and_then(|p| Ok((p, inner.store.pack(&history_text)?)));
     let (packed_payload, packed_history) = match packed {
         Ok(packed) => packed,
-        // Only a body beyond any sane size fails to pack.
-        Err(e) => {
-            return Judged::Quarantined(Box::new(Quarantined {
+        // A body beyond any sane size is this record's trouble; anything else (zstd failing)
+        // is the store's, and the page is read again after the pause, as when a write fails.
+        Err(e @ BodyError::TooLarge(_)) => {
+            return Ok(Judged::Quarantined(Box::new(Quarantined {
                 key: n.mahoso.clone(),
                 mahoso: Some(n.mahoso),
                 version: Some(n.version),
                 updated_at: Some(n.updated_at),
                 reason: format!("cannot be stored: {e}"),
                 field: None,
-            }));
+            })));
         }
+        Err(e) => return Err(e.into()),
     };
-    Judged::Valid(Box::new(Prepared {
+    Ok(Judged::Valid(Box::new(Prepared {
         payload_hash: stable_hash(payload.get().as_bytes()),
         mahoso: n.mahoso,
         version: n.version,
@@ -227,26 +247,12 @@ fn judge<S: Source, N: Sink, C: Clock>(
         packed_history,
         payload,
         history,
-    }))
+    })))
 }
 
 /// A value's JSON (serialising JSON values cannot fail).
 fn to_raw<T: serde::Serialize>(value: &T) -> Box<RawValue> {
     serde_json::value::to_raw_value(value).unwrap_or_else(|_| RawValue::NULL.to_owned())
-}
-
-/// A history's JSON (an array of its entries' JSON), as it is stored.
-fn entries_text(entries: &[Box<RawValue>]) -> String {
-    let mut text = String::with_capacity(entries.iter().map(|e| e.get().len() + 1).sum::<usize>() + 2);
-    text.push('[');
-    for (i, e) in entries.iter().enumerate() {
-        if i > 0 {
-            text.push(',');
-        }
-        text.push_str(e.get());
-    }
-    text.push(']');
-    text
 }
 
 /// The version (and source fingerprint) already recorded for this MaHoSo, if any.

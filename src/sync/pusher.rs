@@ -188,6 +188,7 @@ fn load_due<S: Source, N: Sink, C: Clock>(
     Ok(due)
 }
 
+/// One call under the limiter, measured (the audit's look-ups go through it too).
 pub(super) async fn call<S: Source, N: Sink, C: Clock, F, Fut>(
     inner: &Inner<S, N, C>,
     service: &'static str,

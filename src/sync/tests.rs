@@ -343,6 +343,33 @@ async fn the_poller_knows_a_record_by_its_fingerprint_and_parks_a_second_claim_t
 }
 
 #[tokio::test]
+async fn a_record_too_deep_to_read_is_quarantined_under_its_dossier_until_a_readable_version() {
+    let (e, _dir) = engine(&Scripted::default());
+    let as_text = |text: String| Record {
+        raw: serde_json::value::RawValue::from_string(text).unwrap().into(),
+        position: None,
+        fingerprint: None,
+        source_id: None,
+    };
+    // Version 1 carries a field nested 200 deep (serde_json reads 128).
+    let mut deep = serde_json::to_string(&record(A, 1, 1)).unwrap();
+    deep.insert_str(1, &format!(r#""Nested": {}{}, "#, "[".repeat(200), "]".repeat(200)));
+    assert_eq!(apply(&e, vec![as_text(deep)]).quarantined, 1);
+    let (key, version, reason): (String, i64, String) = e
+        .store()
+        .read(|c| {
+            c.query_row("SELECT key, version, reason FROM quarantine", [], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })
+        })
+        .unwrap();
+    assert_eq!((key.as_str(), version), (A, 1), "under its MaHoSo and version");
+    assert!(reason.contains("cannot be read"), "{reason}");
+    assert_eq!(apply(&e, vec![as_text(serde_json::to_string(&record(A, 2, 1)).unwrap())]).changed, 1);
+    assert_eq!(row::<i64>(&e, "SELECT COUNT(*) FROM quarantine"), 0, "a readable version releases it");
+}
+
+#[tokio::test]
 async fn an_update_the_portal_lost_is_created_again_with_its_whole_history_even_if_the_answer_is_lost() {
     let sink = Scripted::default();
     let (e, _dir) = engine(&sink);
