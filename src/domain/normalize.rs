@@ -15,7 +15,7 @@ use super::{
     raw::{Raw, RawRecord},
     scoring, stable_hash,
     status::NationalStatus,
-    text::{char_len, is_normalized, max_chars, to_nfc, truncate_chars},
+    text::{char_len, max_chars, nfc, to_nfc, truncate_chars},
 };
 
 pub type StatusMap = BTreeMap<String, NationalStatus>;
@@ -195,11 +195,7 @@ fn scalar<'r>(v: Option<&'r Raw>) -> Result<Option<Cow<'r, str>>, &'static str> 
 /// Text as the national field takes it: NFC, cut to the field's length (one allocation when
 /// the text is NFC already, as it nearly always is).
 fn text(field: &str, s: &str) -> String {
-    if is_normalized(s) {
-        truncate_chars(s, max_chars(field)).to_owned()
-    } else {
-        truncate_chars(&to_nfc(s), max_chars(field)).to_owned()
-    }
+    truncate_chars(&nfc(s), max_chars(field)).to_owned()
 }
 
 /// Converts the fields of `table` from `source` into `out`; the error names the field.

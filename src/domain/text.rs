@@ -1,5 +1,7 @@
 //! Text rules of the national API: NFC and length limits counted in characters.
 
+use std::borrow::Cow;
+
 use unicode_normalization::{UnicodeNormalization, is_nfc};
 
 /// Default limit for any field the national tables do not limit otherwise.
@@ -23,9 +25,14 @@ pub fn is_normalized(s: &str) -> bool {
     is_nfc(s)
 }
 
-/// NFC-normalises `s`, allocating only when it is not already NFC.
+/// `s` in NFC, borrowed when it is NFC already (as it nearly always is).
+pub fn nfc(s: &str) -> Cow<'_, str> {
+    if is_nfc(s) { Cow::Borrowed(s) } else { Cow::Owned(s.nfc().collect()) }
+}
+
+/// `s` in NFC, owned.
 pub fn to_nfc(s: &str) -> String {
-    if is_nfc(s) { s.to_owned() } else { s.nfc().collect() }
+    nfc(s).into_owned()
 }
 
 /// Cuts `s` to at most `max` characters, at a character boundary (never inside a UTF-8

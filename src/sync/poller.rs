@@ -97,7 +97,7 @@ pub(crate) fn apply_page<S: Source, N: Sink, C: Clock>(
         inner.store.read(|c| records.iter().map(|record| already_seen(c, record)).collect())?;
     // Each record is read (`Raw`) only while it is judged: a page's worth of them at once
     // was a few MiB.
-    let judged: Vec<Judged> = records
+    let mut judged: Vec<Judged> = records
         .iter()
         .zip(seen)
         .map(
@@ -139,7 +139,6 @@ pub(crate) fn apply_page<S: Source, N: Sink, C: Clock>(
         Ok(applied)
     })?;
     // Committed: the pusher takes these bodies from memory rather than reading them back.
-    let mut judged = judged;
     for i in due {
         if let Judged::Valid(p) = std::mem::replace(&mut judged[i], Judged::Seen) {
             let Prepared { mahoso, version, payload_hash, payload, history, .. } = *p;
