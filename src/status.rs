@@ -47,6 +47,45 @@ pub struct StatusReport {
     pub poll: Poll,
     pub push: Push,
     pub audit: Audit,
+    /// What the daemon last recorded of each of its workers (empty if it never ran).
+    pub workers: Vec<WorkerInfo>,
+}
+
+/// One worker of the daemon, as it last recorded it.
+#[derive(Debug, Clone, Serialize)]
+pub struct WorkerInfo {
+    pub name: String,
+    /// busy, idle, failing or stopped.
+    pub state: String,
+    pub since: Option<String>,
+    pub last_error: Option<String>,
+    /// Failures in a row.
+    pub failures: u64,
+}
+
+/// The workers as the daemon last recorded them (none in a database from before workers were
+/// recorded).
+pub fn workers(conn: &Connection) -> rusqlite::Result<Vec<WorkerInfo>> {
+    let recorded: bool = conn.query_row(
+        "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'worker')",
+        [],
+        |r| r.get(0),
+    )?;
+    if !recorded {
+        return Ok(Vec::new());
+    }
+    let mut stmt =
+        conn.prepare("SELECT name, state, since, last_error, failures FROM worker ORDER BY name")?;
+    let rows = stmt.query_map([], |r| {
+        Ok(WorkerInfo {
+            name: r.get(0)?,
+            state: r.get(1)?,
+            since: micros_to_rfc3339(r.get(2)?),
+            last_error: r.get(3)?,
+            failures: r.get::<_, i64>(4)?.max(0) as u64,
+        })
+    })?;
+    rows.collect()
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -225,7 +264,19 @@ pub fn report(
     } else {
         Health::Degraded
     };
-    Ok(StatusReport { health, problems, daemon, dossiers, coverage_percent, outbox, poll, push, audit })
+    let workers = workers(conn)?;
+    Ok(StatusReport {
+        health,
+        problems,
+        daemon,
+        dossiers,
+        coverage_percent,
+        outbox,
+        poll,
+        push,
+        audit,
+        workers,
+    })
 }
 
 /// The report when the state cannot be read at all (no database, not one of ours, corrupt):
@@ -247,6 +298,7 @@ pub fn unreadable(db: &Path, reason: &str) -> StatusReport {
         poll: Poll { last_success_at: None, last_error: None, cursor: None },
         push: Push { last_success_at: None, last_error: None, session_renewals: 0 },
         audit: Audit { verified_percent: 0.0, ..Audit::default() },
+        workers: Vec::new(),
     }
 }
 
@@ -481,6 +533,23 @@ pub fn render(r: &StatusReport, parked: &[(&'static str, String, String)]) -> St
         a.drift_repaired,
         a.last_pass_at.as_deref().unwrap_or("never")
     );
+    if !r.workers.is_empty() {
+        let line: Vec<String> = r
+            .workers
+            .iter()
+            .map(|w| match w.failures {
+                0 => format!("{} {}", w.name, w.state),
+                n => format!("{} {} ({n} failures in a row)", w.name, w.state),
+            })
+            .collect();
+        let when = if r.daemon.state == "running" { "" } else { "as last recorded: " };
+        let _ = writeln!(out, "workers    {when}{}", line.join(", "));
+        for w in r.workers.iter().filter(|w| w.failures > 0) {
+            if let Some(e) = &w.last_error {
+                let _ = writeln!(out, "           {}: {e}", w.name);
+            }
+        }
+    }
     if !parked.is_empty() {
         let mut table = comfy_table::Table::new();
         table.set_content_arrangement(comfy_table::ContentArrangement::Dynamic);

@@ -59,9 +59,14 @@ fn assert_status_shape(v: &Value) {
             "outbox",
             "poll",
             "push",
-            "audit"
+            "audit",
+            "workers"
         ])
     );
+    for w in v["workers"].as_array().unwrap() {
+        assert_eq!(keys(w), set(&["name", "state", "since", "last_error", "failures"]), "{w}");
+        assert!(["busy", "idle", "failing", "stopped"].contains(&w["state"].as_str().unwrap()), "{w}");
+    }
     assert_eq!(
         keys(&v["audit"]),
         set(&[
@@ -128,9 +133,19 @@ async fn status_is_healthy_while_running_and_after_a_clean_stop() {
     assert!(v["poll"]["last_success_at"].is_string() && v["push"]["last_success_at"].is_string());
     assert!(v["poll"]["cursor"]["id"].as_str().unwrap().contains(".H58-"), "{v}");
 
+    // Each loop of the daemon is a worker, recorded with every heartbeat.
+    let names: Vec<&str> =
+        v["workers"].as_array().unwrap().iter().map(|w| w["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["audit", "heartbeat", "poller:provincial", "pusher", "reconciler"], "{v}");
+    assert!(
+        v["workers"].as_array().unwrap().iter().all(|w| w["state"] != "stopped" && w["failures"] == 0),
+        "{v}"
+    );
+
     let (code, table, _) = status(&config, &[]);
     assert_eq!(code, 0);
     assert!(table.contains("health     OK"), "{table}");
+    assert!(table.contains("workers    audit "), "{table}");
     assert!(table.contains("150 total: 150 in sync"), "{table}");
 
     let mahoso = v["poll"]["cursor"]["id"].as_str().unwrap().to_owned();
@@ -151,6 +166,7 @@ async fn status_is_healthy_while_running_and_after_a_clean_stop() {
         (0, Some("stopped"), Some("ok")),
         "{v}"
     );
+    assert!(v["workers"].as_array().unwrap().iter().all(|w| w["state"] == "stopped"), "{v}");
     let (code, out, _) = status(&config, &["--dossier", "000.00.15.H58-200101-9999"]);
     assert_eq!(code, 1, "an unknown dossier: {out}");
     assert!(out.contains("unknown"));

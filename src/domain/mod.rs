@@ -10,6 +10,7 @@ pub mod mahoso;
 pub mod normalize;
 pub mod raw;
 pub mod scoring;
+pub mod service;
 pub mod status;
 pub mod text;
 

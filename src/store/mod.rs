@@ -33,7 +33,7 @@ pub enum StoreError {
 }
 
 /// The schema version this build writes (the number of migrations).
-pub const SCHEMA_VERSION: i64 = 9;
+pub const SCHEMA_VERSION: i64 = 10;
 
 /// The schema version of an open database (SQLite's user_version, kept by the migrations).
 pub fn schema_version(conn: &Connection) -> rusqlite::Result<i64> {
@@ -51,6 +51,7 @@ fn migrations() -> Migrations<'static> {
         M::up(include_str!("../../migrations/0007_call_journal.sql")),
         M::up(include_str!("../../migrations/0008_procedure_duration.sql")),
         M::up(include_str!("../../migrations/0009_body_dict.sql")),
+        M::up(include_str!("../../migrations/0010_workers.sql")),
     ])
 }
 

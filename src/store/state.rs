@@ -99,6 +99,15 @@ fn percent_of_valid(n: u64, d: &Dossiers) -> f64 {
 pub const AUDIT_DRIFT_FOUND: &str = "audit_drift_found";
 pub const AUDIT_DRIFT_REPAIRED: &str = "audit_drift_repaired";
 pub const AUDIT_LAST_PASS_AT: &str = "audit_last_pass_at";
+/// Set when drift is found (by the audit, or by the pusher finding a dossier unknown): every
+/// dossier verified before this time is due again.
+pub const AUDIT_SWEEP_SINCE: &str = "audit_sweep_since";
+
+/// Starts a sweep at `now`, or moves the one under way to `now`: everything verified before it
+/// is due for the audit again. Drift rarely comes alone (a restore from backup, a migration).
+pub fn start_sweep(tx: &Connection, now: i64) -> rusqlite::Result<()> {
+    meta_set(tx, AUDIT_SWEEP_SINCE, Some(&now.to_string()))
+}
 
 /// `status --json`'s `audit`: what the national portal was last found to hold.
 #[derive(Debug, Clone, Serialize, PartialEq)]

@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+pub use crate::domain::service::Service;
+
 #[derive(Debug, Clone, PartialEq)]
 pub enum Answer {
     /// error_code 0 (or "0", "00"): the whole body.
@@ -66,6 +68,19 @@ impl TransientKind {
     }
 }
 
+impl Transient {
+    /// A failure with no status and nothing the portal asked for.
+    pub fn new(kind: TransientKind, reason: impl Into<String>, maybe_applied: bool) -> Transient {
+        Transient { kind, reason: reason.into(), maybe_applied, retry_after: None, http_status: None }
+    }
+
+    /// An answer that cannot be used (it says success without what was asked, or refuses a
+    /// look-up): nothing was applied.
+    pub fn bad_answer(reason: impl Into<String>) -> Transient {
+        Transient::new(TransientKind::BadAnswer, reason, false)
+    }
+}
+
 impl Answer {
     /// A bounded label for metrics: "ok", "refused", or the transient kind.
     pub fn label(&self) -> &'static str {
@@ -77,12 +92,6 @@ impl Answer {
     }
 
     pub fn retry(kind: TransientKind, reason: impl Into<String>, maybe_applied: bool) -> Answer {
-        Answer::Retry(Transient {
-            kind,
-            reason: reason.into(),
-            maybe_applied,
-            retry_after: None,
-            http_status: None,
-        })
+        Answer::Retry(Transient::new(kind, reason, maybe_applied))
     }
 }

@@ -1,21 +1,23 @@
-//! The reconciler: a full pass over the provincial listing that records whatever the poller
-//! missed (a newer version, a dossier never seen), re-enqueues any dossier whose acknowledged
-//! state is not its latest, and records coverage. It runs every
-//! `provincial.reconcile_interval_seconds`, and on demand (`dvc-sync reconcile`).
+//! The reconciler: a worker that makes a full pass over the provincial listing, records
+//! whatever the poller missed (a newer version, a dossier never seen), re-enqueues any dossier
+//! whose acknowledged state is not its latest, and records coverage. A pass starts every
+//! `provincial.reconcile_interval_seconds`, and on demand (`dvc-sync reconcile`, noticed within
+//! [`CHECK_EVERY`]). A unit of work is one page of the pass, so a page that cannot be read is
+//! read again after the runner's backoff, and the pass goes on from there.
 
 use std::{sync::Arc, time::Duration};
 
+use jiff::Timestamp;
 use rusqlite::params;
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
 use super::{
-    Inner,
-    poller::{Applied, Read, apply_page, fetch_page, furthest},
-    ports::{Clock, Cursor, Sink, Source},
-    trouble::Trouble,
+    poll::{Applied, Read, Recorder, fetch, furthest},
+    ports::{Clock, Cursor, Source},
+    worker::{Failure, Step, Worker},
 };
-use crate::store::{StoreError, meta_get, meta_set, state};
+use crate::store::{meta_get, meta_set, state};
 
 /// What one pass found.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -35,6 +37,11 @@ pub struct ReconcileReport {
 pub(crate) const REQUESTED: &str = "reconcile_requested";
 pub(crate) const LAST: &str = "reconcile_last";
 pub(crate) const LAST_AT: &str = "reconcile_last_at";
+/// Set by `dvc-sync retry`: unknown procedures are asked for again.
+const CATALOGUE_FLUSH: &str = "catalogue_flush";
+
+/// How often an idle reconciler looks for a request (and for a pass falling due).
+pub(crate) const CHECK_EVERY: Duration = Duration::from_secs(1);
 
 /// Puts back in the outbox every dossier whose acknowledged state is not its latest and that
 /// is neither waiting nor parked: the outbox's own consistency check.
@@ -50,113 +57,169 @@ fn requeue_drift(tx: &rusqlite::Connection, now: i64) -> rusqlite::Result<usize>
     )
 }
 
-/// One full pass; None if stopped before the end.
-pub(crate) async fn pass<S: Source, N: Sink, C: Clock>(
-    inner: &Inner<S, N, C>,
-    token: &CancellationToken,
-) -> Option<ReconcileReport> {
-    let started = inner.clock.now();
-    tracing::info!(event = "reconcile_started");
-    let mut trouble = Trouble::new("reconciliation pass");
-    let mut cursor: Option<Cursor> = None;
-    let mut total = Applied::default();
-    loop {
-        let page = fetch_page(inner, token, Read::Scan, cursor.as_ref(), &mut trouble).await?;
-        trouble.recovered();
-        let applied = match apply_page(inner, &page.records, None) {
-            Ok(a) => a,
-            Err(e) => {
-                tracing::error!(event = "store_failed", what = "reconciliation", error = %e);
-                return None;
-            }
-        };
-        total.read += applied.read;
-        total.changed += applied.changed;
-        total.quarantined += applied.quarantined;
-        if applied.changed > 0 {
-            inner.pusher_wake.notify_one();
-        }
-        let next = furthest(&page.records, page.end.as_ref(), cursor.as_ref());
-        if !page.has_more || next.is_none() || next == cursor {
-            break;
-        }
-        cursor = next;
-    }
-    let now = inner.clock.now();
-    let result: Result<(usize, f64), StoreError> = inner.store.write(|tx| {
-        let requeued = requeue_drift(tx, now.as_microsecond())?;
-        Ok((requeued, state::coverage(&state::dossier_counts(tx)?)))
-    });
-    let (requeued, coverage_percent) = match result {
-        Ok(r) => r,
-        Err(e) => {
-            tracing::error!(event = "store_failed", what = "reconciliation", error = %e);
-            return None;
-        }
-    };
-    if requeued > 0 {
-        inner.pusher_wake.notify_one();
-    }
-    let report = ReconcileReport {
-        started_at: started.to_string(),
-        finished_at: now.to_string(),
-        records: total.read,
-        drift: total.changed,
-        quarantined: total.quarantined,
-        requeued,
-        coverage_percent,
-    };
-    let saved = inner.store.write(|tx| {
-        meta_set(tx, LAST, Some(&serde_json::to_string(&report).unwrap_or_default()))?;
-        meta_set(tx, LAST_AT, Some(&now.as_microsecond().to_string()))?;
-        meta_set(tx, REQUESTED, None)
-    });
-    if let Err(e) = saved {
-        tracing::error!(event = "store_failed", what = "reconciliation report", error = %e);
-    }
-    tracing::info!(
-        event = "reconcile_finished",
-        records = report.records,
-        drift = report.drift,
-        requeued = report.requeued,
-        coverage_percent = report.coverage_percent
-    );
-    Some(report)
+/// A pass under way.
+struct Pass {
+    started: Timestamp,
+    cursor: Option<Cursor>,
+    total: Applied,
 }
 
-pub(crate) async fn run<S: Source, N: Sink, C: Clock>(inner: Arc<Inner<S, N, C>>, token: CancellationToken) {
-    let check = inner.cfg.poll_interval.min(Duration::from_secs(1));
-    let mut flushed: Option<String> = None;
-    loop {
-        tokio::select! {
-            biased;
-            () = token.cancelled() => return,
-            () = tokio::time::sleep(check) => {}
+pub(crate) struct Reconciler<S, C> {
+    recorder: Arc<Recorder<S, C>>,
+    page_size: usize,
+    every: Option<Duration>,
+    retry: (Duration, Duration),
+    pass: Option<Pass>,
+    /// The catalogue flush last acted on.
+    flushed: Option<String>,
+    /// A one-off pass (the daemon stopped): done at its end.
+    once: bool,
+    /// The last pass's report.
+    pub(crate) report: Option<ReconcileReport>,
+}
+
+impl<S: Source, C: Clock> Reconciler<S, C> {
+    pub(crate) fn new(
+        recorder: Arc<Recorder<S, C>>,
+        page_size: usize,
+        every: Option<Duration>,
+        retry: (Duration, Duration),
+    ) -> Self {
+        Reconciler { recorder, page_size, every, retry, pass: None, flushed: None, once: false, report: None }
+    }
+
+    /// One pass now, then done.
+    pub(crate) fn once(mut self) -> Self {
+        self.once = true;
+        self
+    }
+
+    /// Whether a pass should start now; acts on a catalogue flush meanwhile.
+    fn due(&mut self) -> Result<bool, Failure> {
+        if self.once {
+            return Ok(true);
         }
-        let read = inner
+        let shared = &self.recorder.shared;
+        let (requested, last, flush) = shared
             .store
-            .read(|c| Ok((meta_get(c, REQUESTED)?, meta_get(c, LAST_AT)?, meta_get(c, "catalogue_flush")?)));
-        let Ok((requested, last, flush)) = read else { continue };
+            .read(|c| Ok((meta_get(c, REQUESTED)?, meta_get(c, LAST_AT)?, meta_get(c, CATALOGUE_FLUSH)?)))?;
         // `dvc-sync retry` asks for unknown procedures to be looked up again.
-        if flush.is_some() && flush != flushed {
-            inner.catalogue.forget_unknown();
-            flushed = flush;
-            inner.pusher_wake.notify_one();
+        if flush.is_some() && flush != self.flushed {
+            self.recorder.catalogue.forget_unknown();
+            self.flushed = flush;
+            shared.work_arrived.notify_one();
         }
-        let now = inner.clock.now().as_microsecond();
-        let due = match (inner.cfg.reconcile_interval, last.and_then(|l| l.parse::<i64>().ok())) {
-            (Some(interval), Some(last)) => now - last >= interval.as_micros() as i64,
-            // Never ran: the first pass waits one interval (the head pass reads everything at
-            // first anyway).
-            (Some(interval), None) => {
-                let _ = inner.store.write(|tx| meta_set(tx, LAST_AT, Some(&now.to_string())));
-                let _ = interval;
+        if requested.is_some() {
+            return Ok(true);
+        }
+        let now = shared.clock.now().as_microsecond();
+        Ok(match (self.every, last.and_then(|l| l.parse::<i64>().ok())) {
+            (Some(every), Some(last)) => now - last >= every.as_micros() as i64,
+            // Never ran: the first pass waits one interval (the poller's first pass reads
+            // everything anyway).
+            (Some(_), None) => {
+                shared.store.write(|tx| meta_set(tx, LAST_AT, Some(&now.to_string())))?;
                 false
             }
             (None, _) => false,
+        })
+    }
+
+    /// Reads and records the pass's next page; the report when the pass is over.
+    async fn next_page(&mut self, stop: &CancellationToken) -> Result<Option<ReconcileReport>, Failure> {
+        let Some(pass) = &mut self.pass else { return Ok(None) };
+        let recorder = &self.recorder;
+        let Some(page) = fetch(recorder, stop, Read::Scan, pass.cursor.as_ref(), self.page_size).await?
+        else {
+            return Ok(None);
         };
-        if requested.is_some() || due {
-            pass(&inner, &token).await;
+        let applied = recorder.apply_page(&page.records, None)?;
+        pass.total.read += applied.read;
+        pass.total.changed += applied.changed;
+        pass.total.quarantined += applied.quarantined;
+        if applied.changed > 0 {
+            recorder.shared.work_arrived.notify_one();
         }
+        let next = furthest(&page.records, page.end.as_ref(), pass.cursor.as_ref());
+        if page.has_more && next.is_some() && next != pass.cursor {
+            pass.cursor = next;
+            return Ok(None);
+        }
+        self.finish().map(Some)
+    }
+
+    /// Ends the pass: the outbox's consistency check, coverage, the report kept for
+    /// `dvc-sync reconcile`.
+    fn finish(&mut self) -> Result<ReconcileReport, Failure> {
+        let Some(pass) = &self.pass else { return Err(Failure::new("no pass under way")) };
+        let shared = &self.recorder.shared;
+        let now = shared.clock.now();
+        let (requeued, coverage_percent) = shared.store.write(|tx| {
+            let requeued = requeue_drift(tx, now.as_microsecond())?;
+            Ok((requeued, state::coverage(&state::dossier_counts(tx)?)))
+        })?;
+        if requeued > 0 {
+            shared.work_arrived.notify_one();
+        }
+        let report = ReconcileReport {
+            started_at: pass.started.to_string(),
+            finished_at: now.to_string(),
+            records: pass.total.read,
+            drift: pass.total.changed,
+            quarantined: pass.total.quarantined,
+            requeued,
+            coverage_percent,
+        };
+        let text = serde_json::to_string(&report).map_err(|e| Failure::new(e.to_string()))?;
+        shared.store.write(|tx| {
+            meta_set(tx, LAST, Some(&text))?;
+            meta_set(tx, LAST_AT, Some(&now.as_microsecond().to_string()))?;
+            meta_set(tx, REQUESTED, None)
+        })?;
+        tracing::info!(
+            event = "reconcile_finished",
+            records = report.records,
+            drift = report.drift,
+            requeued = report.requeued,
+            coverage_percent = report.coverage_percent
+        );
+        self.pass = None;
+        Ok(report)
+    }
+}
+
+impl<S: Source, C: Clock> Worker for Reconciler<S, C> {
+    fn name(&self) -> String {
+        "reconciler".into()
+    }
+
+    fn what(&self) -> &'static str {
+        "reconciliation pass"
+    }
+
+    fn retry(&self) -> (Duration, Duration) {
+        self.retry
+    }
+
+    async fn work(&mut self, stop: &CancellationToken) -> Result<Step, Failure> {
+        if self.pass.is_none() {
+            if !self.due()? {
+                return Ok(Step::Idle);
+            }
+            tracing::info!(event = "reconcile_started");
+            let started = self.recorder.shared.clock.now();
+            self.pass = Some(Pass { started, cursor: None, total: Applied::default() });
+        }
+        match self.next_page(stop).await? {
+            Some(report) => {
+                self.report = Some(report);
+                Ok(if self.once { Step::Done } else { Step::Busy })
+            }
+            None => Ok(Step::Busy),
+        }
+    }
+
+    async fn wait_for_work(&mut self) {
+        tokio::time::sleep(CHECK_EVERY).await;
     }
 }

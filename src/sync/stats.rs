@@ -9,7 +9,7 @@ use std::{
     },
 };
 
-use super::poller::Applied;
+use super::poll::Applied;
 
 /// Lag samples kept; beyond this, every other sample replaces an old one.
 const MAX_LAGS: usize = 20_000;

@@ -13,9 +13,8 @@ use serde_json::{Value, json, value::RawValue};
 use super::{
     Engine, EngineConfig,
     answer::{Answer, TransientKind},
-    poller,
+    poll::Applied,
     ports::{Page, Record, Sink, Source, SourceError, SystemClock},
-    pusher,
 };
 use crate::{
     domain::{codes, normalize::StatusMap, status::DEFAULT_STATUS_MAP, status::NationalStatus},
@@ -129,8 +128,8 @@ fn record(mahoso: &str, version: i64, entries: usize) -> Value {
     })
 }
 
-fn apply(e: &Engine<Quiet, Scripted, SystemClock>, records: Vec<Record>) -> poller::Applied {
-    poller::apply_page(&e.inner, &records, None).unwrap()
+fn apply(e: &Engine<Quiet, Scripted, SystemClock>, records: Vec<Record>) -> Applied {
+    e.recorder.apply_page(&records, None).unwrap()
 }
 
 /// The `isUpdating` flag of every DongBoHoSoMC call made, in order.
@@ -188,7 +187,7 @@ async fn a_rewritten_read_back_proves_what_was_applied_and_only_the_rest_is_sent
     uncertain_after(&e, A, 1);
     // The lost write had carried the second entry: the portal holds two.
     sink.answer("TraCuuHoSo", rewritten_look_up(A, 2));
-    pusher::round(&e.inner).await.unwrap();
+    e.pusher().round().await.unwrap();
     let calls = sink.calls();
     let sent: Vec<&Value> =
         calls.iter().filter(|(s, _)| *s == "CapNhatTienDoHoSoMC").map(|(_, b)| b).collect();
@@ -211,7 +210,7 @@ async fn a_read_back_with_an_entry_none_of_ours_parks_the_dossier_and_sends_noth
     let Answer::Ok(mut answer) = rewritten_look_up(A, 1) else { unreachable!() };
     answer["result"][0]["QuaTrinhXuLy"].as_array_mut().unwrap().push(foreign);
     sink.answer("TraCuuHoSo", Answer::Ok(answer));
-    pusher::round(&e.inner).await.unwrap();
+    e.pusher().round().await.unwrap();
     assert!(sink.calls().iter().all(|(s, _)| *s == "TraCuuHoSo"), "nothing sent: {:?}", sink.calls());
     let (kind, reason): (String, String) = e
         .store()
@@ -233,7 +232,7 @@ async fn a_read_back_with_an_entry_none_of_ours_parks_the_dossier_and_sends_noth
     apply(&e, vec![plain(record(A, 1, 2))]);
     uncertain_after(&e, A, 1);
     sink.answer("TraCuuHoSo", Answer::Ok(json!({"error_code": 0, "result": [{"MaHoSo": A}]})));
-    pusher::round(&e.inner).await.unwrap();
+    e.pusher().round().await.unwrap();
     assert_eq!(row::<String>(&e, "SELECT kind FROM dead"), "unmatched");
     assert_eq!(sink.calls().len(), 1);
 }
@@ -247,7 +246,7 @@ async fn a_refused_item_is_isolated_from_the_rest_of_its_batch() {
         "DongBoHoSoMC",
         Answer::Refused { code: codes::INVALID, message: format!("MaHoSo={B}: TrichYeuHoSo: quá dài") },
     );
-    pusher::round(&e.inner).await.unwrap();
+    e.pusher().round().await.unwrap();
     let creates: Vec<Vec<String>> = sink
         .calls()
         .iter()
@@ -280,7 +279,7 @@ async fn an_existing_dossier_is_replaced_and_an_unknown_one_created_again() {
         "DongBoHoSoMC",
         Answer::Refused { code: codes::EXISTS, message: format!("MaHoSo={A} đã tồn tại") },
     );
-    pusher::round(&e.inner).await.unwrap();
+    e.pusher().round().await.unwrap();
     let payloads = updating_flags(&sink);
     // What the portal holds of a dossier it had without our knowing is read back before
     // anything is written.
@@ -292,7 +291,7 @@ async fn an_existing_dossier_is_replaced_and_an_unknown_one_created_again() {
     sink.answer("TraCuuHoSo", Answer::Ok(held));
     assert_eq!(row::<i64>(&e, "SELECT attempts FROM outbox"), 1, "after a backoff");
     e.store().write(|tx| tx.execute("UPDATE outbox SET next_attempt_at = 0", [])).unwrap();
-    pusher::round(&e.inner).await.unwrap();
+    e.pusher().round().await.unwrap();
     let payloads = updating_flags(&sink);
     assert_eq!(payloads, vec![json!(false), json!(true)], "then replaced: it held other fields");
     assert_eq!(row::<i64>(&e, "SELECT acked_history FROM dossier"), 1);
@@ -306,7 +305,7 @@ async fn an_existing_dossier_is_replaced_and_an_unknown_one_created_again() {
             message: format!("MaHoSo={A}: không tìm thấy hồ sơ"),
         },
     );
-    pusher::round(&e.inner).await.unwrap();
+    e.pusher().round().await.unwrap();
     assert_eq!(row::<i64>(&e, "SELECT national_exists FROM dossier"), 0, "to be created again");
     assert_eq!(row::<i64>(&e, "SELECT COUNT(*) FROM outbox"), 1);
 }
@@ -374,7 +373,7 @@ async fn an_update_the_portal_lost_is_created_again_with_its_whole_history_even_
     let sink = Scripted::default();
     let (e, _dir) = engine(&sink);
     apply(&e, vec![plain(record(A, 1, 1))]);
-    pusher::round(&e.inner).await.unwrap();
+    e.pusher().round().await.unwrap();
     assert_eq!(row::<i64>(&e, "SELECT acked_history FROM dossier"), 1);
     // A newer version: the portal no longer knows the dossier, and the answer to the create
     // sent instead is lost.
@@ -389,7 +388,7 @@ async fn an_update_the_portal_lost_is_created_again_with_its_whole_history_even_
         },
     );
     sink.answer("DongBoHoSoMC", Answer::retry(TransientKind::Dropped, "connection closed", true));
-    pusher::round(&e.inner).await.unwrap();
+    e.pusher().round().await.unwrap();
     // Recorded before the create left: the first entry is not taken as held any more.
     assert_eq!(row::<i64>(&e, "SELECT national_exists FROM dossier"), 0);
     assert_eq!(row::<i64>(&e, "SELECT acked_history FROM dossier"), 0);
@@ -398,7 +397,7 @@ async fn an_update_the_portal_lost_is_created_again_with_its_whole_history_even_
     let held = json!({"error_code": 0, "result": [{"MaHoSo": A, "QuaTrinhXuLy": []}]});
     sink.answer("TraCuuHoSo", Answer::Ok(held));
     e.store().write(|tx| tx.execute("UPDATE outbox SET next_attempt_at = 0", [])).unwrap();
-    pusher::round(&e.inner).await.unwrap();
+    e.pusher().round().await.unwrap();
     let appended: usize = sink
         .calls()
         .iter()
@@ -423,21 +422,21 @@ async fn a_dossier_without_a_due_date_asks_the_catalogue_for_its_duration_withou
     // The catalogue fails: the dossier went first anyway, and the duration is not asked again
     // before a minute has passed.
     sink.answer("LayThuTuc", Answer::Ok(json!({"error_code": 0})));
-    pusher::round(&e.inner).await.unwrap();
+    e.pusher().round().await.unwrap();
     let services: Vec<&str> = sink.calls().iter().map(|(s, _)| *s).collect();
     assert_eq!(services, ["DongBoHoSoMC", "CapNhatTienDoHoSoMC", "LayThuTuc"]);
     assert_eq!(row::<i64>(&e, "SELECT national_exists FROM dossier"), 1);
     apply(&e, vec![due_less(2)]);
-    pusher::round(&e.inner).await.unwrap();
+    e.pusher().round().await.unwrap();
     assert_eq!(asked(&sink), 1, "not again at once");
     // A minute later (made so here), with nothing else to do, it is asked and kept.
-    e.inner.catalogue.retry_later("1.001193", 0);
+    e.recorder.catalogue.retry_later("1.001193", 0);
     sink.answer(
         "LayThuTuc",
         Answer::Ok(json!({"error_code": 0, "result": [{"MATTHC": "1.001193", "TENTTHC": "Đăng ký khai sinh",
             "CACHTHUCTHUCHIEN": [{"THOIGIAN": [{"THOIGIANGIAIQUYET": "3", "DONVITINH": "Ngày làm việc"}]}]}]})),
     );
-    assert_eq!(pusher::round(&e.inner).await.unwrap(), 0, "an idle round");
+    assert_eq!(e.pusher().round().await.unwrap(), 0, "an idle round");
     assert_eq!(
         row::<String>(&e, "SELECT duration || ' ' || duration_unit FROM procedure"),
         "3.0 working_days"
@@ -445,7 +444,7 @@ async fn a_dossier_without_a_due_date_asks_the_catalogue_for_its_duration_withou
     assert_eq!(asked(&sink), 2);
     // Cached: a later version does not ask.
     apply(&e, vec![due_less(3)]);
-    pusher::round(&e.inner).await.unwrap();
+    e.pusher().round().await.unwrap();
     assert_eq!(asked(&sink), 2);
 }
 

@@ -1,0 +1,501 @@
+//! Recording what a source said: each page's records judged (already known, valid, or
+//! quarantined with the reason), then written in one transaction together with the cursor the
+//! page moved, so that a crash replays at most one page, whose records are then recognised as
+//! seen. The poller and the reconciler both record through a [`Recorder`].
+
+use std::sync::Arc;
+
+use jiff::Timestamp;
+use rusqlite::{OptionalExtension, params};
+use serde_json::{Value, value::RawValue};
+
+use super::super::{
+    Shared,
+    catalogue::Catalogue,
+    fresh::{self, FreshBodies},
+    ports::{Clock, Cursor, Raw, Record, Source},
+};
+use crate::{
+    domain::{
+        entry::identity,
+        normalize::{Quarantined, StatusMap, fill_catalogue, normalize_raw, record_position, record_version},
+        stable_hash,
+    },
+    store::{self, body::BodyError, state::write_cursor},
+};
+
+/// Records pages of one source in the store.
+pub(crate) struct Recorder<S, C> {
+    pub(crate) shared: Arc<Shared<C>>,
+    pub(crate) source: Arc<S>,
+    /// Fills catalogue fields it knows, and learns which procedures' durations are wanted.
+    pub(crate) catalogue: Arc<Catalogue>,
+    /// Where the bodies just recorded are left for the pusher.
+    pub(crate) fresh: Arc<FreshBodies>,
+    pub(crate) status_map: StatusMap,
+}
+
+/// Quarantined records are kept up to this size, enough to see what was wrong.
+const MAX_QUARANTINED_RECORD: usize = 64 * 1024;
+
+/// What applying one page did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Applied {
+    pub read: usize,
+    /// New dossiers or newer versions recorded.
+    pub changed: usize,
+    /// Already known at this version or newer.
+    pub seen: usize,
+    pub quarantined: usize,
+    /// Dossiers put (back) in the outbox.
+    pub enqueued: usize,
+}
+
+/// What judging a record came to, before the transaction that records it.
+enum Judged {
+    /// Already recorded at this version or newer (or with the same source fingerprint).
+    Seen,
+    Valid(Box<Prepared>),
+    Quarantined(Box<Quarantined>),
+}
+
+/// A valid record in the form it is stored in: normalised, serialised and compressed.
+struct Prepared {
+    mahoso: String,
+    version: i64,
+    updated_at: i64,
+    status: i64,
+    procedure: String,
+    needs_catalogue: bool,
+    local_status: String,
+    payload_hash: i64,
+    packed_payload: Vec<u8>,
+    packed_history: Vec<u8>,
+    /// What the pusher sends, kept for it once recorded (`fresh`).
+    payload: Box<RawValue>,
+    history: Vec<Box<RawValue>>,
+}
+
+impl<S: Source, C: Clock> Recorder<S, C> {
+    /// Records a page's items and, in the same transaction, the cursor it moved.
+    ///
+    /// The records are judged first, outside the transaction (which holds the one connection
+    /// the pusher also writes with): which are already known (one read), then normalising,
+    /// serialising and compressing the others. The transaction only writes, and checks again
+    /// what the read found, since a reconciliation pass may have recorded a record meanwhile.
+    pub(crate) fn apply_page(
+        &self,
+        records: &[Record],
+        cursor: Option<(&str, &Cursor)>,
+    ) -> Result<Applied, store::StoreError> {
+        let now = self.shared.clock.now().as_microsecond();
+        // Cheap recognition of what was already seen, before normalising anything: an older or
+        // equal version, or (for sources without a version counter) the same fingerprint as the
+        // state recorded.
+        let seen: Vec<bool> =
+            self.shared.store.read(|c| records.iter().map(|record| already_seen(c, record)).collect())?;
+        // Each record is read (`Raw`) only while it is judged: a page's worth of them at once
+        // was a few MiB.
+        let mut judged: Vec<Judged> = records
+            .iter()
+            .zip(seen)
+            .map(
+                |(record, seen)| {
+                    if seen { Ok(Judged::Seen) } else { self.judge(record, &record.raw.view(), now) }
+                },
+            )
+            .collect::<Result<_, _>>()?;
+        let mut due = Vec::new();
+        let applied = self.shared.store.write(|tx| {
+            due.clear();
+            let mut applied = Applied { read: records.len(), ..Applied::default() };
+            for (i, (record, judged)) in records.iter().zip(&judged).enumerate() {
+                match judged {
+                    Judged::Seen => applied.seen += 1,
+                    Judged::Valid(p) => match record_dossier(tx, p, record, now)? {
+                        Recorded::Seen => applied.seen += 1,
+                        Recorded::Changed { enqueued, in_sync } => {
+                            applied.changed += 1;
+                            applied.enqueued += usize::from(enqueued);
+                            if !in_sync {
+                                due.push(i);
+                            }
+                        }
+                        Recorded::Quarantined => applied.quarantined += 1,
+                    },
+                    Judged::Quarantined(q) => {
+                        if record_quarantine(tx, q, record, record.source_id.as_deref(), now)? {
+                            applied.quarantined += 1;
+                        } else {
+                            applied.seen += 1;
+                        }
+                    }
+                }
+            }
+            if let Some((key, cursor)) = cursor {
+                write_cursor(tx, key, cursor)?;
+            }
+            Ok(applied)
+        })?;
+        // Committed: the pusher takes these bodies from memory rather than reading them back.
+        for i in due {
+            if let Judged::Valid(p) = std::mem::replace(&mut judged[i], Judged::Seen) {
+                let Prepared { mahoso, version, payload_hash, payload, history, .. } = *p;
+                self.fresh.put(mahoso, fresh::Body { version, payload_hash, payload, history });
+            }
+        }
+        // Once enough dossiers are stored, their bodies are compressed with a dictionary trained
+        // from them (store::body): a no-op after that, and cheap before it.
+        if applied.changed > 0
+            && let Err(e) = self.shared.store.train_body_dictionary()
+        {
+            tracing::warn!(event = "body_dictionary_failed", error = %e, "bodies stay compressed without a dictionary");
+        }
+        Ok(applied)
+    }
+
+    /// Normalises a record and prepares what is stored of it, or says why it is quarantined.
+    fn judge(&self, record: &Record, raw: &Raw, now: i64) -> Result<Judged, store::StoreError> {
+        let mut n = match normalize_raw(raw, &self.status_map) {
+            Ok(n) => n,
+            Err(mut q) => {
+                // A record too deep to read still says which dossier and version it is, when its
+                // text gives them plainly: its versions land on that dossier's row, which goes
+                // when a valid version comes.
+                if let Raw::Unreadable { .. } = raw
+                    && let Some((mahoso, version)) = record_version(&record.raw)
+                    && !mahoso.is_empty()
+                {
+                    q.key = mahoso.clone();
+                    q.mahoso = Some(mahoso);
+                    q.version = Some(version);
+                    q.updated_at = record_position(&record.raw).map(|(at, _)| at);
+                }
+                // A record without MaHoSo is kept under the source's own key when it has one:
+                // every version lands on one row, and the row goes when the record is fixed.
+                if q.mahoso.is_none()
+                    && let Some(id) = &record.source_id
+                {
+                    q.key = format!("no-MaHoSo:id:{id}");
+                }
+                if let Some(hint) = q.field.and_then(|f| self.source.explain(f)) {
+                    q.reason = format!("{} ({hint})", q.reason);
+                }
+                return Ok(Judged::Quarantined(q));
+            }
+        };
+        // Without NgayHenTra, the on-time figure needs the procedure's duration (`dvc-sync
+        // report`): the pusher asks the catalogue, without holding the dossier back for it.
+        if n.dossier.get("NgayHenTra").is_none_or(str::is_empty) {
+            self.catalogue.want_duration(&n.procedure, now);
+        }
+        if n.needs_catalogue
+            && let Some(entry) = self.catalogue.known(&n.procedure, now)
+        {
+            fill_catalogue(&mut n.dossier, &entry.name, &entry.field_code, &entry.field_name);
+            n.needs_catalogue = false;
+        }
+        // Serialised once: the stored history is its entries' JSON in an array, as serde_json
+        // writes a Vec<Value>.
+        let payload = to_raw(&n.dossier);
+        let history: Vec<Box<RawValue>> = n.history.iter().map(to_raw).collect();
+        let history_text = serde_json::to_string(&history).unwrap_or_default();
+        let packed = self
+            .shared
+            .store
+            .pack(payload.get())
+            .and_then(|p| Ok((p, self.shared.store.pack(&history_text)?)));
+        let (packed_payload, packed_history) = match packed {
+            Ok(packed) => packed,
+            // A body beyond any sane size is this record's trouble; anything else (zstd failing)
+            // is the store's, and the page is read again after the pause, as when a write fails.
+            Err(e @ BodyError::TooLarge(_)) => {
+                return Ok(Judged::Quarantined(Box::new(Quarantined {
+                    key: n.mahoso.clone(),
+                    mahoso: Some(n.mahoso),
+                    version: Some(n.version),
+                    updated_at: Some(n.updated_at),
+                    reason: format!("cannot be stored: {e}"),
+                    field: None,
+                })));
+            }
+            Err(e) => return Err(e.into()),
+        };
+        Ok(Judged::Valid(Box::new(Prepared {
+            payload_hash: stable_hash(payload.get().as_bytes()),
+            mahoso: n.mahoso,
+            version: n.version,
+            updated_at: n.updated_at.as_microsecond(),
+            status: i64::from(n.status.code()),
+            procedure: n.procedure,
+            needs_catalogue: n.needs_catalogue,
+            local_status: n.local_status,
+            packed_payload,
+            packed_history,
+            payload,
+            history,
+        })))
+    }
+}
+
+/// Whether this version of the record is already recorded (see [`apply_page`]).
+fn already_seen(c: &rusqlite::Connection, record: &Record) -> rusqlite::Result<bool> {
+    let Some((mahoso, version)) = record_version(&record.raw) else {
+        return Ok(false);
+    };
+    Ok(known_version(c, &mahoso)?.is_some_and(|(known, known_fingerprint)| {
+        known >= version || (record.fingerprint.is_some() && record.fingerprint == known_fingerprint)
+    }))
+}
+
+/// A value's JSON (serialising JSON values cannot fail).
+fn to_raw<T: serde::Serialize>(value: &T) -> Box<RawValue> {
+    serde_json::value::to_raw_value(value).unwrap_or_else(|_| RawValue::NULL.to_owned())
+}
+
+/// The version (and source fingerprint) already recorded for this MaHoSo, if any.
+/// Quarantined versions do not count: the same version read again may be readable now
+/// (bytes mangled in transit), and the few quarantined records are cheap to judge again.
+fn known_version(c: &rusqlite::Connection, mahoso: &str) -> rusqlite::Result<Option<(i64, Option<i64>)>> {
+    c.prepare_cached("SELECT version, source_hash FROM dossier WHERE mahoso = ?1")?
+        .query_row([mahoso], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()
+}
+
+/// What is recorded of a dossier already known.
+struct Existing {
+    version: i64,
+    acked_history: i64,
+    acked_hash: Option<i64>,
+    /// Its stored history, as text.
+    history: String,
+    source_id: Option<String>,
+    fingerprint: Option<i64>,
+}
+
+enum Recorded {
+    Seen,
+    /// Recorded; put in the outbox if it was not there, due unless the portal holds it.
+    Changed {
+        enqueued: bool,
+        in_sync: bool,
+    },
+    Quarantined,
+}
+
+fn existing(tx: &rusqlite::Connection, mahoso: &str) -> rusqlite::Result<Option<Existing>> {
+    tx.prepare_cached(
+        "SELECT d.version, d.acked_history, d.acked_hash, body_text(b.history), d.source_id, d.source_hash
+         FROM dossier d JOIN body b ON b.mahoso = d.mahoso WHERE d.mahoso = ?1",
+    )?
+    .query_row([mahoso], |r| {
+        Ok(Existing {
+            version: r.get(0)?,
+            acked_history: r.get(1)?,
+            acked_hash: r.get(2)?,
+            history: r.get(3)?,
+            source_id: r.get(4)?,
+            fingerprint: r.get(5)?,
+        })
+    })
+    .optional()
+}
+
+fn record_dossier(
+    tx: &rusqlite::Connection,
+    p: &Prepared,
+    record: &Record,
+    now: i64,
+) -> rusqlite::Result<Recorded> {
+    let known = existing(tx, &p.mahoso)?;
+    if let Some(known) = &known {
+        if let Some(outcome) = judge_against(tx, p, record, known, now)? {
+            return Ok(outcome);
+        }
+    }
+    write_dossier(tx, p, record, known.as_ref(), now)
+}
+
+/// A new version of a known dossier, checked against what is recorded: already seen, another
+/// record's claim to the same MaHoSo, or a history that no longer holds what was sent
+/// (quarantined then). None: it is recorded.
+fn judge_against(
+    tx: &rusqlite::Connection,
+    p: &Prepared,
+    record: &Record,
+    known: &Existing,
+    now: i64,
+) -> rusqlite::Result<Option<Recorded>> {
+    let Record { fingerprint, source_id, .. } = record;
+    let quarantine = |key: String, reason: String, field: Option<&'static str>| Quarantined {
+        key,
+        mahoso: Some(p.mahoso.clone()),
+        version: Some(p.version),
+        updated_at: Timestamp::from_microsecond(p.updated_at).ok(),
+        reason,
+        field,
+    };
+    // Two source records claim one MaHoSo (a number given twice): the first one read keeps
+    // it; the other is parked under its own key until the source is corrected.
+    if let (Some(known_id), Some(this)) = (&known.source_id, source_id)
+        && known_id != this
+    {
+        let reason = format!(
+            "MaHoSo {} is also the dossier of source record {known_id}: one MaHoSo, two records (this is {this})",
+            p.mahoso
+        );
+        let q = quarantine(format!("{}#id:{this}", p.mahoso), reason, Some("MaHoSo"));
+        record_quarantine(tx, &q, record, Some(this), now)?;
+        return Ok(Some(Recorded::Quarantined));
+    }
+    if known.version >= p.version || (fingerprint.is_some() && *fingerprint == known.fingerprint) {
+        return Ok(Some(Recorded::Seen));
+    }
+    // History is append-only; what was already sent must still be there, unchanged.
+    let acked = known.acked_history as usize;
+    if acked == 0 {
+        return Ok(None);
+    }
+    let reason = match serde_json::from_str::<Vec<Value>>(&known.history) {
+        Err(e) => {
+            format!("the stored history cannot be read to compare with ({e}): nothing is sent until it is")
+        }
+        Ok(stored) => {
+            let new = p.history.iter().take(acked).map(|e| serde_json::from_str::<Value>(e.get()).ok());
+            let intact = p.history.len() >= acked
+                && stored.len() >= acked
+                && stored[..acked]
+                    .iter()
+                    .zip(new)
+                    .all(|(a, b)| b.is_some_and(|b| identity(a) == identity(&b)));
+            if intact {
+                return Ok(None);
+            }
+            format!(
+                "history rewritten: the first {acked} entries were already sent to the national portal and have changed or gone"
+            )
+        }
+    };
+    record_quarantine(tx, &quarantine(p.mahoso.clone(), reason, None), record, source_id.as_deref(), now)?;
+    Ok(Some(Recorded::Quarantined))
+}
+
+/// Writes a valid version: the dossier row, its bodies, and the outbox row unless the portal
+/// holds it already.
+fn write_dossier(
+    tx: &rusqlite::Connection,
+    p: &Prepared,
+    record: &Record,
+    known: Option<&Existing>,
+    now: i64,
+) -> rusqlite::Result<Recorded> {
+    let Record { fingerprint, source_id, .. } = record;
+    tx.prepare_cached(
+        "INSERT INTO dossier (mahoso, version, updated_at, seen_at, payload_hash, status, procedure,
+                              needs_catalogue, history_len, local_status, source_hash, source_id)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
+         ON CONFLICT(mahoso) DO UPDATE SET
+             version = excluded.version, updated_at = excluded.updated_at, seen_at = excluded.seen_at,
+             payload_hash = excluded.payload_hash, status = excluded.status,
+             procedure = excluded.procedure, needs_catalogue = excluded.needs_catalogue,
+             history_len = excluded.history_len, local_status = excluded.local_status,
+             source_hash = excluded.source_hash, source_id = excluded.source_id",
+    )?
+    .execute(params![
+        p.mahoso,
+        p.version,
+        p.updated_at,
+        now,
+        p.payload_hash,
+        p.status,
+        p.procedure,
+        p.needs_catalogue,
+        p.history.len() as i64,
+        p.local_status,
+        fingerprint,
+        source_id,
+    ])?;
+    // Packed outside the transaction (`Store::pack`, what `body_pack` does in SQL).
+    tx.prepare_cached(
+        "INSERT INTO body (mahoso, payload, history) VALUES (?1, ?2, ?3)
+         ON CONFLICT(mahoso) DO UPDATE SET payload = excluded.payload, history = excluded.history",
+    )?
+    .execute(params![p.mahoso, p.packed_payload, p.packed_history])?;
+    // A valid version supersedes whatever was quarantined under this MaHoSo, and earlier
+    // versions of the same source record (without a MaHoSo then, or a malformed one).
+    tx.prepare_cached("DELETE FROM quarantine WHERE key = ?1")?.execute([&p.mahoso])?;
+    if let Some(id) = source_id {
+        tx.prepare_cached("DELETE FROM quarantine WHERE source_id = ?1")?.execute([id])?;
+    }
+    let acked_hash = known.and_then(|e| e.acked_hash);
+    let acked_history = known.map_or(0, |e| e.acked_history);
+    let in_sync = acked_hash == Some(p.payload_hash) && acked_history == p.history.len() as i64;
+    let mut enqueued = false;
+    if !in_sync {
+        // A new version is a new chance for a dossier the national portal refused.
+        tx.prepare_cached("DELETE FROM dead WHERE mahoso = ?1")?.execute([&p.mahoso])?;
+        enqueued = tx
+            .prepare_cached(
+                "INSERT INTO outbox (mahoso, enqueued_at, next_attempt_at, attempts)
+                 VALUES (?1, ?2, ?2, 0) ON CONFLICT(mahoso) DO NOTHING",
+            )?
+            .execute(params![p.mahoso, now])?
+            > 0;
+    }
+    Ok(Recorded::Changed { enqueued, in_sync })
+}
+
+/// Records a quarantined record; false when this version was already recorded.
+fn record_quarantine(
+    tx: &rusqlite::Connection,
+    q: &Quarantined,
+    record: &Record,
+    source_id: Option<&str>,
+    now: i64,
+) -> rusqlite::Result<bool> {
+    let known: Option<Option<i64>> = tx
+        .prepare_cached("SELECT version FROM quarantine WHERE key = ?1")?
+        .query_row([&q.key], |r| r.get(0))
+        .optional()?;
+    if let (Some(Some(known)), Some(version)) = (known, q.version)
+        && known >= version
+    {
+        tx.prepare_cached("UPDATE quarantine SET last_seen_at = ?2 WHERE key = ?1")?
+            .execute(params![q.key, now])?;
+        return Ok(false);
+    }
+    // A valid newer version of the same dossier is already recorded: this one is stale.
+    if let (Some(mahoso), Some(version)) = (&q.mahoso, q.version) {
+        let newer: Option<i64> = tx
+            .prepare_cached("SELECT version FROM dossier WHERE mahoso = ?1")?
+            .query_row([mahoso], |r| r.get(0))
+            .optional()?;
+        if newer.is_some_and(|v| v >= version) {
+            return Ok(false);
+        }
+    }
+    let mut text = record.raw.view().to_value().to_string();
+    if text.len() > MAX_QUARANTINED_RECORD {
+        let cut = (0..=MAX_QUARANTINED_RECORD).rev().find(|i| text.is_char_boundary(*i)).unwrap_or(0);
+        text.truncate(cut);
+    }
+    tx.prepare_cached(
+        "INSERT INTO quarantine (key, mahoso, version, updated_at, reason, record, first_seen_at, last_seen_at, source_id)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7, ?8)
+         ON CONFLICT(key) DO UPDATE SET mahoso = excluded.mahoso, version = excluded.version,
+             updated_at = excluded.updated_at, reason = excluded.reason, record = excluded.record,
+             last_seen_at = excluded.last_seen_at, source_id = excluded.source_id",
+    )?
+    .execute(params![
+        q.key,
+        q.mahoso,
+        q.version,
+        q.updated_at.map(|t| t.as_microsecond()),
+        q.reason,
+        text,
+        now,
+        source_id
+    ])?;
+    tracing::warn!(event = "record_quarantined", dossier = q.mahoso.as_deref().unwrap_or(&q.key), reason = %q.reason);
+    Ok(true)
+}

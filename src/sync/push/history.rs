@@ -1,0 +1,183 @@
+//! Phase 4 of a round: the history entries not yet acknowledged of the dossiers whose current
+//! payload the portal holds (CapNhatTienDoHoSoMC), oldest first, whole dossiers packed into
+//! calls of at most the item limit.
+
+use serde_json::value::RawValue;
+
+use super::{
+    Pusher,
+    isolate::{Outcome, Phase, Settle, refusal_reason, send_isolating},
+    outbox::{self, RetryPolicy},
+    work::{Fate, InFlight, Work},
+};
+use crate::{
+    domain::codes,
+    store::{StoreError, state::start_sweep},
+    sync::{
+        answer::{Answer, Service},
+        ports::{Clock, Sink},
+    },
+};
+
+/// A run of one dossier's entries in a call: `from..to` of its history.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Entries {
+    i: usize,
+    from: usize,
+    to: usize,
+}
+
+struct HistoryCall<'a, N, C> {
+    pusher: &'a Pusher<N, C>,
+    work: &'a [Work],
+}
+
+impl<N: Sink, C: Clock> Phase for HistoryCall<'_, N, C> {
+    type Unit = Entries;
+    const SERVICE: Service = Service::AppendHistory;
+
+    fn dossier(&self, unit: Entries) -> usize {
+        unit.i
+    }
+
+    fn items(&self, unit: Entries) -> usize {
+        unit.to - unit.from
+    }
+
+    fn older_half(&self, unit: Entries) -> Option<Entries> {
+        (unit.to - unit.from > 1).then(|| Entries { to: unit.from + (unit.to - unit.from) / 2, ..unit })
+    }
+
+    fn describe(&self, Entries { i, from, to }: Entries) -> String {
+        match to - from {
+            1 => format!("history entry {to} of {}", self.work[i].history.len()),
+            _ => format!("history entries {} to {to} of {}", from + 1, self.work[i].history.len()),
+        }
+    }
+
+    fn dead_reason(&self, code: i64, message: &str) -> String {
+        format!("history entry {}", refusal_reason(code, message))
+    }
+
+    fn send(&self, group: &[Entries]) -> impl Future<Output = Answer> + Send {
+        let entries: Vec<&RawValue> =
+            group.iter().flat_map(|u| self.work[u.i].history[u.from..u.to].iter().map(|e| &**e)).collect();
+        async move {
+            self.pusher
+                .portal
+                .call(Service::AppendHistory, |sink| async move { sink.append_history(&entries).await })
+                .await
+        }
+    }
+
+    fn refused(&mut self, _: Entries, code: i64, message: &str) -> Settle<Entries> {
+        Settle::Done(if code == codes::UNKNOWN_DOSSIER {
+            Outcome::Missing
+        } else {
+            Outcome::Fate(Fate::Dead { code: Some(code), reason: self.dead_reason(code, message) })
+        })
+    }
+}
+
+/// Packs whole dossiers' runs into calls of at most `batch` entries.
+fn pack(runs: Vec<Entries>, batch: usize) -> Vec<Vec<Entries>> {
+    let mut calls: Vec<Vec<Entries>> = Vec::new();
+    let mut current: Vec<Entries> = Vec::new();
+    let mut size = 0;
+    for run in runs {
+        let n = run.to - run.from;
+        if size + n > batch && !current.is_empty() {
+            calls.push(std::mem::take(&mut current));
+            size = 0;
+        }
+        current.push(run);
+        size += n;
+    }
+    if !current.is_empty() {
+        calls.push(current);
+    }
+    calls
+}
+
+impl<N: Sink, C: Clock> Pusher<N, C> {
+    /// Sends the entries not yet acknowledged of the open dossiers whose payload is.
+    pub(super) async fn push_history(
+        &self,
+        work: &mut [Work],
+        now: i64,
+        retry: &RetryPolicy,
+    ) -> Result<(), StoreError> {
+        let batch = self.item_limit();
+        let runs: Vec<Entries> = work
+            .iter()
+            .enumerate()
+            .filter(|(_, w)| w.open() && w.payload_acked() && w.acked_history < w.history.len())
+            .map(|(i, w)| Entries {
+                i,
+                from: w.acked_history,
+                to: (w.acked_history + batch).min(w.history.len()),
+            })
+            .collect();
+        if runs.is_empty() {
+            return Ok(());
+        }
+        let sending: Vec<usize> = runs.iter().map(|r| r.i).collect();
+        outbox::mark_inflight(&self.shared.store, work, &sending, InFlight::History)?;
+        let shared_work: &[Work] = work;
+        let calls: Vec<_> = pack(runs, batch)
+            .into_iter()
+            .map(|units| async move {
+                let mut call = HistoryCall { pusher: self, work: shared_work };
+                send_isolating(self, shared_work, &mut call, units).await
+            })
+            .collect();
+        let results = super::run_calls(self.cfg.max_concurrency, calls).await;
+        self.settle_history(work, results, now, retry)
+    }
+
+    /// Records what the history calls came to.
+    fn settle_history(
+        &self,
+        work: &mut [Work],
+        results: Vec<(Entries, Outcome)>,
+        now: i64,
+        retry: &RetryPolicy,
+    ) -> Result<(), StoreError> {
+        let (mut acked, mut missing, mut fated) = (Vec::new(), Vec::new(), Vec::new());
+        let mut entries = 0;
+        for (Entries { i, from, to }, outcome) in results {
+            let w = &mut work[i];
+            match outcome {
+                Outcome::Acked => {
+                    w.acked_history += to - from;
+                    w.inflight = InFlight::None;
+                    entries += to - from;
+                    acked.push(i);
+                }
+                Outcome::Missing => {
+                    // The portal lost or never had the dossier: create it again, soon.
+                    w.forget_national();
+                    w.inflight = InFlight::None;
+                    missing.push(i);
+                    tracing::warn!(event = "dossier_recreated", dossier = %w.mahoso, "history refused: the national portal does not know this dossier; it will be created again");
+                }
+                Outcome::Fate(fate) => {
+                    w.fate = Some(fate);
+                    fated.push(i);
+                }
+            }
+        }
+        self.shared.stats.entries_acked(entries);
+        self.journal.write(&self.shared.store, |tx| {
+            for &i in &missing {
+                outbox::forget_national_settled(tx, &work[i].mahoso)?;
+            }
+            if !missing.is_empty() {
+                // The portal lost what it had acknowledged: the audit checks everything again.
+                start_sweep(tx, now)?;
+            }
+            outbox::save_acks(tx, work, &acked, now)?;
+            outbox::settle_fates(tx, work, &fated, now, retry)
+        })
+    }
+}
