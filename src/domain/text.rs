@@ -25,9 +25,18 @@ pub fn is_normalized(s: &str) -> bool {
     is_nfc(s)
 }
 
+/// Whether every character of `s` is one that is NFC on its own and composes with nothing
+/// before it: below U+0300 (ASCII, Latin-1, Latin Extended-A and -B, which hold every
+/// Vietnamese base letter and đ, ă, â, ê, ô, ơ, ư) or a precomposed Vietnamese letter of
+/// U+1EA0..=U+1EF9. Such a string is NFC; this answers without the normalisation tables for
+/// the text a province's records nearly always carry.
+fn plainly_nfc(s: &str) -> bool {
+    s.chars().all(|c| (c as u32) < 0x300 || ('\u{1EA0}'..='\u{1EF9}').contains(&c))
+}
+
 /// `s` in NFC, borrowed when it is NFC already (as it nearly always is).
 pub fn nfc(s: &str) -> Cow<'_, str> {
-    if is_nfc(s) { Cow::Borrowed(s) } else { Cow::Owned(s.nfc().collect()) }
+    if plainly_nfc(s) || is_nfc(s) { Cow::Borrowed(s) } else { Cow::Owned(s.nfc().collect()) }
 }
 
 /// `s` in NFC, owned.
@@ -39,6 +48,10 @@ pub fn to_nfc(s: &str) -> String {
 /// sequence). Callers normalise to NFC first, so that a cut counts precomposed letters and
 /// cannot strand a combining mark.
 pub fn truncate_chars(s: &str, max: usize) -> &str {
+    // Never more characters than bytes.
+    if s.len() <= max {
+        return s;
+    }
     match s.char_indices().nth(max) {
         Some((byte, _)) => &s[..byte],
         None => s,
@@ -56,6 +69,25 @@ mod tests {
         assert_eq!(truncate_chars(s, 100), s);
         assert_eq!(truncate_chars("", 3), "");
         assert_eq!(char_len("Đặng"), 4);
+    }
+
+    #[test]
+    fn the_plain_characters_are_nfc_alone_and_after_one_another() {
+        let plain: Vec<char> = (0..0x300u32).chain(0x1EA0..=0x1EF9).filter_map(char::from_u32).collect();
+        for &a in &plain {
+            for &b in &plain {
+                let pair: String = [a, b].into_iter().collect();
+                assert!(plainly_nfc(&pair));
+                assert!(is_nfc(&pair), "{a:?} {b:?}");
+            }
+        }
+        // Anything else goes to the tables.
+        let nfd: String = "Nguyễn".nfd().collect();
+        assert!(!plainly_nfc(&nfd));
+        assert!(!plainly_nfc("Ω Å ㄱ"));
+        assert_eq!(nfc(&nfd), "Nguyễn");
+        assert_eq!(truncate_chars("Đặng Thị", 4), "Đặng");
+        assert_eq!(truncate_chars("ab", 2), "ab");
     }
 
     #[test]

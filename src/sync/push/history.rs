@@ -7,7 +7,7 @@ use serde_json::value::RawValue;
 use super::{
     Pusher,
     isolate::{Outcome, Phase, Settle, refusal_reason, send_isolating},
-    outbox::{self, RetryPolicy},
+    outbox,
     work::{Fate, InFlight, Work},
 };
 use crate::{
@@ -99,19 +99,24 @@ fn pack(runs: Vec<Entries>, batch: usize) -> Vec<Vec<Entries>> {
     calls
 }
 
+/// What the history calls of a round came to, applied to its work and yet to be written.
+#[derive(Debug, Default)]
+pub(super) struct HistoryAcks {
+    /// Dossiers whose entries were acknowledged.
+    pub(super) acked: Vec<usize>,
+    /// Dossiers the portal does not know: created again, with their whole history.
+    pub(super) missing: Vec<usize>,
+}
+
 impl<N: Sink, C: Clock> Pusher<N, C> {
-    /// Sends the entries not yet acknowledged of the open dossiers whose payload is.
-    pub(super) async fn push_history(
-        &self,
-        work: &mut [Work],
-        now: i64,
-        retry: &RetryPolicy,
-    ) -> Result<(), StoreError> {
+    /// Sends the entries not yet acknowledged of the open dossiers whose payload is, and
+    /// applies the answers to `work`; the round's last transaction records them.
+    pub(super) async fn push_history(&self, work: &mut [Work]) -> Result<HistoryAcks, StoreError> {
         let batch = self.item_limit();
         let runs: Vec<Entries> = work
             .iter()
             .enumerate()
-            .filter(|(_, w)| w.open() && w.payload_acked() && w.acked_history < w.history.len())
+            .filter(|(_, w)| w.open() && w.payload_acked() && w.history_due())
             .map(|(i, w)| Entries {
                 i,
                 from: w.acked_history,
@@ -119,10 +124,14 @@ impl<N: Sink, C: Clock> Pusher<N, C> {
             })
             .collect();
         if runs.is_empty() {
-            return Ok(());
+            return Ok(HistoryAcks::default());
         }
-        let sending: Vec<usize> = runs.iter().map(|r| r.i).collect();
-        outbox::mark_inflight(&self.shared.store, work, &sending, InFlight::History)?;
+        // Those whose payload this round acknowledged were marked with it.
+        let unmarked: Vec<usize> =
+            runs.iter().map(|r| r.i).filter(|&i| work[i].inflight < InFlight::History).collect();
+        if !unmarked.is_empty() {
+            outbox::mark_inflight(&self.shared.store, work, &unmarked, InFlight::History)?;
+        }
         let shared_work: &[Work] = work;
         let calls: Vec<_> = pack(runs, batch)
             .into_iter()
@@ -132,18 +141,12 @@ impl<N: Sink, C: Clock> Pusher<N, C> {
             })
             .collect();
         let results = super::run_calls(self.cfg.max_concurrency, calls).await;
-        self.settle_history(work, results, now, retry)
+        Ok(self.apply_history(work, results))
     }
 
-    /// Records what the history calls came to.
-    fn settle_history(
-        &self,
-        work: &mut [Work],
-        results: Vec<(Entries, Outcome)>,
-        now: i64,
-        retry: &RetryPolicy,
-    ) -> Result<(), StoreError> {
-        let (mut acked, mut missing, mut fated) = (Vec::new(), Vec::new(), Vec::new());
+    /// Applies what the history calls came to.
+    fn apply_history(&self, work: &mut [Work], results: Vec<(Entries, Outcome)>) -> HistoryAcks {
+        let mut acks = HistoryAcks::default();
         let mut entries = 0;
         for (Entries { i, from, to }, outcome) in results {
             let w = &mut work[i];
@@ -152,32 +155,36 @@ impl<N: Sink, C: Clock> Pusher<N, C> {
                     w.acked_history += to - from;
                     w.inflight = InFlight::None;
                     entries += to - from;
-                    acked.push(i);
+                    acks.acked.push(i);
                 }
                 Outcome::Missing => {
                     // The portal lost or never had the dossier: create it again, soon.
                     w.forget_national();
                     w.inflight = InFlight::None;
-                    missing.push(i);
+                    acks.missing.push(i);
                     tracing::warn!(event = "dossier_recreated", dossier = %w.mahoso, "history refused: the national portal does not know this dossier; it will be created again");
                 }
-                Outcome::Fate(fate) => {
-                    w.fate = Some(fate);
-                    fated.push(i);
-                }
+                Outcome::Fate(fate) => w.fate = Some(fate),
             }
         }
         self.shared.stats.entries_acked(entries);
-        self.journal.write(&self.shared.store, |tx| {
-            for &i in &missing {
-                outbox::forget_national_settled(tx, &work[i].mahoso)?;
-            }
-            if !missing.is_empty() {
-                // The portal lost what it had acknowledged: the audit checks everything again.
-                start_sweep(tx, now)?;
-            }
-            outbox::save_acks(tx, work, &acked, now)?;
-            outbox::settle_fates(tx, work, &fated, now, retry)
-        })
+        acks
     }
+}
+
+/// Records what the history calls came to (in the round's last transaction).
+pub(super) fn save_history(
+    tx: &rusqlite::Connection,
+    work: &[Work],
+    acks: &HistoryAcks,
+    now: i64,
+) -> rusqlite::Result<()> {
+    for &i in &acks.missing {
+        outbox::forget_national_settled(tx, &work[i].mahoso)?;
+    }
+    if !acks.missing.is_empty() {
+        // The portal lost what it had acknowledged: the audit checks everything again.
+        start_sweep(tx, now)?;
+    }
+    outbox::save_acks(tx, work, &acks.acked, now)
 }

@@ -38,6 +38,7 @@ use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 
 use self::{
+    history::HistoryAcks,
     outbox::RetryPolicy,
     work::{Fate, Work},
 };
@@ -156,20 +157,28 @@ impl<N: Sink, C: Clock> Pusher<N, C> {
         self.resolve_uncertain(&mut work).await?;
         self.fill_catalogues(&mut work).await?;
         self.push_payloads(&mut work, now, &retry).await?;
-        self.push_history(&mut work, now, &retry).await?;
-        self.close_round(&work, now, &retry)?;
+        let history = self.push_history(&mut work).await?;
+        self.close_round(&work, &history, now, &retry)?;
         self.look_up_durations().await?;
         Ok(work.len())
     }
 
-    /// The end of a round: what was parked or rescheduled before any call (a stored body that
-    /// cannot be read, a read-back, the catalogue) is settled; dossiers in sync leave the
-    /// outbox; metrics and logs for each fate.
-    fn close_round(&self, work: &[Work], now: i64, retry: &RetryPolicy) -> Result<(), StoreError> {
-        let earlier: Vec<usize> = (0..work.len()).filter(|&i| work[i].fate.is_some()).collect();
+    /// The end of a round, in one transaction: what the history calls came to; every fate not
+    /// written yet (decided before any call: a stored body that cannot be read, a read-back,
+    /// the catalogue; or by a history call); dossiers in sync leave the outbox. Then metrics
+    /// and logs for each fate.
+    fn close_round(
+        &self,
+        work: &[Work],
+        history: &HistoryAcks,
+        now: i64,
+        retry: &RetryPolicy,
+    ) -> Result<(), StoreError> {
+        let fated: Vec<usize> = (0..work.len()).filter(|&i| work[i].fate.is_some()).collect();
         let end = self.shared.clock.now().as_microsecond();
         let lags = self.journal.write(&self.shared.store, |tx| {
-            outbox::settle_fates(tx, work, &earlier, now, retry)?;
+            history::save_history(tx, work, history, now)?;
+            outbox::settle_fates(tx, work, &fated, now, retry)?;
             outbox::finish(tx, work, end)
         })?;
         for lag in &lags {

@@ -56,6 +56,7 @@ pub(super) fn load_due(
                 unresolved: InFlight::from_db(r.get(10)?),
                 attempts: r.get(11)?,
                 fate: None,
+                settled: false,
             };
             let stored = match fresh.take(&work.mahoso, work.version, work.payload_hash) {
                 Some(body) => {
@@ -121,15 +122,24 @@ pub(super) fn mark_inflight(
 
 /// Records what the portal acknowledged of `items`: their payload and the history entries
 /// it holds (one statement for both phases: a dossier only gets history once its payload is
-/// acknowledged, so the payload's hash and status are current in either).
+/// acknowledged, so the payload's hash and status are current in either), with the in-flight
+/// mark each has now (a payload acknowledged with history still to send is marked for it in
+/// the same statement, before the history call leaves).
 pub(super) fn save_acks(tx: &Connection, work: &[Work], items: &[usize], now: i64) -> rusqlite::Result<()> {
     let mut stmt = tx.prepare_cached(
         "UPDATE dossier SET national_exists = 1, acked_hash = ?2, acked_status = ?3, acked_history = ?4,
-             acked_at = ?5, inflight = 0 WHERE mahoso = ?1",
+             acked_at = ?5, inflight = ?6 WHERE mahoso = ?1",
     )?;
     for &i in items {
         let w = &work[i];
-        stmt.execute(params![w.mahoso, w.payload_hash, w.status, w.acked_history as i64, now])?;
+        stmt.execute(params![
+            w.mahoso,
+            w.payload_hash,
+            w.status,
+            w.acked_history as i64,
+            now,
+            w.inflight.db()
+        ])?;
     }
     Ok(())
 }
@@ -241,7 +251,7 @@ pub(super) fn settle_fates(
     now: i64,
     retry: &RetryPolicy,
 ) -> rusqlite::Result<()> {
-    for w in items.iter().map(|&i| &work[i]) {
+    for w in items.iter().map(|&i| &work[i]).filter(|w| !w.settled) {
         match &w.fate {
             Some(Fate::Dead { code, reason }) => park(tx, w, *code, reason, now)?,
             Some(Fate::Retry(t)) => {

@@ -206,7 +206,8 @@ impl<N: Sink, C: Clock> Pusher<N, C> {
                 Outcome::Acked => {
                     w.national_exists = true;
                     w.acked_hash = Some(w.payload_hash);
-                    w.inflight = InFlight::None;
+                    // Marked for its history call in the acknowledgement's own statement.
+                    w.inflight = if w.history_due() { InFlight::History } else { InFlight::None };
                     acked.push(i);
                 }
                 Outcome::Fate(fate) => {
@@ -227,6 +228,10 @@ impl<N: Sink, C: Clock> Pusher<N, C> {
                 start_sweep(tx, now)?;
             }
             outbox::settle_fates(tx, work, &fated, now, retry)
-        })
+        })?;
+        for i in fated {
+            work[i].settled = true;
+        }
+        Ok(())
     }
 }

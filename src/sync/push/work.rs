@@ -55,6 +55,8 @@ pub(crate) struct Work {
     pub(crate) attempts: i64,
     /// What the round decided, once it decided; a dossier with a fate takes no further part.
     pub(crate) fate: Option<Fate>,
+    /// Whether its fate is written already.
+    pub(crate) settled: bool,
 }
 
 /// What a round decided for a dossier it does not finish.
@@ -82,6 +84,11 @@ impl Work {
 
     pub(crate) fn payload_acked(&self) -> bool {
         self.acked_hash == Some(self.payload_hash)
+    }
+
+    /// Whether history entries wait to be sent.
+    pub(crate) fn history_due(&self) -> bool {
+        self.acked_history < self.history.len()
     }
 
     /// The portal does not hold the dossier (any more): it is created again, with its whole
