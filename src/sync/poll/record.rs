@@ -308,10 +308,10 @@ fn record_dossier(
     now: i64,
 ) -> rusqlite::Result<Recorded> {
     let known = existing(tx, &p.mahoso)?;
-    if let Some(known) = &known {
-        if let Some(outcome) = judge_against(tx, p, record, known, now)? {
-            return Ok(outcome);
-        }
+    if let Some(known) = &known
+        && let Some(outcome) = judge_against(tx, p, record, known, now)?
+    {
+        return Ok(outcome);
     }
     write_dossier(tx, p, record, known.as_ref(), now)
 }
