@@ -180,6 +180,17 @@ pub async fn check(config: &Config, limit: usize, show_personal: bool) -> Report
                     return report;
                 }
             }
+            // Every table the profile reads, before anything is read through it: a missing
+            // grant is named with the statement that fixes it.
+            let problems = match sql.table_access().await {
+                Ok(problems) => problems.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                Err(e) => vec![e.reason],
+            };
+            if !problems.is_empty() {
+                report.error = Some(problems.join("; "));
+                sql.close().await;
+                return report;
+            }
         }
     }
     let started = Instant::now();

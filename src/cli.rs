@@ -180,7 +180,7 @@ pub struct OpencpsArgs {
     /// Also create the indexes the SQL source's profile asks the DBA for
     #[arg(long)]
     pub with_indexes: bool,
-    /// Create this SELECT-only account (USER:PASSWORD) on the five tables the profile reads
+    /// Create this SELECT-only account (USER:PASSWORD) on the tables the profile reads
     #[arg(long, value_name = "USER:PASSWORD")]
     pub reader: Option<String>,
     /// Share of changes written in a transaction held open while later ones commit

@@ -1,5 +1,5 @@
 //! dvc-sync: keeps a province's one-stop dossiers synchronized with the National Public
-//! Service Portal. See README.md for the architecture; `main.rs` only dispatches the CLI.
+//! Service Portal. docs/DESIGN.md describes the architecture; `main.rs` only dispatches the CLI.
 
 pub(crate) mod backup;
 pub(crate) mod check_source;

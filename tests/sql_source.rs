@@ -218,6 +218,30 @@ async fn check_source_shows_what_would_be_sent_and_why_not(kind: Kind) {
     let (_, out, _) = check_source(&config, &["--limit", "5"]);
     assert!(out.contains("present: CREATE INDEX dvcsync_dossier_changes"), "{out}");
 
+    // A table the profile reads and the account may not: named, with the GRANT that fixes it.
+    let revoke = match kind {
+        Kind::MariaDb => "REVOKE SELECT ON opencps.opencps_paymentfile FROM 'dvcsync'@'%'",
+        Kind::Postgres => "REVOKE SELECT ON opencps_paymentfile FROM dvcsync",
+    };
+    p.execute(&[revoke.to_owned()]).await.unwrap();
+    let (code, out, err) = check_source(&config, &["--limit", "5"]);
+    assert_eq!(code, Some(2), "{out}{err}");
+    let grant = match kind {
+        Kind::MariaDb => "GRANT SELECT ON opencps.opencps_paymentfile TO 'dvcsync'@'%'",
+        Kind::Postgres => "GRANT SELECT ON opencps_dossier, opencps_dossieraction",
+    };
+    assert!(out.contains("may not read opencps_paymentfile") && out.contains(grant), "{out}");
+    // A table that is not there at all (granted: MariaDB tells a user without the grant that
+    // it may not read it, whether it exists or not): named as such.
+    let regrant = match kind {
+        Kind::MariaDb => grant.to_owned(),
+        Kind::Postgres => "GRANT SELECT ON opencps_paymentfile TO dvcsync".to_owned(),
+    };
+    p.execute(&[regrant, "DROP TABLE opencps_paymentfile".to_owned()]).await.unwrap();
+    let (code, out, _) = check_source(&config, &["--limit", "5"]);
+    assert_eq!(code, Some(2), "{out}");
+    assert!(out.contains("table opencps_paymentfile does not exist"), "{out}");
+
     // The database unreachable: exit 2, the reason given, no password printed.
     let unreachable = format!("{}://dvcsync:reader-secret@127.0.0.1:9/opencps", kind.scheme());
     let config = sql_daemon_config(dir.path(), &unreachable, "http://127.0.0.1:9", &[]);

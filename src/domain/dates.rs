@@ -56,11 +56,6 @@ pub fn to_vn_local(ts: Timestamp) -> DateTime {
     VN_OFFSET.to_datetime(ts)
 }
 
-pub fn from_vn_local(dt: DateTime) -> Timestamp {
-    // Cannot fail for the dates this project handles (years 1900..=9999 at a fixed offset).
-    VN_OFFSET.to_timestamp(dt).unwrap_or(Timestamp::UNIX_EPOCH)
-}
-
 /// Reads a provincial date in any form the national API or the messy sources use and returns
 /// the national form. Accepts `yyyyMMddHHmmss` and RFC 3339 with an offset (converted to
 /// Vietnam local time). Returns `None` for anything else, which the caller quarantines.

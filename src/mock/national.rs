@@ -3,7 +3,7 @@
 //! and `/_mock/` views that make it the oracle of the project's tests.
 
 use std::{
-    collections::{BTreeMap, HashMap, HashSet, VecDeque},
+    collections::{BTreeMap, HashMap, VecDeque},
     sync::{Arc, Mutex, MutexGuard},
     time::Duration,
 };
@@ -566,10 +566,6 @@ impl NationalCore {
         Some(held)
     }
 
-    /// Changes the fault profile (the simulation sets session_ttl_seconds and max_items_per_call).
-    pub fn set_faults(&self, faults: Faults) {
-        self.lock().faults = faults;
-    }
 }
 
 fn count_call(st: &mut MockState, service: &str, code: i64, items: Vec<String>) {
@@ -1324,12 +1320,3 @@ async fn report(State(mock): State<Arc<NationalCore>>, Query(q): Query<ReportQue
     Json(super::report::report(held, &from, &to, &mock.madonvi)).into_response()
 }
 
-/// The set of fields a dossier may carry, for clients that build dossiers (and tests).
-pub fn dossier_field_names() -> HashSet<&'static str> {
-    DOSSIER_FIELDS.iter().map(|f| f.name).collect()
-}
-
-/// The set of fields a history entry may carry.
-pub fn history_field_names() -> HashSet<&'static str> {
-    HISTORY_FIELDS.iter().map(|f| f.name).collect()
-}

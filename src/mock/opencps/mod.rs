@@ -527,7 +527,7 @@ impl Province {
         Ok(())
     }
 
-    /// A SELECT-only account for the daemon, on the five tables the profile reads.
+    /// A SELECT-only account for the daemon, on the tables the profile reads.
     pub async fn grant_reader(&self, user: &str, password: &str, database: &str) -> anyhow::Result<()> {
         let tables: Vec<&str> = schema::TABLES.iter().map(|t| t.name).collect();
         let statements: Vec<String> = match self.dialect {

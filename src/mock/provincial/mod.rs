@@ -644,10 +644,6 @@ impl World {
         self.by_truth_key.iter().map(|(key, slot)| (*slot, self.truth_item(key, *slot))).collect()
     }
 
-    pub fn knobs_mut(&mut self) -> &mut Knobs {
-        &mut self.knobs
-    }
-
     pub fn finished(&self) -> bool {
         self.generated >= self.knobs.dossiers && self.active.is_empty()
     }

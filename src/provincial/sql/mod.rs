@@ -116,6 +116,30 @@ pub struct ServerInfo {
     pub indexes: Vec<(String, bool)>,
 }
 
+/// A table the profile reads that the account cannot.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct TableProblem {
+    pub table: String,
+    /// It does not exist (else: the account may not read it).
+    pub missing: bool,
+    /// The profile's GRANT for it.
+    pub grant: Option<String>,
+}
+
+impl std::fmt::Display for TableProblem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.missing {
+            write!(f, "table {} does not exist in this database (is it the one-stop system's?)", self.table)
+        } else {
+            write!(f, "the account may not read {}", self.table)?;
+            match &self.grant {
+                Some(g) => write!(f, "; ask the DBA to run: {g}"),
+                None => write!(f, "; ask the DBA to grant SELECT on it"),
+            }
+        }
+    }
+}
+
 /// A value to bind.
 #[derive(Debug, Clone)]
 enum Bind {
@@ -702,6 +726,35 @@ impl SqlSource {
         };
         let server = server.split(" on ").next().unwrap_or(&server).to_owned();
         Ok(ServerInfo { server, user, tls, time_zone, indexes })
+    }
+
+    /// Whether the account can read each table the profile reads: a table missing (not
+    /// OpenCPS's database, or another version of it) or not granted is named, with the
+    /// profile's GRANT for it.
+    pub async fn table_access(&self) -> Result<Vec<TableProblem>, SourceError> {
+        let mut problems = Vec::new();
+        // The names come from the profile's own queries; only plain names are probed.
+        let plain = |t: &String| t.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        for table in self.profile.tables().into_iter().filter(plain) {
+            let probe = format!("SELECT 1 FROM {table} WHERE 1 = 0");
+            let result = match &self.pool {
+                Pool::MySql(pool) => sqlx::query(AssertSqlSafe(probe)).execute(pool).await.map(drop),
+                Pool::Postgres(pool) => sqlx::query(AssertSqlSafe(probe)).execute(pool).await.map(drop),
+            };
+            let Err(e) = result else { continue };
+            let code = match &e {
+                sqlx::Error::Database(db) => db.code().map(|c| c.into_owned()).unwrap_or_default(),
+                _ => return Err(self.failed(&e)),
+            };
+            let message = e.to_string().to_ascii_lowercase();
+            let missing = matches!(code.as_str(), "42S02" | "42P01");
+            if !missing && !(code == "42501" || message.contains("denied") || message.contains("permission")) {
+                return Err(self.failed(&e));
+            }
+            let grant = self.profile.grant_for(&table, self.dialect).map(str::to_owned);
+            problems.push(TableProblem { table, missing, grant });
+        }
+        Ok(problems)
     }
 
     /// Closes the connections (check-source, tests).

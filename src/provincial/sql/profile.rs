@@ -24,7 +24,8 @@
 //! column (history entry) carries the national status the source itself maps to; it wins
 //! over `status_map`, which serves codes the source's mapping lacks.
 
-use std::{collections::BTreeMap, fmt, path::Path};
+use std::{
+    collections::BTreeSet,collections::BTreeMap, fmt, path::Path};
 
 use serde::Deserialize;
 
@@ -167,6 +168,31 @@ pub struct Query {
 }
 
 impl Query {
+    /// The tables the query reads: each name after a FROM or a JOIN (not a subquery), without
+    /// quotes or schema, in lower case.
+    pub fn tables(&self) -> BTreeSet<String> {
+        let mut out = BTreeSet::new();
+        for segment in &self.segments {
+            let Segment::Text(text) = segment else { continue };
+            let lower = text.to_ascii_lowercase();
+            let words: Vec<&str> = lower.split_whitespace().collect();
+            for pair in words.windows(2) {
+                if !matches!(pair[0], "from" | "join") || pair[1].starts_with('(') {
+                    continue;
+                }
+                let name: String = pair[1]
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '`' | '"'))
+                    .filter(|c| !matches!(c, '`' | '"'))
+                    .collect();
+                if let Some(table) = name.rsplit('.').next().filter(|t| !t.is_empty()) {
+                    out.insert(table.to_owned());
+                }
+            }
+        }
+        out
+    }
+
     /// Splits `sql` at its `:name` parameters, skipping string literals, quoted identifiers,
     /// comments and PostgreSQL's `::` casts. Every parameter must be one of `allowed`, and each
     /// of `required` must appear.
@@ -408,10 +434,40 @@ impl Profile {
         })
     }
 
+    /// Every table its queries read: what the account needs SELECT on.
+    pub fn tables(&self) -> BTreeSet<String> {
+        [&self.changes, &self.scan, &self.dossiers, &self.history]
+            .into_iter()
+            .chain(self.lists.iter().map(|l| &l.query))
+            .flat_map(Query::tables)
+            .collect()
+    }
+
+    /// The profile's GRANT for `table` in `dialect`'s form, if it gives one.
+    pub fn grant_for(&self, table: &str, dialect: Dialect) -> Option<&str> {
+        self.grants
+            .iter()
+            .filter(|g| g.contains("'@'") == (dialect == Dialect::MySql))
+            .find(|g| grant_tables(g).contains(table))
+            .map(String::as_str)
+    }
+
     /// The hint for a missing field, if the profile gives one.
     pub fn explain(&self, field: &str) -> Option<&str> {
         self.explain.get(field).map(String::as_str)
     }
+}
+
+/// The tables a `GRANT SELECT ON a, b TO ...` names, without schema, in lower case.
+pub fn grant_tables(grant: &str) -> BTreeSet<String> {
+    let lower = grant.to_ascii_lowercase();
+    let Some(on) = lower.find(" on ") else { return BTreeSet::new() };
+    let rest = &lower[on + 4..];
+    let list = rest.split(" to ").next().unwrap_or("");
+    list.split(',')
+        .filter_map(|t| t.trim().trim_matches(['`', '"']).rsplit('.').next().map(str::to_owned))
+        .filter(|t| !t.is_empty())
+        .collect()
 }
 
 #[cfg(test)]
