@@ -26,7 +26,7 @@ use crate::store::{self, meta_set, open_read_only, schema_version};
 
 /// What `backup` made.
 #[derive(Debug, Clone, Serialize)]
-pub struct BackupReport {
+pub(crate) struct BackupReport {
     pub path: PathBuf,
     pub bytes: u64,
     pub seconds: f64,
@@ -38,7 +38,7 @@ pub struct BackupReport {
 
 /// Copies the database at `from` to `to` (which must not exist), consistently, while the
 /// daemon may run.
-pub fn backup(from: &Path, to: &Path) -> anyhow::Result<BackupReport> {
+pub(crate) fn backup(from: &Path, to: &Path) -> anyhow::Result<BackupReport> {
     // SQLite takes the target as text: a path that is not UTF-8 would name another file.
     let target = to.to_str().ok_or_else(|| anyhow::anyhow!("{} is not a UTF-8 path", to.display()))?;
     let started = Instant::now();

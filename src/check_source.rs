@@ -20,15 +20,15 @@ use crate::{
 };
 
 /// Fields that identify a person (Nghị định 13/2023): masked unless `--show-personal`.
-pub const PERSONAL_FIELDS: [&str; 4] = ["ChuHoSo", "SoGiayToChuHoSo", "Email", "SoDienThoai"];
+pub(crate) const PERSONAL_FIELDS: [&str; 4] = ["ChuHoSo", "SoGiayToChuHoSo", "Email", "SoDienThoai"];
 
 /// Exit codes.
-pub const EXIT_ALL_SENDABLE: u8 = 0;
-pub const EXIT_SOME_QUARANTINED: u8 = 1;
-pub const EXIT_UNREADABLE: u8 = 2;
+pub(crate) const EXIT_ALL_SENDABLE: u8 = 0;
+pub(crate) const EXIT_SOME_QUARANTINED: u8 = 1;
+pub(crate) const EXIT_UNREADABLE: u8 = 2;
 
 #[derive(Debug, Clone, Serialize)]
-pub struct CheckedRecord {
+pub(crate) struct CheckedRecord {
     /// The record's MaHoSo, if it has one.
     pub mahoso: Option<String>,
     /// The source's own key (the SQL source's primary key).
@@ -42,7 +42,7 @@ pub struct CheckedRecord {
 }
 
 #[derive(Debug, Clone, Serialize)]
-pub struct Report {
+pub(crate) struct Report {
     pub kind: &'static str,
     pub target: String,
     pub profile: Option<String>,
@@ -58,7 +58,7 @@ pub struct Report {
 }
 
 impl Report {
-    pub fn exit_code(&self) -> u8 {
+    pub(crate) fn exit_code(&self) -> u8 {
         if self.error.is_some() {
             EXIT_UNREADABLE
         } else if self.would_quarantine > 0 {
@@ -70,7 +70,7 @@ impl Report {
 }
 
 /// `Nguyễn Văn An` → `N***** V** A*`; `0912345678` → `09******78`; keeps the shape, not the value.
-pub fn mask(field: &str, value: &str) -> String {
+pub(crate) fn mask(field: &str, value: &str) -> String {
     if value.is_empty() {
         return String::new();
     }
@@ -132,7 +132,7 @@ fn masked(mut dossier: Map<String, Value>) -> Map<String, Value> {
 }
 
 /// Reads `limit` records from the start of the change listing and judges each.
-pub async fn check(config: &Config, limit: usize, show_personal: bool) -> Report {
+pub(crate) async fn check(config: &Config, limit: usize, show_personal: bool) -> Report {
     let mut report = Report {
         kind: config.provincial.kind.name(),
         target: String::new(),
@@ -263,7 +263,7 @@ pub async fn check(config: &Config, limit: usize, show_personal: bool) -> Report
 }
 
 /// The report for people.
-pub fn render(report: &Report) -> String {
+pub(crate) fn render(report: &Report) -> String {
     let mut out = String::new();
     let line = |out: &mut String, k: &str, v: &str| out.push_str(&format!("{k:<11} {v}\n"));
     line(&mut out, "source", &format!("{} at {}", report.kind, report.target));

@@ -1,39 +1,39 @@
 //! Metric names: a contract with dashboards and alerts (see docs/operations.md). Prefixed
 //! `dvc_sync_`, `_total` on counters, `_seconds` on durations, labels bounded (never a MaHoSo).
 
-pub const OUTBOX_DEPTH: &str = "dvc_sync_outbox_depth";
-pub const OUTBOX_OLDEST_AGE: &str = "dvc_sync_outbox_oldest_pending_age_seconds";
-pub const DOSSIERS: &str = "dvc_sync_dossiers";
-pub const COVERAGE: &str = "dvc_sync_coverage_ratio";
-pub const CALLS: &str = "dvc_sync_national_calls_total";
-pub const CALL_DURATION: &str = "dvc_sync_national_call_duration_seconds";
-pub const SYNC_LAG: &str = "dvc_sync_change_to_ack_lag_seconds";
-pub const SESSION_RENEWALS: &str = "dvc_sync_session_renewals_total";
-pub const CONCURRENCY_LIMIT: &str = "dvc_sync_concurrency_limit";
-pub const PAGES: &str = "dvc_sync_provincial_pages_total";
-pub const RECORDS: &str = "dvc_sync_provincial_records_total";
-pub const DEAD: &str = "dvc_sync_dossiers_parked_total";
-pub const READBACKS_INCONCLUSIVE: &str = "dvc_sync_readbacks_inconclusive_total";
-pub const LAST_POLL: &str = "dvc_sync_last_successful_poll_timestamp_seconds";
-pub const LAST_PUSH: &str = "dvc_sync_last_successful_push_timestamp_seconds";
-pub const PUSH_FAILING: &str = "dvc_sync_push_failing";
-pub const LOGIN_FAILURES: &str = "dvc_sync_login_failures_total";
-pub const UP: &str = "dvc_sync_up";
-pub const AUDIT_LOOKUPS: &str = "dvc_sync_audit_lookups_total";
-pub const AUDIT_DRIFT: &str = "dvc_sync_audit_drift_total";
-pub const AUDIT_REPAIRED: &str = "dvc_sync_audit_repaired_total";
-pub const AUDIT_VERIFIED: &str = "dvc_sync_audit_verified_ratio";
-pub const AUDIT_OLDEST_AGE: &str = "dvc_sync_audit_oldest_verified_age_seconds";
-pub const AUDIT_CYCLE: &str = "dvc_sync_audit_cycle_seconds";
-pub const INDICATOR_RATIO: &str = "dvc_sync_indicator_ratio";
-pub const INDICATOR_NUMERATOR: &str = "dvc_sync_indicator_numerator";
-pub const INDICATOR_DENOMINATOR: &str = "dvc_sync_indicator_denominator";
-pub const INDICATOR_LATE: &str = "dvc_sync_indicator_late_dossiers";
-pub const INDICATOR_FINDINGS: &str = "dvc_sync_indicator_findings";
-pub const INDICATOR_COMPUTED: &str = "dvc_sync_indicator_computed_timestamp_seconds";
+pub(crate) const OUTBOX_DEPTH: &str = "dvc_sync_outbox_depth";
+pub(crate) const OUTBOX_OLDEST_AGE: &str = "dvc_sync_outbox_oldest_pending_age_seconds";
+pub(crate) const DOSSIERS: &str = "dvc_sync_dossiers";
+pub(crate) const COVERAGE: &str = "dvc_sync_coverage_ratio";
+pub(crate) const CALLS: &str = "dvc_sync_national_calls_total";
+pub(crate) const CALL_DURATION: &str = "dvc_sync_national_call_duration_seconds";
+pub(crate) const SYNC_LAG: &str = "dvc_sync_change_to_ack_lag_seconds";
+pub(crate) const SESSION_RENEWALS: &str = "dvc_sync_session_renewals_total";
+pub(crate) const CONCURRENCY_LIMIT: &str = "dvc_sync_concurrency_limit";
+pub(crate) const PAGES: &str = "dvc_sync_provincial_pages_total";
+pub(crate) const RECORDS: &str = "dvc_sync_provincial_records_total";
+pub(crate) const DEAD: &str = "dvc_sync_dossiers_parked_total";
+pub(crate) const READBACKS_INCONCLUSIVE: &str = "dvc_sync_readbacks_inconclusive_total";
+pub(crate) const LAST_POLL: &str = "dvc_sync_last_successful_poll_timestamp_seconds";
+pub(crate) const LAST_PUSH: &str = "dvc_sync_last_successful_push_timestamp_seconds";
+pub(crate) const PUSH_FAILING: &str = "dvc_sync_push_failing";
+pub(crate) const LOGIN_FAILURES: &str = "dvc_sync_login_failures_total";
+pub(crate) const UP: &str = "dvc_sync_up";
+pub(crate) const AUDIT_LOOKUPS: &str = "dvc_sync_audit_lookups_total";
+pub(crate) const AUDIT_DRIFT: &str = "dvc_sync_audit_drift_total";
+pub(crate) const AUDIT_REPAIRED: &str = "dvc_sync_audit_repaired_total";
+pub(crate) const AUDIT_VERIFIED: &str = "dvc_sync_audit_verified_ratio";
+pub(crate) const AUDIT_OLDEST_AGE: &str = "dvc_sync_audit_oldest_verified_age_seconds";
+pub(crate) const AUDIT_CYCLE: &str = "dvc_sync_audit_cycle_seconds";
+pub(crate) const INDICATOR_RATIO: &str = "dvc_sync_indicator_ratio";
+pub(crate) const INDICATOR_NUMERATOR: &str = "dvc_sync_indicator_numerator";
+pub(crate) const INDICATOR_DENOMINATOR: &str = "dvc_sync_indicator_denominator";
+pub(crate) const INDICATOR_LATE: &str = "dvc_sync_indicator_late_dossiers";
+pub(crate) const INDICATOR_FINDINGS: &str = "dvc_sync_indicator_findings";
+pub(crate) const INDICATOR_COMPUTED: &str = "dvc_sync_indicator_computed_timestamp_seconds";
 
 /// Every metric with its help text, registered once when the exporter starts.
-pub fn describe() {
+pub(crate) fn describe() {
     use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
     describe_gauge!(
         INDICATOR_RATIO,

@@ -16,14 +16,14 @@ use crate::{
 
 /// What `retry` did.
 #[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct Retried {
+pub(crate) struct Retried {
     pub dead: usize,
     pub quarantined: usize,
 }
 
 /// Re-enqueues dead dossiers and releases quarantined records (all, or those named), so
 /// that they are tried again. Safe while the daemon runs: each change is one transaction.
-pub fn retry(store: &Store, dead: bool, quarantined: bool, only: &[String]) -> anyhow::Result<Retried> {
+pub(crate) fn retry(store: &Store, dead: bool, quarantined: bool, only: &[String]) -> anyhow::Result<Retried> {
     let (dead, quarantined) = if !dead && !quarantined { (true, true) } else { (dead, quarantined) };
     let now = jiff::Timestamp::now().as_microsecond();
     let done = store.write(|tx| {
@@ -98,7 +98,7 @@ async fn through_daemon<T: serde::de::DeserializeOwned>(
 
 /// One full reconciliation pass: done by the running daemon if there is one (this waits for
 /// it), else here.
-pub async fn reconcile(config: &Config, timeout: Duration) -> anyhow::Result<ReconcileReport> {
+pub(crate) async fn reconcile(config: &Config, timeout: Duration) -> anyhow::Result<ReconcileReport> {
     let path = &config.store.path;
     if DaemonLock::is_held(path) {
         let now = jiff::Timestamp::now().as_microsecond().to_string();
@@ -124,7 +124,7 @@ pub async fn reconcile(config: &Config, timeout: Duration) -> anyhow::Result<Rec
 /// running daemon if there is one (this waits for it; it repairs what it finds), else here
 /// (repairs are enqueued, and sent when the daemon runs). `per_second` overrides
 /// `national.audit_per_second` for this pass (1 a second when that is 0).
-pub async fn audit(
+pub(crate) async fn audit(
     config: &Config,
     scope: AuditScope,
     per_second: Option<f64>,

@@ -4,7 +4,7 @@
 use tokio_util::sync::CancellationToken;
 
 /// Resolves on SIGINT or SIGTERM.
-pub async fn signal() {
+pub(crate) async fn signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
@@ -28,7 +28,7 @@ pub async fn signal() {
 
 /// A token the first signal cancels; the second exits the process at once. Call inside the
 /// runtime.
-pub fn token() -> CancellationToken {
+pub(crate) fn token() -> CancellationToken {
     let token = CancellationToken::new();
     let first = token.clone();
     tokio::spawn(async move {

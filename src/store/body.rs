@@ -23,7 +23,7 @@ use zstd::bulk::{Compressor, Decompressor};
 /// per body (higher levels save ~15 % more for several times the CPU).
 const LEVEL: i32 = 3;
 /// Bodies (payloads and histories) in the database before a dictionary is trained from them.
-pub const TRAIN_AFTER: i64 = 2_000;
+pub(crate) const TRAIN_AFTER: i64 = 2_000;
 /// Bodies sampled for the training (half payloads, half histories), and the dictionary's size.
 /// 2,000 samples train as good a dictionary as 4,000 (179.6 and 179.5 bytes a body on 6,000
 /// others of the simulator's; 1,000: 178.4) in half the memory.
@@ -60,7 +60,7 @@ fn fail(e: BodyError) -> rusqlite::Error {
 }
 
 /// One database's compression state: its dictionaries, and the contexts that use them.
-pub struct Codec {
+pub(crate) struct Codec {
     inner: Mutex<Inner>,
 }
 
@@ -78,7 +78,7 @@ fn compressor(dictionary: Option<&[u8]>) -> std::io::Result<Compressor<'static>>
 impl Codec {
     /// The codec of the database `conn` is open on: its dictionaries, if it has any (an older
     /// schema has none).
-    pub fn load(conn: &Connection) -> rusqlite::Result<Arc<Codec>> {
+    pub(crate) fn load(conn: &Connection) -> rusqlite::Result<Arc<Codec>> {
         let has_table = conn
             .query_row("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'body_dict'", [], |_| {
                 Ok(())
@@ -116,7 +116,7 @@ impl Codec {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    pub fn pack(&self, text: &str) -> Result<Vec<u8>, BodyError> {
+    pub(crate) fn pack(&self, text: &str) -> Result<Vec<u8>, BodyError> {
         if text.len() > MAX_TEXT {
             return Err(BodyError::TooLarge(text.len()));
         }
@@ -130,7 +130,7 @@ impl Codec {
         Ok(out)
     }
 
-    pub fn unpack(&self, packed: &[u8]) -> Result<String, BodyError> {
+    pub(crate) fn unpack(&self, packed: &[u8]) -> Result<String, BodyError> {
         let (header, frame) = packed
             .split_at_checked(HEADER)
             .ok_or_else(|| BodyError::Damaged(format!("{} bytes", packed.len())))?;
@@ -152,7 +152,7 @@ impl Codec {
 
     /// A stored body as text (what `body_text` gives in SQL): a packed blob, or text written
     /// by a version before compression.
-    pub fn text(&self, stored: ValueRef) -> Result<Option<String>, BodyError> {
+    pub(crate) fn text(&self, stored: ValueRef) -> Result<Option<String>, BodyError> {
         match stored {
             ValueRef::Text(t) => Ok(Some(String::from_utf8_lossy(t).into_owned())),
             ValueRef::Blob(b) => self.unpack(b).map(Some),
@@ -162,12 +162,12 @@ impl Codec {
     }
 
     /// Whether a dictionary is still to be trained (none yet, and no training failed).
-    pub fn wants_training(&self) -> bool {
+    pub(crate) fn wants_training(&self) -> bool {
         let inner = self.lock();
         inner.current == 0 && !inner.gave_up
     }
 
-    pub fn give_up_training(&self) {
+    pub(crate) fn give_up_training(&self) {
         self.lock().gave_up = true;
     }
 
@@ -175,7 +175,7 @@ impl Codec {
     /// them (None before: one count), and stores it in `body_dict`, inside the caller's write
     /// transaction. The caller [`Codec::adopt`]s it once that transaction is committed; the
     /// bodies before it stay as they are until rewritten.
-    pub fn train(&self, tx: &Connection) -> rusqlite::Result<Option<(u8, Vec<u8>)>> {
+    pub(crate) fn train(&self, tx: &Connection) -> rusqlite::Result<Option<(u8, Vec<u8>)>> {
         let stored: i64 =
             tx.prepare_cached("SELECT n FROM counts WHERE name = 'dossier'")?.query_row([], |r| r.get(0))?;
         if stored < TRAIN_AFTER {
@@ -219,7 +219,7 @@ impl Codec {
     }
 
     /// Compresses new bodies with dictionary `id` (committed to `body_dict`) from now on.
-    pub fn adopt(&self, id: u8, dictionary: &[u8]) -> Result<(), BodyError> {
+    pub(crate) fn adopt(&self, id: u8, dictionary: &[u8]) -> Result<(), BodyError> {
         let decompressor = Decompressor::with_dictionary(dictionary)?;
         let compressor = compressor(Some(dictionary))?;
         let mut inner = self.lock();
@@ -231,7 +231,7 @@ impl Codec {
 }
 
 /// Gives `conn` the functions `body_pack(text)` and `body_text(column)` for `codec`.
-pub fn register(conn: &Connection, codec: Arc<Codec>) -> rusqlite::Result<()> {
+pub(crate) fn register(conn: &Connection, codec: Arc<Codec>) -> rusqlite::Result<()> {
     // body_pack's output changes once a dictionary is trained: not deterministic.
     let packing = Arc::clone(&codec);
     conn.create_scalar_function("body_pack", 1, FunctionFlags::SQLITE_UTF8, move |ctx| {

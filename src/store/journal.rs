@@ -7,11 +7,11 @@ use rusqlite::{Connection, params};
 use serde::Serialize;
 
 /// How many calls are kept per dossier (the migration's trigger keeps as many).
-pub const KEPT_PER_DOSSIER: usize = 10;
+pub(crate) const KEPT_PER_DOSSIER: usize = 10;
 
 /// One national call, as it concerned one dossier.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Call {
+pub(crate) struct Call {
     pub mahoso: String,
     /// When the answer came, µs since the epoch.
     pub at: i64,
@@ -27,7 +27,7 @@ pub struct Call {
 }
 
 /// Writes calls (in the caller's transaction).
-pub fn insert(tx: &Connection, calls: &[Call]) -> rusqlite::Result<()> {
+pub(crate) fn insert(tx: &Connection, calls: &[Call]) -> rusqlite::Result<()> {
     if calls.is_empty() {
         return Ok(());
     }
@@ -53,7 +53,7 @@ pub struct Recorded {
 }
 
 /// The calls kept for a dossier, newest first.
-pub fn of(conn: &Connection, mahoso: &str) -> rusqlite::Result<Vec<Recorded>> {
+pub(crate) fn of(conn: &Connection, mahoso: &str) -> rusqlite::Result<Vec<Recorded>> {
     let mut stmt = conn.prepare_cached(
         "SELECT at, service, outcome, error_code, http_status, message FROM call_journal
          WHERE mahoso = ?1 ORDER BY id DESC",

@@ -8,7 +8,7 @@ use std::{
 };
 
 #[derive(Debug, thiserror::Error)]
-pub enum LockError {
+pub(crate) enum LockError {
     #[error("another dvc-sync daemon is already running on {db} (pid {pid}); only one may use a database")]
     Held { db: PathBuf, pid: String },
     #[error("cannot create the lock file {path}: {source}")]
@@ -17,18 +17,18 @@ pub enum LockError {
 
 /// Held while the daemon runs; dropping it releases the lock.
 #[derive(Debug)]
-pub struct DaemonLock {
+pub(crate) struct DaemonLock {
     _file: File,
 }
 
 impl DaemonLock {
-    pub fn lock_path(db: &Path) -> PathBuf {
+    pub(crate) fn lock_path(db: &Path) -> PathBuf {
         let mut name = db.as_os_str().to_owned();
         name.push(".lock");
         PathBuf::from(name)
     }
 
-    pub fn acquire(db: &Path) -> Result<DaemonLock, LockError> {
+    pub(crate) fn acquire(db: &Path) -> Result<DaemonLock, LockError> {
         let path = Self::lock_path(db);
         let io = |source| LockError::Io { path: path.clone(), source };
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
@@ -57,7 +57,7 @@ impl DaemonLock {
     }
 
     /// Whether a daemon holds the lock of `db` now (for commands that must not race it).
-    pub fn is_held(db: &Path) -> bool {
+    pub(crate) fn is_held(db: &Path) -> bool {
         let path = Self::lock_path(db);
         // Read-only is enough to test a lock, and works for an operator who cannot write it.
         let Ok(file) = OpenOptions::new().read(true).open(&path) else { return false };

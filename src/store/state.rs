@@ -10,22 +10,22 @@ use serde::Serialize;
 use super::{meta_get, meta_set};
 use crate::domain::cursor::Cursor;
 
-pub const HEAD: &str = "head_cursor";
-pub const TAIL: &str = "tail_cursor";
+pub(crate) const HEAD: &str = "head_cursor";
+pub(crate) const TAIL: &str = "tail_cursor";
 /// The first backfill's position in the source's scan, and where the change listing takes
 /// over once it is done (see the poller's first backfill).
-pub const BACKFILL: &str = "backfill_cursor";
-pub const BACKFILL_THEN: &str = "backfill_then_head";
+pub(crate) const BACKFILL: &str = "backfill_cursor";
+pub(crate) const BACKFILL_THEN: &str = "backfill_then_head";
 
 /// The cursor kept under `key`, if any.
-pub fn read_cursor(conn: &Connection, key: &str) -> rusqlite::Result<Option<Cursor>> {
+pub(crate) fn read_cursor(conn: &Connection, key: &str) -> rusqlite::Result<Option<Cursor>> {
     Ok(meta_get(conn, key)?.and_then(|v| {
         let (ts, id) = v.split_once('|')?;
         Some(Cursor { updated_at: Timestamp::from_microsecond(ts.parse().ok()?).ok()?, id: id.to_owned() })
     }))
 }
 
-pub fn write_cursor(conn: &Connection, key: &str, cursor: &Cursor) -> rusqlite::Result<()> {
+pub(crate) fn write_cursor(conn: &Connection, key: &str, cursor: &Cursor) -> rusqlite::Result<()> {
     meta_set(conn, key, Some(&format!("{}|{}", cursor.updated_at.as_microsecond(), cursor.id)))
 }
 
@@ -49,7 +49,7 @@ fn count(conn: &Connection, name: &str) -> rusqlite::Result<u64> {
 }
 
 /// When the oldest row still in the outbox was enqueued, in µs (an index's first entry).
-pub fn oldest_enqueued(conn: &Connection) -> rusqlite::Result<Option<i64>> {
+pub(crate) fn oldest_enqueued(conn: &Connection) -> rusqlite::Result<Option<i64>> {
     conn.prepare_cached("SELECT MIN(enqueued_at) FROM outbox")?.query_row([], |r| r.get(0))
 }
 
@@ -96,16 +96,16 @@ fn percent_of_valid(n: u64, d: &Dossiers) -> f64 {
 }
 
 /// Meta keys of the audit's counters and its last completed pass.
-pub const AUDIT_DRIFT_FOUND: &str = "audit_drift_found";
-pub const AUDIT_DRIFT_REPAIRED: &str = "audit_drift_repaired";
-pub const AUDIT_LAST_PASS_AT: &str = "audit_last_pass_at";
+pub(crate) const AUDIT_DRIFT_FOUND: &str = "audit_drift_found";
+pub(crate) const AUDIT_DRIFT_REPAIRED: &str = "audit_drift_repaired";
+pub(crate) const AUDIT_LAST_PASS_AT: &str = "audit_last_pass_at";
 /// Set when drift is found (by the audit, or by the pusher finding a dossier unknown): every
 /// dossier verified before this time is due again.
-pub const AUDIT_SWEEP_SINCE: &str = "audit_sweep_since";
+pub(crate) const AUDIT_SWEEP_SINCE: &str = "audit_sweep_since";
 
 /// Starts a sweep at `now`, or moves the one under way to `now`: everything verified before it
 /// is due for the audit again. Drift rarely comes alone (a restore from backup, a migration).
-pub fn start_sweep(tx: &Connection, now: i64) -> rusqlite::Result<()> {
+pub(crate) fn start_sweep(tx: &Connection, now: i64) -> rusqlite::Result<()> {
     meta_set(tx, AUDIT_SWEEP_SINCE, Some(&now.to_string()))
 }
 

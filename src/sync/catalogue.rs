@@ -12,13 +12,13 @@ const UNKNOWN_TTL_MICROS: i64 = 3_600 * 1_000_000;
 const KNOWN_TTL_MICROS: i64 = 24 * 3_600 * 1_000_000;
 
 #[derive(Debug, Clone, PartialEq)]
-pub enum Entry {
+pub(crate) enum Entry {
     Known { name: String, field_code: String, field_name: String, duration: Option<MaxDuration> },
     Unknown,
 }
 
 #[derive(Debug, Default)]
-pub struct Catalogue {
+pub(crate) struct Catalogue {
     entries: Mutex<HashMap<String, (Entry, i64)>>,
     /// Procedures whose duration the report needs (a dossier without NgayHenTra) and the
     /// cache lacks: asked by the pusher beside the lookups that fill dossiers, never holding
@@ -28,7 +28,7 @@ pub struct Catalogue {
 }
 
 /// A known procedure's catalogue fields.
-pub struct Known {
+pub(crate) struct Known {
     pub name: String,
     pub field_code: String,
     pub field_name: String,
@@ -36,12 +36,12 @@ pub struct Known {
 }
 
 /// A duration as the store keeps it (`procedure.duration`, `duration_unit`).
-pub fn stored_duration(amount: Option<f64>, unit: Option<String>) -> Option<MaxDuration> {
+pub(crate) fn stored_duration(amount: Option<f64>, unit: Option<String>) -> Option<MaxDuration> {
     Some(MaxDuration { amount: amount?, unit: DurationUnit::from_stored(&unit?)? })
 }
 
 impl Catalogue {
-    pub fn load(conn: &rusqlite::Connection) -> rusqlite::Result<Catalogue> {
+    pub(crate) fn load(conn: &rusqlite::Connection) -> rusqlite::Result<Catalogue> {
         let mut stmt =
             conn.prepare("SELECT code, known, name, field_code, field_name, fetched_at, duration, duration_unit FROM procedure")?;
         let rows = stmt.query_map([], |r| {
@@ -71,7 +71,7 @@ impl Catalogue {
 
     /// Notes that a dossier of `code` has no NgayHenTra: its duration is wanted unless the
     /// cache holds a fresh answer (with or without a duration).
-    pub fn want_duration(&self, code: &str, now: i64) {
+    pub(crate) fn want_duration(&self, code: &str, now: i64) {
         let fresh = self.get(code, now).is_some();
         let has = matches!(self.known(code, now), Some(Known { duration: Some(_), .. }));
         if !fresh && !has {
@@ -80,7 +80,7 @@ impl Catalogue {
     }
 
     /// The wanted procedures that may be asked now, in code order; taken out of the set.
-    pub fn take_due(&self, now: i64) -> Vec<String> {
+    pub(crate) fn take_due(&self, now: i64) -> Vec<String> {
         let mut wanted = self.wanted.lock().unwrap_or_else(|p| p.into_inner());
         let due: Vec<String> = wanted.iter().filter(|(_, at)| **at <= now).map(|(c, _)| c.clone()).collect();
         for code in &due {
@@ -90,12 +90,12 @@ impl Catalogue {
     }
 
     /// A wanted look-up failed: ask again at `at` at the earliest.
-    pub fn retry_later(&self, code: &str, at: i64) {
+    pub(crate) fn retry_later(&self, code: &str, at: i64) {
         self.wanted.lock().unwrap_or_else(|p| p.into_inner()).insert(code.to_owned(), at);
     }
 
     /// The cached answer for `code`, if still fresh.
-    pub fn get(&self, code: &str, now: i64) -> Option<Entry> {
+    pub(crate) fn get(&self, code: &str, now: i64) -> Option<Entry> {
         let entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
         let (entry, at) = entries.get(code)?;
         let ttl = if matches!(entry, Entry::Unknown) { UNKNOWN_TTL_MICROS } else { KNOWN_TTL_MICROS };
@@ -104,7 +104,7 @@ impl Catalogue {
 
     /// The fields of a known procedure, if cached (stale entries are still good enough to
     /// fill a record; the pusher refreshes them when it asks).
-    pub fn known(&self, code: &str, _now: i64) -> Option<Known> {
+    pub(crate) fn known(&self, code: &str, _now: i64) -> Option<Known> {
         let entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
         match entries.get(code) {
             Some((Entry::Known { name, field_code, field_name, duration }, _)) => Some(Known {
@@ -117,7 +117,7 @@ impl Catalogue {
         }
     }
 
-    pub fn put(&self, tx: &rusqlite::Connection, code: &str, entry: Entry, now: i64) -> rusqlite::Result<()> {
+    pub(crate) fn put(&self, tx: &rusqlite::Connection, code: &str, entry: Entry, now: i64) -> rusqlite::Result<()> {
         let (known, name, field_code, field_name, duration) = match &entry {
             Entry::Known { name, field_code, field_name, duration } => {
                 (true, Some(name), Some(field_code), Some(field_name), *duration)
@@ -146,7 +146,7 @@ impl Catalogue {
     }
 
     /// Forgets unknown answers (after `retry`, so that a fixed catalogue is asked again).
-    pub fn forget_unknown(&self) {
+    pub(crate) fn forget_unknown(&self) {
         self.entries
             .lock()
             .unwrap_or_else(|p| p.into_inner())

@@ -20,11 +20,11 @@ use serde_json::value::RawValue;
 
 /// What the cache holds at most: about a thousand dossiers of the simulator's size, two of
 /// the poller's pages, while a pusher round takes 1,600.
-pub const MAX_BYTES: usize = 2 * 1024 * 1024;
+pub(crate) const MAX_BYTES: usize = 2 * 1024 * 1024;
 
 /// One dossier's body as it was stored.
 #[derive(Debug)]
-pub struct Body {
+pub(crate) struct Body {
     pub version: i64,
     pub payload_hash: i64,
     pub payload: Box<RawValue>,
@@ -49,7 +49,7 @@ struct Held {
 }
 
 /// The cache (see the module's comment).
-pub struct FreshBodies {
+pub(crate) struct FreshBodies {
     held: Mutex<Held>,
     max_bytes: usize,
 }
@@ -61,7 +61,7 @@ impl Default for FreshBodies {
 }
 
 impl FreshBodies {
-    pub fn with_capacity(max_bytes: usize) -> FreshBodies {
+    pub(crate) fn with_capacity(max_bytes: usize) -> FreshBodies {
         FreshBodies { held: Mutex::new(Held::default()), max_bytes }
     }
 
@@ -70,7 +70,7 @@ impl FreshBodies {
     }
 
     /// Keeps the body just committed for `mahoso` (replacing an older one).
-    pub fn put(&self, mahoso: String, body: Body) {
+    pub(crate) fn put(&self, mahoso: String, body: Body) {
         let size = body.bytes();
         if size > self.max_bytes {
             return;
@@ -99,7 +99,7 @@ impl FreshBodies {
 
     /// The body of `mahoso` if it is this version with this payload; taken either way (a
     /// body that does not match is stale).
-    pub fn take(&self, mahoso: &str, version: i64, payload_hash: i64) -> Option<Body> {
+    pub(crate) fn take(&self, mahoso: &str, version: i64, payload_hash: i64) -> Option<Body> {
         let mut held = self.lock();
         let (_, body) = held.bodies.remove(mahoso)?;
         held.bytes -= body.bytes();

@@ -13,7 +13,7 @@ use tokio::{sync::Notify, time::Instant};
 
 /// What one call's answer says about the portal's capacity.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub enum Signal {
+pub(crate) enum Signal {
     /// Answered (success or a refusal in the body: the portal had capacity).
     Answered,
     /// HTTP 429.
@@ -45,20 +45,20 @@ struct State {
 
 /// Shared by every task that calls the national portal.
 #[derive(Debug)]
-pub struct Limiter {
+pub(crate) struct Limiter {
     max: usize,
     state: Mutex<State>,
     changed: Notify,
 }
 
 /// Holding one allows a call; dropping it frees the slot.
-pub struct Permit {
+pub(crate) struct Permit {
     limiter: Arc<Limiter>,
     started: Instant,
 }
 
 impl Permit {
-    pub fn started(&self) -> Instant {
+    pub(crate) fn started(&self) -> Instant {
         self.started
     }
 }
@@ -75,7 +75,7 @@ impl Drop for Permit {
 const WINDOW: Duration = Duration::from_secs(2);
 
 impl Limiter {
-    pub fn new(max: usize) -> Arc<Limiter> {
+    pub(crate) fn new(max: usize) -> Arc<Limiter> {
         let now = Instant::now();
         Arc::new(Limiter {
             max: max.max(1),
@@ -102,7 +102,7 @@ impl Limiter {
     }
 
     /// The current concurrency limit (for metrics and status).
-    pub fn limit(&self) -> usize {
+    pub(crate) fn limit(&self) -> usize {
         self.lock().limit.floor() as usize
     }
 
@@ -113,7 +113,7 @@ impl Limiter {
     }
 
     /// Waits until a call may start.
-    pub async fn acquire(self: &Arc<Self>) -> Permit {
+    pub(crate) async fn acquire(self: &Arc<Self>) -> Permit {
         enum Next {
             Go(Option<Instant>),
             Sleep(Duration),
@@ -170,7 +170,7 @@ impl Limiter {
     }
 
     /// Learns from one answer.
-    pub fn record(&self, permit: &Permit, signal: Signal) {
+    pub(crate) fn record(&self, permit: &Permit, signal: Signal) {
         let now = Instant::now();
         let latency = now.duration_since(permit.started);
         let mut st = self.lock();

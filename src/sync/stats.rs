@@ -15,7 +15,7 @@ use super::poll::Applied;
 const MAX_LAGS: usize = 20_000;
 
 #[derive(Debug, Default)]
-pub struct EngineStats {
+pub(crate) struct EngineStats {
     pages: AtomicU64,
     page_failures: AtomicU64,
     records_read: AtomicU64,
@@ -110,7 +110,7 @@ impl EngineStats {
         }
     }
 
-    pub fn snapshot(&self) -> StatsSnapshot {
+    pub(crate) fn snapshot(&self) -> StatsSnapshot {
         let mut lags = self.lags.lock().unwrap_or_else(|p| p.into_inner()).clone();
         lags.sort_by(f64::total_cmp);
         StatsSnapshot {

@@ -3,7 +3,7 @@
 /// Quiet, honest logs for a repeating failure: the first failure is logged at once, repeats
 /// at most once a minute with how many there were, and the recovery once, with the count.
 #[derive(Debug)]
-pub struct Trouble {
+pub(crate) struct Trouble {
     what: &'static str,
     failures: u64,
     unlogged: u64,
@@ -11,12 +11,12 @@ pub struct Trouble {
 }
 
 impl Trouble {
-    pub const fn new(what: &'static str) -> Self {
+    pub(crate) const fn new(what: &'static str) -> Self {
         Self { what, failures: 0, unlogged: 0, last_logged: None }
     }
 
     /// Records a failure; logs it unless one was logged less than a minute ago.
-    pub fn failed(&mut self, error: &str, retry_in: std::time::Duration) {
+    pub(crate) fn failed(&mut self, error: &str, retry_in: std::time::Duration) {
         self.failures += 1;
         let due = self.last_logged.is_none_or(|t| t.elapsed() >= std::time::Duration::from_secs(60));
         if due {
@@ -38,7 +38,7 @@ impl Trouble {
     }
 
     /// Records a success; logs the recovery once if there were failures.
-    pub fn recovered(&mut self) {
+    pub(crate) fn recovered(&mut self) {
         if self.failures > 0 {
             tracing::info!(
                 event = "failure_recovered",

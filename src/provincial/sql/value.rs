@@ -15,7 +15,7 @@ use sqlx::{Row, TypeInfo, ValueRef, mysql::MySqlRow, postgres::PgRow};
 
 /// A value read from one column.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Cell {
+pub(crate) enum Cell {
     Null,
     Bool(bool),
     Int(i64),
@@ -29,7 +29,7 @@ pub enum Cell {
 
 impl Cell {
     /// The record field's value: JSON as the provincial record form has it (times in RFC 3339).
-    pub fn into_json(self) -> Result<Value, String> {
+    pub(crate) fn into_json(self) -> Result<Value, String> {
         Ok(match self {
             Cell::Null => Value::Null,
             Cell::Bool(b) => Value::Bool(b),
@@ -44,7 +44,7 @@ impl Cell {
     }
 
     /// A short description for error messages about the cursor's columns.
-    pub fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         match self {
             Cell::Null => "NULL".into(),
             Cell::Bool(b) => format!("the boolean {b}"),
@@ -109,7 +109,7 @@ fn text_datetime(s: &str) -> Result<DateTime, String> {
 }
 
 /// Reads column `i` of a MySQL/MariaDB row.
-pub fn mysql(row: &MySqlRow, i: usize, tz: &TimeZone) -> Cell {
+pub(crate) fn mysql(row: &MySqlRow, i: usize, tz: &TimeZone) -> Cell {
     let Ok(raw) = row.try_get_raw(i) else { return Cell::Invalid("no such column".into()) };
     let ty = raw.type_info().name().to_owned();
     let temporal = matches!(ty.as_str(), "DATE" | "DATETIME" | "TIMESTAMP");
@@ -207,7 +207,7 @@ fn pg_numeric(bytes: &[u8]) -> Option<String> {
 }
 
 /// Reads column `i` of a PostgreSQL row.
-pub fn postgres(row: &PgRow, i: usize, tz: &TimeZone) -> Cell {
+pub(crate) fn postgres(row: &PgRow, i: usize, tz: &TimeZone) -> Cell {
     let Ok(raw) = row.try_get_raw(i) else { return Cell::Invalid("no such column".into()) };
     if raw.is_null() {
         return Cell::Null;

@@ -40,7 +40,7 @@ const MAX_QUARANTINED_RECORD: usize = 64 * 1024;
 
 /// What applying one page did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct Applied {
+pub(crate) struct Applied {
     pub read: usize,
     /// New dossiers or newer versions recorded.
     pub changed: usize,
