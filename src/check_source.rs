@@ -42,7 +42,7 @@ pub(crate) struct CheckedRecord {
 }
 
 #[derive(Debug, Clone, Serialize)]
-pub(crate) struct Report {
+pub struct Report {
     pub kind: &'static str,
     pub target: String,
     pub profile: Option<String>,

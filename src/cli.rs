@@ -238,7 +238,7 @@ pub struct ProvincialArgs {
 }
 
 /// Exit code for an invalid configuration (EX_CONFIG).
-pub const EXIT_CONFIG: u8 = 78;
+pub(crate) const EXIT_CONFIG: u8 = 78;
 
 /// The configuration for `purpose`, or the exit code after printing every problem.
 fn load_config(path: Option<&std::path::Path>, purpose: Purpose) -> Result<config::Config, ExitCode> {
@@ -454,7 +454,7 @@ fn simulate(seed: Option<u64>, seeds: u64, from: u64, threads: Option<usize>) ->
 }
 
 /// Exit code when the state cannot be read.
-pub const EXIT_UNREADABLE: u8 = 2;
+pub(crate) const EXIT_UNREADABLE: u8 = 2;
 
 fn status_command(config: &config::Config, json: bool, dossier: Option<&str>) -> ExitCode {
     let path = &config.store.path;

@@ -25,10 +25,10 @@ pub enum LogFormat {
 }
 
 /// The defaults, one comment line each: the documentation of every key.
-pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
+pub(crate) const DEFAULT_TOML: &str = include_str!("../config/default.toml");
 
 /// Used when no `--config` is given and this file exists.
-pub const SYSTEM_PATH: &str = "/etc/dvc-sync/dvc-sync.toml";
+pub(crate) const SYSTEM_PATH: &str = "/etc/dvc-sync/dvc-sync.toml";
 
 /// A secret value: shown as `<redacted>` by `Debug` and `Display`.
 #[derive(Clone, Default, PartialEq, Eq)]
@@ -39,7 +39,7 @@ impl Secret {
         Self(value.into())
     }
 
-    pub fn expose(&self) -> &str {
+    pub(crate) fn expose(&self) -> &str {
         &self.0
     }
 
@@ -230,7 +230,7 @@ pub fn load(path: Option<&Path>, purpose: Purpose) -> Result<Config, ConfigError
 }
 
 /// As [`load`], with the environment given (tests).
-pub fn load_with_env(
+pub(crate) fn load_with_env(
     path: Option<&Path>,
     env: HashMap<String, String>,
     purpose: Purpose,
@@ -737,7 +737,7 @@ fn redacted(secret: &Secret) -> String {
 }
 
 /// Reads a secret file: it must be readable and not readable by group or others.
-pub fn read_secret_file(path: &Path) -> Result<String, String> {
+pub(crate) fn read_secret_file(path: &Path) -> Result<String, String> {
     let meta = std::fs::metadata(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     #[cfg(unix)]
     {
@@ -763,7 +763,7 @@ pub fn read_secret_file(path: &Path) -> Result<String, String> {
 
 impl Config {
     /// The effective configuration as TOML dotted keys, secrets redacted, for `check-config`.
-    pub fn render_redacted(&self) -> String {
+    pub(crate) fn render_redacted(&self) -> String {
         let mut lines: Vec<(String, String)> = Vec::new();
         let mut put = |k: &str, v: String| lines.push((k.to_owned(), v));
         let q = |s: &str| format!("{s:?}");
@@ -851,11 +851,6 @@ impl Config {
         }
         out
     }
-
-    /// Local status → national code.
-    pub fn map_status(&self, local: &str) -> Option<NationalStatus> {
-        self.status_map.get(local).copied()
-    }
 }
 
 #[cfg(test)]
@@ -896,7 +891,7 @@ mod tests {
         assert_eq!(c.provincial.page_size, 300);
         assert_eq!(c.store.path, PathBuf::from("/tmp/a.db"));
         assert_eq!(c.national.password.expose(), "0123", "a numeric-looking secret keeps its leading zero");
-        assert_eq!(c.map_status("processing"), NationalStatus::new(4));
+        assert_eq!(c.status_map.get("processing").copied(), NationalStatus::new(4));
     }
 
     #[test]

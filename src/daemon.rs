@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     config::Config,
+    domain::service::Service,
     metrics as m,
     national::HttpNational,
     provincial::Provincial,
@@ -27,7 +28,7 @@ fn notify(states: &[NotifyState<'_>]) {
 
 /// The production engine: the store at `store.path`, the configured provincial source, the
 /// national HTTP adapter, the system clock.
-pub type DaemonEngine = Engine<Provincial, HttpNational, SystemClock>;
+pub(crate) type DaemonEngine = Engine<Provincial, HttpNational, SystemClock>;
 
 /// Opens the store and builds the engine (the caller holds the database's lock).
 pub fn build_engine(config: &Config) -> anyhow::Result<DaemonEngine> {
@@ -122,9 +123,9 @@ pub async fn run(config: Config, token: CancellationToken) -> anyhow::Result<()>
         })
     };
     // Every few seconds: the histograms' samples are folded into their buckets (the exporter
-    // keeps every sample until then, and does it by itself only when /metrics is scraped: a
-    // daemon nobody scraped grew by ~10 MiB a million dossiers), then the heap's free pages go
-    // back to the system (src/memory.rs).
+    // keeps every sample until then, and does it by itself only when /metrics is scraped, so a
+    // daemon nobody scrapes would grow with every dossier), then the heap's free pages go back
+    // to the system (src/memory.rs).
     let trims = {
         let token = token.clone();
         tokio::spawn(async move {
@@ -204,7 +205,7 @@ fn provincial_target(config: &Config) -> String {
 
 /// Registers every metric, so that a scrape shows them all from the start.
 fn init_metrics() {
-    for service in ["auth", "DongBoHoSoMC", "CapNhatTienDoHoSoMC", "TraCuuHoSo", "LayThuTuc"] {
+    for service in std::iter::once("auth").chain(Service::ALL.map(Service::name)) {
         metrics::counter!(m::CALLS, "service" => service, "outcome" => "ok").increment(0);
     }
     for outcome in ["ok", "failed"] {

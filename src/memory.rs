@@ -2,9 +2,9 @@
 //!
 //! glibc gives each thread that contends for the allocator an arena of its own, up to eight
 //! per core, keeps what each arena once held, and raises its mmap threshold as large blocks
-//! are freed, so that page bodies and request bodies end up fragmenting the heap. Over a long
-//! backfill, resident memory crept well past the live heap (about 45 MiB). The fixes are
-//! glibc settings, made once at start, and a periodic trim; elsewhere these do nothing.
+//! are freed, so that page bodies and request bodies end up fragmenting the heap, and resident
+//! memory creeps past the live heap over a long backfill. The remedies are glibc settings,
+//! made once at start, and a periodic trim; elsewhere these do nothing.
 
 /// Two arenas (one per runtime worker), and a fixed 128 KiB mmap threshold: larger blocks
 /// (pages, request bodies) are mapped and unmapped rather than carved from the heap. Call
@@ -20,7 +20,7 @@ pub fn tune_allocator() {
 }
 
 /// Returns the heap's free pages to the system (the daemon calls it every few seconds).
-pub fn release_free_memory() {
+pub(crate) fn release_free_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: malloc_trim only releases memory the allocator holds free; it is thread-safe.
     unsafe {

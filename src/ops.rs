@@ -23,7 +23,12 @@ pub(crate) struct Retried {
 
 /// Re-enqueues dead dossiers and releases quarantined records (all, or those named), so
 /// that they are tried again. Safe while the daemon runs: each change is one transaction.
-pub(crate) fn retry(store: &Store, dead: bool, quarantined: bool, only: &[String]) -> anyhow::Result<Retried> {
+pub(crate) fn retry(
+    store: &Store,
+    dead: bool,
+    quarantined: bool,
+    only: &[String],
+) -> anyhow::Result<Retried> {
     let (dead, quarantined) = if !dead && !quarantined { (true, true) } else { (dead, quarantined) };
     let now = jiff::Timestamp::now().as_microsecond();
     let done = store.write(|tx| {

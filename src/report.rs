@@ -179,7 +179,8 @@ fn finished_at(history: &[(u8, DateTime)]) -> Option<DateTime> {
 }
 
 /// Indicator 2.1 for one dossier, as of the period's end (entries after it are not read).
-pub fn judge(f: &Facts, period: &Period) -> Judgement {
+#[cfg(test)]
+pub(crate) fn judge(f: &Facts, period: &Period) -> Judgement {
     judge_within(f, &until_end(f, period), period)
 }
 
@@ -246,7 +247,7 @@ fn human(d: SignedDuration) -> String {
 
 /// One indicator's figures.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
-pub struct Figure {
+pub(crate) struct Figure {
     pub numerator: u64,
     pub denominator: u64,
     /// Rounded to 2 decimals; `"N/A"` when the denominator is 0.
@@ -259,7 +260,7 @@ pub struct Figure {
 
 /// A ratio rounded to 2 decimals, or N/A.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
-pub struct Ratio(pub Option<f64>);
+pub(crate) struct Ratio(pub Option<f64>);
 
 impl Serialize for Ratio {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
@@ -284,7 +285,7 @@ fn round2(x: f64) -> f64 {
 }
 
 /// The indicators, in the spec's order, with their names.
-pub const INDICATORS: [(&str, &str); 7] = [
+pub(crate) const INDICATORS: [(&str, &str); 7] = [
     ("1.4", "dossiers synchronized"),
     ("2.1", "processed early or on time"),
     ("3.3", "submitted online"),
@@ -322,7 +323,7 @@ impl Figures {
         }
     }
 
-    pub fn by_id(&self) -> BTreeMap<&'static str, Figure> {
+    pub(crate) fn by_id(&self) -> BTreeMap<&'static str, Figure> {
         INDICATORS
             .iter()
             .zip(self.0)
@@ -391,7 +392,7 @@ pub fn compute(dossiers: &[(Facts, bool)], period: &Period) -> Report {
 }
 
 /// A report being computed, one dossier at a time (a big database is never held whole).
-pub struct Tally {
+pub(crate) struct Tally {
     period: Period,
     /// Keep the late dossiers and the findings themselves, not only their counts.
     detail: bool,
@@ -509,7 +510,7 @@ fn findings_of(f: &Facts, horizon: &[(u8, DateTime)], period: &Period) -> Vec<Fi
 }
 
 /// Computes the report for `period` from the database, reading one dossier at a time.
-pub fn from_database(conn: &Connection, period: &Period, detail: bool) -> rusqlite::Result<Report> {
+pub(crate) fn from_database(conn: &Connection, period: &Period, detail: bool) -> rusqlite::Result<Report> {
     crate::store::read_bodies(conn)?;
     let mut durations: BTreeMap<String, MaxDuration> = BTreeMap::new();
     let mut stmt = conn.prepare("SELECT code, duration, duration_unit FROM procedure WHERE known = 1")?;
@@ -544,10 +545,11 @@ pub fn from_database(conn: &Connection, period: &Period, detail: bool) -> rusqli
 }
 
 /// The kinds of finding, for the metrics' bounded label.
-pub const FINDING_KINDS: [&str; 3] = ["finished_without_history", "supplement_unanswered", "no_deadline"];
+pub(crate) const FINDING_KINDS: [&str; 3] =
+    ["finished_without_history", "supplement_unanswered", "no_deadline"];
 
 /// The current month's report (Vietnam local time), from the database at `path`.
-pub fn current_month(path: &std::path::Path) -> Result<Report, String> {
+pub(crate) fn current_month(path: &std::path::Path) -> Result<Report, String> {
     let today = crate::domain::dates::to_vn_local(jiff::Timestamp::now()).date();
     let period = Period::new(today.first_of_month(), today.last_of_month())?;
     let conn = crate::store::open_read_only(path).map_err(|e| e.to_string())?;
@@ -555,7 +557,7 @@ pub fn current_month(path: &std::path::Path) -> Result<Report, String> {
 }
 
 /// Sets the indicator gauges from `report` (labels: the indicator id, the finding kind).
-pub fn publish(report: &Report) {
+pub(crate) fn publish(report: &Report) {
     use crate::metrics as m;
     for (id, f) in report.province.by_id() {
         metrics::gauge!(m::INDICATOR_RATIO, "indicator" => id).set(f.ratio.0.unwrap_or(f64::NAN));
@@ -572,7 +574,7 @@ pub fn publish(report: &Report) {
 /// The report for people: the province's figures, then per agency and per procedure (the
 /// ratio as a percentage with its numerator and denominator), the findings, and with `late`
 /// the late dossiers with their reasons.
-pub fn render_table(r: &Report, late: bool) -> String {
+pub(crate) fn render_table(r: &Report, late: bool) -> String {
     use comfy_table::{ContentArrangement, Table};
     let mut out = format!("Quyết định 766 indicators, {} to {} (from the local database)\n", r.from, r.to);
     let cell = |f: &Figure| match f.ratio.0 {
@@ -656,7 +658,7 @@ pub fn render_table(r: &Report, late: bool) -> String {
 
 /// The report for spreadsheets: one row per scope and indicator; with `late`, the late
 /// dossiers instead.
-pub fn render_csv(r: &Report, late: bool) -> String {
+pub(crate) fn render_csv(r: &Report, late: bool) -> String {
     fn field(s: &str) -> String {
         if s.contains([',', '"', '\n', '\r']) {
             format!("\"{}\"", s.replace('"', "\"\""))

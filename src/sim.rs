@@ -33,6 +33,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     config::Secret,
+    domain::service::Service,
     domain::{normalize::StatusMap, stable_hash, status::DEFAULT_STATUS_MAP, status::NationalStatus},
     mock::{
         national::{Faults, MockAuth, NationalConfig, NationalCore},
@@ -304,7 +305,7 @@ impl Transport for SimTransport {
                 body: Bytes::from_static(br#"{"error": "invalid_token"}"#),
             }));
         }
-        let look_up = body.get("service").and_then(Value::as_str) == Some("TraCuuHoSo");
+        let look_up = body.get("service").and_then(Value::as_str) == Some(Service::LookUp.name());
         let mut answer = match target {
             Target::Auth => self.core.auth(Some(&body)),
             Target::Integration => self.core.integrate(Ok(body), ""),
@@ -450,8 +451,8 @@ pub fn run(seed: u64) -> SimReport {
 }
 
 /// Writes a freshly migrated, empty database at `db`. The migrations run once per process,
-/// into a template whose bytes every seed starts from: running them for each seed was about a
-/// sixth of the simulation's time, and what a seed tests starts after they have run.
+/// into a template whose bytes every seed starts from: running them for each seed would cost
+/// a large share of the simulation's time, and what a seed tests starts after they have run.
 fn start_from_template(db: &Path) -> Result<(), String> {
     use std::os::unix::fs::OpenOptionsExt;
     static TEMPLATE: std::sync::OnceLock<Result<Vec<u8>, String>> = std::sync::OnceLock::new();

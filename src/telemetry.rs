@@ -51,7 +51,7 @@ pub fn init_for_tests() {
 
 /// Installs the Prometheus recorder once per process and returns its handle. Durations are
 /// histograms with buckets fit for each (a call lasts milliseconds; a sync lag, seconds).
-pub fn install_metrics() -> metrics_exporter_prometheus::PrometheusHandle {
+pub(crate) fn install_metrics() -> metrics_exporter_prometheus::PrometheusHandle {
     use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
     static HANDLE: std::sync::OnceLock<metrics_exporter_prometheus::PrometheusHandle> =
         std::sync::OnceLock::new();
@@ -78,7 +78,10 @@ pub fn install_metrics() -> metrics_exporter_prometheus::PrometheusHandle {
 }
 
 /// `/metrics` (Prometheus text), `/healthz` (alive) and `/readyz` (doing its job, or why not).
-pub fn health_router<F>(handle: metrics_exporter_prometheus::PrometheusHandle, readiness: F) -> axum::Router
+pub(crate) fn health_router<F>(
+    handle: metrics_exporter_prometheus::PrometheusHandle,
+    readiness: F,
+) -> axum::Router
 where
     F: Fn() -> crate::sync::Readiness + Clone + Send + Sync + 'static,
 {

@@ -44,7 +44,7 @@ pub enum TransportError {
 }
 
 impl TransportError {
-    pub fn from_reqwest(e: &reqwest::Error) -> TransportError {
+    pub(crate) fn from_reqwest(e: &reqwest::Error) -> TransportError {
         if e.is_timeout() {
             TransportError::Timeout
         } else if e.is_connect() {
@@ -67,7 +67,7 @@ impl std::fmt::Display for TransportError {
 }
 
 /// An error with its causes, on one line.
-pub fn error_chain(e: &dyn std::error::Error) -> String {
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
     let mut text = e.to_string();
     let mut source = e.source();
     while let Some(s) = source {

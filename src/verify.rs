@@ -128,7 +128,7 @@ fn is_subsequence(part: &[String], whole: &[String]) -> bool {
 }
 
 /// The national form the daemon should have sent for a valid record.
-pub fn expected_national(record: &Value, map: &StatusMap) -> Option<(Map<String, Value>, Vec<Value>)> {
+pub(crate) fn expected_national(record: &Value, map: &StatusMap) -> Option<(Map<String, Value>, Vec<Value>)> {
     let mut n = normalize(record, map).ok()?;
     if n.needs_catalogue {
         let p = catalogue::find(&n.procedure)?;
@@ -165,7 +165,7 @@ pub fn compare(
 /// entries are compared by their identity (`domain::entry`): the national API appends entries
 /// and never rewrites them, so those sent before the change keep the status they were sent with,
 /// and the dossier's status sequence may hold codes of either mapping.
-pub fn compare_with(
+pub(crate) fn compare_with(
     truth: &[TruthItem],
     state: &BTreeMap<String, Value>,
     stats: &Value,

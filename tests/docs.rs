@@ -36,7 +36,10 @@ fn the_opencps_profile_reads_the_seven_tables_it_says() {
     for dialect in [Dialect::MySql, Dialect::Postgres] {
         let tables = profile_tables(dialect);
         assert_eq!(tables.len(), 7, "{tables:?}");
-        assert!(tables.contains("opencps_paymentfile") && tables.contains("opencps_dossierfile"), "{tables:?}");
+        assert!(
+            tables.contains("opencps_paymentfile") && tables.contains("opencps_dossierfile"),
+            "{tables:?}"
+        );
     }
 }
 

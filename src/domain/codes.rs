@@ -4,33 +4,33 @@
 
 pub const OK: i64 = 0;
 /// Session missing, unknown or expired: log in again (mock).
-pub const SESSION: i64 = -1;
+pub(crate) const SESSION: i64 = -1;
 /// Malformed request: not JSON, an unknown service, `data` not a list, a bad `isUpdating` (mock).
-pub const MALFORMED: i64 = 1;
+pub(crate) const MALFORMED: i64 = 1;
 /// An item failed validation; the message names it, `MaHoSo=<code>: <field>: <reason>` (mock).
-pub const INVALID: i64 = 2;
+pub(crate) const INVALID: i64 = 2;
 /// A create of a MaHoSo that exists ("... đã tồn tại").
 pub const EXISTS: i64 = 3;
 /// An update or history for a MaHoSo the portal does not know (mock).
-pub const UNKNOWN_DOSSIER: i64 = 4;
+pub(crate) const UNKNOWN_DOSSIER: i64 = 4;
 /// A status change the rules do not allow (mock).
 pub const STATUS: i64 = 5;
 /// A MaTTHC the national catalogue does not know (mock).
-pub const UNKNOWN_PROCEDURE: i64 = 6;
+pub(crate) const UNKNOWN_PROCEDURE: i64 = 6;
 /// `madonvi` is not the session's unit, or the MaHoSo is not the unit's (mock).
-pub const NOT_YOUR_UNIT: i64 = 7;
+pub(crate) const NOT_YOUR_UNIT: i64 = 7;
 /// More items than the portal takes in one call (mock).
-pub const TOO_MANY: i64 = 8;
+pub(crate) const TOO_MANY: i64 = 8;
 /// `/auth` with wrong credentials (mock: the real code is unpublished).
-pub const BAD_CREDENTIALS: i64 = 9;
+pub(crate) const BAD_CREDENTIALS: i64 = 9;
 
 /// Whether a refusal concerns one item of a call (the others concern the call as a whole).
-pub fn concerns_one_item(code: i64) -> bool {
+pub(crate) fn concerns_one_item(code: i64) -> bool {
     (INVALID..=NOT_YOUR_UNIT).contains(&code)
 }
 
 /// The MaHoSo an all-or-nothing refusal names (`MaHoSo=<code>: ...`), if any.
-pub fn named_item(message: &str) -> Option<&str> {
+pub(crate) fn named_item(message: &str) -> Option<&str> {
     let start = message.find("MaHoSo=")? + "MaHoSo=".len();
     let rest = &message[start..];
     let end =

@@ -7,9 +7,9 @@ use jiff::{
 };
 
 /// Vietnam's offset. It has no DST, so a fixed offset is exact and needs no tz database.
-pub const VN_OFFSET: Offset = Offset::constant(7);
+pub(crate) const VN_OFFSET: Offset = Offset::constant(7);
 
-pub fn vn_tz() -> TimeZone {
+pub(crate) fn vn_tz() -> TimeZone {
     TimeZone::fixed(VN_OFFSET)
 }
 
@@ -39,7 +39,7 @@ pub fn parse_national(s: &str) -> Option<DateTime> {
     .ok()
 }
 
-pub fn format_national(dt: DateTime) -> String {
+pub(crate) fn format_national(dt: DateTime) -> String {
     format!(
         "{:04}{:02}{:02}{:02}{:02}{:02}",
         dt.year(),
@@ -70,7 +70,7 @@ pub fn normalize_date(s: &str) -> Option<String> {
 }
 
 /// `updated_at` as the provincial portal writes it: RFC 3339, microseconds, +07:00.
-pub fn format_rfc3339_vn(ts: Timestamp) -> String {
+pub(crate) fn format_rfc3339_vn(ts: Timestamp) -> String {
     let dt = to_vn_local(ts);
     format!(
         "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:06}+07:00",
@@ -85,7 +85,7 @@ pub fn format_rfc3339_vn(ts: Timestamp) -> String {
 }
 
 /// A real date from the `yyMMdd` part of a MaHoSo (years 2000 to 2099).
-pub fn parse_yymmdd(s: &str) -> Option<Date> {
+pub(crate) fn parse_yymmdd(s: &str) -> Option<Date> {
     let b = s.as_bytes();
     if b.len() != 6 || !b.iter().all(u8::is_ascii_digit) {
         return None;

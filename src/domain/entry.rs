@@ -29,7 +29,7 @@ use super::{
 
 /// What makes two history entries the same step.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct EntryIdentity {
+pub(crate) struct EntryIdentity {
     /// The step's time in seconds since the epoch; `None` when it cannot be read, and then the
     /// raw text, normalised, stands for it.
     at: Result<i64, String>,
@@ -38,7 +38,7 @@ pub struct EntryIdentity {
 }
 
 /// The identity of an entry given as JSON (ours, the provincial record's, or a read-back's).
-pub fn identity(entry: &Value) -> EntryIdentity {
+pub(crate) fn identity(entry: &Value) -> EntryIdentity {
     EntryIdentity {
         at: instant(entry.get("ThoiDiemXuLy")).ok_or_else(|| text(entry.get("ThoiDiemXuLy"))),
         officer: text(entry.get("NguoiXuLy")),
@@ -131,7 +131,7 @@ fn parse_any(s: &str) -> Option<Timestamp> {
 
 /// How many of `ours` the national copy `theirs` holds, in order, from the first: the longest
 /// common prefix by identity.
-pub fn matched_prefix<'a, 'b>(
+pub(crate) fn matched_prefix<'a, 'b>(
     ours: impl IntoIterator<Item = &'a Value>,
     theirs: impl IntoIterator<Item = &'b Value>,
 ) -> usize {

@@ -23,7 +23,7 @@ pub enum Field {
 }
 
 impl Form {
-    pub fn with_capacity(fields: usize) -> Form {
+    pub(crate) fn with_capacity(fields: usize) -> Form {
         Form(Vec::with_capacity(fields))
     }
 
@@ -35,7 +35,7 @@ impl Form {
         }
     }
 
-    pub fn insert_text(&mut self, name: &'static str, text: String) {
+    pub(crate) fn insert_text(&mut self, name: &'static str, text: String) {
         self.insert(name, Field::Text(text));
     }
 

@@ -48,7 +48,7 @@ pub fn parse(code: &str) -> Result<MaHoSo<'_>, MaHoSoError> {
 
 /// The province part of a unit or agency code: its last dot-separated segment
 /// (`000.00.00.H58` → `H58`).
-pub fn province_of(code: &str) -> &str {
+pub(crate) fn province_of(code: &str) -> &str {
     code.rsplit('.').next().unwrap_or(code)
 }
 

@@ -21,7 +21,7 @@ use super::{
 pub type StatusMap = BTreeMap<String, NationalStatus>;
 
 /// The national fields the catalogue (LayThuTuc) supplies when the record lacks them.
-pub const CATALOGUE_FIELDS: [&str; 3] = ["TenTTHC", "MaLinhVuc", "TenLinhVuc"];
+pub(crate) const CATALOGUE_FIELDS: [&str; 3] = ["TenTTHC", "MaLinhVuc", "TenLinhVuc"];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
@@ -463,7 +463,7 @@ pub fn normalize_raw(raw: &Raw, map: &StatusMap) -> Result<Normalized, Box<Quara
 
 /// A dossier whose catalogue fields can be read and filled: the normaliser's form, or a
 /// stored payload read back as JSON (the pusher fills those).
-pub trait TextFields {
+pub(crate) trait TextFields {
     fn text_of(&self, field: &str) -> Option<&str>;
     fn set_text(&mut self, field: &'static str, value: String);
 }
@@ -487,7 +487,7 @@ impl TextFields for Map<String, Value> {
 }
 
 /// Fills the catalogue fields from a `LayThuTuc` answer.
-pub fn fill_catalogue(dossier: &mut impl TextFields, name: &str, field_code: &str, field_name: &str) {
+pub(crate) fn fill_catalogue(dossier: &mut impl TextFields, name: &str, field_code: &str, field_name: &str) {
     for (field, value) in CATALOGUE_FIELDS.iter().zip([name, field_code, field_name]) {
         if dossier.text_of(field).unwrap_or("").is_empty() {
             dossier.set_text(field, text(field, value));
@@ -495,14 +495,14 @@ pub fn fill_catalogue(dossier: &mut impl TextFields, name: &str, field_code: &st
     }
 }
 
-/// Whether any catalogue field is still empty.
-pub fn lacks_catalogue(dossier: &impl TextFields) -> bool {
-    CATALOGUE_FIELDS.iter().any(|f| dossier.text_of(f).is_none_or(str::is_empty))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Whether any catalogue field is still empty.
+    fn lacks_catalogue(dossier: &impl TextFields) -> bool {
+        CATALOGUE_FIELDS.iter().any(|f| dossier.text_of(f).is_none_or(str::is_empty))
+    }
     use crate::domain::status::DEFAULT_STATUS_MAP;
     use serde_json::json;
     use unicode_normalization::UnicodeNormalization;

@@ -43,7 +43,7 @@ impl<'a> Raw<'a> {
     }
 
     /// A view of a `Value`, borrowing its strings.
-    pub fn from_value(v: &'a Value) -> Raw<'a> {
+    pub(crate) fn from_value(v: &'a Value) -> Raw<'a> {
         match v {
             Value::Null => Raw::Null,
             Value::Bool(b) => Raw::Bool(*b),
@@ -85,7 +85,7 @@ impl<'a> Raw<'a> {
         }
     }
 
-    pub fn is_object(&self) -> bool {
+    pub(crate) fn is_object(&self) -> bool {
         matches!(self, Raw::Object(_))
     }
 
@@ -207,7 +207,7 @@ pub enum RawRecord {
 impl RawRecord {
     /// The items of a listing page's JSON text, each where it lies in `page` (`items` were
     /// parsed from `page` itself).
-    pub fn in_page(page: &Arc<str>, items: &[&RawValue]) -> Vec<RawRecord> {
+    pub(crate) fn in_page(page: &Arc<str>, items: &[&RawValue]) -> Vec<RawRecord> {
         let base = page.as_ptr() as usize;
         items
             .iter()

@@ -14,21 +14,21 @@ pub enum Kind {
     Date,
 }
 
-pub const ZERO_ONE: &[&str] = &["0", "1"];
+pub(crate) const ZERO_ONE: &[&str] = &["0", "1"];
 /// DuocThanhToanTrucTuyen: 0 no, 1 on the national portal, 2 through the province's gateway.
-pub const PAID_ONLINE: &[&str] = &["0", "1", "2"];
+pub(crate) const PAID_ONLINE: &[&str] = &["0", "1", "2"];
 /// DuocTaiSuDung: 0, 1 or 2.
-pub const REUSED: &[&str] = &["0", "1", "2"];
+pub(crate) const REUSED: &[&str] = &["0", "1", "2"];
 
 /// The scalar 766 fields of a dossier.
-pub const SCALARS: &[(&str, Kind)] = &[
+pub(crate) const SCALARS: &[(&str, Kind)] = &[
     ("DuocThanhToanTrucTuyen", Kind::Code(PAID_ONLINE)),
     ("HoSoCoThanhPhanSoHoa", Kind::Code(ZERO_ONE)),
     ("NgayNopHoSo", Kind::Date),
 ];
 
 /// DanhSachLePhi's items: the fees.
-pub const FEES: &[(&str, Kind)] = &[
+pub(crate) const FEES: &[(&str, Kind)] = &[
     ("TenPhiLePhi", Kind::Text),
     ("MaPhiLePhi", Kind::Text),
     ("HinhThucThu", Kind::Text),
@@ -37,7 +37,7 @@ pub const FEES: &[(&str, Kind)] = &[
 ];
 
 /// TaiLieuNop's items: the documents submitted.
-pub const DOCUMENTS: &[(&str, Kind)] = &[
+pub(crate) const DOCUMENTS: &[(&str, Kind)] = &[
     ("TepDinhKemId", Kind::Text),
     ("TenTepDinhKem", Kind::Text),
     ("MaThanhPhanHoSo", Kind::Text),
@@ -48,7 +48,7 @@ pub const DOCUMENTS: &[(&str, Kind)] = &[
 ];
 
 /// DanhSachGiayToKetQua's items: the result documents.
-pub const RESULTS: &[(&str, Kind)] = &[
+pub(crate) const RESULTS: &[(&str, Kind)] = &[
     ("TenGiayTo", Kind::Text),
     ("MaThanhPhanHoSo", Kind::Text),
     ("GiayToId", Kind::Text),
@@ -57,21 +57,16 @@ pub const RESULTS: &[(&str, Kind)] = &[
 ];
 
 /// The lists of a dossier, each with the fields its items may carry.
-pub const LISTS: &[(&str, &[(&str, Kind)])] =
+pub(crate) const LISTS: &[(&str, &[(&str, Kind)])] =
     &[("DanhSachLePhi", FEES), ("TaiLieuNop", DOCUMENTS), ("DanhSachGiayToKetQua", RESULTS)];
 
 /// Items a list may hold (this project's limit, the mock's as well: the real one is
 /// unpublished). A dossier with more is quarantined rather than cut, since a cut list would
 /// silently drop a document the indicators count.
-pub const MAX_LIST_ITEMS: usize = 100;
-
-/// The fields an item of `list` may carry, if `list` is one of [`LISTS`].
-pub fn list_fields(list: &str) -> Option<&'static [(&'static str, Kind)]> {
-    LISTS.iter().find(|(name, _)| *name == list).map(|(_, fields)| *fields)
-}
+pub(crate) const MAX_LIST_ITEMS: usize = 100;
 
 /// Whether `s` is an amount: digits, with at most one decimal point between digits.
-pub fn is_amount(s: &str) -> bool {
+pub(crate) fn is_amount(s: &str) -> bool {
     let mut parts = s.splitn(2, '.');
     let whole = parts.next().unwrap_or("");
     let digits = |p: &str| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit());
@@ -79,7 +74,7 @@ pub fn is_amount(s: &str) -> bool {
 }
 
 /// Whether an amount is non-zero (`"0"`, `"0.00"` and `""` are zero).
-pub fn is_nonzero_amount(s: &str) -> bool {
+pub(crate) fn is_nonzero_amount(s: &str) -> bool {
     s.bytes().any(|b| (b'1'..=b'9').contains(&b))
 }
 
@@ -120,7 +115,7 @@ impl DurationUnit {
         }
     }
 
-    pub fn from_stored(s: &str) -> Option<DurationUnit> {
+    pub(crate) fn from_stored(s: &str) -> Option<DurationUnit> {
         [DurationUnit::Hours, DurationUnit::Days, DurationUnit::WorkingDays]
             .into_iter()
             .find(|u| u.as_str() == s)
@@ -188,6 +183,11 @@ impl MaxDuration {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The fields an item of `list` may carry, if `list` is one of [`LISTS`].
+    fn list_fields(list: &str) -> Option<&'static [(&'static str, Kind)]> {
+        LISTS.iter().find(|(name, _)| *name == list).map(|(_, fields)| *fields)
+    }
 
     #[test]
     fn amounts_are_plain_decimals() {

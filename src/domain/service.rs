@@ -14,7 +14,7 @@ pub enum Service {
 }
 
 impl Service {
-    pub const ALL: [Service; 4] =
+    pub(crate) const ALL: [Service; 4] =
         [Service::SyncDossiers, Service::AppendHistory, Service::LookUp, Service::Procedure];
 
     /// The name the API uses (the envelope's `service`, the metrics' `service` label).
@@ -27,7 +27,7 @@ impl Service {
         }
     }
 
-    pub fn from_name(name: &str) -> Option<Service> {
+    pub(crate) fn from_name(name: &str) -> Option<Service> {
         Service::ALL.into_iter().find(|s| s.name() == name)
     }
 

@@ -2,21 +2,13 @@
 
 use std::fmt;
 
-/// A national status code, 1 to 10 (see `national-portal.md`).
+/// A national status code (TrangThaiHoSo), 1 to 10.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct NationalStatus(u8);
 
 impl NationalStatus {
-    pub const REGISTERED: Self = Self(1);
-    pub const RECEIVED: Self = Self(2);
-    pub const REFUSED: Self = Self(3);
-    pub const PROCESSING: Self = Self(4);
-    pub const SUPPLEMENT_REQUESTED: Self = Self(5);
-    pub const PAYMENT_REQUESTED: Self = Self(6);
-    pub const WITHDRAWN: Self = Self(7);
-    pub const STOPPED: Self = Self(8);
-    pub const FINISHED: Self = Self(9);
-    pub const RETURNED: Self = Self(10);
+    /// Mới đăng ký: the first status, which nothing moves back to (`name` gives every code's).
+    pub(crate) const REGISTERED: Self = Self(1);
 
     pub fn new(code: u8) -> Option<Self> {
         (1..=10).contains(&code).then_some(Self(code))
@@ -37,11 +29,6 @@ impl NationalStatus {
     /// Refused at intake, withdrawn, result returned: nothing follows these.
     pub fn is_final(self) -> bool {
         matches!(self.0, 3 | 7 | 10)
-    }
-
-    /// Finished processing (on-time scoring looks at these).
-    pub fn is_finished(self) -> bool {
-        matches!(self.0, 9 | 10)
     }
 
     pub fn name(self) -> &'static str {
@@ -67,7 +54,7 @@ impl fmt::Display for NationalStatus {
 }
 
 /// The provincial vendor's local status codes and their national equivalents: the default
-/// `status_map` (provincial-portal.md).
+/// `status_map`.
 pub const DEFAULT_STATUS_MAP: &[(&str, u8)] = &[
     ("receiving", 1),
     ("new", 2),

@@ -5,7 +5,7 @@ use std::borrow::Cow;
 use unicode_normalization::{UnicodeNormalization, is_nfc};
 
 /// Default limit for any field the national tables do not limit otherwise.
-pub const DEFAULT_MAX_CHARS: usize = 500;
+pub(crate) const DEFAULT_MAX_CHARS: usize = 500;
 
 /// The national length limit of a field, in characters.
 pub fn max_chars(field: &str) -> usize {
@@ -35,19 +35,19 @@ fn plainly_nfc(s: &str) -> bool {
 }
 
 /// `s` in NFC, borrowed when it is NFC already (as it nearly always is).
-pub fn nfc(s: &str) -> Cow<'_, str> {
+pub(crate) fn nfc(s: &str) -> Cow<'_, str> {
     if plainly_nfc(s) || is_nfc(s) { Cow::Borrowed(s) } else { Cow::Owned(s.nfc().collect()) }
 }
 
 /// `s` in NFC, owned.
-pub fn to_nfc(s: &str) -> String {
+pub(crate) fn to_nfc(s: &str) -> String {
     nfc(s).into_owned()
 }
 
 /// Cuts `s` to at most `max` characters, at a character boundary (never inside a UTF-8
 /// sequence). Callers normalise to NFC first, so that a cut counts precomposed letters and
 /// cannot strand a combining mark.
-pub fn truncate_chars(s: &str, max: usize) -> &str {
+pub(crate) fn truncate_chars(s: &str, max: usize) -> &str {
     // Never more characters than bytes.
     if s.len() <= max {
         return s;

@@ -146,11 +146,11 @@ pub const PROCEDURES: &[Procedure] = &[
 ];
 
 /// Procedure codes the provincial simulator uses that the national catalogue does not know.
-pub const UNKNOWN_PROCEDURE_CODES: &[&str] = &["9.990001", "9.990002", "3.000777"];
+pub(crate) const UNKNOWN_PROCEDURE_CODES: &[&str] = &["9.990001", "9.990002", "3.000777"];
 
 /// The unit `LayThuTuc` gives a procedure's duration in: the long ones count working days.
 /// (The simulator's NgayHenTra counts calendar days; it only matters for dossiers without one.)
-pub fn duration_unit(p: &Procedure) -> &'static str {
+pub(crate) fn duration_unit(p: &Procedure) -> &'static str {
     if p.days >= 10 { "Ngày làm việc" } else { "Ngày" }
 }
 
@@ -172,9 +172,9 @@ const fn a(code: &'static str, name: &'static str, sequence_width: usize) -> Age
 }
 
 /// The simulated province's unit code; its last segment is the province.
-pub const PROVINCE_UNIT: &str = "000.00.00.H58";
+pub(crate) const PROVINCE_UNIT: &str = "000.00.00.H58";
 
-pub const AGENCIES: &[Agency] = &[
+pub(crate) const AGENCIES: &[Agency] = &[
     a("000.00.15.H58", "Sở Tư pháp", 4),
     a("000.00.10.H58", "Sở Kế hoạch và Đầu tư", 5),
     a("000.00.16.H58", "Sở Xây dựng", 4),

@@ -8,7 +8,7 @@ use serde::{Serialize, de::DeserializeOwned};
 use serde_json::Value;
 
 /// The HTML page a gateway (nginx in front of the adapter) answers with.
-pub fn html_error(status: StatusCode) -> Response {
+pub(crate) fn html_error(status: StatusCode) -> Response {
     let line = format!("{} {}", status.as_u16(), status.canonical_reason().unwrap_or("Error"));
     let body = format!(
         "<html>\r\n<head><title>{line}</title></head>\r\n<body>\r\n<center><h1>{line}</h1></center>\r\n<hr><center>nginx</center>\r\n</body>\r\n</html>\r\n"
@@ -18,7 +18,7 @@ pub fn html_error(status: StatusCode) -> Response {
 
 /// Applies a partial JSON object to a profile: keys present replace the current values,
 /// unknown keys and wrong types are refused with a message naming them.
-pub fn merge_patch<T: Serialize + DeserializeOwned>(current: &T, patch: &[u8]) -> Result<T, String> {
+pub(crate) fn merge_patch<T: Serialize + DeserializeOwned>(current: &T, patch: &[u8]) -> Result<T, String> {
     let patch: Value = serde_json::from_slice(patch).map_err(|e| format!("body is not JSON: {e}"))?;
     let Value::Object(patch) = patch else {
         return Err("body must be a JSON object of knobs".into());

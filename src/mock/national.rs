@@ -33,6 +33,7 @@ use crate::domain::{
     entry::{EntryIdentity, identity as entry_identity},
     mahoso::{self, province_of},
     scoring,
+    service::Service,
     status::{NationalStatus, transition_allowed},
     text::{DEFAULT_MAX_CHARS, char_len, is_normalized, max_chars},
 };
@@ -138,7 +139,7 @@ impl Default for Faults {
 }
 
 impl Faults {
-    pub fn validate(&self) -> Result<(), String> {
+    pub(crate) fn validate(&self) -> Result<(), String> {
         let mut problems = Vec::new();
         for (name, rate) in
             [("error_rate", self.error_rate), ("drop_after_apply_rate", self.drop_after_apply_rate)]
@@ -189,7 +190,7 @@ pub async fn start(listener: TcpListener, config: NationalConfig) -> anyhow::Res
 
 /// The national portal's behaviour, without HTTP: the mock server wraps it, the simulation
 /// calls it directly.
-pub struct NationalCore {
+pub(crate) struct NationalCore {
     username: String,
     password: String,
     auth: MockAuth,
@@ -431,7 +432,7 @@ fn form_decoded(s: &str) -> String {
 
 impl NationalCore {
     /// How integration calls are authorised.
-    pub fn auth_mode(&self) -> MockAuth {
+    pub(crate) fn auth_mode(&self) -> MockAuth {
         self.auth
     }
 
@@ -463,7 +464,7 @@ impl NationalCore {
     }
 
     /// Whether a bearer token is one the token endpoint issued and still live (OAuth2 mode).
-    pub fn bearer_valid(&self, token: Option<&str>) -> bool {
+    pub(crate) fn bearer_valid(&self, token: Option<&str>) -> bool {
         let st = self.lock();
         token.and_then(|t| st.sessions.get(t)).is_some_and(|expires| *expires > Instant::now())
     }
@@ -505,7 +506,7 @@ impl NationalCore {
     }
 
     /// Whether this answer is lost (the drop_after_apply fault), counted as such.
-    pub fn roll_drop(&self) -> bool {
+    pub(crate) fn roll_drop(&self) -> bool {
         let mut st = self.lock();
         let rate = st.faults.drop_after_apply_rate;
         if rate > 0.0 && st.rng.f64() < rate {
@@ -544,7 +545,7 @@ impl NationalCore {
 
     /// Forgets every dossier, and nothing else (a restore from an empty backup: counters and
     /// sessions stay).
-    pub fn forget_all(&self) {
+    pub(crate) fn forget_all(&self) {
         let mut st = self.lock();
         st.dossiers.clear();
         st.entries_stored = 0;
@@ -565,7 +566,6 @@ impl NationalCore {
         st.entries_stored -= lost;
         Some(held)
     }
-
 }
 
 fn count_call(st: &mut MockState, service: &str, code: i64, items: Vec<String>) {
@@ -642,10 +642,7 @@ impl Outcome {
 const UNKNOWN_SERVICE: &str = "unknown";
 
 fn service_label(name: &str) -> &'static str {
-    ["DongBoHoSoMC", "CapNhatTienDoHoSoMC", "TraCuuHoSo", "LayThuTuc"]
-        .into_iter()
-        .find(|s| *s == name)
-        .unwrap_or(UNKNOWN_SERVICE)
+    Service::from_name(name).map_or(UNKNOWN_SERVICE, Service::name)
 }
 
 fn process(mock: &NationalCore, st: &mut MockState, mut request: Value) -> Outcome {
@@ -673,12 +670,12 @@ fn process(mock: &NationalCore, st: &mut MockState, mut request: Value) -> Outco
         );
     }
     let province = province_of(&mock.madonvi).to_owned();
-    match service {
-        "DongBoHoSoMC" => sync_dossiers(st, envelope, &province),
-        "CapNhatTienDoHoSoMC" => append_history(st, envelope, &province),
-        "TraCuuHoSo" => look_up_dossier(st, envelope, &province),
-        "LayThuTuc" => look_up_procedure(envelope),
-        _ => {
+    match Service::from_name(name) {
+        Some(Service::SyncDossiers) => sync_dossiers(st, envelope, &province),
+        Some(Service::AppendHistory) => append_history(st, envelope, &province),
+        Some(Service::LookUp) => look_up_dossier(st, envelope, &province),
+        Some(Service::Procedure) => look_up_procedure(envelope),
+        None => {
             let message = format!("service không được hỗ trợ: {name:?}");
             Outcome::fail(UNKNOWN_SERVICE, code::MALFORMED, message)
         }
@@ -711,7 +708,7 @@ fn mahoso_of(item: &Value) -> String {
 }
 
 fn sync_dossiers(st: &mut MockState, envelope: &mut Map<String, Value>, province: &str) -> Outcome {
-    const SERVICE: &str = "DongBoHoSoMC";
+    const SERVICE: &str = Service::SyncDossiers.name();
     let updating = match envelope.get("isUpdating") {
         Some(Value::String(s)) if s == "True" => true,
         Some(Value::String(s)) if s == "False" => false,
@@ -816,7 +813,7 @@ fn sync_dossiers(st: &mut MockState, envelope: &mut Map<String, Value>, province
 }
 
 fn append_history(st: &mut MockState, envelope: &mut Map<String, Value>, province: &str) -> Outcome {
-    const SERVICE: &str = "CapNhatTienDoHoSoMC";
+    const SERVICE: &str = Service::AppendHistory.name();
     let items = match take_items(st, envelope, SERVICE) {
         Ok(items) => items,
         Err(outcome) => return outcome,
@@ -859,7 +856,7 @@ fn append_history(st: &mut MockState, envelope: &mut Map<String, Value>, provinc
 }
 
 fn look_up_dossier(st: &mut MockState, envelope: &Map<String, Value>, province: &str) -> Outcome {
-    const SERVICE: &str = "TraCuuHoSo";
+    const SERVICE: &str = Service::LookUp.name();
     let Some(mahoso) = envelope.get("mahoso").and_then(Value::as_str) else {
         return Outcome::fail(SERVICE, code::MALFORMED, "thiếu mahoso".into());
     };
@@ -890,7 +887,7 @@ fn look_up_dossier(st: &mut MockState, envelope: &Map<String, Value>, province: 
 }
 
 fn look_up_procedure(envelope: &Map<String, Value>) -> Outcome {
-    const SERVICE: &str = "LayThuTuc";
+    const SERVICE: &str = Service::Procedure.name();
     let Some(wanted) = envelope.get("maTTHC").and_then(Value::as_str) else {
         return Outcome::fail(SERVICE, code::MALFORMED, "thiếu maTTHC".into());
     };
@@ -1319,4 +1316,3 @@ async fn report(State(mock): State<Arc<NationalCore>>, Query(q): Query<ReportQue
     let held = st.dossiers.values().map(|d| super::report::Held { dossier: &d.dossier, history: &d.history });
     Json(super::report::report(held, &from, &to, &mock.madonvi)).into_response()
 }
-

@@ -13,7 +13,7 @@ use tower::Service;
 /// Put into every request's extensions: cancelling it closes the connection at once, with
 /// no answer sent.
 #[derive(Clone)]
-pub struct DropConnection(CancellationToken);
+pub(crate) struct DropConnection(CancellationToken);
 
 impl DropConnection {
     /// Closes the connection this request came on. The handler's future is dropped with it.

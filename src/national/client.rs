@@ -16,6 +16,7 @@ use tokio::{sync::Mutex, time::Instant};
 use super::classify::{Answer, TransientKind, classify};
 use crate::{
     config::{NationalAuth, NationalConfig, Secret},
+    domain::service::Service,
     metrics as m,
     sync::ports::Sink,
     transport::{self, RawResponse, TransportError},
@@ -262,7 +263,7 @@ impl HttpNational {
 }
 
 impl<T: Transport> NationalClient<T> {
-    pub fn with_transport(transport: T, credentials: Credentials, madonvi: &str) -> Self {
+    pub(crate) fn with_transport(transport: T, credentials: Credentials, madonvi: &str) -> Self {
         NationalClient {
             transport,
             credentials,
@@ -429,7 +430,7 @@ impl<T: Transport> NationalClient<T> {
         Answer::retry(TransientKind::Session, what, false)
     }
 
-    pub async fn sync_dossiers(&self, updating: bool, items: &[&RawValue]) -> Answer {
+    pub(crate) async fn sync_dossiers(&self, updating: bool, items: &[&RawValue]) -> Answer {
         #[derive(Serialize)]
         struct Fields<'a> {
             #[serde(rename = "isUpdating")]
@@ -437,23 +438,23 @@ impl<T: Transport> NationalClient<T> {
             data: &'a [&'a RawValue],
         }
         let is_updating = if updating { "True" } else { "False" };
-        self.call("DongBoHoSoMC", Fields { is_updating, data: items }).await
+        self.call(Service::SyncDossiers.name(), Fields { is_updating, data: items }).await
     }
 
-    pub async fn append_history(&self, entries: &[&RawValue]) -> Answer {
+    pub(crate) async fn append_history(&self, entries: &[&RawValue]) -> Answer {
         #[derive(Serialize)]
         struct Fields<'a> {
             data: &'a [&'a RawValue],
         }
-        self.call("CapNhatTienDoHoSoMC", Fields { data: entries }).await
+        self.call(Service::AppendHistory.name(), Fields { data: entries }).await
     }
 
-    pub async fn look_up(&self, mahoso: &str) -> Answer {
-        self.call("TraCuuHoSo", json!({"mahoso": mahoso})).await
+    pub(crate) async fn look_up(&self, mahoso: &str) -> Answer {
+        self.call(Service::LookUp.name(), json!({"mahoso": mahoso})).await
     }
 
     pub async fn procedure(&self, code: &str) -> Answer {
-        self.call("LayThuTuc", json!({"maTTHC": code})).await
+        self.call(Service::Procedure.name(), json!({"maTTHC": code})).await
     }
 }
 

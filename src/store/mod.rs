@@ -33,10 +33,10 @@ pub enum StoreError {
 }
 
 /// The schema version this build writes (the number of migrations).
-pub const SCHEMA_VERSION: i64 = 10;
+pub(crate) const SCHEMA_VERSION: i64 = 10;
 
 /// The schema version of an open database (SQLite's user_version, kept by the migrations).
-pub fn schema_version(conn: &Connection) -> rusqlite::Result<i64> {
+pub(crate) fn schema_version(conn: &Connection) -> rusqlite::Result<i64> {
     conn.query_row("PRAGMA user_version", [], |r| r.get(0))
 }
 
@@ -64,7 +64,7 @@ pub struct Store {
 
 /// How commits reach the disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Durability {
+pub(crate) enum Durability {
     /// `synchronous = FULL`: what the daemon always uses (see the module comment).
     Full,
     /// `synchronous = OFF` and `locking_mode = EXCLUSIVE`: only for the simulation, which
@@ -79,7 +79,7 @@ impl Store {
         Self::open_with(path, Durability::Full)
     }
 
-    pub fn open_with(path: &Path, durability: Durability) -> Result<Store, StoreError> {
+    pub(crate) fn open_with(path: &Path, durability: Durability) -> Result<Store, StoreError> {
         let open_err = |source| StoreError::Open { path: path.to_path_buf(), source };
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             // Let SQLite report a missing directory in its own words if this fails.
@@ -89,12 +89,12 @@ impl Store {
         let mut conn = Connection::open(path).map_err(open_err)?;
         conn.busy_timeout(Duration::from_secs(5)).map_err(open_err)?;
         // Every statement the daemon runs stays prepared (rusqlite keeps 16 by default, fewer
-        // than the engine uses, so statements were parsed again and again).
+        // than the engine uses, which would parse statements again and again).
         conn.set_prepared_statement_cache_capacity(128);
         // The query planner's stability guarantee: a prepared statement's plan does not depend
         // on the values bound to it. Without it SQLite recompiles a cached statement whenever
         // a parameter it looked at changes (a `LIMIT ?`, a range the statistics could weigh),
-        // which was about a sixth of the simulation's time in the audit's queries alone.
+        // as the audit's queries do at every call.
         conn.set_db_config(rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true)
             .map_err(open_err)?;
         if durability == Durability::SimulationOnly {
@@ -109,9 +109,9 @@ impl Store {
         conn.pragma_update(None, "synchronous", synchronous).map_err(open_err)?;
 
         conn.pragma_update(None, "foreign_keys", "ON").map_err(open_err)?;
-        // SQLite's default page cache, 2 MiB, said explicitly: 8 MiB saved no measurable CPU
-        // (the pages it keeps are in the operating system's cache anyway) and was a sixth of the
-        // daemon's peak memory (docs/BENCHMARKS.md §12).
+        // SQLite's default page cache, 2 MiB, said explicitly: a larger one saves no measurable
+        // CPU (the pages it would keep are in the operating system's cache anyway) and costs
+        // the daemon's memory.
         conn.pragma_update(None, "cache_size", -2_048).map_err(open_err)?;
         // Integrity first: a corrupt file must stop the daemon with a clear message, not be
         // written to.
@@ -135,7 +135,7 @@ impl Store {
 
     /// Trains the dictionary dossier bodies are compressed with, once enough are stored
     /// (`store::body`); whether it did.
-    pub fn train_body_dictionary(&self) -> Result<bool, StoreError> {
+    pub(crate) fn train_body_dictionary(&self) -> Result<bool, StoreError> {
         if !self.codec.wants_training() {
             return Ok(false);
         }
@@ -163,13 +163,16 @@ impl Store {
 
     /// A dossier body as it is stored (what `body_pack` gives in SQL), packed by the caller
     /// outside any transaction.
-    pub fn pack(&self, text: &str) -> Result<Vec<u8>, body::BodyError> {
+    pub(crate) fn pack(&self, text: &str) -> Result<Vec<u8>, body::BodyError> {
         self.codec.pack(text)
     }
 
     /// A stored body as text (what `body_text` gives in SQL), for callers that select the
     /// column as it is and decide in Rust whether to read it.
-    pub fn body_text(&self, stored: rusqlite::types::ValueRef) -> Result<Option<String>, body::BodyError> {
+    pub(crate) fn body_text(
+        &self,
+        stored: rusqlite::types::ValueRef,
+    ) -> Result<Option<String>, body::BodyError> {
         self.codec.text(stored)
     }
 
@@ -251,11 +254,11 @@ pub fn open_read_only(path: &Path) -> Result<Connection, StoreError> {
 /// Gives a connection from [`open_read_only`] the functions that read dossier bodies
 /// (`body_text`), with the database's dictionaries as they are now. Only the commands that
 /// read bodies need it; `status` never touches the database beyond its counts.
-pub fn read_bodies(conn: &Connection) -> rusqlite::Result<()> {
+pub(crate) fn read_bodies(conn: &Connection) -> rusqlite::Result<()> {
     body::register(conn, body::Codec::load(conn)?)
 }
 
-pub fn meta_get(conn: &Connection, key: &str) -> rusqlite::Result<Option<String>> {
+pub(crate) fn meta_get(conn: &Connection, key: &str) -> rusqlite::Result<Option<String>> {
     conn.prepare_cached("SELECT value FROM meta WHERE key = ?1")?
         .query_row([key], |r| r.get(0))
         .optional()
@@ -271,7 +274,7 @@ pub fn meta_set(conn: &Connection, key: &str, value: Option<&str>) -> rusqlite::
 }
 
 /// Adds `by` to an integer kept in meta.
-pub fn meta_add(conn: &Connection, key: &str, by: i64) -> rusqlite::Result<()> {
+pub(crate) fn meta_add(conn: &Connection, key: &str, by: i64) -> rusqlite::Result<()> {
     conn.execute(
         "INSERT INTO meta(key, value) VALUES (?1, ?2)
          ON CONFLICT(key) DO UPDATE SET value = CAST(COALESCE(CAST(value AS INTEGER), 0) + ?2 AS TEXT)",

@@ -76,7 +76,7 @@ impl Transient {
 
     /// An answer that cannot be used (it says success without what was asked, or refuses a
     /// look-up): nothing was applied.
-    pub fn bad_answer(reason: impl Into<String>) -> Transient {
+    pub(crate) fn bad_answer(reason: impl Into<String>) -> Transient {
         Transient::new(TransientKind::BadAnswer, reason, false)
     }
 }

@@ -117,7 +117,13 @@ impl Catalogue {
         }
     }
 
-    pub(crate) fn put(&self, tx: &rusqlite::Connection, code: &str, entry: Entry, now: i64) -> rusqlite::Result<()> {
+    pub(crate) fn put(
+        &self,
+        tx: &rusqlite::Connection,
+        code: &str,
+        entry: Entry,
+        now: i64,
+    ) -> rusqlite::Result<()> {
         let (known, name, field_code, field_name, duration) = match &entry {
             Entry::Known { name, field_code, field_name, duration } => {
                 (true, Some(name), Some(field_code), Some(field_name), *duration)

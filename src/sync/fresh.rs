@@ -1,8 +1,8 @@
 //! The bodies the poller has just recorded, handed to the pusher in memory.
 //!
 //! Every dossier the poller records is due at once, and the pusher's next round loads it:
-//! during a backfill that meant decompressing, checking and splitting again the JSON the
-//! poller had serialised a moment before (a tenth of the daemon's CPU, docs/BENCHMARKS.md §12).
+//! reading it from the database means decompressing, checking and splitting again the JSON
+//! the poller serialised a moment before, a large share of a backfill's CPU.
 //! The poller leaves each body here once its transaction is committed; the pusher takes it
 //! when the row it loads is the same version with the same payload (a catalogue fill changes
 //! the payload's hash), and reads the database otherwise. The database stays the truth: this

@@ -7,17 +7,41 @@ use std::{sync::Mutex, time::Duration};
 use super::{Shared, ports::Clock};
 use crate::{metrics as m, store::state};
 
-/// Last successes and errors (µs since the epoch).
+/// The last success and the last error of one side (µs since the epoch).
+#[derive(Debug, Default, Clone)]
+pub(crate) struct Last {
+    pub(crate) success: Option<i64>,
+    /// Cleared by a success.
+    pub(crate) error: Option<String>,
+}
+
+/// Which side a note is of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Side {
+    /// Reading the provincial source.
+    Poll,
+    /// Calling the national portal.
+    Push,
+}
+
+/// What the workers note of how it goes.
 #[derive(Debug, Default, Clone)]
 pub(crate) struct Notes {
-    pub(crate) poll_success: Option<i64>,
-    pub(crate) poll_error: Option<String>,
-    pub(crate) push_success: Option<i64>,
-    pub(crate) push_error: Option<String>,
+    pub(crate) poll: Last,
+    pub(crate) push: Last,
     /// The last time the database refused the heartbeat, with why.
     pub(crate) store_error: Option<String>,
     /// Session renewals already added to the stored count.
     pub(crate) renewals_written: u64,
+}
+
+impl Notes {
+    fn side(&mut self, side: Side) -> &mut Last {
+        match side {
+            Side::Poll => &mut self.poll,
+            Side::Push => &mut self.push,
+        }
+    }
 }
 
 /// The notes, shared by every worker.
@@ -31,30 +55,18 @@ impl Health {
 }
 
 impl<C: Clock> Shared<C> {
-    pub(crate) fn note_poll_success(&self) {
+    pub(crate) fn note_success(&self, side: Side) {
         let now = self.clock.now();
-        metrics::gauge!(m::LAST_POLL).set(now.as_second() as f64);
-        self.health.with(|n| {
-            n.poll_success = Some(now.as_microsecond());
-            n.poll_error = None;
-        });
+        let gauge = match side {
+            Side::Poll => m::LAST_POLL,
+            Side::Push => m::LAST_PUSH,
+        };
+        metrics::gauge!(gauge).set(now.as_second() as f64);
+        self.health.with(|n| *n.side(side) = Last { success: Some(now.as_microsecond()), error: None });
     }
 
-    pub(crate) fn note_poll_error(&self, error: &str) {
-        self.health.with(|n| n.poll_error = Some(error.to_owned()));
-    }
-
-    pub(crate) fn note_push_success(&self) {
-        let now = self.clock.now();
-        metrics::gauge!(m::LAST_PUSH).set(now.as_second() as f64);
-        self.health.with(|n| {
-            n.push_success = Some(now.as_microsecond());
-            n.push_error = None;
-        });
-    }
-
-    pub(crate) fn note_push_error(&self, error: &str) {
-        self.health.with(|n| n.push_error = Some(error.to_owned()));
+    pub(crate) fn note_error(&self, side: Side, error: &str) {
+        self.health.with(|n| n.side(side).error = Some(error.to_owned()));
     }
 }
 
@@ -68,7 +80,7 @@ pub struct Readiness {
 /// How long `/readyz` tolerates no successful poll, and no answered national call while work
 /// waits.
 #[derive(Debug, Clone, Copy)]
-pub struct Windows {
+pub(crate) struct Windows {
     pub poll: Duration,
     pub push: Duration,
 }
@@ -88,21 +100,21 @@ pub(crate) fn readiness<C: Clock>(shared: &Shared<C>, windows: Windows, started_
     }
     let last_error =
         |e: &Option<String>| e.as_ref().map(|e| format!(" (last error: {e})")).unwrap_or_default();
-    match n.poll_success {
+    match n.poll.success {
         Some(at) if now - at <= windows.poll.as_micros() as i64 => {}
         Some(at) => reasons.push(format!(
             "no successful poll for {:.0} s{}",
             (now - at) as f64 / 1e6,
-            last_error(&n.poll_error)
+            last_error(&n.poll.error)
         )),
-        None => reasons.push(format!("no successful poll yet{}", last_error(&n.poll_error))),
+        None => reasons.push(format!("no successful poll yet{}", last_error(&n.poll.error))),
     }
-    let since = n.push_success.unwrap_or(started_at);
+    let since = n.push.success.unwrap_or(started_at);
     if depth > 0 && now - since > windows.push.as_micros() as i64 {
         reasons.push(format!(
             "{depth} dossier(s) waiting and no national call answered for {:.0} s{}",
             (now - since) as f64 / 1e6,
-            last_error(&n.push_error)
+            last_error(&n.push.error)
         ));
     }
     Readiness { ready: reasons.is_empty(), reasons }

@@ -69,14 +69,14 @@ impl<N: Sink, C: Clock> Heartbeat<N, C> {
                 stopping.then_some(now)
             ])?;
             let time = |t: i64| t.to_string();
-            if let Some(t) = notes.poll_success {
+            if let Some(t) = notes.poll.success {
                 meta_set(tx, "poll_last_success_at", Some(&time(t)))?;
             }
-            meta_set(tx, "poll_last_error", notes.poll_error.as_deref())?;
-            if let Some(t) = notes.push_success {
+            meta_set(tx, "poll_last_error", notes.poll.error.as_deref())?;
+            if let Some(t) = notes.push.success {
                 meta_set(tx, "push_last_success_at", Some(&time(t)))?;
             }
-            meta_set(tx, "push_last_error", notes.push_error.as_deref())?;
+            meta_set(tx, "push_last_error", notes.push.error.as_deref())?;
             if new_renewals > 0 {
                 meta_add(tx, "session_renewals", new_renewals as i64)?;
             }
@@ -157,18 +157,6 @@ fn write_workers(tx: &rusqlite::Connection, workers: &[WorkerStatus]) -> rusqlit
 }
 
 impl<N: Sink, C: Clock> Worker for Heartbeat<N, C> {
-    fn name(&self) -> String {
-        "heartbeat".into()
-    }
-
-    fn what(&self) -> &'static str {
-        "heartbeat"
-    }
-
-    fn retry(&self) -> (Duration, Duration) {
-        (Duration::from_secs(1), Duration::from_secs(10))
-    }
-
     async fn work(&mut self, _stop: &CancellationToken) -> Result<Step, Failure> {
         self.beat(false)?;
         if self.last_progress.elapsed() >= PROGRESS_EVERY {

@@ -49,10 +49,10 @@ use self::{
     poll::{PollConfig, Poller, Recorder},
     portal::Portal,
     ports::{Clock, Sink, Source},
-    push::{PushConfig, Pusher},
+    push::{Handover, PushConfig, Pusher},
     reconciler::Reconciler,
     stats::EngineStats,
-    worker::{Board, Worker},
+    worker::{Board, Role, Worker},
 };
 use crate::{
     config::Config,
@@ -88,7 +88,7 @@ pub struct EngineConfig {
 }
 
 impl EngineConfig {
-    pub fn from_config(c: &Config) -> EngineConfig {
+    pub(crate) fn from_config(c: &Config) -> EngineConfig {
         let batch_size = c.national.batch_size;
         let max_concurrency = c.national.max_concurrency;
         EngineConfig {
@@ -114,7 +114,7 @@ impl EngineConfig {
     /// How long `/readyz` waits for a successful poll, and for an answered national call while
     /// work waits: three poll intervals, and at least 30 s and 60 s (one slow page, one
     /// backoff of the push retry policy, must not flap readiness).
-    pub fn readiness_windows(&self) -> Windows {
+    pub(crate) fn readiness_windows(&self) -> Windows {
         Windows {
             poll: (self.poll_interval * 3).max(Duration::from_secs(30)),
             push: (self.poll_interval * 3).max(Duration::from_secs(60)),
@@ -122,12 +122,7 @@ impl EngineConfig {
     }
 
     fn poll(&self) -> PollConfig {
-        PollConfig {
-            page_size: self.page_size,
-            interval: self.poll_interval,
-            look_back: self.look_back,
-            retry: self.poll_retry,
-        }
+        PollConfig { page_size: self.page_size, interval: self.poll_interval, look_back: self.look_back }
     }
 
     fn push(&self) -> PushConfig {
@@ -140,8 +135,33 @@ impl EngineConfig {
     }
 
     fn audit(&self) -> AuditConfig {
-        AuditConfig { per_second: self.audit_per_second, cycle: self.audit_cycle, retry: self.push_retry }
+        AuditConfig { per_second: self.audit_per_second, cycle: self.audit_cycle }
     }
+
+    /// The workers, each with the wait after a failed unit of work.
+    fn roles(&self) -> Roles {
+        Roles {
+            // A page that cannot be read: the source's retry policy.
+            poller: Role::new("poller:provincial", "provincial poll", self.poll_retry),
+            // Only the database fails a round (the portal's trouble is each dossier's own, kept
+            // in the outbox): soon again; nothing of the round's bookkeeping was lost that a
+            // read-back cannot restore (in-flight marks are written first).
+            pusher: Role::new("pusher", "national push", (Duration::from_secs(1), Duration::from_secs(5))),
+            reconciler: Role::new("reconciler", "reconciliation pass", self.poll_retry),
+            // A look-up without an answer: the national retry policy, or what a 429 asked.
+            audit: Role::new("audit", "audit", self.push_retry),
+            heartbeat: Role::new("heartbeat", "heartbeat", (Duration::from_secs(1), Duration::from_secs(10))),
+        }
+    }
+}
+
+/// Every worker's role.
+struct Roles {
+    poller: Role,
+    pusher: Role,
+    reconciler: Role,
+    audit: Role,
+    heartbeat: Role,
 }
 
 /// The one backoff policy (via `backon`): exponential from `initial` to `max`, with jitter
@@ -158,7 +178,7 @@ pub(crate) fn backoff(initial: Duration, max: Duration, seed: u64) -> Exponentia
 
 /// The wait before attempt `attempts + 1`: exponential from `initial`, with jitter, never
 /// more than `max` (jitter included).
-pub fn retry_delay(attempts: i64, initial: Duration, max: Duration, seed: u64) -> Duration {
+pub(crate) fn retry_delay(attempts: i64, initial: Duration, max: Duration, seed: u64) -> Duration {
     let half = max / 2;
     let n = attempts.clamp(1, 64) as usize;
     backoff(initial.min(half), half, seed).build().nth(n - 1).unwrap_or(max).min(max)
@@ -269,6 +289,7 @@ impl<S, N, C> Clone for Engine<S, N, C> {
 /// Runs a worker on its own task until `stop`.
 fn spawn_worker<W, C>(
     mut worker: W,
+    role: Role,
     shared: Arc<Shared<C>>,
     stop: CancellationToken,
 ) -> tokio::task::JoinHandle<()>
@@ -276,7 +297,7 @@ where
     W: Worker + 'static,
     C: Clock,
 {
-    tokio::spawn(async move { worker::run(&mut worker, &shared, &stop).await })
+    tokio::spawn(async move { worker::run(&mut worker, &role, &shared, &stop).await })
 }
 
 impl<S: Source, N: Sink, C: Clock> Engine<S, N, C> {
@@ -324,24 +345,15 @@ impl<S: Source, N: Sink, C: Clock> Engine<S, N, C> {
         &self.recorder.source
     }
 
-    pub fn sink(&self) -> &N {
-        &self.portal.sink
-    }
-
     /// Whether the daemon does its job: the database usable, a recent successful poll, and
     /// national calls answered while work waits.
-    pub fn readiness(&self) -> Readiness {
+    pub(crate) fn readiness(&self) -> Readiness {
         health::readiness(&self.shared, self.cfg.readiness_windows(), self.started_at)
     }
 
     /// A one-line summary (systemd's STATUS).
-    pub fn status_line(&self) -> String {
+    pub(crate) fn status_line(&self) -> String {
         health::status_line(&self.shared)
-    }
-
-    /// The current adaptive concurrency limit.
-    pub fn concurrency_limit(&self) -> usize {
-        self.portal.limiter.limit()
     }
 
     /// What the running workers last recorded.
@@ -350,14 +362,12 @@ impl<S: Source, N: Sink, C: Clock> Engine<S, N, C> {
     }
 
     fn pusher(&self) -> Pusher<N, C> {
-        Pusher::new(
-            self.shared.clone(),
-            self.portal.clone(),
-            self.recorder.catalogue.clone(),
-            self.recorder.fresh.clone(),
-            self.in_round.clone(),
-            self.cfg.push(),
-        )
+        let handover = Handover {
+            catalogue: self.recorder.catalogue.clone(),
+            fresh: self.recorder.fresh.clone(),
+            in_round: self.in_round.clone(),
+        };
+        Pusher::new(self.shared.clone(), self.portal.clone(), handover, self.cfg.push())
     }
 
     fn auditor(&self) -> Auditor<N, C> {
@@ -365,12 +375,7 @@ impl<S: Source, N: Sink, C: Clock> Engine<S, N, C> {
     }
 
     fn reconciler(&self) -> Reconciler<S, C> {
-        Reconciler::new(
-            self.recorder.clone(),
-            self.cfg.page_size,
-            self.cfg.reconcile_interval,
-            self.cfg.poll_retry,
-        )
+        Reconciler::new(self.recorder.clone(), self.cfg.page_size, self.cfg.reconcile_interval)
     }
 
     fn heartbeat(&self) -> Heartbeat<N, C> {
@@ -393,12 +398,14 @@ impl<S: Source, N: Sink, C: Clock> Engine<S, N, C> {
         }
         metrics::gauge!(m::UP).set(1.0);
         let shared = &self.shared;
+        let roles = self.cfg.roles();
+        let poller = Poller::new(self.recorder.clone(), self.cfg.poll());
         let tasks = vec![
-            spawn_worker(Poller::new(self.recorder.clone(), self.cfg.poll()), shared.clone(), stop.clone()),
-            spawn_worker(self.pusher(), shared.clone(), stop.clone()),
-            spawn_worker(self.reconciler(), shared.clone(), stop.clone()),
-            spawn_worker(self.auditor(), shared.clone(), stop.clone()),
-            spawn_worker(self.heartbeat(), shared.clone(), stop.clone()),
+            spawn_worker(poller, roles.poller, shared.clone(), stop.clone()),
+            spawn_worker(self.pusher(), roles.pusher, shared.clone(), stop.clone()),
+            spawn_worker(self.reconciler(), roles.reconciler, shared.clone(), stop.clone()),
+            spawn_worker(self.auditor(), roles.audit, shared.clone(), stop.clone()),
+            spawn_worker(self.heartbeat(), roles.heartbeat, shared.clone(), stop.clone()),
         ];
         // If this future is dropped (a simulated crash), the tasks go with it.
         let guard = AbortOnDrop(tasks.iter().map(|t| t.abort_handle()).collect());
@@ -421,22 +428,22 @@ impl<S: Source, N: Sink, C: Clock> Engine<S, N, C> {
 
     /// One full reconciliation pass now (the daemon not running); None if stopped before the
     /// end.
-    pub async fn reconcile_once(&self, stop: &CancellationToken) -> Option<ReconcileReport> {
+    pub(crate) async fn reconcile_once(&self, stop: &CancellationToken) -> Option<ReconcileReport> {
         let mut reconciler = self.reconciler().once();
-        worker::run(&mut reconciler, &self.shared, stop).await;
+        worker::run(&mut reconciler, &self.cfg.roles().reconciler, &self.shared, stop).await;
         reconciler.report
     }
 
     /// One audit pass now (the daemon not running): repairs are enqueued, and pushed when the
     /// daemon runs. None if stopped before the end.
-    pub async fn audit_once(
+    pub(crate) async fn audit_once(
         &self,
         scope: AuditScope,
         per_second: f64,
         stop: &CancellationToken,
     ) -> Option<AuditReport> {
         let mut auditor = self.auditor().once(scope, per_second);
-        worker::run(&mut auditor, &self.shared, stop).await;
+        worker::run(&mut auditor, &self.cfg.roles().audit, &self.shared, stop).await;
         auditor.report.take()
     }
 }

@@ -11,6 +11,7 @@ use std::{
 use super::{
     Shared,
     answer::{Answer, TransientKind},
+    health::Side,
     limiter::{Limiter, Signal},
     ports::{Clock, Sink},
     trouble::Trouble,
@@ -77,11 +78,11 @@ impl<N: Sink, C: Clock> Portal<N, C> {
         let mut trouble = self.trouble.lock().unwrap_or_else(|p| p.into_inner());
         match &answer {
             Answer::Ok(_) | Answer::Refused { .. } => {
-                self.shared.note_push_success();
+                self.shared.note_success(Side::Push);
                 trouble.recovered();
             }
             Answer::Retry(t) => {
-                self.shared.note_push_error(&t.reason);
+                self.shared.note_error(Side::Push, &t.reason);
                 trouble.failed(&format!("{name}: {}", t.reason), t.retry_after.unwrap_or(self.first_retry));
                 self.shared.stats.fault(t.kind.label());
                 tracing::debug!(event = "call_failed", service = name, error = %t.reason, http_status = t.http_status, duration_ms = elapsed.as_millis() as u64);

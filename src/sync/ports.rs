@@ -42,7 +42,7 @@ pub struct Page {
 impl Page {
     /// A page of the HTTP listing's form: each record's position is its (updated_at, MaHoSo),
     /// its `version` the source's own counter.
-    pub fn from_listing<R: Into<RawRecord>>(items: Vec<R>, has_more: bool) -> Page {
+    pub(crate) fn from_listing<R: Into<RawRecord>>(items: Vec<R>, has_more: bool) -> Page {
         let records = items
             .into_iter()
             .map(|raw| {
@@ -139,13 +139,13 @@ impl Clock for SystemClock {
 /// Wall-clock time that advances with tokio's clock, so that under a paused runtime (the
 /// simulation) it is virtual and exactly reproducible. Copies share the same origin.
 #[derive(Debug, Clone, Copy)]
-pub struct TokioClock {
+pub(crate) struct TokioClock {
     base: Timestamp,
     start: tokio::time::Instant,
 }
 
 impl TokioClock {
-    pub fn starting_at(base: Timestamp) -> Self {
+    pub(crate) fn starting_at(base: Timestamp) -> Self {
         Self { base, start: tokio::time::Instant::now() }
     }
 }

@@ -24,7 +24,7 @@ pub(crate) enum Unusable {
 
 /// What a look-up says of one dossier, judged against ours.
 #[derive(Debug, Clone, PartialEq)]
-pub(crate) enum Judgement {
+pub enum Judgement {
     Unusable(Unusable),
     /// The portal does not hold the dossier.
     Missing,
@@ -118,24 +118,45 @@ fn inconclusive(ours: usize, theirs: &[Value], matched: usize) -> Option<String>
     ))
 }
 
+/// A dossier, its entries and look-up answers, for the tests of what is judged of them.
+#[cfg(test)]
+pub(crate) mod fixture {
+    use serde_json::{Value, json};
+
+    pub(crate) fn entry(at: &str, content: &str) -> Value {
+        json!({"MaHoSo": "X", "ThoiDiemXuLy": at, "NguoiXuLy": "Lê Thị Hoa", "NoiDungXuLy": content, "TrangThai": "4"})
+    }
+
+    pub(crate) fn dossier() -> Value {
+        json!({"MaHoSo": "X", "TrangThaiHoSo": "4", "NgayTiepNhan": "20260301083000", "TrichYeuHoSo": "Cấp giấy phép xây dựng"})
+    }
+
+    /// A look-up answer holding `d` with `history`.
+    pub(crate) fn answer(mut d: Value, history: Vec<Value>) -> Value {
+        d["QuaTrinhXuLy"] = Value::Array(history);
+        json!({"error_code": 0, "result": [d]})
+    }
+
+    /// `dossier()` as a gateway might give it back: other forms, the same meaning.
+    pub(crate) fn rewritten() -> Value {
+        let mut theirs = json!({"MaHoSo": "X", "TrangThaiHoSo": 4, "NgayTiepNhan": "2026-03-01T08:30:00+07:00",
+            "TrichYeuHoSo": "  Cấp giấy  phép xây dựng ", "Them": "a field we never sent"});
+        theirs["QuaTrinhXuLy"] =
+            json!([entry("01/03/2026 08:30:00", "Tiếp nhận"), entry("2026-03-02 09:00:00", "Chuyển  xử lý")]);
+        json!({"error_code": "0", "result": [theirs]})
+    }
+
+    /// The two entries `rewritten()` holds, as we hold them.
+    pub(crate) fn two_entries() -> Vec<Value> {
+        vec![entry("20260301083000", "Tiếp nhận"), entry("20260302090000", "Chuyển xử lý")]
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use serde_json::json;
 
-    use super::*;
-
-    fn entry(at: &str, content: &str) -> Value {
-        json!({"MaHoSo": "X", "ThoiDiemXuLy": at, "NguoiXuLy": "Lê Thị Hoa", "NoiDungXuLy": content, "TrangThai": "4"})
-    }
-
-    fn dossier() -> Value {
-        json!({"MaHoSo": "X", "TrangThaiHoSo": "4", "NgayTiepNhan": "20260301083000", "TrichYeuHoSo": "Cấp giấy phép xây dựng"})
-    }
-
-    fn answer(mut d: Value, history: Vec<Value>) -> Value {
-        d["QuaTrinhXuLy"] = Value::Array(history);
-        json!({"error_code": 0, "result": [d]})
-    }
+    use super::{fixture::*, *};
 
     fn holds(matched: usize, differing: &[&str], absent: &[&str]) -> Judgement {
         let names = |n: &[&str]| n.iter().map(|s| (*s).to_owned()).collect();
@@ -144,13 +165,8 @@ mod tests {
 
     #[test]
     fn the_same_dossier_in_another_form_is_held() {
-        let history = vec![entry("20260301083000", "Tiếp nhận"), entry("20260302090000", "Chuyển xử lý")];
-        let mut theirs = json!({"MaHoSo": "X", "TrangThaiHoSo": 4, "NgayTiepNhan": "2026-03-01T08:30:00+07:00",
-            "TrichYeuHoSo": "  Cấp giấy  phép xây dựng ", "Them": "a field we never sent"});
-        theirs["QuaTrinhXuLy"] =
-            json!([entry("01/03/2026 08:30:00", "Tiếp nhận"), entry("2026-03-02 09:00:00", "Chuyển  xử lý")]);
-        let body = json!({"error_code": "0", "result": [theirs]});
-        assert_eq!(judge(&dossier(), &history, &body), holds(2, &[], &[]));
+        let history = two_entries();
+        assert_eq!(judge(&dossier(), &history, &rewritten()), holds(2, &[], &[]));
         // A field the answer leaves out is absent, not different.
         let mut short = dossier();
         short.as_object_mut().unwrap().remove("TrichYeuHoSo");
@@ -162,7 +178,7 @@ mod tests {
 
     #[test]
     fn each_kind_of_difference_is_told_apart() {
-        let history = vec![entry("20260301083000", "Tiếp nhận"), entry("20260302090000", "Chuyển xử lý")];
+        let history = two_entries();
         assert_eq!(judge(&dossier(), &history, &json!({"error_code": 0, "result": []})), Judgement::Missing);
         let mut other = dossier();
         other["TrangThaiHoSo"] = json!("2");

@@ -68,7 +68,6 @@ pub(crate) struct Reconciler<S, C> {
     recorder: Arc<Recorder<S, C>>,
     page_size: usize,
     every: Option<Duration>,
-    retry: (Duration, Duration),
     pass: Option<Pass>,
     /// The catalogue flush last acted on.
     flushed: Option<String>,
@@ -79,13 +78,8 @@ pub(crate) struct Reconciler<S, C> {
 }
 
 impl<S: Source, C: Clock> Reconciler<S, C> {
-    pub(crate) fn new(
-        recorder: Arc<Recorder<S, C>>,
-        page_size: usize,
-        every: Option<Duration>,
-        retry: (Duration, Duration),
-    ) -> Self {
-        Reconciler { recorder, page_size, every, retry, pass: None, flushed: None, once: false, report: None }
+    pub(crate) fn new(recorder: Arc<Recorder<S, C>>, page_size: usize, every: Option<Duration>) -> Self {
+        Reconciler { recorder, page_size, every, pass: None, flushed: None, once: false, report: None }
     }
 
     /// One pass now, then done.
@@ -189,18 +183,6 @@ impl<S: Source, C: Clock> Reconciler<S, C> {
 }
 
 impl<S: Source, C: Clock> Worker for Reconciler<S, C> {
-    fn name(&self) -> String {
-        "reconciler".into()
-    }
-
-    fn what(&self) -> &'static str {
-        "reconciliation pass"
-    }
-
-    fn retry(&self) -> (Duration, Duration) {
-        self.retry
-    }
-
     async fn work(&mut self, stop: &CancellationToken) -> Result<Step, Failure> {
         if self.pass.is_none() {
             if !self.due()? {

@@ -128,6 +128,14 @@ fn record(mahoso: &str, version: i64, entries: usize) -> Value {
     })
 }
 
+/// An engine over a scripted portal, with `records` applied.
+fn engine_with(records: Vec<Record>) -> (Scripted, Engine<Quiet, Scripted, SystemClock>, tempfile::TempDir) {
+    let sink = Scripted::default();
+    let (e, dir) = engine(&sink);
+    apply(&e, records);
+    (sink, e, dir)
+}
+
 fn apply(e: &Engine<Quiet, Scripted, SystemClock>, records: Vec<Record>) -> Applied {
     e.recorder.apply_page(&records, None).unwrap()
 }
@@ -181,9 +189,7 @@ fn rewritten_look_up(mahoso: &str, n: usize) -> Answer {
 
 #[tokio::test]
 async fn a_rewritten_read_back_proves_what_was_applied_and_only_the_rest_is_sent() {
-    let sink = Scripted::default();
-    let (e, _dir) = engine(&sink);
-    apply(&e, vec![plain(record(A, 1, 3))]);
+    let (sink, e, _dir) = engine_with(vec![plain(record(A, 1, 3))]);
     uncertain_after(&e, A, 1);
     // The lost write had carried the second entry: the portal holds two.
     sink.answer("TraCuuHoSo", rewritten_look_up(A, 2));
@@ -201,9 +207,7 @@ async fn a_rewritten_read_back_proves_what_was_applied_and_only_the_rest_is_sent
 
 #[tokio::test]
 async fn a_read_back_with_an_entry_none_of_ours_parks_the_dossier_and_sends_nothing() {
-    let sink = Scripted::default();
-    let (e, _dir) = engine(&sink);
-    apply(&e, vec![plain(record(A, 1, 3))]);
+    let (sink, e, _dir) = engine_with(vec![plain(record(A, 1, 3))]);
     uncertain_after(&e, A, 1);
     let foreign = json!({"MaHoSo": A, "NguoiXuLy": "Hệ thống khác", "ThoiDiemXuLy": "20200101080000",
                          "NoiDungXuLy": "Cập nhật từ hệ thống khác", "TrangThai": "4"});
@@ -227,9 +231,7 @@ async fn a_read_back_with_an_entry_none_of_ours_parks_the_dossier_and_sends_noth
         "still uncertain: a retry reads back first"
     );
     // A look-up without its history list is no proof either.
-    let sink = Scripted::default();
-    let (e, _dir) = engine(&sink);
-    apply(&e, vec![plain(record(A, 1, 2))]);
+    let (sink, e, _dir) = engine_with(vec![plain(record(A, 1, 2))]);
     uncertain_after(&e, A, 1);
     sink.answer("TraCuuHoSo", Answer::Ok(json!({"error_code": 0, "result": [{"MaHoSo": A}]})));
     e.pusher().round().await.unwrap();
@@ -239,9 +241,8 @@ async fn a_read_back_with_an_entry_none_of_ours_parks_the_dossier_and_sends_noth
 
 #[tokio::test]
 async fn a_refused_item_is_isolated_from_the_rest_of_its_batch() {
-    let sink = Scripted::default();
-    let (e, _dir) = engine(&sink);
-    apply(&e, vec![plain(record(A, 1, 1)), plain(record(B, 1, 1)), plain(record(C, 1, 1))]);
+    let (sink, e, _dir) =
+        engine_with(vec![plain(record(A, 1, 1)), plain(record(B, 1, 1)), plain(record(C, 1, 1))]);
     sink.answer(
         "DongBoHoSoMC",
         Answer::Refused { code: codes::INVALID, message: format!("MaHoSo={B}: TrichYeuHoSo: quá dài") },
@@ -272,9 +273,7 @@ async fn a_refused_item_is_isolated_from_the_rest_of_its_batch() {
 
 #[tokio::test]
 async fn an_existing_dossier_is_replaced_and_an_unknown_one_created_again() {
-    let sink = Scripted::default();
-    let (e, _dir) = engine(&sink);
-    apply(&e, vec![plain(record(A, 1, 1))]);
+    let (sink, e, _dir) = engine_with(vec![plain(record(A, 1, 1))]);
     sink.answer(
         "DongBoHoSoMC",
         Answer::Refused { code: codes::EXISTS, message: format!("MaHoSo={A} đã tồn tại") },
@@ -370,9 +369,7 @@ async fn a_record_too_deep_to_read_is_quarantined_under_its_dossier_until_a_read
 
 #[tokio::test]
 async fn an_update_the_portal_lost_is_created_again_with_its_whole_history_even_if_the_answer_is_lost() {
-    let sink = Scripted::default();
-    let (e, _dir) = engine(&sink);
-    apply(&e, vec![plain(record(A, 1, 1))]);
+    let (sink, e, _dir) = engine_with(vec![plain(record(A, 1, 1))]);
     e.pusher().round().await.unwrap();
     assert_eq!(row::<i64>(&e, "SELECT acked_history FROM dossier"), 1);
     // A newer version: the portal no longer knows the dossier, and the answer to the create

@@ -20,7 +20,7 @@ use crate::store::StoreError;
 
 /// What a unit of work came to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Step {
+pub enum Step {
     /// More is waiting: work again at once.
     Busy,
     /// Nothing to do now: wait for work.
@@ -50,14 +50,26 @@ impl From<StoreError> for Failure {
     }
 }
 
+/// Who a worker is to the runner: how `status` and the logs name it, and how long it waits
+/// after a failure.
+#[derive(Debug, Clone)]
+pub(crate) struct Role {
+    /// Its name in `status` (`poller:provincial`, `pusher`, ...).
+    pub(crate) name: String,
+    /// What its failure logs call it (the `what` of `failure_repeated`).
+    pub(crate) what: &'static str,
+    /// The wait after a failure: from the first to the second, doubling, with jitter.
+    pub(crate) retry: (Duration, Duration),
+}
+
+impl Role {
+    pub(crate) fn new(name: impl Into<String>, what: &'static str, retry: (Duration, Duration)) -> Role {
+        Role { name: name.into(), what, retry }
+    }
+}
+
 /// One loop of the engine (see the module's comment).
 pub(crate) trait Worker: Send {
-    /// Its name in `status` (`poller:provincial`, `pusher`, ...).
-    fn name(&self) -> String;
-    /// What its failure logs call it (the `what` of `failure_repeated`).
-    fn what(&self) -> &'static str;
-    /// The wait after a failure: from the first to the second, doubling, with jitter.
-    fn retry(&self) -> (Duration, Duration);
     /// One unit of work. `stop` is cancelled when the daemon stops: a worker begins nothing
     /// long after it (a national call, a page), and may finish what it began.
     fn work(&mut self, stop: &CancellationToken) -> impl Future<Output = Result<Step, Failure>> + Send;
@@ -155,17 +167,22 @@ impl Board {
 
 /// Runs `worker` until `stop` is cancelled (or it is `Done`): one unit of work after another,
 /// waiting while it is idle, backing off after failures.
-pub(crate) async fn run<W: Worker, C: Clock>(worker: &mut W, shared: &Shared<C>, stop: &CancellationToken) {
-    let name = worker.name();
-    let mut trouble = Trouble::new(worker.what());
-    let (initial, max) = worker.retry();
+pub(crate) async fn run<W: Worker, C: Clock>(
+    worker: &mut W,
+    role: &Role,
+    shared: &Shared<C>,
+    stop: &CancellationToken,
+) {
+    let name = &role.name;
+    let mut trouble = Trouble::new(role.what);
+    let (initial, max) = role.retry;
     let new_backoff = || super::backoff(initial, max, shared.next_seed()).build();
     let mut backoff = new_backoff();
     let now = || shared.clock.now().as_microsecond();
     let mut failing = false;
     while !stop.is_cancelled() {
         if !failing {
-            shared.workers.set(&name, WorkerState::Busy, now(), None);
+            shared.workers.set(name, WorkerState::Busy, now(), None);
         }
         match worker.work(stop).await {
             Ok(step) => {
@@ -174,12 +191,12 @@ pub(crate) async fn run<W: Worker, C: Clock>(worker: &mut W, shared: &Shared<C>,
                 backoff = new_backoff();
                 match step {
                     Step::Busy => {
-                        shared.workers.set(&name, WorkerState::Busy, now(), None);
+                        shared.workers.set(name, WorkerState::Busy, now(), None);
                         // Other tasks get their turn even when this one always has work.
                         tokio::task::yield_now().await;
                     }
                     Step::Idle => {
-                        shared.workers.set(&name, WorkerState::Idle, now(), None);
+                        shared.workers.set(name, WorkerState::Idle, now(), None);
                         tokio::select! {
                             biased;
                             () = stop.cancelled() => break,
@@ -193,7 +210,7 @@ pub(crate) async fn run<W: Worker, C: Clock>(worker: &mut W, shared: &Shared<C>,
                 failing = true;
                 let wait = failure_wait(&failure, &mut backoff, max);
                 trouble.failed(&failure.error, wait);
-                shared.workers.set(&name, WorkerState::Failing, now(), Some(&failure.error));
+                shared.workers.set(name, WorkerState::Failing, now(), Some(&failure.error));
                 tokio::select! {
                     biased;
                     () = stop.cancelled() => break,
@@ -202,7 +219,7 @@ pub(crate) async fn run<W: Worker, C: Clock>(worker: &mut W, shared: &Shared<C>,
             }
         }
     }
-    shared.workers.set(&name, WorkerState::Stopped, now(), None);
+    shared.workers.set(name, WorkerState::Stopped, now(), None);
 }
 
 /// The wait after a failure: the next backoff step, or what the other side asked, honoured up
@@ -234,15 +251,6 @@ mod tests {
     }
 
     impl Worker for Scripted {
-        fn name(&self) -> String {
-            "scripted".into()
-        }
-        fn what(&self) -> &'static str {
-            "scripted work"
-        }
-        fn retry(&self) -> (Duration, Duration) {
-            (Duration::from_millis(100), Duration::from_secs(1))
-        }
         async fn work(&mut self, _: &CancellationToken) -> Result<Step, Failure> {
             self.calls.fetch_add(1, Ordering::Relaxed);
             if self.failures > 0 {
@@ -278,7 +286,12 @@ mod tests {
         let task = {
             let (shared, stop) = (shared.clone(), stop.clone());
             tokio::spawn(async move {
-                run(&mut w, &shared, &stop).await;
+                let role = Role::new(
+                    "scripted",
+                    "scripted work",
+                    (Duration::from_millis(100), Duration::from_secs(1)),
+                );
+                run(&mut w, &role, &shared, &stop).await;
                 w
             })
         };

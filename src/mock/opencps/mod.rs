@@ -52,15 +52,15 @@ use crate::{
 };
 
 /// The Liferay site the simulated province's dossiers belong to.
-pub const GROUP_ID: i64 = 35_417;
+pub(crate) const GROUP_ID: i64 = 35_417;
 /// The one service process every simulated procedure follows.
-pub const SERVICE_PROCESS_ID: i64 = 501;
+pub(crate) const SERVICE_PROCESS_ID: i64 = 501;
 /// Inter-agency copies get ids from here (the originals' ids are their slot + 1).
-pub const COPY_ID_BASE: i64 = 900_000_000;
+pub(crate) const COPY_ID_BASE: i64 = 900_000_000;
 /// Local statuses the status mapping table leaves to dvc-sync's status_map.
-pub const UNMAPPED_STATUSES: [&str; 2] = ["releasing", "unresolved"];
+pub(crate) const UNMAPPED_STATUSES: [&str; 2] = ["releasing", "unresolved"];
 /// The sub-status of transfer steps ("processing" again), mapped by sub-status.
-pub const TRANSFER_SUB_STATUS: &str = "thamdinh";
+pub(crate) const TRANSFER_SUB_STATUS: &str = "thamdinh";
 
 /// What a real database adds to the world's own trouble.
 #[derive(Debug, Clone, PartialEq)]
@@ -341,7 +341,7 @@ fn code(v: &Value) -> i64 {
 /// The local service code of a national procedure: half of the known procedures carry a code
 /// of their own, mapped in opencps_serviceinfomapping; the rest (and unknown ones) carry the
 /// national code itself, which OpenCPS's client sends as it is.
-pub fn local_service_code(national: &str) -> String {
+pub(crate) fn local_service_code(national: &str) -> String {
     match PROCEDURES.iter().position(|p| p.code == national) {
         Some(i) if i % 2 == 0 => format!("TP-{national}"),
         _ => national.to_owned(),
@@ -897,7 +897,7 @@ impl Province {
     /// Writes the changes the world made since the last call. On-time changes commit in
     /// order; late ones hold their transaction open in a task of their own, and the next
     /// changes of the same dossier wait for it (a row lock would make them).
-    pub async fn write_due(self: &Arc<Self>) -> anyhow::Result<()> {
+    pub(crate) async fn write_due(self: &Arc<Self>) -> anyhow::Result<()> {
         let fresh = self.world().take_journal();
         let mut now_writing: Vec<(Change, Vec<Statement>)> = Vec::new();
         {

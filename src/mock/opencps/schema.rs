@@ -9,7 +9,7 @@ use crate::provincial::sql::Dialect;
 
 /// A column's portable (Liferay) type.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Ty {
+pub(crate) enum Ty {
     Long,
     Int,
     Date,
@@ -38,14 +38,14 @@ impl Ty {
 
 /// One table: its name, its primary key (the first column) and its columns.
 #[derive(Debug)]
-pub struct Table {
+pub(crate) struct Table {
     pub name: &'static str,
     pub columns: &'static [(&'static str, Ty)],
 }
 
 use Ty::*;
 
-pub const DOSSIER: Table = Table {
+pub(crate) const DOSSIER: Table = Table {
     name: "opencps_dossier",
     columns: &[
         ("dossierId", Long),
@@ -87,7 +87,7 @@ pub const DOSSIER: Table = Table {
     ],
 };
 
-pub const ACTION: Table = Table {
+pub(crate) const ACTION: Table = Table {
     name: "opencps_dossieraction",
     columns: &[
         ("dossierActionId", Long),
@@ -114,7 +114,7 @@ pub const ACTION: Table = Table {
     ],
 };
 
-pub const PROCESS_STEP: Table = Table {
+pub(crate) const PROCESS_STEP: Table = Table {
     name: "opencps_processstep",
     columns: &[
         ("processStepId", Long),
@@ -131,7 +131,7 @@ pub const PROCESS_STEP: Table = Table {
     ],
 };
 
-pub const STATUS_MAPPING: Table = Table {
+pub(crate) const STATUS_MAPPING: Table = Table {
     name: "opencps_dossierstatusmapping",
     columns: &[
         ("dossierStatusMappingId", Long),
@@ -145,7 +145,7 @@ pub const STATUS_MAPPING: Table = Table {
     ],
 };
 
-pub const SERVICE_MAPPING: Table = Table {
+pub(crate) const SERVICE_MAPPING: Table = Table {
     name: "opencps_serviceinfomapping",
     columns: &[
         ("serviceInfoMappingId", Long),
@@ -161,7 +161,7 @@ pub const SERVICE_MAPPING: Table = Table {
 };
 
 /// A dossier's files: what the citizen submitted and, with `dossierPartType` 2, the results.
-pub const FILE: Table = Table {
+pub(crate) const FILE: Table = Table {
     name: "opencps_dossierfile",
     columns: &[
         ("dossierFileId", Long),
@@ -189,7 +189,7 @@ pub const FILE: Table = Table {
 
 /// A dossier's fees: one row per fee request (OpenCPS's pay-gate modules set `paymentStatus` 5
 /// and the `paymentMethod` when a payment is confirmed).
-pub const PAYMENT: Table = Table {
+pub(crate) const PAYMENT: Table = Table {
     name: "opencps_paymentfile",
     columns: &[
         ("paymentFileId", Long),
@@ -213,12 +213,12 @@ pub const PAYMENT: Table = Table {
     ],
 };
 
-pub const TABLES: [&Table; 7] =
+pub(crate) const TABLES: [&Table; 7] =
     [&DOSSIER, &ACTION, &PROCESS_STEP, &STATUS_MAPPING, &SERVICE_MAPPING, &FILE, &PAYMENT];
 
 /// Liferay's own indexes on these tables that the profile's look-ups use (the names are
 /// OpenCPS's). None of them leads with modifiedDate.
-pub const LIFERAY_INDEXES: &[(&str, &str, &[&str])] = &[
+pub(crate) const LIFERAY_INDEXES: &[(&str, &str, &[&str])] = &[
     ("IX_BC4A37EA", "opencps_dossier", &["dossierStatus", "modifiedDate"]),
     ("IX_D4ACCBFA", "opencps_dossier", &["groupId", "dossierId"]),
     ("IX_49AE3BC9", "opencps_dossieraction", &["dossierId", "actionCode"]),
@@ -250,7 +250,7 @@ impl Table {
 }
 
 /// The statements that create every table and Liferay's indexes, in order.
-pub fn create_all(dialect: Dialect) -> Vec<String> {
+pub(crate) fn create_all(dialect: Dialect) -> Vec<String> {
     let mut out: Vec<String> = TABLES.iter().map(|t| t.create(dialect)).collect();
     for (name, table, columns) in LIFERAY_INDEXES {
         out.push(format!("create index {name} on {table} ({})", columns.join(", ")));

@@ -16,7 +16,7 @@ use crate::domain::dates::{VN_OFFSET, format_national, format_rfc3339_vn};
 use crate::mock::catalogue::{AGENCIES, Agency, PROCEDURES, Procedure, UNKNOWN_PROCEDURE_CODES};
 
 /// Dossiers received per simulated day, across all agencies (sets the MaHoSo sequence range).
-pub const PER_DAY: u32 = 2_000;
+pub(crate) const PER_DAY: u32 = 2_000;
 
 /// A defect that makes the daemon quarantine the record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,7 +28,7 @@ pub enum Defect {
 }
 
 impl Defect {
-    pub fn describe(self) -> &'static str {
+    pub(crate) fn describe(self) -> &'static str {
         match self {
             Defect::NoMaHoSo => "no MaHoSo",
             Defect::BadDate => "unparseable date",
@@ -40,11 +40,11 @@ impl Defect {
 
 /// Kinds of mess a record may carry; the daemon must repair each.
 pub mod mess {
-    pub const NFD: u8 = 1;
-    pub const NUMBERS: u8 = 2;
-    pub const OVERLONG: u8 = 4;
-    pub const RFC3339: u8 = 8;
-    pub const ALL: [(u8, &str); 4] =
+    pub(crate) const NFD: u8 = 1;
+    pub(crate) const NUMBERS: u8 = 2;
+    pub(crate) const OVERLONG: u8 = 4;
+    pub(crate) const RFC3339: u8 = 8;
+    pub(crate) const ALL: [(u8, &str); 4] =
         [(NFD, "nfd"), (NUMBERS, "numbers"), (OVERLONG, "overlong"), (RFC3339, "rfc3339")];
 }
 
@@ -61,7 +61,7 @@ pub struct Traits {
 
 /// Shares of dossiers given each kind of trouble.
 #[derive(Debug, Clone, Copy)]
-pub struct Rates {
+pub(crate) struct Rates {
     pub bad_record: f64,
     pub messy: f64,
     pub unknown_procedure: f64,
@@ -76,7 +76,7 @@ fn rng_for(seed: u64, index: u32, salt: u64) -> fastrand::Rng {
 }
 
 impl Traits {
-    pub fn draw(seed: u64, index: u32, rates: Rates) -> Traits {
+    pub(crate) fn draw(seed: u64, index: u32, rates: Rates) -> Traits {
         let mut rng = rng_for(seed, index, 1);
         let defect = (rng.f64() < rates.bad_record).then(|| match rng.u8(0..4) {
             0 => Defect::NoMaHoSo,
@@ -102,7 +102,7 @@ impl Traits {
         }
     }
 
-    pub fn mess_names(&self) -> Vec<&'static str> {
+    pub(crate) fn mess_names(&self) -> Vec<&'static str> {
         mess::ALL.iter().filter(|(bit, _)| self.mess & bit != 0).map(|(_, n)| *n).collect()
     }
 }
@@ -487,7 +487,7 @@ impl Life {
     }
 
     /// The MaHoSo as the record carries it (absent or malformed for those defects).
-    pub fn listed_mahoso(&self, index: u32, traits: &Traits) -> Option<String> {
+    pub(crate) fn listed_mahoso(&self, index: u32, traits: &Traits) -> Option<String> {
         match traits.defect {
             Some(Defect::NoMaHoSo) => None,
             Some(Defect::MalformedMaHoSo) if index.is_multiple_of(2) => Some(self.mahoso.replace('-', "/")),

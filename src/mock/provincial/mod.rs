@@ -65,7 +65,7 @@ pub fn truth_items(items: &[Value]) -> Vec<TruthItem> {
 pub type Clock = Arc<dyn Fn() -> i64 + Send + Sync>;
 
 /// The system's clock.
-pub fn wall_clock() -> Clock {
+pub(crate) fn wall_clock() -> Clock {
     Arc::new(|| Timestamp::now().as_microsecond())
 }
 
@@ -142,7 +142,7 @@ impl Default for Knobs {
 }
 
 impl Knobs {
-    pub fn validate(&self) -> Result<(), String> {
+    pub(crate) fn validate(&self) -> Result<(), String> {
         let mut problems = Vec::new();
         for (name, rate) in [
             ("bad_record_rate", self.bad_record_rate),
@@ -309,7 +309,7 @@ pub struct World {
 /// One change of the simulated province: version `version` of record `slot`, stamped
 /// `updated_at` (µs), visible from `visible_at`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Change {
+pub(crate) struct Change {
     pub slot: u32,
     pub version: u32,
     pub updated_at: i64,
@@ -327,7 +327,7 @@ impl World {
 
     /// A world that keeps its journal of changes (see [`World::take_journal`]), from the
     /// first: with `changes_per_second = 0` the whole backfill is in it.
-    pub fn with_journal(knobs: Knobs, clock: Clock) -> Self {
+    pub(crate) fn with_journal(knobs: Knobs, clock: Clock) -> Self {
         Self::build(knobs, clock, true)
     }
 
@@ -370,12 +370,12 @@ impl World {
     }
 
     /// The changes made since the last call, oldest first (empty without a journal).
-    pub fn take_journal(&mut self) -> Vec<Change> {
+    pub(crate) fn take_journal(&mut self) -> Vec<Change> {
         self.journal.as_mut().map(std::mem::take).unwrap_or_default()
     }
 
     /// Version `version` of record `slot`, stamped `updated_at`, as the listing would serve it.
-    pub fn record_at(&self, slot: u32, version: u32, updated_at: i64) -> Value {
+    pub(crate) fn record_at(&self, slot: u32, version: u32, updated_at: i64) -> Value {
         self.render(slot, version, updated_at)
     }
 
@@ -508,7 +508,7 @@ impl World {
     }
 
     /// Lets `elapsed` of simulated life happen.
-    pub fn tick(&mut self, elapsed: Duration) {
+    pub(crate) fn tick(&mut self, elapsed: Duration) {
         let now = (self.clock)();
         if !self.paused {
             let cps = self.knobs.changes_per_second;
@@ -640,7 +640,7 @@ impl World {
     }
 
     /// [`World::truth`], each item with its slot (the OpenCPS world numbers its rows by it).
-    pub fn truth_by_slot(&self) -> Vec<(u32, Value)> {
+    pub(crate) fn truth_by_slot(&self) -> Vec<(u32, Value)> {
         self.by_truth_key.iter().map(|(key, slot)| (*slot, self.truth_item(key, *slot))).collect()
     }
 
@@ -689,7 +689,7 @@ impl World {
         body
     }
 
-    pub fn upsert_raw(&mut self, mut record: Value, delay_ms: u64) -> Value {
+    pub(crate) fn upsert_raw(&mut self, mut record: Value, delay_ms: u64) -> Value {
         let mahoso = record.get("MaHoSo").and_then(Value::as_str).map(str::to_owned);
         let status = record.get("TrangThai").map(|s| s.as_str().map_or_else(|| s.to_string(), str::to_owned));
         let existing = mahoso.as_deref().and_then(|m| self.by_truth_key.get(m).copied());

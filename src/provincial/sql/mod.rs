@@ -118,7 +118,7 @@ pub struct ServerInfo {
 
 /// A table the profile reads that the account cannot.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct TableProblem {
+pub(crate) struct TableProblem {
     pub table: String,
     /// It does not exist (else: the account may not read it).
     pub missing: bool,
@@ -731,7 +731,7 @@ impl SqlSource {
     /// Whether the account can read each table the profile reads: a table missing (not
     /// OpenCPS's database, or another version of it) or not granted is named, with the
     /// profile's GRANT for it.
-    pub async fn table_access(&self) -> Result<Vec<TableProblem>, SourceError> {
+    pub(crate) async fn table_access(&self) -> Result<Vec<TableProblem>, SourceError> {
         let mut problems = Vec::new();
         // The names come from the profile's own queries; only plain names are probed.
         let plain = |t: &String| t.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
@@ -748,7 +748,8 @@ impl SqlSource {
             };
             let message = e.to_string().to_ascii_lowercase();
             let missing = matches!(code.as_str(), "42S02" | "42P01");
-            if !missing && !(code == "42501" || message.contains("denied") || message.contains("permission")) {
+            let denied = code == "42501" || message.contains("denied") || message.contains("permission");
+            if !missing && !denied {
                 return Err(self.failed(&e));
             }
             let grant = self.profile.grant_for(&table, self.dialect).map(str::to_owned);

@@ -24,8 +24,7 @@
 //! column (history entry) carries the national status the source itself maps to; it wins
 //! over `status_map`, which serves codes the source's mapping lacks.
 
-use std::{
-    collections::BTreeSet,collections::BTreeMap, fmt, path::Path};
+use std::{collections::BTreeMap, collections::BTreeSet, fmt, path::Path};
 
 use serde::Deserialize;
 
@@ -42,7 +41,7 @@ pub enum Dialect {
 
 impl Dialect {
     /// From a database URL's scheme.
-    pub fn of_url(url: &str) -> Option<Dialect> {
+    pub(crate) fn of_url(url: &str) -> Option<Dialect> {
         let scheme = url.split_once("://")?.0.to_ascii_lowercase();
         match scheme.as_str() {
             "mysql" | "mariadb" => Some(Dialect::MySql),

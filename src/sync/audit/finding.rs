@@ -6,7 +6,7 @@ use crate::sync::readback::{self, Judgement, Unusable};
 
 /// What a read-back showed of one dossier.
 #[derive(Debug, Clone, PartialEq)]
-pub(crate) enum Finding {
+pub enum Finding {
     /// The national copy holds what was acknowledged.
     Verified,
     /// The national portal does not know the dossier.
@@ -118,29 +118,12 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-
-    fn entry(at: &str, content: &str) -> Value {
-        json!({"MaHoSo": "X", "ThoiDiemXuLy": at, "NguoiXuLy": "Lê Thị Hoa", "NoiDungXuLy": content, "TrangThai": "4"})
-    }
-
-    fn dossier() -> Value {
-        json!({"MaHoSo": "X", "TrangThaiHoSo": "4", "NgayTiepNhan": "20260301083000", "TrichYeuHoSo": "Cấp giấy phép xây dựng"})
-    }
-
-    fn answer(mut d: Value, history: Vec<Value>) -> Value {
-        d["QuaTrinhXuLy"] = Value::Array(history);
-        json!({"error_code": 0, "result": [d]})
-    }
+    use crate::sync::readback::fixture::*;
 
     #[test]
     fn the_same_dossier_in_another_form_is_verified() {
-        let history = vec![entry("20260301083000", "Tiếp nhận"), entry("20260302090000", "Chuyển xử lý")];
-        let mut theirs = json!({"MaHoSo": "X", "TrangThaiHoSo": 4, "NgayTiepNhan": "2026-03-01T08:30:00+07:00",
-            "TrichYeuHoSo": "  Cấp giấy  phép xây dựng ", "Them": "a field we never sent"});
-        theirs["QuaTrinhXuLy"] =
-            json!([entry("01/03/2026 08:30:00", "Tiếp nhận"), entry("2026-03-02 09:00:00", "Chuyển  xử lý")]);
-        let body = json!({"error_code": "0", "result": [theirs]});
-        assert_eq!(Finding::of(&dossier(), &history, &body), Finding::Verified);
+        let history = two_entries();
+        assert_eq!(Finding::of(&dossier(), &history, &rewritten()), Finding::Verified);
         // A field the answer leaves out is not compared.
         let mut short = dossier();
         short.as_object_mut().unwrap().remove("TrichYeuHoSo");
@@ -149,7 +132,7 @@ mod tests {
 
     #[test]
     fn each_kind_of_drift_is_told_apart() {
-        let history = vec![entry("20260301083000", "Tiếp nhận"), entry("20260302090000", "Chuyển xử lý")];
+        let history = two_entries();
         assert_eq!(
             Finding::of(&dossier(), &history, &json!({"error_code": 0, "result": []})),
             Finding::Missing

@@ -146,8 +146,6 @@ pub(crate) struct AuditConfig {
     pub(crate) per_second: f64,
     /// Every synchronized dossier verified at least once in this time.
     pub(crate) cycle: Duration,
-    /// (first, longest) wait after a look-up got no answer.
-    pub(crate) retry: (Duration, Duration),
 }
 
 /// At most `per_second` look-ups a second, measured from the previous one.
@@ -365,15 +363,17 @@ impl<N: Sink, C: Clock> Auditor<N, C> {
             meta_set(tx, AUDIT_LAST_PASS_AT, Some(&now.as_microsecond().to_string()))?;
             meta_set(tx, REQUESTED, None)
         })?;
+        let r = &report;
         tracing::info!(
             event = "audit_finished",
-            audited = report.audited,
-            verified = report.verified,
-            drift_found = report.drift_found,
-            repairs_enqueued = report.repairs_enqueued,
-            parked = report.parked,
-            failed = report.failed,
-            verified_percent = report.verified_percent
+            audited = r.audited,
+            drift_found = r.drift_found,
+            verified_percent = r.verified_percent,
+            "audit pass: {} verified, {} repairs enqueued, {} parked, {} without an answer",
+            r.verified,
+            r.repairs_enqueued,
+            r.parked,
+            r.failed
         );
         self.report = Some(report);
         self.pass = None;
@@ -438,18 +438,6 @@ fn batch_size(interval: Duration) -> usize {
 }
 
 impl<N: Sink, C: Clock> Worker for Auditor<N, C> {
-    fn name(&self) -> String {
-        "audit".into()
-    }
-
-    fn what(&self) -> &'static str {
-        "audit"
-    }
-
-    fn retry(&self) -> (Duration, Duration) {
-        self.cfg.retry
-    }
-
     async fn work(&mut self, _stop: &CancellationToken) -> Result<Step, Failure> {
         if self.pass.is_some() {
             return self.pass_step().await;

@@ -22,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 
 pub(crate) use self::record::{Applied, Recorder};
 use super::{
+    health::Side,
     ports::{Clock, Cursor, Page, Record, Source},
     worker::{Failure, Step, Worker},
 };
@@ -39,8 +40,6 @@ pub(crate) struct PollConfig {
     pub(crate) page_size: usize,
     pub(crate) interval: Duration,
     pub(crate) look_back: Duration,
-    /// (first, longest) wait after a page could not be read.
-    pub(crate) retry: (Duration, Duration),
 }
 
 /// The furthest position among `records` and `end` (never behind `current`: a page that goes
@@ -88,7 +87,7 @@ pub(crate) async fn fetch<S: Source, C: Clock>(
     result.map(Some).map_err(|e| {
         metrics::counter!(m::PAGES, "outcome" => "failed").increment(1);
         recorder.shared.stats.page_failed();
-        recorder.shared.note_poll_error(&e.reason);
+        recorder.shared.note_error(Side::Poll, &e.reason);
         Failure { error: e.reason, retry_after: None }
     })
 }
@@ -117,7 +116,7 @@ pub(crate) fn apply_and_count<S: Source, C: Clock>(
             // cursor did not move; the page is read again after the pause.
             tracing::error!(event = "store_failed", what = "recording a page", error = %e);
             let error = format!("cannot record a page: {e}");
-            shared.note_poll_error(&error);
+            shared.note_error(Side::Poll, &error);
             Err(Failure::new(error))
         }
     }
@@ -173,7 +172,7 @@ impl<S: Source, C: Clock> Poller<S, C> {
                 (task, guard)
             });
             apply_and_count(recorder, &page.records, next.as_ref().map(|c| (key, c)))?;
-            recorder.shared.note_poll_success();
+            recorder.shared.note_success(Side::Poll);
             if !page.has_more {
                 return Ok(true);
             }
@@ -306,18 +305,6 @@ fn ripe_part<'a>(page: &'a Page, cursor: &Cursor, boundary: Timestamp) -> (&'a [
 }
 
 impl<S: Source, C: Clock> Worker for Poller<S, C> {
-    fn name(&self) -> String {
-        "poller:provincial".into()
-    }
-
-    fn what(&self) -> &'static str {
-        "provincial poll"
-    }
-
-    fn retry(&self) -> (Duration, Duration) {
-        self.cfg.retry
-    }
-
     async fn work(&mut self, stop: &CancellationToken) -> Result<Step, Failure> {
         if !self.ready {
             if !self.cfg.look_back.is_zero() {

@@ -95,7 +95,7 @@ impl<S: Source, C: Clock> Recorder<S, C> {
         let seen: Vec<bool> =
             self.shared.store.read(|c| records.iter().map(|record| already_seen(c, record)).collect())?;
         // Each record is read (`Raw`) only while it is judged: a page's worth of them at once
-        // was a few MiB.
+        // would hold megabytes.
         let mut judged: Vec<Judged> = records
             .iter()
             .zip(seen)
@@ -154,35 +154,38 @@ impl<S: Source, C: Clock> Recorder<S, C> {
         Ok(applied)
     }
 
+    /// A quarantined record, kept under the key that its later versions will share.
+    fn keyed(&self, mut q: Box<Quarantined>, record: &Record, raw: &Raw) -> Box<Quarantined> {
+        // A record too deep to read still says which dossier and version it is, when its text
+        // gives them plainly: its versions land on that dossier's row, which goes when a valid
+        // version comes.
+        if let Raw::Unreadable { .. } = raw
+            && let Some((mahoso, version)) = record_version(&record.raw)
+            && !mahoso.is_empty()
+        {
+            q.key = mahoso.clone();
+            q.mahoso = Some(mahoso);
+            q.version = Some(version);
+            q.updated_at = record_position(&record.raw).map(|(at, _)| at);
+        }
+        // A record without MaHoSo is kept under the source's own key when it has one: every
+        // version lands on one row, and the row goes when the record is fixed.
+        if q.mahoso.is_none()
+            && let Some(id) = &record.source_id
+        {
+            q.key = format!("no-MaHoSo:id:{id}");
+        }
+        if let Some(hint) = q.field.and_then(|f| self.source.explain(f)) {
+            q.reason = format!("{} ({hint})", q.reason);
+        }
+        q
+    }
+
     /// Normalises a record and prepares what is stored of it, or says why it is quarantined.
     fn judge(&self, record: &Record, raw: &Raw, now: i64) -> Result<Judged, store::StoreError> {
         let mut n = match normalize_raw(raw, &self.status_map) {
             Ok(n) => n,
-            Err(mut q) => {
-                // A record too deep to read still says which dossier and version it is, when its
-                // text gives them plainly: its versions land on that dossier's row, which goes
-                // when a valid version comes.
-                if let Raw::Unreadable { .. } = raw
-                    && let Some((mahoso, version)) = record_version(&record.raw)
-                    && !mahoso.is_empty()
-                {
-                    q.key = mahoso.clone();
-                    q.mahoso = Some(mahoso);
-                    q.version = Some(version);
-                    q.updated_at = record_position(&record.raw).map(|(at, _)| at);
-                }
-                // A record without MaHoSo is kept under the source's own key when it has one:
-                // every version lands on one row, and the row goes when the record is fixed.
-                if q.mahoso.is_none()
-                    && let Some(id) = &record.source_id
-                {
-                    q.key = format!("no-MaHoSo:id:{id}");
-                }
-                if let Some(hint) = q.field.and_then(|f| self.source.explain(f)) {
-                    q.reason = format!("{} ({hint})", q.reason);
-                }
-                return Ok(Judged::Quarantined(q));
-            }
+            Err(q) => return Ok(Judged::Quarantined(self.keyed(q, record, raw))),
         };
         // Without NgayHenTra, the on-time figure needs the procedure's duration (`dvc-sync
         // report`): the pusher asks the catalogue, without holding the dossier back for it.
@@ -199,6 +202,7 @@ impl<S: Source, C: Clock> Recorder<S, C> {
         // writes a Vec<Value>.
         let payload = to_raw(&n.dossier);
         let history: Vec<Box<RawValue>> = n.history.iter().map(to_raw).collect();
+        // Serialising JSON text cannot fail.
         let history_text = serde_json::to_string(&history).unwrap_or_default();
         let packed = self
             .shared

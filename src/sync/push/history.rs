@@ -6,7 +6,7 @@ use serde_json::value::RawValue;
 
 use super::{
     Pusher,
-    isolate::{Outcome, Phase, Settle, refusal_reason, send_isolating},
+    isolate::{Outcome, Phase, Settle, Unit, refusal_reason, send_isolating},
     outbox,
     work::{Fate, InFlight, Work},
 };
@@ -27,6 +27,20 @@ pub(super) struct Entries {
     to: usize,
 }
 
+impl Unit for Entries {
+    fn dossier(self) -> usize {
+        self.i
+    }
+
+    fn items(self) -> usize {
+        self.to - self.from
+    }
+
+    fn older_half(self) -> Option<Entries> {
+        (self.to - self.from > 1).then(|| Entries { to: self.from + (self.to - self.from) / 2, ..self })
+    }
+}
+
 struct HistoryCall<'a, N, C> {
     pusher: &'a Pusher<N, C>,
     work: &'a [Work],
@@ -35,18 +49,6 @@ struct HistoryCall<'a, N, C> {
 impl<N: Sink, C: Clock> Phase for HistoryCall<'_, N, C> {
     type Unit = Entries;
     const SERVICE: Service = Service::AppendHistory;
-
-    fn dossier(&self, unit: Entries) -> usize {
-        unit.i
-    }
-
-    fn items(&self, unit: Entries) -> usize {
-        unit.to - unit.from
-    }
-
-    fn older_half(&self, unit: Entries) -> Option<Entries> {
-        (unit.to - unit.from > 1).then(|| Entries { to: unit.from + (unit.to - unit.from) / 2, ..unit })
-    }
 
     fn describe(&self, Entries { i, from, to }: Entries) -> String {
         match to - from {

@@ -88,17 +88,24 @@ pub(super) enum Settle<U> {
     Resend(U),
 }
 
+/// A dossier's part of a call: its payload, or a run of its entries.
+pub(super) trait Unit: Copy + Send {
+    /// The dossier (an index into the round's work).
+    fn dossier(self) -> usize;
+    /// How many items it carries.
+    fn items(self) -> usize {
+        1
+    }
+    /// Its older half, when it carries more than one item.
+    fn older_half(self) -> Option<Self> {
+        None
+    }
+}
+
 /// One kind of call: what it carries and what a refusal means.
 pub(super) trait Phase {
-    /// A dossier's part of a call: its payload, or a run of its entries.
-    type Unit: Copy + Send;
+    type Unit: Unit;
     const SERVICE: Service;
-    /// The dossier (an index into the round's work).
-    fn dossier(&self, unit: Self::Unit) -> usize;
-    /// How many items it carries.
-    fn items(&self, unit: Self::Unit) -> usize;
-    /// Its older half, when it carries more than one item.
-    fn older_half(&self, unit: Self::Unit) -> Option<Self::Unit>;
     /// What the call journal says it carried.
     fn describe(&self, unit: Self::Unit) -> String;
     /// Why a unit refused for good is parked.
@@ -124,8 +131,8 @@ pub(super) async fn send_isolating<P: Phase, N: Sink, C: Clock>(
             continue;
         }
         let answer = phase.send(&group).await;
-        let names: Vec<&str> = group.iter().map(|&u| work[phase.dossier(u)].mahoso.as_str()).collect();
-        let items = group.iter().map(|&u| phase.items(u)).sum();
+        let names: Vec<&str> = group.iter().map(|&u| work[u.dossier()].mahoso.as_str()).collect();
+        let items = group.iter().map(|&u| u.items()).sum();
         let decided = next(&answer, &names, items);
         let culprit = match &decided {
             Next::RefusedOne { at, .. } => names.get(*at).copied(),
@@ -156,7 +163,7 @@ pub(super) async fn send_isolating<P: Phase, N: Sink, C: Clock>(
             }
             Next::Shrink { learn } => {
                 pusher.learn_item_limit(learn);
-                groups.extend(phase.older_half(group[0]).map(|half| vec![half]));
+                groups.extend(group[0].older_half().map(|half| vec![half]));
             }
             Next::Dead { code, message } => {
                 let reason = phase.dead_reason(code, &message);

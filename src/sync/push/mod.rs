@@ -47,6 +47,7 @@ use super::{
     answer::{Answer, Service},
     catalogue::Catalogue,
     fresh::FreshBodies,
+    health::Side,
     journal,
     portal::Portal,
     ports::{Clock, Sink},
@@ -64,6 +65,16 @@ pub(crate) struct PushConfig {
     pub(crate) round_size: usize,
     /// (first, longest) wait before a dossier's next attempt after a failed push.
     pub(crate) retry: (Duration, Duration),
+}
+
+/// What the pusher shares with other workers besides the store and the portal.
+pub(crate) struct Handover {
+    /// The catalogue's answers, which the poller fills records from too.
+    pub(crate) catalogue: Arc<Catalogue>,
+    /// Bodies the poller just recorded.
+    pub(crate) fresh: Arc<FreshBodies>,
+    /// The dossiers of the current round, which the audit leaves alone.
+    pub(crate) in_round: Arc<InRound>,
 }
 
 pub(crate) struct Pusher<N, C> {
@@ -85,11 +96,10 @@ impl<N: Sink, C: Clock> Pusher<N, C> {
     pub(crate) fn new(
         shared: Arc<Shared<C>>,
         portal: Arc<Portal<N, C>>,
-        catalogue: Arc<Catalogue>,
-        fresh: Arc<FreshBodies>,
-        in_round: Arc<InRound>,
+        handover: Handover,
         cfg: PushConfig,
     ) -> Self {
+        let Handover { catalogue, fresh, in_round } = handover;
         let item_limit = AtomicUsize::new(cfg.batch_size.max(1));
         Pusher {
             shared,
@@ -223,28 +233,13 @@ where
 }
 
 impl<N: Sink, C: Clock> Worker for Pusher<N, C> {
-    fn name(&self) -> String {
-        "pusher".into()
-    }
-
-    fn what(&self) -> &'static str {
-        "national push"
-    }
-
-    fn retry(&self) -> (Duration, Duration) {
-        // Only the database fails a round (the portal's trouble is each dossier's own, kept
-        // in the outbox): try again soon, nothing of the round's bookkeeping was lost that a
-        // read-back cannot restore (in-flight marks are written first).
-        (Duration::from_secs(1), Duration::from_secs(5))
-    }
-
     async fn work(&mut self, _stop: &CancellationToken) -> Result<Step, Failure> {
         match self.round().await {
             Ok(0) => Ok(Step::Idle),
             Ok(_) => Ok(Step::Busy),
             Err(e) => {
                 let failure = Failure::from(e);
-                self.shared.note_push_error(&failure.error);
+                self.shared.note_error(Side::Push, &failure.error);
                 Err(failure)
             }
         }

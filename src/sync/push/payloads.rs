@@ -7,7 +7,7 @@ use serde_json::value::RawValue;
 
 use super::{
     Pusher,
-    isolate::{Outcome, Phase, Settle, refusal_reason, send_isolating},
+    isolate::{Outcome, Phase, Settle, Unit, refusal_reason, send_isolating},
     outbox::{self, RetryPolicy},
     work::{Fate, InFlight, Work},
 };
@@ -25,6 +25,12 @@ use crate::{
 pub(super) struct Payload {
     i: usize,
     updating: bool,
+}
+
+impl Unit for Payload {
+    fn dossier(self) -> usize {
+        self.i
+    }
 }
 
 /// What the portal said of a dossier's existence, against what was recorded.
@@ -51,18 +57,6 @@ struct PayloadCall<'a, N, C> {
 impl<N: Sink, C: Clock> Phase for PayloadCall<'_, N, C> {
     type Unit = Payload;
     const SERVICE: Service = Service::SyncDossiers;
-
-    fn dossier(&self, unit: Payload) -> usize {
-        unit.i
-    }
-
-    fn items(&self, _: Payload) -> usize {
-        1
-    }
-
-    fn older_half(&self, _: Payload) -> Option<Payload> {
-        None
-    }
 
     fn describe(&self, unit: Payload) -> String {
         let what = if unit.updating { "update" } else { "create" };
