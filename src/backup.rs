@@ -46,6 +46,13 @@ pub(crate) fn backup(from: &Path, to: &Path) -> anyhow::Result<BackupReport> {
     let source = open_read_only(from)?;
     let version = schema_version(&source)?;
     anyhow::ensure!(version > 0, "{} is not a dvc-sync database (no schema)", from.display());
+    if let Some(dir) = to.parent().filter(|d| !d.as_os_str().is_empty() && !d.is_dir()) {
+        anyhow::bail!(
+            "the directory {} does not exist: create it first, or give another path",
+            dir.display()
+        );
+    }
+    anyhow::ensure!(!to.exists(), "{} exists already: a backup is written to a new file", to.display());
     // Private from the first byte, whatever the umask: it holds citizens' personal data.
     std::fs::OpenOptions::new()
         .write(true)

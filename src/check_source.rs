@@ -148,7 +148,7 @@ pub(crate) async fn check(config: &Config, limit: usize, show_personal: bool) ->
     let source = match Provincial::new(&config.provincial) {
         Ok(s) => s,
         Err(e) => {
-            report.error = Some(format!("{e:#}"));
+            report.error = Some(crate::say::causes(&e));
             return report;
         }
     };

@@ -42,7 +42,12 @@ pub enum Command {
         dossier: Option<String>,
     },
     /// Validate the configuration and print it with secrets redacted (exit 78 when invalid)
-    CheckConfig,
+    CheckConfig {
+        /// Read the secrets from this directory as the systemd unit hands them over
+        /// (national-password, provincial-database-url, ...) [default: $CREDENTIALS_DIRECTORY]
+        #[arg(long, value_name = "DIR")]
+        credentials: Option<PathBuf>,
+    },
     /// Read the first records of the provincial source through the configuration and show
     /// each as it would be sent, or why it would be quarantined (exit 0 all would be sent,
     /// 1 some would be quarantined, 2 the source cannot be read, 78 bad config)
@@ -160,9 +165,9 @@ pub enum Command {
 
 #[derive(Debug, Subcommand)]
 pub enum MockCommand {
-    /// The national DVCQG adapter (see national-portal.md)
+    /// The national DVCQG integration adapter: sessions or an OAuth2 gateway, the four services, faults
     National(NationalArgs),
-    /// A simulated provincial one-stop system (see provincial-portal.md)
+    /// A simulated provincial one-stop system serving its dossier listing over HTTP
     Provincial(ProvincialArgs),
     /// The same province written into the OpenCPS v2 tables of a real MariaDB/MySQL or
     /// PostgreSQL database, for the SQL source (runs until SIGTERM/SIGINT)
@@ -237,8 +242,32 @@ pub struct ProvincialArgs {
     pub knobs: mock::provincial::Knobs,
 }
 
-/// Exit code for an invalid configuration (EX_CONFIG).
+/// Exit codes, one meaning each (docs/operations.md, "Exit codes"): 0 and 1 are each
+/// command's own (healthy / degraded, no drift / drift, ...), 2 the state is unreadable.
+pub(crate) const EXIT_UNREADABLE: u8 = 2;
+/// The command line is wrong (EX_USAGE): an unknown flag, a bad period.
+pub(crate) const EXIT_USAGE: u8 = 64;
+/// The national portal could not be reached (EX_UNAVAILABLE): `audit` read nothing back.
+pub(crate) const EXIT_UNAVAILABLE: u8 = 69;
+/// The configuration is invalid or missing, or credentials it needs are (EX_CONFIG).
 pub(crate) const EXIT_CONFIG: u8 = 78;
+
+/// Parses the command line (a usage error exits 64, `--help` and `--version` 0) and runs the
+/// command.
+pub fn main() -> ExitCode {
+    match Cli::try_parse() {
+        Ok(cli) => run(cli),
+        Err(e) => {
+            let _ = e.print();
+            match e.kind() {
+                clap::error::ErrorKind::DisplayHelp
+                | clap::error::ErrorKind::DisplayVersion
+                | clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => ExitCode::SUCCESS,
+                _ => ExitCode::from(EXIT_USAGE),
+            }
+        }
+    }
+}
 
 /// The configuration for `purpose`, or the exit code after printing every problem.
 fn load_config(path: Option<&std::path::Path>, purpose: Purpose) -> Result<config::Config, ExitCode> {
@@ -250,166 +279,236 @@ fn load_config(path: Option<&std::path::Path>, purpose: Purpose) -> Result<confi
 
 /// Runs a command to completion and gives the process exit code.
 pub fn run(cli: Cli) -> ExitCode {
-    let config_path = cli.config.as_deref();
+    let path = cli.config.as_deref();
+    let with = |purpose: Purpose, f: &dyn Fn(config::Config) -> ExitCode| match load_config(path, purpose) {
+        Ok(config) => f(config),
+        Err(code) => code,
+    };
     match cli.command {
         Command::Mock { portal } => block_on(run_mock(portal)),
         Command::Simulate { seed, seeds, from, threads } => simulate(seed, seeds, from, threads),
         Command::Demo { dossiers, db, json, seed } => {
-            if std::env::var_os("RUST_LOG").is_some() {
-                telemetry::init(LogFormat::Pretty, Output::Stderr, "info");
-            }
-            let opts = crate::demo::DemoOptions { dossiers, db, seed, ..Default::default() };
-            block_on(async move {
-                let kept = crate::demo::run(opts, json).await?;
-                Ok(if kept { ExitCode::SUCCESS } else { ExitCode::FAILURE })
-            })
+            demo(crate::demo::DemoOptions { dossiers, db, seed, ..Default::default() }, json)
         }
         Command::Status { json, dossier } => {
-            let config = match load_config(config_path, Purpose::Inspect) {
-                Ok(c) => c,
-                Err(code) => return code,
-            };
-            status_command(&config, json, dossier.as_deref())
+            with(Purpose::Inspect, &|c| status_command(&c, json, dossier.as_deref()))
         }
         Command::Report { from, to, month, late, json, csv } => {
-            let config = match load_config(config_path, Purpose::Inspect) {
-                Ok(c) => c,
-                Err(code) => return code,
-            };
-            report_command(&config, ReportArgs { from, to, month, late, json, csv })
+            let args = ReportArgs { from, to, month, late, json, csv };
+            with(Purpose::Inspect, &|c| report_command(&c, &args))
         }
-        Command::CheckConfig => match load_config(config_path, Purpose::Run) {
-            Ok(c) => {
-                print!("{}", c.render_redacted());
-                ExitCode::SUCCESS
-            }
-            Err(code) => code,
-        },
+        Command::CheckConfig { credentials } => check_config(path, credentials),
         Command::CheckSource { limit, json, show_personal } => {
-            let config = match load_config(config_path, Purpose::Source) {
-                Ok(c) => c,
-                Err(code) => return code,
-            };
-            telemetry::init(config.telemetry.log_format, Output::Stderr, "error");
-            block_on(async move {
-                let report = crate::check_source::check(&config, limit.clamp(1, 1000), show_personal).await;
-                if json {
-                    println!("{}", serde_json::to_string_pretty(&report)?);
-                } else {
-                    print!("{}", crate::check_source::render(&report));
-                }
-                Ok(ExitCode::from(report.exit_code()))
-            })
+            with(Purpose::Source, &|c| check_source(c, limit, json, show_personal))
         }
-        Command::Run => {
-            let config = match load_config(config_path, Purpose::Run) {
-                Ok(c) => c,
-                Err(code) => return code,
-            };
-            telemetry::init(config.telemetry.log_format, Output::Stdout, "info");
-            block_on(async move {
-                match daemon::run(config, crate::shutdown::token()).await {
-                    Ok(()) => Ok(ExitCode::SUCCESS),
-                    Err(e) => {
-                        tracing::error!(event = "daemon_failed", error = format!("{e:#}"));
-                        eprintln!("dvc-sync: {e:#}");
-                        Ok(ExitCode::FAILURE)
-                    }
-                }
-            })
-        }
+        Command::Run => with(Purpose::Run, &|c| run_daemon(c)),
         Command::Retry { dead, quarantined, mahoso } => {
-            let config = match load_config(config_path, Purpose::Inspect) {
-                Ok(c) => c,
-                Err(code) => return code,
-            };
-            let result = Store::open(&config.store.path)
-                .map_err(anyhow::Error::from)
-                .and_then(|store| ops::retry(&store, dead, quarantined, &mahoso));
-            match result {
-                Ok(done) => {
-                    println!(
-                        "re-enqueued {} dead dossier(s); released {} quarantined record(s) to be judged again by the next full pass",
-                        done.dead, done.quarantined
-                    );
-                    ExitCode::SUCCESS
-                }
-                Err(e) => {
-                    eprintln!("dvc-sync retry: {e:#}");
-                    ExitCode::FAILURE
-                }
-            }
+            with(Purpose::Inspect, &|c| retry(&c, dead, quarantined, &mahoso))
         }
         Command::Audit { all, json, per_second } => {
-            let config = match load_config(config_path, Purpose::Inspect) {
-                Ok(c) => c,
-                Err(code) => return code,
-            };
-            telemetry::init(config.telemetry.log_format, Output::Stderr, "warn");
-            let scope = if all { crate::sync::AuditScope::All } else { crate::sync::AuditScope::Due };
-            block_on(async move {
-                let report =
-                    ops::audit(&config, scope, per_second, std::time::Duration::from_secs(30 * 24 * 3600))
-                        .await?;
-                if json {
-                    println!("{}", serde_json::to_string_pretty(&report)?);
-                } else {
-                    print!("{}", render_audit(&report));
-                }
-                Ok(if report.drift_found > 0 { ExitCode::FAILURE } else { ExitCode::SUCCESS })
-            })
+            with(Purpose::Inspect, &|c| audit(c, all, json, per_second))
         }
-        Command::Backup { path, json } => {
-            let config = match load_config(config_path, Purpose::Inspect) {
-                Ok(c) => c,
-                Err(code) => return code,
-            };
-            match crate::backup::backup(&config.store.path, &path) {
-                Ok(report) => {
-                    if json {
-                        println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
-                    } else {
-                        println!(
-                            "backed up {} dossiers to {} ({} bytes, {:.2} s, integrity {}); restored, every dossier is read back before it is written to",
-                            report.dossiers,
-                            report.path.display(),
-                            report.bytes,
-                            report.seconds,
-                            report.integrity
-                        );
-                    }
-                    ExitCode::SUCCESS
-                }
-                Err(e) => {
-                    eprintln!("dvc-sync backup: {e:#}");
-                    ExitCode::FAILURE
-                }
+        Command::Backup { path: to, json } => with(Purpose::Inspect, &|c| backup(&c, &to, json)),
+        Command::Reconcile { json } => with(Purpose::Inspect, &|c| reconcile(c, json)),
+    }
+}
+
+fn demo(opts: crate::demo::DemoOptions, json: bool) -> ExitCode {
+    if std::env::var_os("RUST_LOG").is_some() {
+        telemetry::init(LogFormat::Pretty, Output::Stderr, "info");
+    }
+    block_on(async move {
+        let kept = crate::demo::run(opts, json).await?;
+        Ok(if kept { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    })
+}
+
+/// Credentials as the systemd unit hands them over: the file of each secret key, named as in
+/// /etc/dvc-sync/credentials/ (or with the `secret_` prefix of `$CREDENTIALS_DIRECTORY`).
+const CREDENTIAL_FILES: &[(&str, &str)] = &[
+    ("DVC_SYNC__NATIONAL__PASSWORD_FILE", "national-password"),
+    ("DVC_SYNC__NATIONAL__CLIENT_SECRET_FILE", "national-client-secret"),
+    ("DVC_SYNC__PROVINCIAL__API_KEY_FILE", "provincial-api-key"),
+    ("DVC_SYNC__PROVINCIAL__DATABASE_URL_FILE", "provincial-database-url"),
+];
+
+/// `check-config`: which file was read (or that none was), the configuration with secrets
+/// redacted, or every problem. With `--credentials DIR` (or `$CREDENTIALS_DIRECTORY`), the
+/// secrets come from there as the unit hands them over, so that a packaged setup can be
+/// checked from a shell.
+fn check_config(path: Option<&std::path::Path>, credentials: Option<PathBuf>) -> ExitCode {
+    let credentials = credentials.or_else(|| std::env::var_os("CREDENTIALS_DIRECTORY").map(PathBuf::from));
+    let mut env: std::collections::HashMap<String, String> =
+        std::env::vars().filter(|(k, _)| k.starts_with("DVC_SYNC__")).collect();
+    if let Some(dir) = &credentials {
+        for (var, name) in CREDENTIAL_FILES {
+            let file = [dir.join(name), dir.join(format!("secret_{name}"))].into_iter().find(|f| f.is_file());
+            if let Some(file) = file {
+                env.entry((*var).to_owned()).or_insert_with(|| file.display().to_string());
             }
         }
-        Command::Reconcile { json } => {
-            let config = match load_config(config_path, Purpose::Inspect) {
-                Ok(c) => c,
-                Err(code) => return code,
-            };
-            telemetry::init(config.telemetry.log_format, Output::Stderr, "warn");
-            block_on(async move {
-                let report = ops::reconcile(&config, std::time::Duration::from_secs(24 * 3600)).await?;
-                if json {
-                    println!("{}", serde_json::to_string_pretty(&report)?);
-                } else {
-                    println!(
-                        "reconciled {} records: {} changes the poller had missed, {} quarantined, {} dossiers re-enqueued; coverage {:.2}%",
-                        report.records,
-                        report.drift,
-                        report.quarantined,
-                        report.requeued,
-                        report.coverage_percent
-                    );
-                }
-                Ok(ExitCode::SUCCESS)
-            })
+    }
+    let file = path.map(PathBuf::from).or_else(|| {
+        let system = std::path::Path::new(config::SYSTEM_PATH);
+        system.exists().then(|| system.to_path_buf())
+    });
+    match &file {
+        Some(f) => println!("# configuration file: {}", f.display()),
+        None => println!(
+            "# no configuration file ({} does not exist): built-in defaults and the environment",
+            config::SYSTEM_PATH
+        ),
+    }
+    if let Some(dir) = &credentials {
+        println!("# credentials from {}", dir.display());
+    }
+    match config::load_with_env(path, env, Purpose::Run) {
+        Ok(c) => {
+            print!("{}", c.render_redacted());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprint!("{e}");
+            ExitCode::from(EXIT_CONFIG)
         }
     }
+}
+
+fn check_source(config: config::Config, limit: usize, json: bool, show_personal: bool) -> ExitCode {
+    telemetry::init(config.telemetry.log_format, Output::Stderr, "error");
+    block_on(async move {
+        let report = crate::check_source::check(&config, limit.clamp(1, 1000), show_personal).await;
+        if json {
+            println!("{}", serde_json::to_string_pretty(&report)?);
+        } else {
+            print!("{}", crate::check_source::render(&report));
+        }
+        Ok(ExitCode::from(report.exit_code()))
+    })
+}
+
+fn run_daemon(config: config::Config) -> ExitCode {
+    telemetry::init(config.telemetry.log_format, Output::Stdout, "info");
+    block_on(async move {
+        match daemon::run(config, crate::shutdown::token()).await {
+            Ok(()) if crate::shutdown::reload_requested() => Ok(ExitCode::from(crate::shutdown::EXIT_RELOAD)),
+            Ok(()) => Ok(ExitCode::SUCCESS),
+            Err(e) => {
+                tracing::error!(event = "daemon_failed", error = crate::say::causes(&e));
+                eprintln!("dvc-sync: {}", crate::say::causes(&e));
+                Ok(ExitCode::FAILURE)
+            }
+        }
+    })
+}
+
+fn retry(config: &config::Config, dead: bool, quarantined: bool, only: &[String]) -> ExitCode {
+    let result = Store::open(&config.store.path)
+        .map_err(anyhow::Error::from)
+        .and_then(|store| ops::retry(&store, dead, quarantined, only));
+    match result {
+        Ok(done) => {
+            println!(
+                "re-enqueued {} dead dossier(s); released {} quarantined record(s) to be judged again by the next full pass",
+                done.dead, done.quarantined
+            );
+            if done.not_parked.is_empty() {
+                return ExitCode::SUCCESS;
+            }
+            eprintln!(
+                "dvc-sync retry: not parked, nothing done: {} (`dvc-sync status` lists what is parked)",
+                done.not_parked.join(", ")
+            );
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("dvc-sync retry: {}", crate::say::causes(&e));
+            ExitCode::from(EXIT_UNREADABLE)
+        }
+    }
+}
+
+/// The exit code of an operator command's failure: 78 for what the configuration lacks.
+fn failed(command: &str, e: &anyhow::Error) -> ExitCode {
+    eprintln!("dvc-sync {command}: {}", crate::say::causes(e));
+    if e.downcast_ref::<ops::NeedsConfig>().is_some() || e.downcast_ref::<config::ConfigErrors>().is_some() {
+        ExitCode::from(EXIT_CONFIG)
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+fn audit(config: config::Config, all: bool, json: bool, per_second: Option<f64>) -> ExitCode {
+    telemetry::init(config.telemetry.log_format, Output::Stderr, "warn");
+    let scope = if all { crate::sync::AuditScope::All } else { crate::sync::AuditScope::Due };
+    let runtime = || tokio::runtime::Builder::new_multi_thread().enable_all().build();
+    let Ok(runtime) = runtime() else { return ExitCode::FAILURE };
+    let report = runtime.block_on(ops::audit(
+        &config,
+        scope,
+        per_second,
+        std::time::Duration::from_secs(30 * 24 * 3600),
+    ));
+    let report = match report {
+        Ok(r) => r,
+        Err(e) => return failed("audit", &e),
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
+    } else {
+        print!("{}", render_audit(&report));
+    }
+    if report.audited > 0 && report.failed == report.audited {
+        eprintln!(
+            "dvc-sync audit: no dossier could be read back from the national portal (see the failures above)"
+        );
+        return ExitCode::from(EXIT_UNAVAILABLE);
+    }
+    if report.drift_found > 0 { ExitCode::FAILURE } else { ExitCode::SUCCESS }
+}
+
+fn backup(config: &config::Config, to: &std::path::Path, json: bool) -> ExitCode {
+    match crate::backup::backup(&config.store.path, to) {
+        Ok(report) => {
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
+            } else {
+                println!(
+                    "backed up {} dossiers to {} ({} bytes, {:.2} s, integrity {}); restored, every dossier is read back before it is written to",
+                    report.dossiers,
+                    report.path.display(),
+                    report.bytes,
+                    report.seconds,
+                    report.integrity
+                );
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("dvc-sync backup: {}", crate::say::causes(&e));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn reconcile(config: config::Config, json: bool) -> ExitCode {
+    telemetry::init(config.telemetry.log_format, Output::Stderr, "warn");
+    let Ok(runtime) = tokio::runtime::Builder::new_multi_thread().enable_all().build() else {
+        return ExitCode::FAILURE;
+    };
+    let report = match runtime.block_on(ops::reconcile(&config, std::time::Duration::from_secs(24 * 3600))) {
+        Ok(r) => r,
+        Err(e) => return failed("reconcile", &e),
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
+    } else {
+        println!(
+            "reconciled {} records: {} changes the poller had missed, {} quarantined, {} dossiers re-enqueued; coverage {:.2}%",
+            report.records, report.drift, report.quarantined, report.requeued, report.coverage_percent
+        );
+    }
+    ExitCode::SUCCESS
 }
 
 fn simulate(seed: Option<u64>, seeds: u64, from: u64, threads: Option<usize>) -> ExitCode {
@@ -452,9 +551,6 @@ fn simulate(seed: Option<u64>, seeds: u64, from: u64, threads: Option<usize>) ->
     }
     if failed.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE }
 }
-
-/// Exit code when the state cannot be read.
-pub(crate) const EXIT_UNREADABLE: u8 = 2;
 
 fn status_command(config: &config::Config, json: bool, dossier: Option<&str>) -> ExitCode {
     let path = &config.store.path;
@@ -499,8 +595,7 @@ fn status_command(config: &config::Config, json: bool, dossier: Option<&str>) ->
     if json {
         println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
     } else {
-        let parked = status::parked(&conn, 10).unwrap_or_default();
-        print!("{}", status::render(&report, &parked));
+        print!("{}", status::render(&report));
     }
     match report.health {
         status::Health::Ok => ExitCode::SUCCESS,
@@ -509,6 +604,12 @@ fn status_command(config: &config::Config, json: bool, dossier: Option<&str>) ->
 }
 
 fn render_dossier(d: &status::DossierReport) -> String {
+    if !d.found {
+        return format!(
+            "no dossier {} in this database: it was never read from the source (check the MaHoSo; `dvc-sync status` lists what is parked)\n",
+            d.mahoso
+        );
+    }
     let mut out = format!(
         "dossier    {}
 state      {}
@@ -617,7 +718,7 @@ fn block_on(fut: impl Future<Output = anyhow::Result<ExitCode>>) -> ExitCode {
     match runtime.block_on(fut) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("dvc-sync: {e:#}");
+            eprintln!("dvc-sync: {}", crate::say::causes(&e));
             ExitCode::FAILURE
         }
     }
@@ -713,7 +814,7 @@ where
     println!("{}", server.addr());
     std::io::stdout().flush()?;
     tracing::info!(event = "mock_started", addr = %server.addr());
-    crate::shutdown::signal().await;
+    let _ = crate::shutdown::signal().await;
     tracing::info!(event = "mock_stopping");
     server.stop().await;
     Ok(ExitCode::SUCCESS)
@@ -764,12 +865,12 @@ fn report_period(a: &ReportArgs) -> Result<crate::report::Period, String> {
     }
 }
 
-fn report_command(config: &config::Config, a: ReportArgs) -> ExitCode {
-    let period = match report_period(&a) {
+fn report_command(config: &config::Config, a: &ReportArgs) -> ExitCode {
+    let period = match report_period(a) {
         Ok(p) => p,
         Err(e) => {
             eprintln!("dvc-sync report: {e}");
-            return ExitCode::from(64);
+            return ExitCode::from(EXIT_USAGE);
         }
     };
     let path = &config.store.path;

@@ -75,6 +75,8 @@ pub struct Config {
 #[derive(Debug, Clone)]
 pub struct StoreConfig {
     pub path: PathBuf,
+    /// Create the database's directory if it does not exist.
+    pub create_dir: bool,
 }
 
 /// Settings of one HTTP peer that both portals share.
@@ -92,7 +94,7 @@ pub struct HttpConfig {
 /// Which adapter reads the provincial side.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SourceKind {
-    /// The listing of provincial-portal.md, over HTTP.
+    /// The listing of the provincial listing API, over HTTP.
     Http,
     /// The one-stop system's own database, through a source profile.
     Sql,
@@ -255,19 +257,21 @@ fn build(
 ) -> Result<Config, ConfigErrors> {
     let mut builder = config::Config::builder().add_source(File::from_str(DEFAULT_TOML, FileFormat::Toml));
     if let Some(file) = &file {
-        builder = builder.add_source(File::from(file.as_path()).format(FileFormat::Toml).required(true));
+        let text = read_config_file(file)?;
+        builder = builder.add_source(File::from_str(&text, FileFormat::Toml));
     }
     builder = builder.add_source(
         Environment::with_prefix("DVC_SYNC")
             .prefix_separator("__")
             .separator("__")
-            .source(Some(env.into_iter().collect())),
+            .source(Some(env.iter().map(|(k, v)| (k.clone(), v.clone())).collect())),
     );
     let merged = builder.build().map_err(|e| {
         let key = file.as_ref().map_or_else(|| "environment".to_owned(), |f| f.display().to_string());
         ConfigErrors(vec![(key, e.to_string())])
     })?;
-    let mut r = Reader { cfg: &merged, problems: Vec::new() };
+    let from_env = env.keys().cloned().collect();
+    let mut r = Reader { cfg: &merged, problems: Vec::new(), from_env };
     r.check_unknown_keys();
     let config = r.read(file, purpose);
     match config {
@@ -276,14 +280,69 @@ fn build(
     }
 }
 
+/// No duration key means more than this (a typo such as `1e10` would stall a worker for
+/// centuries).
+const MAX_SECONDS: f64 = 30.0 * 86_400.0;
+
+/// The type a key wants.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Want {
+    Text,
+    Integer,
+    Number,
+    Bool,
+}
+
+/// The text of a configuration file, checked for TOML syntax. A syntax error names the line,
+/// the column and the key, never the line's text: it may hold a secret (a password whose
+/// closing quote is missing runs on).
+fn read_config_file(path: &Path) -> Result<String, ConfigErrors> {
+    let where_ = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        let why = match e.kind() {
+            std::io::ErrorKind::NotFound => "no such file".to_owned(),
+            _ => e.to_string(),
+        };
+        ConfigErrors(vec![(where_.clone(), format!("cannot read the configuration file: {why}"))])
+    })?;
+    if let Err(e) = toml::from_str::<toml::Table>(&text) {
+        let at = e.span().map_or(0, |s| s.start).min(text.len());
+        let before = &text[..at];
+        let line = before.matches('\n').count() + 1;
+        let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+        let key = text
+            .lines()
+            .nth(line - 1)
+            .and_then(|l| l.split_once('='))
+            .map(|(k, _)| k.trim())
+            .filter(|k| !k.is_empty() && k.chars().all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c)))
+            .map(|k| format!(" (key {k})"))
+            .unwrap_or_default();
+        let message = e.message().lines().next().unwrap_or("").trim();
+        return Err(ConfigErrors(vec![(
+            format!("{where_}, line {line}, column {column}{key}"),
+            format!("TOML syntax error: {message} (the line is not shown: it may hold a secret)"),
+        )]));
+    }
+    Ok(text)
+}
+
 struct Reader<'a> {
     cfg: &'a config::Config,
     problems: Vec<(String, String)>,
+    /// The environment variables that were set.
+    from_env: BTreeSet<String>,
 }
 
 impl Reader<'_> {
+    /// A problem, by its key; by the environment variable too when that is where the value
+    /// came from (that is what the operator must fix).
     fn problem(&mut self, key: &str, message: impl Into<String>) {
-        self.problems.push((key.to_owned(), message.into()));
+        let mut message = message.into();
+        if self.from_env.contains(&env_var(key)) {
+            message = format!("{message} (set by the environment variable {})", env_var(key));
+        }
+        self.problems.push((key.to_owned(), message));
     }
 
     fn get<T: DeserializeOwned>(&mut self, key: &str, what: &str) -> Option<T> {
@@ -298,12 +357,83 @@ impl Reader<'_> {
         }
     }
 
+    /// The value at `key` if it is of the `want`ed type as written (a file's value as TOML
+    /// typed it; the environment's, which is always text, as it parses): no boolean, fraction
+    /// or exponent is turned into a number, no number into text. The problem names the key and
+    /// the type, never the value.
+    fn typed(&mut self, key: &str, want: Want) -> Option<Value> {
+        let value = match self.cfg.get::<Value>(key) {
+            Ok(v) => v,
+            Err(e) => {
+                self.problem(key, format!("cannot be read: {e}"));
+                return None;
+            }
+        };
+        let given = match &value.kind {
+            ValueKind::Boolean(_) => "a boolean",
+            ValueKind::I64(_) | ValueKind::I128(_) | ValueKind::U64(_) | ValueKind::U128(_) => {
+                "a whole number"
+            }
+            ValueKind::Float(_) => "a number with a fraction or an exponent",
+            ValueKind::String(_) => "text",
+            ValueKind::Table(_) => "a table",
+            ValueKind::Array(_) => "a list",
+            ValueKind::Nil => "nothing",
+        };
+        let ok = match (&value.kind, want) {
+            (ValueKind::String(_), Want::Text) => true,
+            (ValueKind::Boolean(_), Want::Bool) => true,
+            (
+                ValueKind::I64(_) | ValueKind::I128(_) | ValueKind::U64(_) | ValueKind::U128(_),
+                Want::Integer,
+            ) => true,
+            (
+                ValueKind::I64(_)
+                | ValueKind::I128(_)
+                | ValueKind::U64(_)
+                | ValueKind::U128(_)
+                | ValueKind::Float(_),
+                Want::Number,
+            ) => true,
+            // The environment gives text: it must read as the type, strictly.
+            (ValueKind::String(s), Want::Integer) => s.trim().parse::<i64>().is_ok(),
+            (ValueKind::String(s), Want::Number) => s.trim().parse::<f64>().is_ok_and(f64::is_finite),
+            (ValueKind::String(s), Want::Bool) => matches!(s.trim(), "true" | "false"),
+            _ => false,
+        };
+        if !ok {
+            let wanted = match want {
+                Want::Text => "text in quotes",
+                Want::Integer => "a whole number",
+                Want::Number => "a number",
+                Want::Bool => "true or false",
+            };
+            let given =
+                if matches!(value.kind, ValueKind::String(_)) { "text that is not one" } else { given };
+            self.problem(key, format!("expected {wanted}, not {given}"));
+            return None;
+        }
+        Some(value)
+    }
+
     fn string(&mut self, key: &str) -> Option<String> {
+        self.typed(key, Want::Text)?;
         self.get::<String>(key, "a string")
     }
 
+    fn boolean(&mut self, key: &str) -> Option<bool> {
+        self.typed(key, Want::Bool)?;
+        self.get::<bool>(key, "true or false")
+    }
+
+    /// A number (whole or not) at `key`.
+    fn number(&mut self, key: &str) -> Option<f64> {
+        self.typed(key, Want::Number)?;
+        self.get::<f64>(key, "a number")
+    }
+
     fn seconds(&mut self, key: &str, allow_zero: bool) -> Option<Duration> {
-        let v = self.get::<f64>(key, "a number of seconds")?;
+        let v = self.number(key)?;
         if !v.is_finite() || v < 0.0 || (!allow_zero && v == 0.0) {
             self.problem(
                 key,
@@ -311,10 +441,25 @@ impl Reader<'_> {
             );
             return None;
         }
+        if v > MAX_SECONDS {
+            self.problem(key, format!("must be at most {MAX_SECONDS} seconds (30 days)"));
+            return None;
+        }
         Some(Duration::from_secs_f64(v))
     }
 
+    /// As [`Reader::seconds`], within `min..=max` seconds (`why` says what the bounds protect).
+    fn seconds_within(&mut self, key: &str, min: f64, max: f64, why: &str) -> Option<Duration> {
+        let d = self.seconds(key, min == 0.0)?;
+        if d.as_secs_f64() < min || d.as_secs_f64() > max {
+            self.problem(key, format!("must be from {min} to {max} seconds ({why})"));
+            return None;
+        }
+        Some(d)
+    }
+
     fn count(&mut self, key: &str, min: u64, max: u64) -> Option<usize> {
+        self.typed(key, Want::Integer)?;
         let v = self.get::<i64>(key, "an integer")?;
         if v < min as i64 || v > max as i64 {
             self.problem(key, format!("must be from {min} to {max}, not {v}"));
@@ -347,6 +492,14 @@ impl Reader<'_> {
         if !path.is_file() {
             self.problem(key, format!("{s} is not a readable file"));
             return None;
+        }
+        if key.ends_with("ca_file") {
+            let certificates =
+                std::fs::read(&path).ok().and_then(|pem| reqwest::Certificate::from_pem_bundle(&pem).ok());
+            if certificates.is_none_or(|c| c.is_empty()) {
+                self.problem(key, format!("{s} holds no PEM certificate (-----BEGIN CERTIFICATE-----)"));
+                return None;
+            }
         }
         Some(Some(path))
     }
@@ -491,6 +644,12 @@ impl Reader<'_> {
                 SECRETS[2].0,
                 "must start with mysql://, mariadb:// or postgres:// (SQL Server is not supported yet)",
             );
+        } else if !url.is_empty() && !reqwest::Url::parse(url.expose()).is_ok_and(|u| u.host().is_some()) {
+            self.problem(
+                SECRETS[2].0,
+                "is not a URL like mysql://user:password@host:3306/database (a password with @, : or / in \
+                 it must be percent-encoded)",
+            );
         }
         let profile = self.string("provincial.profile");
         if profile.as_deref() == Some("") {
@@ -528,6 +687,7 @@ impl Reader<'_> {
         if store_path.as_deref() == Some("") {
             self.problem("store.path", "must not be empty");
         }
+        let create_dir = self.boolean("store.create_dir");
 
         let kind = match self.string("provincial.kind").as_deref() {
             Some("http") => Some(SourceKind::Http),
@@ -549,7 +709,12 @@ impl Reader<'_> {
             Some(SourceKind::Sql) => Some(self.sql(needs_source)),
             _ => None,
         };
-        let poll_interval = self.seconds("provincial.poll_interval_seconds", false);
+        let poll_interval = self.seconds_within(
+            "provincial.poll_interval_seconds",
+            0.1,
+            3600.0,
+            "more often floods the source with queries; less often is not a daemon's pace",
+        );
         let page_size = self.count("provincial.page_size", 1, 1000);
         let look_back = self.seconds("provincial.look_back_seconds", true);
         let reconcile = self.seconds("provincial.reconcile_interval_seconds", true);
@@ -574,11 +739,17 @@ impl Reader<'_> {
                 }
             }
         }
+        if let Some(code) = madonvi.as_deref()
+            && !code.is_empty()
+            && !crate::domain::mahoso::is_unit_code(code)
+        {
+            self.problem("national.madonvi", format!("{code:?} is not a unit code like \"000.00.00.H58\""));
+        }
         let dstcode = self.string("national.dstcode");
         let batch_size = self.count("national.batch_size", 1, 1000);
         let max_concurrency = self.count("national.max_concurrency", 1, 256);
         let session_renew = self.seconds("national.session_renew_seconds", false);
-        let audit_per_second = self.get::<f64>("national.audit_per_second", "a number of look-ups a second");
+        let audit_per_second = self.number("national.audit_per_second");
         let audit_per_second = audit_per_second.filter(|v| {
             let ok = v.is_finite() && (0.0..=1000.0).contains(v);
             if !ok {
@@ -586,7 +757,7 @@ impl Reader<'_> {
             }
             ok
         });
-        let audit_cycle = self.get::<f64>("national.audit_cycle_days", "a number of days");
+        let audit_cycle = self.number("national.audit_cycle_days");
         let audit_cycle = audit_cycle.and_then(|days| {
             if days.is_finite() && days > 0.0 && days <= 3650.0 {
                 Some(Duration::from_secs_f64(days * 86_400.0))
@@ -626,13 +797,26 @@ impl Reader<'_> {
         };
 
         let indicators_every = self.seconds("telemetry.indicators_seconds", true);
-        let drain = self.seconds("daemon.drain_seconds", false);
+        let drain = self.seconds_within(
+            "daemon.drain_seconds",
+            0.1,
+            600.0,
+            "the unit's TimeoutStopSec must stay above it, or systemd kills the drain",
+        );
         let heartbeat = self.seconds("daemon.heartbeat_seconds", false);
         let stale_heartbeat = self.seconds("daemon.stale_heartbeat_seconds", false);
+        if let (Some(beat), Some(stale)) = (heartbeat, stale_heartbeat)
+            && beat >= stale
+        {
+            self.problem(
+                "daemon.heartbeat_seconds",
+                "must be shorter than daemon.stale_heartbeat_seconds, or a running daemon reads as stale",
+            );
+        }
         let outbox_age_threshold = self.seconds("daemon.outbox_age_threshold_seconds", false);
 
         Some(Config {
-            store: StoreConfig { path: PathBuf::from(store_path?) },
+            store: StoreConfig { path: PathBuf::from(store_path?), create_dir: create_dir? },
             provincial: ProvincialConfig {
                 kind: kind?,
                 http: provincial_http?,
@@ -688,6 +872,12 @@ impl Reader<'_> {
             }
         }
     }
+}
+
+/// The environment variable that sets `key`: `national.batch_size` is
+/// `DVC_SYNC__NATIONAL__BATCH_SIZE`.
+fn env_var(key: &str) -> String {
+    format!("DVC_SYNC__{}", key.replace('.', "__").to_ascii_uppercase())
 }
 
 /// `+07:00`, `-05`, `+0530`: a fixed offset from UTC.
@@ -769,6 +959,7 @@ impl Config {
         let q = |s: &str| format!("{s:?}");
         let secs = |d: Duration| format!("{}", d.as_secs_f64());
         put("store.path", q(&self.store.path.display().to_string()));
+        put("store.create_dir", self.store.create_dir.to_string());
         for (section, http) in [("provincial", &self.provincial.http), ("national", &self.national.http)] {
             put(&format!("{section}.base_url"), q(http.base_url.as_str()));
             put(&format!("{section}.connect_timeout_seconds"), secs(http.connect_timeout));

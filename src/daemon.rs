@@ -65,6 +65,7 @@ fn check_source_kind(store: &Store, config: &Config) -> anyhow::Result<()> {
 
 /// Runs the daemon until `token` is cancelled and the drain is over.
 pub async fn run(config: Config, token: CancellationToken) -> anyhow::Result<()> {
+    crate::store::prepare_dir(&config.store.path, config.store.create_dir)?;
     let _lock = DaemonLock::acquire(&config.store.path)?;
     let engine = build_engine(&config)?;
 
@@ -226,6 +227,7 @@ fn init_metrics() {
     }
     metrics::counter!(m::AUDIT_REPAIRED).increment(0);
     metrics::gauge!(m::PUSH_FAILING).set(0.0);
+    metrics::gauge!(m::NATIONAL_REFUSING).set(0.0);
     metrics::gauge!(m::UP).set(1.0);
     // Until the first computation (its timestamp 0 says so).
     for (id, _) in crate::report::INDICATORS {

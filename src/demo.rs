@@ -209,6 +209,12 @@ impl Demo {
         )
         .await?;
         let (tmp, db) = match &opts.db {
+            // The demo's verdict compares the database with the mocks it starts: a database of
+            // another run (or the daemon's own) would never agree, and must not be written to.
+            Some(path) if path.exists() => anyhow::bail!(
+                "demo --db wants a new file, and {} exists: give another path (the demo fills a database of its own)",
+                path.display()
+            ),
             Some(path) => (None, path.clone()),
             None => {
                 let dir = tempfile::Builder::new().prefix("dvc-sync-demo-").tempdir()?;

@@ -15,6 +15,7 @@ pub mod national;
 pub(crate) mod ops;
 pub mod provincial;
 pub mod report;
+pub(crate) mod say;
 pub(crate) mod shutdown;
 pub mod sim;
 pub mod status;

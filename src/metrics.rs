@@ -17,6 +17,7 @@ pub(crate) const READBACKS_INCONCLUSIVE: &str = "dvc_sync_readbacks_inconclusive
 pub(crate) const LAST_POLL: &str = "dvc_sync_last_successful_poll_timestamp_seconds";
 pub(crate) const LAST_PUSH: &str = "dvc_sync_last_successful_push_timestamp_seconds";
 pub(crate) const PUSH_FAILING: &str = "dvc_sync_push_failing";
+pub(crate) const NATIONAL_REFUSING: &str = "dvc_sync_national_refusing";
 pub(crate) const LOGIN_FAILURES: &str = "dvc_sync_login_failures_total";
 pub(crate) const UP: &str = "dvc_sync_up";
 pub(crate) const AUDIT_LOOKUPS: &str = "dvc_sync_audit_lookups_total";
@@ -75,6 +76,10 @@ pub(crate) fn describe() {
     );
     describe_gauge!(LAST_POLL, Unit::Seconds, "Unix time of the last successful provincial poll.");
     describe_gauge!(LAST_PUSH, Unit::Seconds, "Unix time of the last answered national call.");
+    describe_gauge!(
+        NATIONAL_REFUSING,
+        "1 while the national portal refuses write calls as a whole (a unit code or account problem: nothing can be sent), 0 once it takes one."
+    );
     describe_gauge!(
         PUSH_FAILING,
         "1 while the latest push call (DongBoHoSoMC, CapNhatTienDoHoSoMC) got no usable national answer, 0 once one is answered."

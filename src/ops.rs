@@ -19,7 +19,14 @@ use crate::{
 pub(crate) struct Retried {
     pub dead: usize,
     pub quarantined: usize,
+    /// Of the items named, those that were not parked (nothing was done for them).
+    pub not_parked: Vec<String>,
 }
+
+/// What the configuration lacks for a command (credentials it needs): exit 78.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub(crate) struct NeedsConfig(pub(crate) String);
 
 /// Re-enqueues dead dossiers and releases quarantined records (all, or those named), so
 /// that they are tried again. Safe while the daemon runs: each change is one transaction.
@@ -34,12 +41,15 @@ pub(crate) fn retry(
     let done = store.write(|tx| {
         let mut out = Retried::default();
         let named = |key: &str| only.is_empty() || only.iter().any(|k| k == key);
+        // The named items found parked, to say which of them were not.
+        let mut found = std::collections::BTreeSet::new();
         if dead {
             let keys: Vec<String> = {
                 let mut stmt = tx.prepare("SELECT mahoso FROM dead")?;
                 stmt.query_map([], |r| r.get(0))?.collect::<rusqlite::Result<_>>()?
             };
             for key in keys.into_iter().filter(|k| named(k)) {
+                found.insert(key.clone());
                 tx.execute("DELETE FROM dead WHERE mahoso = ?1", [&key])?;
                 tx.execute(
                     "INSERT INTO outbox (mahoso, enqueued_at, next_attempt_at, attempts) VALUES (?1, ?2, ?2, 0)
@@ -59,6 +69,8 @@ pub(crate) fn retry(
             };
             for (key, mahoso) in keys {
                 if named(&key) || mahoso.as_deref().is_some_and(named) {
+                    found.insert(key.clone());
+                    found.extend(mahoso);
                     tx.execute("DELETE FROM quarantine WHERE key = ?1", [&key])?;
                     out.quarantined += 1;
                 }
@@ -68,6 +80,7 @@ pub(crate) fn retry(
                 meta_set(tx, REQUESTED, Some(&now.to_string()))?;
             }
         }
+        out.not_parked = only.iter().filter(|k| !found.contains(k.as_str())).cloned().collect();
         Ok(out)
     })?;
     Ok(done)
@@ -113,11 +126,15 @@ pub(crate) async fn reconcile(config: &Config, timeout: Duration) -> anyhow::Res
         SourceKind::Http => !config.provincial.api_key.is_empty(),
         SourceKind::Sql => config.provincial.sql.as_ref().is_some_and(|s| !s.database_url.is_empty()),
     };
-    anyhow::ensure!(
-        source_ready,
-        "the provincial source's credentials are required to read it (provincial.api_key for kind = \"http\", \
-         provincial.database_url for kind = \"sql\", or their _file keys)"
-    );
+    if !source_ready {
+        return Err(NeedsConfig(
+            "the provincial source's credentials are required to read it (provincial.api_key for kind = \"http\", \
+             provincial.database_url for kind = \"sql\", or their _file keys)"
+                .into(),
+        )
+        .into());
+    }
+    crate::store::prepare_dir(path, config.store.create_dir)?;
     let _lock = DaemonLock::acquire(path)?;
     // The pass only reads the source; pushes happen when the daemon runs.
     let engine = crate::daemon::build_engine(config)?;
@@ -147,11 +164,15 @@ pub(crate) async fn audit(
         let request = serde_json::to_string(&Request { scope, per_second })?;
         return through_daemon(path, (REQUESTED, LAST, LAST_AT), &request, timeout).await;
     }
-    anyhow::ensure!(
-        !config.national.username.is_empty() && !config.national.password.is_empty(),
-        "the national account is required to read dossiers back (national.username, national.password or \
-         national.password_file)"
-    );
+    if config.national.username.is_empty() || config.national.password.is_empty() {
+        return Err(NeedsConfig(
+            "the national account is required to read dossiers back (national.username, national.password or \
+             national.password_file)"
+                .into(),
+        )
+        .into());
+    }
+    crate::store::prepare_dir(path, config.store.create_dir)?;
     let _lock = DaemonLock::acquire(path)?;
     let engine = crate::daemon::build_engine(config)?;
     let token = crate::shutdown::token();

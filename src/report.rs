@@ -1,5 +1,5 @@
 //! `dvc-sync report`: the Quyết định 766 indicators that synchronized data decides
-//! (national-portal.md, "The fields the 766 indicators read"), computed from the local
+//! (the national API, "The fields the 766 indicators read"), computed from the local
 //! database for a period, for the province, per DonViXuLy and per procedure; the dossiers that
 //! count late under 2.1 with the reason; and findings that skew the figures without being
 //! late. It only reads (a read-only connection), with the daemon running or stopped.
@@ -37,8 +37,12 @@ impl Period {
 
     /// A month, `2026-11`.
     pub fn month(s: &str) -> Result<Period, String> {
-        let bad = || format!("--month {s:?} is not a month like 2026-11");
+        let bad = || format!("--month {s:?} is not a month like 2026-11 (YYYY-MM)");
         let (y, m) = s.split_once('-').ok_or_else(bad)?;
+        // Four digits and two: `26-11` is not the year 26.
+        if y.len() != 4 || m.len() != 2 || !y.bytes().chain(m.bytes()).all(|b| b.is_ascii_digit()) {
+            return Err(bad());
+        }
         let (y, m): (i16, i8) = (y.parse().map_err(|_| bad())?, m.parse().map_err(|_| bad())?);
         let from = Date::new(y, m, 1).map_err(|_| bad())?;
         Ok(Period { from, to: from.last_of_month() })
@@ -588,7 +592,7 @@ pub(crate) fn render_table(r: &Report, late: bool) -> String {
     };
     let mut province = Table::new();
     province.set_content_arrangement(ContentArrangement::Dynamic);
-    province.set_header(["indicator", "", "ratio", "numerator", "denominator", "points"]);
+    province.set_header(["indicator", "", "share", "numerator", "denominator", "points"]);
     for (id, name) in INDICATORS {
         let f = &r.province.by_id()[id];
         let points = f.points_share.map_or(String::new(), |p| match p.0 {
@@ -598,7 +602,7 @@ pub(crate) fn render_table(r: &Report, late: bool) -> String {
         province.add_row([
             id.to_owned(),
             name.to_owned(),
-            f.ratio.to_string(),
+            f.ratio.0.map_or_else(|| "N/A".to_owned(), |r| format!("{:.2} %", r * 100.0)),
             f.numerator.to_string(),
             f.denominator.to_string(),
             points,
@@ -909,6 +913,9 @@ mod tests {
         let p = Period::month("2026-02").unwrap();
         assert_eq!((p.from.to_string(), p.to.to_string()), ("2026-02-01".into(), "2026-02-28".into()));
         assert!(Period::month("2026-13").is_err() && Period::month("november").is_err());
+        for not_yyyy_mm in ["26-11", "2026-1", "+2026-11", "2026-+1", " 2026-11"] {
+            assert!(Period::month(not_yyyy_mm).is_err(), "{not_yyyy_mm}");
+        }
         assert!(Period::new(p.to, p.from).is_err());
     }
 }

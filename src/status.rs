@@ -49,6 +49,8 @@ pub struct StatusReport {
     pub audit: Audit,
     /// What the daemon last recorded of each of its workers (empty if it never ran).
     pub workers: Vec<WorkerInfo>,
+    /// What is parked and why (the first of them).
+    pub parked: Parked,
 }
 
 /// One worker of the daemon, as it last recorded it.
@@ -236,11 +238,17 @@ pub fn report(
             cycle.as_secs_f64() / 86_400.0
         ));
     }
+    // The portal refuses every write: nothing can be sent until the unit code or the account
+    // is fixed, however recent the last answer.
+    let refused = meta("push_refused")?;
+    if let Some(reason) = &refused {
+        problems.push(format!("{reason} (docs/operations.md, \"The first hour\")"));
+    }
     // Running but not doing its job: no success for a long time while errors are recorded.
     let silent_for = |success: Option<String>| {
         success.and_then(|v| v.parse::<i64>().ok()).map_or(f64::INFINITY, |at| (now_us - at) as f64 / 1e6)
     };
-    let mut failing = false;
+    let mut failing = refused.is_some() && daemon.state == "running";
     if daemon.state == "running" {
         let stale = t.stale_heartbeat.as_secs_f64();
         if let Some(error) = &poll.last_error
@@ -265,6 +273,7 @@ pub fn report(
         Health::Degraded
     };
     let workers = workers(conn)?;
+    let parked = parked(conn, PARKED_LISTED)?;
     Ok(StatusReport {
         health,
         problems,
@@ -276,6 +285,7 @@ pub fn report(
         push,
         audit,
         workers,
+        parked,
     })
 }
 
@@ -299,21 +309,51 @@ pub fn unreadable(db: &Path, reason: &str) -> StatusReport {
         push: Push { last_success_at: None, last_error: None, session_renewals: 0 },
         audit: Audit { verified_percent: 0.0, ..Audit::default() },
         workers: Vec::new(),
+        parked: Parked::default(),
     }
 }
 
-/// Up to `limit` parked items with their reasons, newest first: (kind, key, reason).
-pub fn parked(conn: &Connection, limit: usize) -> rusqlite::Result<Vec<(&'static str, String, String)>> {
-    let mut out = Vec::new();
-    let mut stmt = conn.prepare("SELECT mahoso, reason FROM dead ORDER BY dead_at DESC LIMIT ?1")?;
-    for row in stmt.query_map([limit as i64], |r| Ok(("dead", r.get(0)?, r.get(1)?)))? {
-        out.push(row?);
+/// Parked items listed at most in `status --json`.
+pub const PARKED_LISTED: usize = 100;
+/// ... and in the table.
+const PARKED_SHOWN: usize = 10;
+
+/// What is parked: how many, and the first of them with their reasons.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Parked {
+    /// Dead dossiers and quarantined records, all of them.
+    pub total: u64,
+    /// At most [`PARKED_LISTED`]: the dead first, then the quarantined, newest first.
+    pub items: Vec<ParkedItem>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ParkedItem {
+    /// `dead` or `quarantined`.
+    pub kind: &'static str,
+    /// The MaHoSo, or the quarantine key.
+    pub key: String,
+    pub reason: String,
+}
+
+/// The parked items: their total, and the first `limit`.
+pub fn parked(conn: &Connection, limit: usize) -> rusqlite::Result<Parked> {
+    let total: i64 =
+        conn.query_row("SELECT (SELECT COUNT(*) FROM dead) + (SELECT COUNT(*) FROM quarantine)", [], |r| {
+            r.get(0)
+        })?;
+    let mut items = Vec::new();
+    for (kind, sql) in [
+        ("dead", "SELECT mahoso, reason FROM dead ORDER BY dead_at DESC LIMIT ?1"),
+        ("quarantined", "SELECT key, reason FROM quarantine ORDER BY last_seen_at DESC LIMIT ?1"),
+    ] {
+        let left = limit.saturating_sub(items.len()) as i64;
+        let mut stmt = conn.prepare(sql)?;
+        for row in stmt.query_map([left], |r| Ok(ParkedItem { kind, key: r.get(0)?, reason: r.get(1)? }))? {
+            items.push(row?);
+        }
     }
-    let mut stmt = conn.prepare("SELECT key, reason FROM quarantine ORDER BY last_seen_at DESC LIMIT ?1")?;
-    for row in stmt.query_map([limit as i64], |r| Ok(("quarantined", r.get(0)?, r.get(1)?)))? {
-        out.push(row?);
-    }
-    Ok(out)
+    Ok(Parked { total: total.max(0) as u64, items })
 }
 
 /// One dossier, for `status --dossier`.
@@ -473,7 +513,7 @@ pub fn dossier(conn: &Connection, mahoso: &str) -> rusqlite::Result<DossierRepor
 }
 
 /// The report for people.
-pub fn render(r: &StatusReport, parked: &[(&'static str, String, String)]) -> String {
+pub fn render(r: &StatusReport) -> String {
     use std::fmt::Write;
     let mut out = String::new();
     let health = match r.health {
@@ -550,15 +590,27 @@ pub fn render(r: &StatusReport, parked: &[(&'static str, String, String)]) -> St
             }
         }
     }
-    if !parked.is_empty() {
+    let parked = &r.parked;
+    if !parked.items.is_empty() {
         let mut table = comfy_table::Table::new();
         table.set_content_arrangement(comfy_table::ContentArrangement::Dynamic);
         table.set_header(["parked", "MaHoSo / key", "reason"]);
-        for (kind, key, reason) in parked {
-            let reason: String = reason.chars().take(160).collect();
-            table.add_row([*kind, key.as_str(), reason.as_str()]);
+        for item in parked.items.iter().take(PARKED_SHOWN) {
+            let mut reason: String = item.reason.chars().take(160).collect();
+            if item.reason.chars().count() > 160 {
+                reason.push('…');
+            }
+            table.add_row([item.kind, item.key.as_str(), reason.as_str()]);
         }
         let _ = writeln!(out, "\n{table}");
+        let shown = parked.items.len().min(PARKED_SHOWN) as u64;
+        if parked.total > shown {
+            let _ = writeln!(
+                out,
+                "... and {} more (`dvc-sync status --json` lists the first {PARKED_LISTED})",
+                parked.total - shown
+            );
+        }
     }
     out
 }

@@ -17,7 +17,12 @@ pub enum Output {
 /// Installs the global subscriber. `RUST_LOG` overrides `default_filter`. Calling it twice
 /// is harmless (the second call does nothing).
 pub fn init(format: LogFormat, output: Output, default_filter: &str) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
+    let mut filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
+    // The migration library's own lines have no `event` and name its build paths: the store
+    // logs `database_migrated` instead.
+    if let Ok(quiet) = "rusqlite_migration=warn".parse() {
+        filter = filter.add_directive(quiet);
+    }
     let registry = tracing_subscriber::registry().with(filter);
     let _ = match (format, output) {
         (LogFormat::Json, Output::Stdout) => registry

@@ -1,4 +1,4 @@
-//! The national portal's `error_code`s (national-portal.md), one table for the client, the
+//! The national portal's `error_code`s (the national API), one table for the client, the
 //! engine and the mock, and how a refusal names its item. Codes marked (mock) are this project's choices where the real list is
 //! unpublished.
 
@@ -27,6 +27,12 @@ pub(crate) const BAD_CREDENTIALS: i64 = 9;
 /// Whether a refusal concerns one item of a call (the others concern the call as a whole).
 pub(crate) fn concerns_one_item(code: i64) -> bool {
     (INVALID..=NOT_YOUR_UNIT).contains(&code)
+}
+
+/// Whether a refusal of a call about one item (a look-up, a catalogue question) concerns the
+/// call rather than the item: another unit's session, a malformed envelope, a code unknown.
+pub fn refuses_the_call(code: i64) -> bool {
+    code == NOT_YOUR_UNIT || !concerns_one_item(code)
 }
 
 /// The MaHoSo an all-or-nothing refusal names (`MaHoSo=<code>: ...`), if any.

@@ -46,6 +46,17 @@ pub fn parse(code: &str) -> Result<MaHoSo<'_>, MaHoSoError> {
     Ok(MaHoSo { agency, date, sequence })
 }
 
+/// Whether `code` has the form of a unit code (mã định danh): four dot-separated segments,
+/// three, two and two letters or digits, then a letter and two digits (`000.00.00.H58`).
+pub fn is_unit_code(code: &str) -> bool {
+    let parts: Vec<&str> = code.split('.').collect();
+    let plain =
+        |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit());
+    matches!(parts.as_slice(), [a, b, c, d]
+        if plain(a, 3) && plain(b, 2) && plain(c, 2) && d.len() == 3
+            && d.as_bytes()[0].is_ascii_uppercase() && d[1..].bytes().all(|b| b.is_ascii_digit()))
+}
+
 /// The province part of a unit or agency code: its last dot-separated segment
 /// (`000.00.00.H58` → `H58`).
 pub(crate) fn province_of(code: &str) -> &str {
@@ -55,6 +66,24 @@ pub(crate) fn province_of(code: &str) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn unit_codes_have_their_form() {
+        for good in ["000.00.00.H58", "000.00.15.H20", "000.20.31.H58", "A01.00.00.G22"] {
+            assert!(is_unit_code(good), "{good}");
+        }
+        for bad in [
+            "garbage",
+            "000.00.00.H5",
+            "000.00.00.58H",
+            "00.00.00.H58",
+            "000.00.00.h58",
+            "000.00.00.H58.1",
+            "",
+        ] {
+            assert!(!is_unit_code(bad), "{bad}");
+        }
+    }
 
     #[test]
     fn well_formed_codes_parse() {

@@ -1,4 +1,4 @@
-//! From a raw provincial record to what the national portal accepts (provincial-portal.md):
+//! From a raw provincial record to what the national portal accepts (the provincial listing API):
 //! NFC text, strings where numbers came, lengths cut at character boundaries, dates in Vietnam
 //! local time, the local status through `status_map`. A record that cannot be repaired is
 //! quarantined with its reason and never sent.

@@ -1,4 +1,4 @@
-//! The fields the Quyết định 766 indicators read (national-portal.md, "The fields the 766
+//! The fields the Quyết định 766 indicators read (the national API, "The fields the 766
 //! indicators read"): one table for the daemon, which carries and validates them, and the
 //! mock, which validates them again. Every one is optional; codes are strings.
 

@@ -1,5 +1,5 @@
 //! The national portal mock (`dvc-sync mock national`): a strict, in-memory emulation of the
-//! DVCQG integration adapter described in `national-portal.md`, with seeded transport faults
+//! DVCQG integration adapter described in the national API, with seeded transport faults
 //! and `/_mock/` views that make it the oracle of the project's tests.
 
 use std::{
@@ -73,7 +73,7 @@ pub enum MockAuth {
     OAuth2,
 }
 
-/// The fault profile: every knob of `national-portal.md`, settable at start (flags of the
+/// The fault profile: every knob of the national API, settable at start (flags of the
 /// same names in kebab case) and at run time (`PUT /_mock/faults`, partial JSON).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, clap::Args)]
 #[serde(deny_unknown_fields)]
@@ -164,7 +164,7 @@ impl Faults {
     }
 }
 
-/// Error codes of `national-portal.md`, shared with the client and the engine.
+/// Error codes of the national API, shared with the client and the engine.
 pub use crate::domain::codes as code;
 
 /// Starts the mock on `listener`; returns once it accepts connections.

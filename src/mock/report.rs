@@ -1,5 +1,5 @@
 //! `GET /_mock/report?from=YYYY-MM-DD&to=YYYY-MM-DD`: the Quyết định 766 indicators as the
-//! national side computes them, from what the mock holds (national-portal.md, the last
+//! national side computes them, from what the mock holds (the national API, the last
 //! section). Written apart from the daemon's `report` module, on purpose: each is the other's
 //! check (tests/report.rs), so this one follows the spec's sentences as directly as it can,
 //! on the national date strings themselves (`yyyyMMddHHmmss` sorts as it reads).

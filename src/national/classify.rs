@@ -16,9 +16,33 @@ pub fn error_code(v: &Value) -> Option<i64> {
     }
 }
 
+/// What a body that is not the API's JSON says, for a person: an HTML page by its title (a
+/// proxy's or gateway's error page), anything else by its first 120 characters, whitespace
+/// folded, a cut marked.
 fn snippet(body: &[u8]) -> String {
-    let text = String::from_utf8_lossy(&body[..body.len().min(120)]);
-    text.split_whitespace().collect::<Vec<_>>().join(" ")
+    let text = String::from_utf8_lossy(&body[..body.len().min(64 * 1024)]);
+    let lower = text.to_ascii_lowercase();
+    if lower.trim_start().starts_with('<') && (lower.contains("<html") || lower.contains("<!doctype")) {
+        let title = lower
+            .find("<title>")
+            .map(|at| at + "<title>".len())
+            .and_then(|at| lower[at..].find("</title>").map(|end| text[at..at + end].trim().to_owned()))
+            .filter(|t| !t.is_empty());
+        return match title {
+            Some(t) => format!("an HTML page titled {:?}", fold(&t, 80)),
+            None => "an HTML page without a title".into(),
+        };
+    }
+    fold(&text, 120)
+}
+
+/// Whitespace folded to single spaces, at most `max` characters, a cut marked with `…`.
+fn fold(text: &str, max: usize) -> String {
+    let folded = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    match folded.char_indices().nth(max) {
+        Some((at, _)) => format!("{}…", &folded[..at]),
+        None => folded,
+    }
 }
 
 /// Classifies one exchange with the portal.
@@ -91,6 +115,17 @@ mod tests {
     use crate::domain::codes::named_item;
     use bytes::Bytes;
     use serde_json::json;
+
+    #[test]
+    fn an_html_error_page_is_named_by_its_title_not_shown_raw() {
+        let page = "<!DOCTYPE html>\n<html><head><title>502 Bad Gateway</title></head><body><center><h1>502 Bad Gateway</h1></center><hr><center>nginx</center></body></html>";
+        assert_eq!(snippet(page.as_bytes()), "an HTML page titled \"502 Bad Gateway\"");
+        let Answer::Retry(t) = classify(response(502, "text/html", page)) else { panic!() };
+        assert!(t.reason.ends_with("an HTML page titled \"502 Bad Gateway\""), "{}", t.reason);
+        let long = "lỗi ".repeat(100);
+        let said = snippet(long.as_bytes());
+        assert!(said.ends_with('…') && said.chars().count() == 121, "{said}");
+    }
 
     fn response(status: u16, content_type: &str, body: &str) -> Result<RawResponse, TransportError> {
         Ok(RawResponse {

@@ -1,5 +1,5 @@
 //! The provincial side's adapters, behind the engine's `Source` trait: the HTTP listing of
-//! `provincial-portal.md` ([`http`]), and the one-stop system's own database through a source
+//! the provincial listing API ([`http`]), and the one-stop system's own database through a source
 //! profile ([`sql`]). A vendor whose system differs gets another adapter here, not a fork of
 //! the engine.
 

@@ -30,6 +30,56 @@ pub enum StoreError {
     Sqlite(#[from] rusqlite::Error),
     #[error("{0}")]
     Body(#[from] body::BodyError),
+    #[error("the directory {0} does not exist (set store.create_dir = true to have it created)")]
+    NoDirectory(PathBuf),
+    #[error("cannot create the directory {dir}: {source}")]
+    CreateDirectory { dir: PathBuf, source: std::io::Error },
+    #[error(
+        "{path} is not a dvc-sync database: it holds other tables ({tables}); point store.path at a new file or at the daemon's own database"
+    )]
+    Foreign { path: PathBuf, tables: String },
+}
+
+/// Makes sure the directory of the database at `path` exists: created (0700) when `create`,
+/// else its absence is reported (a typo in store.path must not start a full sync elsewhere).
+pub fn prepare_dir(path: &Path, create: bool) -> Result<(), StoreError> {
+    let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) else { return Ok(()) };
+    if dir.is_dir() {
+        return Ok(());
+    }
+    if !create {
+        return Err(StoreError::NoDirectory(dir.to_path_buf()));
+    }
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| StoreError::CreateDirectory { dir: dir.to_path_buf(), source: e })
+}
+
+/// Refuses a database that is not ours: no schema version of ours, and tables nonetheless.
+/// (An empty file, or an empty SQLite database, is a new one.)
+fn refuse_foreign(conn: &Connection, path: &Path) -> Result<(), StoreError> {
+    // A file that is not SQLite at all fails here: said with its path.
+    let open_err = |source| StoreError::Open { path: path.to_path_buf(), source };
+    if schema_version(conn).map_err(open_err)? > 0 {
+        return Ok(());
+    }
+    let tables = || -> rusqlite::Result<Vec<String>> {
+        let mut stmt =
+            conn.prepare("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name LIMIT 6")?;
+        stmt.query_map([], |r| r.get(0))?.collect()
+    };
+    let tables = tables().map_err(open_err)?;
+    if tables.is_empty() {
+        return Ok(());
+    }
+    let mut list = tables.iter().take(5).cloned().collect::<Vec<_>>().join(", ");
+    if tables.len() > 5 {
+        list.push_str(", ...");
+    }
+    Err(StoreError::Foreign { path: path.to_path_buf(), tables: list })
 }
 
 /// The schema version this build writes (the number of migrations).
@@ -81,13 +131,16 @@ impl Store {
 
     pub(crate) fn open_with(path: &Path, durability: Durability) -> Result<Store, StoreError> {
         let open_err = |source| StoreError::Open { path: path.to_path_buf(), source };
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            // Let SQLite report a missing directory in its own words if this fails.
-            let _ = std::fs::create_dir_all(dir);
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty() && !d.is_dir()) {
+            // A missing directory is a typo to report, not a place to start anew in (the
+            // daemon creates it only when told: store.create_dir).
+            return Err(StoreError::NoDirectory(dir.to_path_buf()));
         }
         make_private(path);
         let mut conn = Connection::open(path).map_err(open_err)?;
         conn.busy_timeout(Duration::from_secs(5)).map_err(open_err)?;
+        // Before anything is written, even the journal mode in the file's header.
+        refuse_foreign(&conn, path)?;
         // Every statement the daemon runs stays prepared (rusqlite keeps 16 by default, fewer
         // than the engine uses, which would parse statements again and again).
         conn.set_prepared_statement_cache_capacity(128);
@@ -125,9 +178,13 @@ impl Store {
                 ),
             });
         }
+        let before = schema_version(&conn).map_err(open_err)?;
         migrations()
             .to_latest(&mut conn)
             .map_err(|source| StoreError::Migrate { path: path.to_path_buf(), source })?;
+        if before < SCHEMA_VERSION {
+            tracing::info!(event = "database_migrated", db = %path.display(), from = before, to = SCHEMA_VERSION);
+        }
         let codec = body::Codec::load(&conn).map_err(open_err)?;
         body::register(&conn, Arc::clone(&codec)).map_err(open_err)?;
         Ok(Store { conn: Mutex::new(conn), path: path.to_path_buf(), codec })
@@ -333,6 +390,7 @@ mod tests {
     fn open_creates_migrates_and_reopens() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("sub/state.db");
+        prepare_dir(&path, true).unwrap();
         let store = Store::open(&path).unwrap();
         store.write(|tx| meta_set(tx, "k", Some("v"))).unwrap();
         store.write(|tx| meta_add(tx, "n", 2)).unwrap();

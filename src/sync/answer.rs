@@ -48,6 +48,8 @@ pub enum TransientKind {
     Session,
     /// Logging in failed.
     Login,
+    /// Not sent: the daemon is stopping, and a drain begins no new call.
+    Stopping,
 }
 
 impl TransientKind {
@@ -64,11 +66,17 @@ impl TransientKind {
             TransientKind::TooLarge => "too_large",
             TransientKind::Session => "session",
             TransientKind::Login => "login",
+            TransientKind::Stopping => "stopping",
         }
     }
 }
 
 impl Transient {
+    /// Whether the call was never sent because the daemon is stopping.
+    pub fn not_sent(&self) -> bool {
+        self.kind == TransientKind::Stopping
+    }
+
     /// A failure with no status and nothing the portal asked for.
     pub fn new(kind: TransientKind, reason: impl Into<String>, maybe_applied: bool) -> Transient {
         Transient { kind, reason: reason.into(), maybe_applied, retry_after: None, http_status: None }

@@ -29,6 +29,9 @@ pub(crate) enum Side {
 pub(crate) struct Notes {
     pub(crate) poll: Last,
     pub(crate) push: Last,
+    /// Why the national portal refuses write calls as a whole, while it does (cleared by a
+    /// write it takes).
+    pub(crate) refused: Option<String>,
     /// The last time the database refused the heartbeat, with why.
     pub(crate) store_error: Option<String>,
     /// Session renewals already added to the stored count.
@@ -67,6 +70,22 @@ impl<C: Clock> Shared<C> {
 
     pub(crate) fn note_error(&self, side: Side, error: &str) {
         self.health.with(|n| n.side(side).error = Some(error.to_owned()));
+    }
+
+    /// The national portal refused a write call as a whole: nothing can be sent until the
+    /// cause (the unit code, the account) is fixed.
+    pub(crate) fn note_refused(&self, reason: &str) {
+        metrics::gauge!(m::NATIONAL_REFUSING).set(1.0);
+        self.health.with(|n| {
+            n.push.error = Some(reason.to_owned());
+            n.refused = Some(reason.to_owned());
+        });
+    }
+
+    /// The national portal took a write.
+    pub(crate) fn note_taken(&self) {
+        metrics::gauge!(m::NATIONAL_REFUSING).set(0.0);
+        self.health.with(|n| n.refused = None);
     }
 }
 
@@ -108,6 +127,9 @@ pub(crate) fn readiness<C: Clock>(shared: &Shared<C>, windows: Windows, started_
             last_error(&n.poll.error)
         )),
         None => reasons.push(format!("no successful poll yet{}", last_error(&n.poll.error))),
+    }
+    if let Some(refused) = &n.refused {
+        reasons.push(refused.clone());
     }
     let since = n.push.success.unwrap_or(started_at);
     if depth > 0 && now - since > windows.push.as_micros() as i64 {

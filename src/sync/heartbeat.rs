@@ -77,6 +77,7 @@ impl<N: Sink, C: Clock> Heartbeat<N, C> {
                 meta_set(tx, "push_last_success_at", Some(&time(t)))?;
             }
             meta_set(tx, "push_last_error", notes.push.error.as_deref())?;
+            meta_set(tx, "push_refused", notes.refused.as_deref())?;
             if new_renewals > 0 {
                 meta_add(tx, "session_renewals", new_renewals as i64)?;
             }

@@ -410,6 +410,7 @@ impl<S: Source, N: Sink, C: Clock> Engine<S, N, C> {
         // If this future is dropped (a simulated crash), the tasks go with it.
         let guard = AbortOnDrop(tasks.iter().map(|t| t.abort_handle()).collect());
         stop.cancelled().await;
+        self.portal.stop();
         tracing::info!(event = "drain_started", drain_seconds = self.cfg.drain.as_secs_f64());
         if tokio::time::timeout(self.cfg.drain, futures::future::join_all(tasks)).await.is_err() {
             tracing::warn!(

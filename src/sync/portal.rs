@@ -5,16 +5,19 @@
 
 use std::{
     future::Future,
-    sync::{Arc, Mutex},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
 };
 
 use super::{
     Shared,
-    answer::{Answer, TransientKind},
+    answer::{Answer, Transient, TransientKind},
     health::Side,
     limiter::{Limiter, Signal},
     ports::{Clock, Sink},
-    trouble::Trouble,
+    trouble::{Quiet, Trouble},
 };
 use crate::{domain::service::Service, metrics as m};
 
@@ -27,6 +30,10 @@ pub(crate) struct Portal<N, C> {
     trouble: Mutex<Trouble>,
     /// The wait noted with a failure that names none (the push retry policy's first step).
     first_retry: std::time::Duration,
+    /// Set when the daemon stops: no call begins after it (those under way finish).
+    stopping: AtomicBool,
+    /// Calls refused as a whole, logged at most once a minute.
+    refusals: Mutex<Quiet>,
 }
 
 impl<N: Sink, C: Clock> Portal<N, C> {
@@ -42,7 +49,28 @@ impl<N: Sink, C: Clock> Portal<N, C> {
             shared,
             trouble: Mutex::new(Trouble::new("national calls")),
             first_retry,
+            stopping: AtomicBool::new(false),
+            refusals: Mutex::default(),
         }
+    }
+
+    /// The portal refused a call as a whole (not an item of it): the unit code or the account
+    /// is wrong, and every dossier waits until it is fixed. `status` says FAILING with the
+    /// reason; the log says it at most once a minute.
+    pub(crate) fn refused(&self, service: Service, code: i64, message: &str) {
+        let reason = format!(
+            "the national portal refuses {service} calls as a whole (error_code {code}: {message}): nothing can be \
+             sent; check national.madonvi (the unit code) and the national account"
+        );
+        self.shared.note_refused(&reason);
+        if let Some(suppressed) = self.refusals.lock().unwrap_or_else(|p| p.into_inner()).due() {
+            tracing::error!(event = "call_refused", service = service.name(), error_code = code, message = %message, suppressed, "the national portal refused the call as a whole");
+        }
+    }
+
+    /// From now on no call begins: each answers "not sent" at once.
+    pub(crate) fn stop(&self) {
+        self.stopping.store(true, Ordering::Relaxed);
     }
 
     /// One call under the limiter, measured.
@@ -51,7 +79,17 @@ impl<N: Sink, C: Clock> Portal<N, C> {
         F: FnOnce(&'a N) -> Fut,
         Fut: Future<Output = Answer>,
     {
+        let not_sent = || {
+            Answer::Retry(Transient::new(TransientKind::Stopping, "not sent: the daemon is stopping", false))
+        };
+        if self.stopping.load(Ordering::Relaxed) {
+            return not_sent();
+        }
         let permit = self.limiter.acquire().await;
+        // A stop while waiting for a slot: still nothing sent.
+        if self.stopping.load(Ordering::Relaxed) {
+            return not_sent();
+        }
         let answer = f(&self.sink).await;
         let signal = match &answer {
             Answer::Ok(_) | Answer::Refused { .. } => Signal::Answered,
@@ -79,6 +117,10 @@ impl<N: Sink, C: Clock> Portal<N, C> {
         match &answer {
             Answer::Ok(_) | Answer::Refused { .. } => {
                 self.shared.note_success(Side::Push);
+                if matches!(answer, Answer::Ok(_)) {
+                    // The account works: whatever refused it as a whole before is fixed.
+                    self.shared.note_taken();
+                }
                 trouble.recovered();
             }
             Answer::Retry(t) => {

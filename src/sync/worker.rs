@@ -206,6 +206,8 @@ pub(crate) async fn run<W: Worker, C: Clock>(
                     Step::Done => break,
                 }
             }
+            // A unit cut short by the stop (its calls not sent) is not a failure to report.
+            Err(_) if stop.is_cancelled() => break,
             Err(failure) => {
                 failing = true;
                 let wait = failure_wait(&failure, &mut backoff, max);

@@ -1,6 +1,6 @@
 //! The provincial portal mock (`dvc-sync mock provincial`): a simulated one-stop system that
 //! files dossiers and moves them through their lives, served through the read API of
-//! `provincial-portal.md` with its (updated_at, MaHoSo) cursor, late visibility, messy and bad
+//! the provincial listing API with its (updated_at, MaHoSo) cursor, late visibility, messy and bad
 //! records, page faults, and `/_mock/` views of the whole truth.
 
 pub mod life;
@@ -82,7 +82,7 @@ impl Default for ProvincialConfig {
     }
 }
 
-/// Every knob of `provincial-portal.md`: flags at start (kebab case), `PUT /_mock/faults`
+/// Every knob of the provincial listing API: flags at start (kebab case), `PUT /_mock/faults`
 /// (partial JSON) at run time.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, clap::Args)]
 #[serde(deny_unknown_fields)]

@@ -38,7 +38,7 @@ use crate::{
     sync::ports::{Cursor, Page, Record, Source, SourceError},
 };
 
-/// The record fields of provincial-portal.md, as columns may name them in any case.
+/// The record fields of the provincial listing API, as columns may name them in any case.
 const DOSSIER_FIELDS: &[&str] = &[
     "MaHoSo",
     "MaTTHC",
@@ -442,6 +442,20 @@ impl SqlSource {
         }
     }
 
+    /// Why the pool gave no connection: "pool timed out" says nothing, so one connection is
+    /// tried directly to learn the cause (refused, unknown host, a wrong password).
+    async fn why_unusable<DB: Database>(&self, pool: &sqlx::Pool<DB>, e: sqlx::Error) -> SourceError {
+        if matches!(e, sqlx::Error::PoolTimedOut) {
+            let options = pool.connect_options();
+            let direct =
+                tokio::time::timeout(Duration::from_secs(10), ConnectOptions::connect(&*options)).await;
+            if let Ok(Err(cause)) = direct {
+                return self.failed(&cause);
+            }
+        }
+        self.failed(&e)
+    }
+
     /// One page, `(scan, after, limit, version)`: its queries in one read-only transaction
     /// begun by `begin`.
     async fn read_tx<DB>(
@@ -458,7 +472,10 @@ impl SqlSource {
         for<'q> String: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
         DB::Arguments: sqlx::IntoArguments<DB>,
     {
-        let mut tx = pool.begin_with(begin).await.map_err(|e| self.failed(&e))?;
+        let mut tx = match pool.begin_with(begin).await {
+            Ok(tx) => tx,
+            Err(e) => return Err(self.why_unusable(pool, e).await),
+        };
         let conn: &mut DB::Connection = &mut tx;
         let (after_time, after_id) = self.after_values(after)?;
         let (query, name) =
@@ -705,7 +722,10 @@ impl SqlSource {
         DB::Arguments: sqlx::IntoArguments<DB>,
     {
         let failed = |e: sqlx::Error| self.failed(&e);
-        let mut conn = pool.acquire().await.map_err(failed)?;
+        let mut conn = match pool.acquire().await {
+            Ok(conn) => conn,
+            Err(e) => return Err(self.why_unusable(pool, e).await),
+        };
         let (server, user, time_zone): (String, String, String) =
             sqlx::query_as(sql.server).fetch_one(&mut *conn).await.map_err(failed)?;
         let cipher: Option<(String, Option<String>)> =

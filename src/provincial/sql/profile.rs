@@ -9,7 +9,7 @@
 //! - `scan`: every dossier's `id` strictly after `:after_id`, ascending, at most `:limit`: the
 //!   full reconciliation pass.
 //! - `dossiers`: one row per dossier of `:ids`, columns named as the record fields of
-//!   provincial-portal.md (`MaHoSo`, `MaTTHC`, ..., the local `TrangThai`), plus `id` and
+//!   the provincial listing API (`MaHoSo`, `MaTTHC`, ..., the local `TrangThai`), plus `id` and
 //!   `updated_at`. A dossier the query leaves out (an inter-agency copy) is not synchronized.
 //! - `history`: the processing history of the dossiers of `:ids`, oldest first per dossier;
 //!   columns `id` (the dossier's), `updated_at` and the history entry's fields.

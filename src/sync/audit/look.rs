@@ -68,6 +68,7 @@ impl<N: Sink, C: Clock> Auditor<N, C> {
         let answer = self.portal.call(Service::LookUp, |sink| sink.look_up(&c.mahoso)).await;
         let answered_at = now();
         let finding = match &answer {
+            Answer::Retry(t) if t.not_sent() => return Ok(Looked::Transient(t.clone())),
             Answer::Retry(t) => {
                 metrics::counter!(m::AUDIT_LOOKUPS, "outcome" => "transient").increment(1);
                 let mut noted = journal::entry(
@@ -83,6 +84,9 @@ impl<N: Sink, C: Clock> Auditor<N, C> {
                 return Ok(Looked::Transient(t.clone()));
             }
             Answer::Refused { code, message } => {
+                if crate::domain::codes::refuses_the_call(*code) {
+                    self.portal.refused(Service::LookUp, *code, message);
+                }
                 Finding::Failed(format!("the look-up was refused (error_code {code}): {message}"))
             }
             Answer::Ok(body) => Finding::of(&payload, &history, body),

@@ -66,6 +66,11 @@ impl<N: Sink, C: Clock> Pusher<N, C> {
             return Ok((Ok(entry), None));
         }
         let answer = self.portal.call(Service::Procedure, |sink| sink.procedure(code)).await;
+        if let Answer::Refused { code: refused, message } = &answer
+            && codes::refuses_the_call(*refused)
+        {
+            self.portal.refused(Service::Procedure, *refused, message);
+        }
         let entry = catalogue_entry(&answer);
         if let Ok(entry) = &entry {
             self.shared.store.write(|tx| self.catalogue.put(tx, code, entry.clone(), now))?;

@@ -138,12 +138,17 @@ pub(super) async fn send_isolating<P: Phase, N: Sink, C: Clock>(
             Next::RefusedOne { at, .. } => names.get(*at).copied(),
             _ => None,
         };
-        pusher.note_calls(P::SERVICE, &answer, culprit, &names, |k| phase.describe(group[k]));
+        if !matches!(&answer, Answer::Retry(t) if t.not_sent()) {
+            pusher.note_calls(P::SERVICE, &answer, culprit, &names, |k| phase.describe(group[k]));
+        }
         let all = |out: &mut Vec<_>, group: Vec<P::Unit>, o: Outcome| {
             out.extend(group.into_iter().map(|u| (u, o.clone())))
         };
         match decided {
-            Next::Acked => all(&mut out, group, Outcome::Acked),
+            Next::Acked => {
+                pusher.shared.note_taken();
+                all(&mut out, group, Outcome::Acked)
+            }
             Next::Retry(t) => all(&mut out, group, Outcome::Fate(Fate::Retry(t))),
             Next::RefusedOne { at, code, message } => {
                 let unit = group.remove(at);
@@ -170,7 +175,7 @@ pub(super) async fn send_isolating<P: Phase, N: Sink, C: Clock>(
                 all(&mut out, group, Outcome::Fate(Fate::Dead { code: Some(code), reason }));
             }
             Next::RefusedCall { code, message } => {
-                tracing::error!(event = "call_refused", service = P::SERVICE.name(), error_code = code, message = %message, "the national portal refused the call as a whole");
+                pusher.portal.refused(P::SERVICE, code, &message);
                 let t = Transient::bad_answer(refusal_reason(code, &message));
                 all(&mut out, group, Outcome::Fate(Fate::Retry(t)));
             }

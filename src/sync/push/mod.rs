@@ -209,7 +209,7 @@ impl<N: Sink, C: Clock> Pusher<N, C> {
                     self.shared.stats.dead();
                     tracing::warn!(event = "dossier_parked", dossier = %w.mahoso, reason = %reason);
                 }
-                Some(Fate::Retry(t)) => {
+                Some(Fate::Retry(t)) if !t.not_sent() => {
                     self.shared.stats.retry();
                     tracing::debug!(event = "dossier_rescheduled", dossier = %w.mahoso, attempt = w.attempts + 1, error = %t.reason);
                 }

@@ -254,6 +254,13 @@ pub(super) fn settle_fates(
     for w in items.iter().map(|&i| &work[i]).filter(|w| !w.settled) {
         match &w.fate {
             Some(Fate::Dead { code, reason }) => park(tx, w, *code, reason, now)?,
+            Some(Fate::Retry(t)) if t.not_sent() => {
+                // The daemon stopped before the call: due again at once, no attempt counted.
+                tx.prepare_cached("UPDATE outbox SET next_attempt_at = ?2 WHERE mahoso = ?1")?
+                    .execute(params![w.mahoso, now])?;
+                tx.prepare_cached("UPDATE dossier SET inflight = ?2 WHERE mahoso = ?1")?
+                    .execute(params![w.mahoso, w.unresolved.db()])?;
+            }
             Some(Fate::Retry(t)) => {
                 let attempts = w.attempts + 1;
                 let next = now + retry.delay(w, t, attempts).as_micros() as i64;

@@ -10,7 +10,7 @@ use super::{
     work::{Fate, InFlight, Work},
 };
 use crate::{
-    domain::stable_hash,
+    domain::{codes, stable_hash},
     store::StoreError,
     sync::{
         answer::{Answer, Service, Transient, TransientKind},
@@ -76,6 +76,12 @@ impl<N: Sink, C: Clock> Pusher<N, C> {
     /// call journal, what the read-back found).
     async fn read_back(&self, w: &mut Work) {
         let answer = self.portal.call(Service::LookUp, |sink| sink.look_up(&w.mahoso)).await;
+        if let Answer::Retry(t) = &answer
+            && t.not_sent()
+        {
+            w.fate = Some(Fate::Retry(t.clone()));
+            return;
+        }
         let at = self.shared.clock.now().as_microsecond();
         self.shared.stats.readback();
         let found = self.judge_read_back(w, &answer);
@@ -95,6 +101,9 @@ impl<N: Sink, C: Clock> Pusher<N, C> {
         let body = match answer {
             Answer::Ok(body) => body,
             Answer::Refused { code, message } => {
+                if codes::refuses_the_call(*code) {
+                    self.portal.refused(Service::LookUp, *code, message);
+                }
                 w.fate = Some(Fate::Retry(Transient::bad_answer(format!(
                     "read-back refused (error_code {code}): {message}"
                 ))));
