@@ -52,7 +52,11 @@ pub(crate) fn backup(from: &Path, to: &Path) -> anyhow::Result<BackupReport> {
             dir.display()
         );
     }
-    anyhow::ensure!(!to.exists(), "{} exists already: a backup is written to a new file", to.display());
+    anyhow::ensure!(
+        !to.exists(),
+        "{} exists already: a backup is written to a new file, which must not exist yet",
+        to.display()
+    );
     // Private from the first byte, whatever the umask: it holds citizens' personal data.
     std::fs::OpenOptions::new()
         .write(true)

@@ -606,7 +606,7 @@ fn status_command(config: &config::Config, json: bool, dossier: Option<&str>) ->
 fn render_dossier(d: &status::DossierReport) -> String {
     if !d.found {
         return format!(
-            "no dossier {} in this database: it was never read from the source (check the MaHoSo; `dvc-sync status` lists what is parked)\n",
+            "no dossier {} in this database: unknown here, never read from the source (check the MaHoSo; `dvc-sync status` lists what is parked)\n",
             d.mahoso
         );
     }

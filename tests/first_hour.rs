@@ -415,6 +415,28 @@ async fn the_first_log_lines_are_ours_and_errors_say_each_cause_once() {
     // The 766 table's shares are percentages like every other table's.
     let (_, out, _) = cli(Some(&config), &["report"]);
     assert!(out.contains("share") && !out.contains("ratio"), "{out}");
+
+    // A database server that refuses the connection is said to refuse it (not "pool timed out").
+    let refused = write_config(
+        &dir.path().join("sql").tap_mkdir(),
+        "http://127.0.0.1:9",
+        "http://127.0.0.1:9",
+        &[
+            "provincial.kind = \"sql\"",
+            "provincial.database_url = \"mysql://reader:pw@127.0.0.1:9/opencps\"",
+            "provincial.connect_timeout_seconds = 1.0",
+        ],
+    );
+    let (code, out, err) = cli(Some(&refused), &["check-source"]);
+    assert_eq!(code, 2, "{out}{err}");
+    let said = format!("{out}{err}");
+    assert!(said.to_lowercase().contains("refused") && !said.contains("pool timed out"), "{said}");
+
+    // The help names nothing the operator does not have (the specification's files).
+    for args in [&["--help"][..], &["mock", "--help"], &["run", "--help"], &["check-config", "--help"]] {
+        let (_, help, _) = cli(None, args);
+        assert!(!help.is_empty() && !help.contains("spec/") && !help.contains("-portal.md"), "{help}");
+    }
 }
 
 trait MkDir {

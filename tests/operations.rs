@@ -60,9 +60,15 @@ fn assert_status_shape(v: &Value) {
             "poll",
             "push",
             "audit",
-            "workers"
+            "workers",
+            "parked"
         ])
     );
+    assert_eq!(keys(&v["parked"]), set(&["total", "items"]), "{}", v["parked"]);
+    for item in v["parked"]["items"].as_array().unwrap() {
+        assert_eq!(keys(item), set(&["kind", "key", "reason"]), "{item}");
+        assert!(["dead", "quarantined"].contains(&item["kind"].as_str().unwrap()), "{item}");
+    }
     for w in v["workers"].as_array().unwrap() {
         assert_eq!(keys(w), set(&["name", "state", "since", "last_error", "failures"]), "{w}");
         assert!(["busy", "idle", "failing", "stopped"].contains(&w["state"].as_str().unwrap()), "{w}");
@@ -200,6 +206,16 @@ async fn dead_and_quarantined_items_make_status_degraded_and_are_listed_with_rea
     assert_eq!(v["dossiers"]["total"], 300);
     let problems = v["problems"].to_string();
     assert!(problems.contains("dead") && problems.contains("quarantined"), "{problems}");
+    assert_eq!(v["parked"]["total"], dead + injected_bad, "{}", v["parked"]);
+    let listed = v["parked"]["items"].as_array().unwrap();
+    assert_eq!(listed.len(), (dead + injected_bad).min(100));
+    for dead_one in &verdict.injected_unknown_procedures {
+        assert!(
+            listed.iter().any(|i| i["kind"] == "dead" && i["key"] == dead_one.as_str() && i["reason"] != ""),
+            "{dead_one} listed with its reason: {}",
+            v["parked"]
+        );
+    }
     let valid = 300 - injected_bad;
     let expected = (valid - dead) as f64 * 100.0 / valid as f64;
     assert!((v["coverage_percent"].as_f64().unwrap() - expected).abs() < 1e-9, "{v}");
