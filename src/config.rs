@@ -680,15 +680,36 @@ impl Reader<'_> {
         })
     }
 
+    /// Every section read, so that every problem is named at once; the configuration only if
+    /// there were none.
     fn read(&mut self, source: Option<PathBuf>, purpose: Purpose) -> Option<Config> {
-        let run = purpose == Purpose::Run;
-        let needs_source = matches!(purpose, Purpose::Run | Purpose::Source);
+        let store = self.store();
+        let provincial = self.provincial(matches!(purpose, Purpose::Run | Purpose::Source));
+        let national = self.national(purpose == Purpose::Run);
+        let status_map = self.status_map();
+        let telemetry = self.telemetry();
+        let daemon = self.daemon();
+        Some(Config {
+            store: store?,
+            provincial: provincial?,
+            national: national?,
+            status_map: status_map?,
+            telemetry: telemetry?,
+            daemon: daemon?,
+            source,
+        })
+    }
+
+    fn store(&mut self) -> Option<StoreConfig> {
         let store_path = self.string("store.path");
         if store_path.as_deref() == Some("") {
             self.problem("store.path", "must not be empty");
         }
         let create_dir = self.boolean("store.create_dir");
+        Some(StoreConfig { path: PathBuf::from(store_path?), create_dir: create_dir? })
+    }
 
+    fn provincial(&mut self, needs_source: bool) -> Option<ProvincialConfig> {
         let kind = match self.string("provincial.kind").as_deref() {
             Some("http") => Some(SourceKind::Http),
             Some("sql") => Some(SourceKind::Sql),
@@ -698,7 +719,7 @@ impl Reader<'_> {
             }
             None => None,
         };
-        let provincial_http = self.http("provincial");
+        let http = self.http("provincial");
         // Each kind reads only its own secret: the unit names both files, and the one the
         // configured kind does not use may be absent.
         let api_key = match kind {
@@ -718,8 +739,23 @@ impl Reader<'_> {
         let page_size = self.count("provincial.page_size", 1, 1000);
         let look_back = self.seconds("provincial.look_back_seconds", true);
         let reconcile = self.seconds("provincial.reconcile_interval_seconds", true);
+        Some(ProvincialConfig {
+            kind: kind?,
+            http: http?,
+            api_key: api_key?,
+            sql: match sql {
+                Some(sql) => Some(sql?),
+                None => None,
+            },
+            poll_interval: poll_interval?,
+            page_size: page_size?,
+            look_back: look_back?,
+            reconcile_interval: Some(reconcile?).filter(|d| !d.is_zero()),
+        })
+    }
 
-        let national_http = self.http("national");
+    fn national(&mut self, run: bool) -> Option<NationalConfig> {
+        let http = self.http("national");
         let auth = self.national_auth(run);
         // By the key itself: an invalid token_url must not make the session's keys required.
         let oauth2 = self.cfg.get::<String>("national.auth").is_ok_and(|a| a == "oauth2");
@@ -749,16 +785,32 @@ impl Reader<'_> {
         let batch_size = self.count("national.batch_size", 1, 1000);
         let max_concurrency = self.count("national.max_concurrency", 1, 256);
         let session_renew = self.seconds("national.session_renew_seconds", false);
-        let audit_per_second = self.number("national.audit_per_second");
-        let audit_per_second = audit_per_second.filter(|v| {
+        let (audit_per_second, audit_cycle) = self.audit_pace();
+        Some(NationalConfig {
+            http: http?,
+            auth: auth?,
+            username: username?,
+            password: password?,
+            madonvi: madonvi?,
+            dstcode: dstcode.filter(|d| !d.is_empty()),
+            batch_size: batch_size?,
+            max_concurrency: max_concurrency?,
+            session_renew: session_renew?,
+            audit_per_second: audit_per_second?,
+            audit_cycle: audit_cycle?,
+        })
+    }
+
+    /// The audit's rate and cycle.
+    fn audit_pace(&mut self) -> (Option<f64>, Option<Duration>) {
+        let per_second = self.number("national.audit_per_second").filter(|v| {
             let ok = v.is_finite() && (0.0..=1000.0).contains(v);
             if !ok {
                 self.problem("national.audit_per_second", "must be from 0 (off) to 1000 look-ups a second");
             }
             ok
         });
-        let audit_cycle = self.number("national.audit_cycle_days");
-        let audit_cycle = audit_cycle.and_then(|days| {
+        let cycle = self.number("national.audit_cycle_days").and_then(|days| {
             if days.is_finite() && days > 0.0 && days <= 3650.0 {
                 Some(Duration::from_secs_f64(days * 86_400.0))
             } else {
@@ -766,9 +818,10 @@ impl Reader<'_> {
                 None
             }
         });
+        (per_second, cycle)
+    }
 
-        let status_map = self.status_map();
-
+    fn telemetry(&mut self) -> Option<TelemetryConfig> {
         let log_format = match self.string("telemetry.log_format").as_deref() {
             Some("json") => Some(LogFormat::Json),
             Some("pretty") => Some(LogFormat::Pretty),
@@ -795,8 +848,15 @@ impl Reader<'_> {
             },
             None => None,
         };
-
         let indicators_every = self.seconds("telemetry.indicators_seconds", true);
+        Some(TelemetryConfig {
+            log_format: log_format?,
+            metrics_listen: metrics_listen?,
+            indicators_every: Some(indicators_every?).filter(|d| !d.is_zero()),
+        })
+    }
+
+    fn daemon(&mut self) -> Option<DaemonConfig> {
         let drain = self.seconds_within(
             "daemon.drain_seconds",
             0.1,
@@ -814,48 +874,11 @@ impl Reader<'_> {
             );
         }
         let outbox_age_threshold = self.seconds("daemon.outbox_age_threshold_seconds", false);
-
-        Some(Config {
-            store: StoreConfig { path: PathBuf::from(store_path?), create_dir: create_dir? },
-            provincial: ProvincialConfig {
-                kind: kind?,
-                http: provincial_http?,
-                api_key: api_key?,
-                sql: match sql {
-                    Some(sql) => Some(sql?),
-                    None => None,
-                },
-                poll_interval: poll_interval?,
-                page_size: page_size?,
-                look_back: look_back?,
-                reconcile_interval: Some(reconcile?).filter(|d| !d.is_zero()),
-            },
-            national: NationalConfig {
-                http: national_http?,
-                auth: auth?,
-                username: username?,
-                password: password?,
-                madonvi: madonvi?,
-                dstcode: dstcode.filter(|d| !d.is_empty()),
-                batch_size: batch_size?,
-                max_concurrency: max_concurrency?,
-                session_renew: session_renew?,
-                audit_per_second: audit_per_second?,
-                audit_cycle: audit_cycle?,
-            },
-            status_map: status_map?,
-            telemetry: TelemetryConfig {
-                log_format: log_format?,
-                metrics_listen: metrics_listen?,
-                indicators_every: Some(indicators_every?).filter(|d| !d.is_zero()),
-            },
-            daemon: DaemonConfig {
-                drain: drain?,
-                heartbeat: heartbeat?,
-                stale_heartbeat: stale_heartbeat?,
-                outbox_age_threshold: outbox_age_threshold?,
-            },
-            source,
+        Some(DaemonConfig {
+            drain: drain?,
+            heartbeat: heartbeat?,
+            stale_heartbeat: stale_heartbeat?,
+            outbox_age_threshold: outbox_age_threshold?,
         })
     }
 
