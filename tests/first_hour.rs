@@ -13,18 +13,43 @@ use common::{daemon::*, *};
 use dvc_sync::mock::{national::Faults, provincial::Knobs};
 use serde_json::Value;
 
-/// `dvc-sync [--config config] args`: exit code, stdout, stderr.
+/// `dvc-sync [--config config] args`: exit code, stdout, stderr. A command that should end but
+/// goes on (a daemon that ought to have refused) is killed after a minute, and fails the test.
 fn cli(config: Option<&Path>, args: &[&str]) -> (i32, String, String) {
+    use std::{io::Read, process::Stdio};
     let mut command = Command::new(BIN);
     if let Some(c) = config {
         command.args(["--config", c.to_str().unwrap()]);
     }
-    let out = command.args(args).env_remove("RUST_LOG").output().unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    let mut child = command
+        .args(args)
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let read = |mut pipe: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut text = Vec::new();
+            let _ = pipe.read_to_end(&mut text);
+            String::from_utf8_lossy(&text).into_owned()
+        })
+    };
+    let out = read(Box::new(child.stdout.take().unwrap()));
+    let err = read(Box::new(child.stderr.take().unwrap()));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("dvc-sync {args:?} still ran after a minute");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    (status.code().unwrap_or(-1), out.join().unwrap(), err.join().unwrap())
 }
 
 fn clean(dossiers: u32) -> Knobs {
