@@ -105,6 +105,11 @@ pub struct Daemon {
 
 impl Daemon {
     pub async fn start(config: &Path) -> Daemon {
+        Daemon::start_with_env(config, &[]).await
+    }
+
+    /// Started with these environment variables set (`RUST_LOG`, say).
+    pub async fn start_with_env(config: &Path, env: &[(&str, &str)]) -> Daemon {
         let dir = config.parent().unwrap();
         let n = std::fs::read_dir(dir)
             .unwrap()
@@ -115,6 +120,7 @@ impl Daemon {
         let err = out.try_clone().unwrap();
         let child = Command::new(BIN)
             .args(["--config", config.to_str().unwrap(), "run"])
+            .envs(env.iter().copied())
             .stdout(Stdio::from(out))
             .stderr(Stdio::from(err))
             .kill_on_drop(true)
