@@ -588,10 +588,13 @@ fn status_command(config: &config::Config, json: bool, dossier: Option<&str>) ->
         outbox_age: config.daemon.outbox_age_threshold,
         audit_cycle: (config.national.audit_per_second > 0.0).then_some(config.national.audit_cycle),
     };
-    let report = match status::report(&conn, path, jiff::Timestamp::now(), &thresholds) {
+    let mut report = match status::report(&conn, path, jiff::Timestamp::now(), &thresholds) {
         Ok(r) => r,
         Err(e) => return unreadable(&e),
     };
+    for source in report.sources.iter_mut().filter(|s| s.kind.is_none()) {
+        source.kind = Some(config.provincial.kind.name().to_owned());
+    }
     if json {
         println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
     } else {

@@ -47,10 +47,29 @@ pub struct StatusReport {
     pub poll: Poll,
     pub push: Push,
     pub audit: Audit,
+    /// Each source of dossiers and how its reading goes (one, `provincial`, until a
+    /// configuration names several).
+    pub sources: Vec<SourceInfo>,
     /// What the daemon last recorded of each of its workers (empty if it never ran).
     pub workers: Vec<WorkerInfo>,
     /// What is parked and why (the first of them).
     pub parked: Parked,
+}
+
+/// One source of dossiers.
+#[derive(Debug, Clone, Serialize)]
+pub struct SourceInfo {
+    pub name: String,
+    /// "http" or "sql": as the database was filled (null before the first start; the `status`
+    /// command fills it in from the configuration then).
+    pub kind: Option<String>,
+    /// No longer configured, but still the owner of dossiers.
+    pub retired: bool,
+    /// The dossiers it owns.
+    pub dossiers: u64,
+    pub last_success_at: Option<String>,
+    pub last_error: Option<String>,
+    pub cursor: Option<CursorInfo>,
 }
 
 /// One worker of the daemon, as it last recorded it.
@@ -274,6 +293,15 @@ pub fn report(
     };
     let workers = workers(conn)?;
     let parked = parked(conn, PARKED_LISTED)?;
+    let sources = vec![SourceInfo {
+        name: "provincial".into(),
+        kind: meta("source_kind")?,
+        retired: false,
+        dossiers: dossiers.total,
+        last_success_at: poll.last_success_at.clone(),
+        last_error: poll.last_error.clone(),
+        cursor: poll.cursor.clone(),
+    }];
     Ok(StatusReport {
         health,
         problems,
@@ -284,6 +312,7 @@ pub fn report(
         poll,
         push,
         audit,
+        sources,
         workers,
         parked,
     })
@@ -308,6 +337,7 @@ pub fn unreadable(db: &Path, reason: &str) -> StatusReport {
         poll: Poll { last_success_at: None, last_error: None, cursor: None },
         push: Push { last_success_at: None, last_error: None, session_renewals: 0 },
         audit: Audit { verified_percent: 0.0, ..Audit::default() },
+        sources: Vec::new(),
         workers: Vec::new(),
         parked: Parked::default(),
     }

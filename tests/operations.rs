@@ -60,10 +60,19 @@ fn assert_status_shape(v: &Value) {
             "poll",
             "push",
             "audit",
+            "sources",
             "workers",
             "parked"
         ])
     );
+    for source in v["sources"].as_array().unwrap() {
+        assert_eq!(
+            keys(source),
+            set(&["name", "kind", "retired", "dossiers", "last_success_at", "last_error", "cursor"]),
+            "{source}"
+        );
+        assert_eq!(source["dossiers"], v["dossiers"]["total"], "one source owns every dossier");
+    }
     assert_eq!(keys(&v["parked"]), set(&["total", "items"]), "{}", v["parked"]);
     for item in v["parked"]["items"].as_array().unwrap() {
         assert_eq!(keys(item), set(&["kind", "key", "reason"]), "{item}");
