@@ -30,7 +30,8 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run the daemon until SIGTERM or SIGINT (exit 0 after a clean drain, 78 bad config, 1 fatal)
+    /// Run the daemon until SIGTERM or SIGINT (exit 0 after a clean drain, 75 after SIGHUP's
+    /// drain, for a restart; 78 bad config, 1 fatal)
     Run,
     /// The state of the synchronization, read from the database (exit 0 healthy, 1 degraded, 2 unreadable)
     Status {
@@ -80,7 +81,8 @@ pub enum Command {
         json: bool,
     },
     /// Read dossiers back from the national portal now and repair what it lost (by the running
-    /// daemon if there is one; exit 0 no drift, 1 drift found)
+    /// daemon if there is one; exit 0 no drift, 1 drift found or a fatal error, 69 nothing
+    /// could be read back, 78 bad config or no national account)
     Audit {
         /// Every synchronized dossier (default: the next due share, at least a day's worth)
         #[arg(long)]
@@ -412,14 +414,14 @@ fn retry(config: &config::Config, dead: bool, quarantined: bool, only: &[String]
                 "re-enqueued {} dead dossier(s); released {} quarantined record(s) to be judged again by the next full pass",
                 done.dead, done.quarantined
             );
-            if done.not_parked.is_empty() {
-                return ExitCode::SUCCESS;
+            // Said, but not a failure: what was parked was retried (and retry exits 0).
+            if !done.not_parked.is_empty() {
+                eprintln!(
+                    "dvc-sync retry: not parked, nothing done: {} (`dvc-sync status` lists what is parked)",
+                    done.not_parked.join(", ")
+                );
             }
-            eprintln!(
-                "dvc-sync retry: not parked, nothing done: {} (`dvc-sync status` lists what is parked)",
-                done.not_parked.join(", ")
-            );
-            ExitCode::FAILURE
+            ExitCode::SUCCESS
         }
         Err(e) => {
             eprintln!("dvc-sync retry: {}", crate::say::causes(&e));

@@ -590,13 +590,16 @@ impl Reader<'_> {
         let mut ok = true;
         for (local, value) in table {
             let key = format!("status_map.{local}");
-            match value
-                .clone()
-                .into_int()
-                .ok()
-                .and_then(|c| u8::try_from(c).ok())
-                .and_then(NationalStatus::new)
-            {
+            // A whole number (or, from the environment, text that reads as one), never a
+            // boolean or a fraction converted.
+            let whole = match &value.kind {
+                ValueKind::I64(_) | ValueKind::I128(_) | ValueKind::U64(_) | ValueKind::U128(_) => {
+                    value.clone().into_int().ok()
+                }
+                ValueKind::String(s) => s.trim().parse::<i64>().ok(),
+                _ => None,
+            };
+            match whole.and_then(|c| u8::try_from(c).ok()).and_then(NationalStatus::new) {
                 Some(status) => {
                     map.insert(local, status);
                 }
@@ -1106,6 +1109,19 @@ mod tests {
         assert_eq!(c.store.path, PathBuf::from("/tmp/a.db"));
         assert_eq!(c.national.password.expose(), "0123", "a numeric-looking secret keeps its leading zero");
         assert_eq!(c.status_map.get("processing").copied(), NationalStatus::new(4));
+    }
+
+    #[test]
+    fn a_status_code_is_a_whole_number_not_a_boolean_or_a_fraction() {
+        let f = file("[status_map]\ndone = true\nhalf = 4.5\nfine = 4\n");
+        let errors = load_with_env(Some(f.path()), runnable(), Purpose::Run).unwrap_err();
+        let keys: BTreeSet<&str> = errors.0.iter().map(|(k, _)| k.as_str()).collect();
+        assert!(keys.contains("status_map.done") && keys.contains("status_map.half"), "{errors}");
+        assert!(!keys.contains("status_map.fine"), "{errors}");
+        let mut e = runnable();
+        e.insert("DVC_SYNC__STATUS_MAP__FROM_ENV".into(), "7".into());
+        let c = load_with_env(None, e, Purpose::Run).unwrap();
+        assert_eq!(c.status_map.get("from_env").map(|s| s.code()), Some(7));
     }
 
     #[test]

@@ -30,9 +30,10 @@ pub(crate) fn concerns_one_item(code: i64) -> bool {
 }
 
 /// Whether a refusal of a call about one item (a look-up, a catalogue question) concerns the
-/// call rather than the item: another unit's session, a malformed envelope, a code unknown.
-pub fn refuses_the_call(code: i64) -> bool {
-    code == NOT_YOUR_UNIT || !concerns_one_item(code)
+/// call rather than the item: another unit's session (unless the message names the one
+/// dossier that is not the unit's), a malformed envelope, a code unknown.
+pub fn refuses_the_call(code: i64, message: &str) -> bool {
+    (code == NOT_YOUR_UNIT && named_item(message).is_none()) || !concerns_one_item(code)
 }
 
 /// The MaHoSo an all-or-nothing refusal names (`MaHoSo=<code>: ...`), if any.
@@ -43,4 +44,22 @@ pub(crate) fn named_item(message: &str) -> Option<&str> {
         rest.find(|c: char| c == ':' || c.is_whitespace() || c == ',' || c == ';').unwrap_or(rest.len());
     let name = &rest[..end];
     (!name.is_empty()).then_some(name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refusal_that_names_one_dossier_is_not_a_refusal_of_the_call() {
+        // Another unit's dossier looked up: that one dossier, not the account.
+        assert!(!refuses_the_call(
+            NOT_YOUR_UNIT,
+            "MaHoSo=000.00.15.H20-250101-0001: hồ sơ không thuộc đơn vị"
+        ));
+        // The session's unit is not the madonvi sent: every call is refused.
+        assert!(refuses_the_call(NOT_YOUR_UNIT, "madonvi không thuộc tài khoản"));
+        assert!(refuses_the_call(MALFORMED, "MaHoSo=x: malformed"));
+        assert!(!refuses_the_call(UNKNOWN_DOSSIER, "MaHoSo=x: không tồn tại"));
+    }
 }

@@ -45,7 +45,9 @@ impl DaemonLock {
             Ok(()) => Ok(DaemonLock { _file: file }),
             Err(std::fs::TryLockError::WouldBlock) => Err(LockError::Held {
                 db: db.to_path_buf(),
-                pid: holder(db).map_or_else(|| "unknown".into(), |p| p.to_string()),
+                pid: holder(db)
+                    .or_else(|| recorded_pid(db))
+                    .map_or_else(|| "unknown".into(), |p| p.to_string()),
             }),
             Err(std::fs::TryLockError::Error(e)) => Err(io(e)),
         }
@@ -88,6 +90,18 @@ fn refuse_if_an_earlier_release_runs(db: &Path) -> Result<(), LockError> {
         db: db.to_path_buf(),
         pid: if pid.is_empty() { "unknown".into() } else { pid.into() },
     })
+}
+
+/// The pid the running daemon recorded in its heartbeat, where `/proc/locks` is hidden (as
+/// under the packaged unit's `ProcSubset=pid`). Only asked when this process will not open
+/// the database (closing this connection would drop its SQLite locks otherwise).
+fn recorded_pid(db: &Path) -> Option<u32> {
+    let conn = rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY).ok()?;
+    conn.query_row("SELECT pid FROM heartbeat WHERE id = 1 AND stopped_at IS NULL", [], |r| {
+        r.get::<_, i64>(0)
+    })
+    .ok()
+    .and_then(|p| u32::try_from(p).ok())
 }
 
 /// The process holding an exclusive `flock` on `path`, as `/proc/locks` lists it (by the

@@ -63,15 +63,20 @@ pub fn prepare_dir(path: &Path, create: bool) -> Result<(), StoreError> {
 fn refuse_foreign(conn: &Connection, path: &Path) -> Result<(), StoreError> {
     // A file that is not SQLite at all fails here: said with its path.
     let open_err = |source| StoreError::Open { path: path.to_path_buf(), source };
-    if schema_version(conn).map_err(open_err)? > 0 {
-        return Ok(());
-    }
     let tables = || -> rusqlite::Result<Vec<String>> {
         let mut stmt =
             conn.prepare("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name LIMIT 6")?;
         stmt.query_map([], |r| r.get(0))?.collect()
     };
     let tables = tables().map_err(open_err)?;
+    // Ours has a schema version and our own tables: other programs set user_version too.
+    let ours = ["dossier", "meta", "outbox"].iter().all(|t| {
+        conn.query_row("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?1", [t], |_| Ok(()))
+            .is_ok()
+    });
+    if ours && schema_version(conn).map_err(open_err)? > 0 {
+        return Ok(());
+    }
     if tables.is_empty() {
         return Ok(());
     }
@@ -503,6 +508,20 @@ mod tests {
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
         let _store = Store::open(&path).unwrap();
         assert_eq!(mode("state.db"), 0o600);
+    }
+
+    #[test]
+    fn another_programs_database_is_refused_even_with_a_schema_version_of_its_own() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("theirs.db");
+        let conn = Connection::open(&path).unwrap();
+        conn.execute_batch("CREATE TABLE customers (id INTEGER); PRAGMA user_version = 3;").unwrap();
+        drop(conn);
+        let err = Store::open(&path).err().expect("refused").to_string();
+        assert!(err.contains("not a dvc-sync database") && err.contains("customers"), "{err}");
+        let conn = Connection::open(&path).unwrap();
+        let mode: String = conn.query_row("PRAGMA journal_mode", [], |r| r.get(0)).unwrap();
+        assert_eq!(mode, "delete", "its header untouched");
     }
 
     #[test]

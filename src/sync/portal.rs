@@ -5,11 +5,10 @@
 
 use std::{
     future::Future,
-    sync::{
-        Arc, Mutex,
-        atomic::{AtomicBool, Ordering},
-    },
+    sync::{Arc, Mutex},
 };
+
+use tokio_util::sync::CancellationToken;
 
 use super::{
     Shared,
@@ -31,7 +30,7 @@ pub(crate) struct Portal<N, C> {
     /// The wait noted with a failure that names none (the push retry policy's first step).
     first_retry: std::time::Duration,
     /// Set when the daemon stops: no call begins after it (those under way finish).
-    stopping: AtomicBool,
+    stopping: CancellationToken,
     /// Calls refused as a whole, logged at most once a minute.
     refusals: Mutex<Quiet>,
 }
@@ -49,7 +48,7 @@ impl<N: Sink, C: Clock> Portal<N, C> {
             shared,
             trouble: Mutex::new(Trouble::new("national calls")),
             first_retry,
-            stopping: AtomicBool::new(false),
+            stopping: CancellationToken::new(),
             refusals: Mutex::default(),
         }
     }
@@ -70,7 +69,7 @@ impl<N: Sink, C: Clock> Portal<N, C> {
 
     /// From now on no call begins: each answers "not sent" at once.
     pub(crate) fn stop(&self) {
-        self.stopping.store(true, Ordering::Relaxed);
+        self.stopping.cancel();
     }
 
     /// One call under the limiter, measured.
@@ -82,14 +81,16 @@ impl<N: Sink, C: Clock> Portal<N, C> {
         let not_sent = || {
             Answer::Retry(Transient::new(TransientKind::Stopping, "not sent: the daemon is stopping", false))
         };
-        if self.stopping.load(Ordering::Relaxed) {
+        if self.stopping.is_cancelled() {
             return not_sent();
         }
-        let permit = self.limiter.acquire().await;
-        // A stop while waiting for a slot: still nothing sent.
-        if self.stopping.load(Ordering::Relaxed) {
-            return not_sent();
-        }
+        // A stop while waiting for a slot (or out a rate limit's pause) ends the wait: nothing
+        // sent. (A wait given up frees its place in the limiter.)
+        let permit = tokio::select! {
+            biased;
+            () = self.stopping.cancelled() => return not_sent(),
+            permit = self.limiter.acquire() => permit,
+        };
         let answer = f(&self.sink).await;
         let signal = match &answer {
             Answer::Ok(_) | Answer::Refused { .. } => Signal::Answered,
@@ -117,8 +118,9 @@ impl<N: Sink, C: Clock> Portal<N, C> {
         match &answer {
             Answer::Ok(_) | Answer::Refused { .. } => {
                 self.shared.note_success(Side::Push);
-                if matches!(answer, Answer::Ok(_)) {
-                    // The account works: whatever refused it as a whole before is fixed.
+                if service.writes() && matches!(answer, Answer::Ok(_)) {
+                    // A write taken: whatever refused them as a whole before is fixed (a
+                    // look-up answered proves nothing of an account that may read only).
                     self.shared.note_taken();
                 }
                 trouble.recovered();

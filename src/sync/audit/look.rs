@@ -84,7 +84,7 @@ impl<N: Sink, C: Clock> Auditor<N, C> {
                 return Ok(Looked::Transient(t.clone()));
             }
             Answer::Refused { code, message } => {
-                if crate::domain::codes::refuses_the_call(*code) {
+                if crate::domain::codes::refuses_the_call(*code, message) {
                     self.portal.refused(Service::LookUp, *code, message);
                 }
                 Finding::Failed(format!("the look-up was refused (error_code {code}): {message}"))

@@ -67,7 +67,7 @@ impl<N: Sink, C: Clock> Pusher<N, C> {
         }
         let answer = self.portal.call(Service::Procedure, |sink| sink.procedure(code)).await;
         if let Answer::Refused { code: refused, message } = &answer
-            && codes::refuses_the_call(*refused)
+            && codes::refuses_the_call(*refused, message)
         {
             self.portal.refused(Service::Procedure, *refused, message);
         }

@@ -101,7 +101,7 @@ impl<N: Sink, C: Clock> Pusher<N, C> {
         let body = match answer {
             Answer::Ok(body) => body,
             Answer::Refused { code, message } => {
-                if codes::refuses_the_call(*code) {
+                if codes::refuses_the_call(*code, message) {
                     self.portal.refused(Service::LookUp, *code, message);
                 }
                 w.fate = Some(Fate::Retry(Transient::bad_answer(format!(
