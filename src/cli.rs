@@ -398,14 +398,14 @@ fn run_daemon(config: config::Config) -> ExitCode {
             Err(e) => {
                 tracing::error!(event = "daemon_failed", error = crate::say::causes(&e));
                 eprintln!("dvc-sync: {}", crate::say::causes(&e));
-                Ok(ExitCode::FAILURE)
+                Ok(if is_key_problem(&e) { ExitCode::from(EXIT_CONFIG) } else { ExitCode::FAILURE })
             }
         }
     })
 }
 
 fn retry(config: &config::Config, dead: bool, quarantined: bool, only: &[String]) -> ExitCode {
-    let result = Store::open(&config.store.path)
+    let result = Store::open_keyed(&config.store.path, &config.store.keys)
         .map_err(anyhow::Error::from)
         .and_then(|store| ops::retry(&store, dead, quarantined, only));
     match result {
@@ -430,10 +430,21 @@ fn retry(config: &config::Config, dead: bool, quarantined: bool, only: &[String]
     }
 }
 
+/// Whether the store's keys do not open the database: missing or wrong (the configuration's
+/// problem, 78).
+fn is_key_problem(e: &anyhow::Error) -> bool {
+    use crate::store::StoreError;
+    e.chain()
+        .any(|c| matches!(c.downcast_ref::<StoreError>(), Some(StoreError::Key(_) | StoreError::KeyFile(_))))
+}
+
 /// The exit code of an operator command's failure: 78 for what the configuration lacks.
 fn failed(command: &str, e: &anyhow::Error) -> ExitCode {
     eprintln!("dvc-sync {command}: {}", crate::say::causes(e));
-    if e.downcast_ref::<ops::NeedsConfig>().is_some() || e.downcast_ref::<config::ConfigErrors>().is_some() {
+    if e.downcast_ref::<ops::NeedsConfig>().is_some()
+        || e.downcast_ref::<config::ConfigErrors>().is_some()
+        || is_key_problem(e)
+    {
         ExitCode::from(EXIT_CONFIG)
     } else {
         ExitCode::FAILURE
@@ -564,7 +575,7 @@ fn status_command(config: &config::Config, json: bool, dossier: Option<&str>) ->
         }
         ExitCode::from(EXIT_UNREADABLE)
     };
-    let conn = match open_state(path) {
+    let conn = match open_state(path, None) {
         Ok(c) => c,
         Err(e) => return unreadable(&e),
     };
@@ -826,10 +837,20 @@ where
 }
 
 /// The state database, read-only, at this version's schema.
-fn open_state(path: &std::path::Path) -> Result<rusqlite::Connection, String> {
+/// With `keys`, the connection reads dossier bodies too (refused when they do not open them);
+/// `status` reads none, and works without the key.
+fn open_state(
+    path: &std::path::Path,
+    keys: Option<&crate::store::Keys>,
+) -> Result<rusqlite::Connection, String> {
     let conn = crate::store::open_read_only(path).map_err(|e| e.to_string())?;
     match crate::store::schema_version(&conn) {
-        Ok(v) if v == crate::store::SCHEMA_VERSION => Ok(conn),
+        Ok(v) if v == crate::store::SCHEMA_VERSION => {
+            if let Some(keys) = keys {
+                crate::store::read_bodies(&conn, keys).map_err(|e| e.to_string())?;
+            }
+            Ok(conn)
+        }
         Ok(0) => Err("not a dvc-sync database (no schema)".into()),
         Ok(v) if v < crate::store::SCHEMA_VERSION => Err(format!(
             "the database has schema {v}, older than this version's {}: start the daemon once to migrate it",
@@ -879,7 +900,7 @@ fn report_command(config: &config::Config, a: &ReportArgs) -> ExitCode {
         }
     };
     let path = &config.store.path;
-    let read = open_state(path)
+    let read = open_state(path, Some(&config.store.keys))
         .and_then(|conn| crate::report::from_database(&conn, &period, true).map_err(|e| e.to_string()));
     let report = match read {
         Ok(r) => r,

@@ -77,6 +77,16 @@ pub struct StoreConfig {
     pub path: PathBuf,
     /// Create the database's directory if it does not exist.
     pub create_dir: bool,
+    /// `store.key_file`: the key every stored body is sealed with (docs/personal-data.md).
+    pub key_file: Option<PathBuf>,
+    /// `store.previous_key_file`: a key older bodies may still be sealed with, during a
+    /// rotation (read, never written with).
+    pub previous_key_file: Option<PathBuf>,
+    /// The keys those files hold, read once.
+    pub keys: crate::store::Keys,
+    /// `store.personal_data_days`: how long a finished, verified dossier keeps its personal
+    /// fields in clear.
+    pub personal_data_days: u32,
 }
 
 /// Settings of one HTTP peer that both portals share.
@@ -709,7 +719,30 @@ impl Reader<'_> {
             self.problem("store.path", "must not be empty");
         }
         let create_dir = self.boolean("store.create_dir");
-        Some(StoreConfig { path: PathBuf::from(store_path?), create_dir: create_dir? })
+        let key_file = self.optional_path("store.key_file");
+        let previous_key_file = self.optional_path("store.previous_key_file");
+        let personal_data_days = self.count("store.personal_data_days", 0, 3_650);
+        let (key_file, previous_key_file) = (key_file?, previous_key_file?);
+        let mut load =
+            |key: &str, file: &Option<PathBuf>| match file.as_deref().map(crate::store::SealKey::from_file) {
+                None => Some(None),
+                Some(Ok(k)) => Some(Some(k)),
+                Some(Err(e)) => {
+                    self.problem(key, e.to_string().trim_start_matches("store.key_file: ").to_owned());
+                    None
+                }
+            };
+        let sealing = load("store.key_file", &key_file);
+        let previous = load("store.previous_key_file", &previous_key_file);
+        let keys = crate::store::Keys::new(sealing?, previous?);
+        Some(StoreConfig {
+            path: PathBuf::from(store_path?),
+            create_dir: create_dir?,
+            key_file,
+            previous_key_file,
+            keys,
+            personal_data_days: personal_data_days? as u32,
+        })
     }
 
     fn provincial(&mut self, needs_source: bool) -> Option<ProvincialConfig> {
@@ -954,6 +987,17 @@ fn redacted(secret: &Secret) -> String {
 
 /// Reads a secret file: it must be readable and not readable by group or others.
 pub(crate) fn read_secret_file(path: &Path) -> Result<String, String> {
+    let bytes = read_secret_bytes(path)?;
+    let text = String::from_utf8(bytes).map_err(|_| format!("{} is not UTF-8 text", path.display()))?;
+    let secret = text.trim_end_matches(['\n', '\r']).to_owned();
+    if secret.is_empty() {
+        return Err(format!("{} is empty", path.display()));
+    }
+    Ok(secret)
+}
+
+/// Reads a secret file's bytes, refusing one readable by group or others.
+pub(crate) fn read_secret_bytes(path: &Path) -> Result<Vec<u8>, String> {
     let meta = std::fs::metadata(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     #[cfg(unix)]
     {
@@ -969,12 +1013,7 @@ pub(crate) fn read_secret_file(path: &Path) -> Result<String, String> {
     }
     #[cfg(not(unix))]
     let _ = meta;
-    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    let secret = text.trim_end_matches(['\n', '\r']).to_owned();
-    if secret.is_empty() {
-        return Err(format!("{} is empty", path.display()));
-    }
-    Ok(secret)
+    std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
 }
 
 impl Config {
@@ -986,6 +1025,11 @@ impl Config {
         let secs = |d: Duration| format!("{}", d.as_secs_f64());
         put("store.path", q(&self.store.path.display().to_string()));
         put("store.create_dir", self.store.create_dir.to_string());
+        let path =
+            |p: &Option<PathBuf>| q(&p.as_deref().map(|p| p.display().to_string()).unwrap_or_default());
+        put("store.key_file", path(&self.store.key_file));
+        put("store.previous_key_file", path(&self.store.previous_key_file));
+        put("store.personal_data_days", self.store.personal_data_days.to_string());
         for (section, http) in [("provincial", &self.provincial.http), ("national", &self.national.http)] {
             put(&format!("{section}.base_url"), q(http.base_url.as_str()));
             put(&format!("{section}.connect_timeout_seconds"), secs(http.connect_timeout));

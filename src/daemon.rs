@@ -32,7 +32,7 @@ pub(crate) type DaemonEngine = Engine<Provincial, HttpNational, SystemClock>;
 
 /// Opens the store and builds the engine (the caller holds the database's lock).
 pub fn build_engine(config: &Config) -> anyhow::Result<DaemonEngine> {
-    let store = Arc::new(Store::open(&config.store.path)?);
+    let store = Arc::new(Store::open_keyed(&config.store.path, &config.store.keys)?);
     check_source_kind(&store, config)?;
     let source = Provincial::new(&config.provincial).context("while setting up the provincial source")?;
     let sink = HttpNational::new(&config.national).context("while setting up the national client")?;
@@ -142,11 +142,12 @@ pub async fn run(config: Config, token: CancellationToken) -> anyhow::Result<()>
     let indicators = config.telemetry.indicators_every.map(|every| {
         let token = token.clone();
         let path = config.store.path.clone();
+        let keys = config.store.keys.clone();
         tokio::spawn(async move {
             on_each_tick(&token, every, || async {
-                let path = path.clone();
+                let (path, keys) = (path.clone(), keys.clone());
                 let started = std::time::Instant::now();
-                match tokio::task::spawn_blocking(move || crate::report::current_month(&path)).await {
+                match tokio::task::spawn_blocking(move || crate::report::current_month(&path, &keys)).await {
                     Ok(Ok(report)) => {
                         crate::report::publish(&report);
                         tracing::debug!(

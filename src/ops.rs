@@ -56,6 +56,8 @@ pub(crate) fn retry(
                      ON CONFLICT(mahoso) DO UPDATE SET next_attempt_at = ?2, attempts = 0",
                     params![key, now],
                 )?;
+                // Minimised, it is read again from its source before anything is sent.
+                crate::sync::minimise::wait_for_source(tx, &key, now)?;
                 out.dead += 1;
             }
             // Ask the catalogue again: it may know the procedure now.
@@ -89,13 +91,13 @@ pub(crate) fn retry(
 /// Asks the running daemon for a pass (`request` under `requested`) and waits for its report
 /// (under `last`, dated `last_at`).
 async fn through_daemon<T: serde::de::DeserializeOwned>(
-    path: &std::path::Path,
+    store: &crate::config::StoreConfig,
     keys: (&str, &str, &str),
     request: &str,
     timeout: Duration,
 ) -> anyhow::Result<T> {
     let (requested, last, last_at) = keys;
-    let store = Store::open(path)?;
+    let store = Store::open_keyed(&store.path, &store.keys)?;
     let before = store.read(|c| meta_get(c, last_at))?;
     store.write(|tx| meta_set(tx, requested, Some(request)))?;
     let deadline = tokio::time::Instant::now() + timeout;
@@ -120,7 +122,7 @@ pub(crate) async fn reconcile(config: &Config, timeout: Duration) -> anyhow::Res
     let path = &config.store.path;
     if DaemonLock::is_held(path) {
         let now = jiff::Timestamp::now().as_microsecond().to_string();
-        return through_daemon(path, (REQUESTED, LAST, LAST_AT), &now, timeout).await;
+        return through_daemon(&config.store, (REQUESTED, LAST, LAST_AT), &now, timeout).await;
     }
     let source_ready = match config.provincial.kind {
         SourceKind::Http => !config.provincial.api_key.is_empty(),
@@ -162,7 +164,7 @@ pub(crate) async fn audit(
     let path = &config.store.path;
     if DaemonLock::is_held(path) {
         let request = serde_json::to_string(&Request { scope, per_second })?;
-        return through_daemon(path, (REQUESTED, LAST, LAST_AT), &request, timeout).await;
+        return through_daemon(&config.store, (REQUESTED, LAST, LAST_AT), &request, timeout).await;
     }
     if config.national.username.is_empty() || config.national.password.is_empty() {
         return Err(NeedsConfig(

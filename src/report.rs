@@ -514,8 +514,8 @@ fn findings_of(f: &Facts, horizon: &[(u8, DateTime)], period: &Period) -> Vec<Fi
 }
 
 /// Computes the report for `period` from the database, reading one dossier at a time.
+/// `conn` reads bodies (`store::read_bodies`, or the store's own connection).
 pub(crate) fn from_database(conn: &Connection, period: &Period, detail: bool) -> rusqlite::Result<Report> {
-    crate::store::read_bodies(conn)?;
     let mut durations: BTreeMap<String, MaxDuration> = BTreeMap::new();
     let mut stmt = conn.prepare("SELECT code, duration, duration_unit FROM procedure WHERE known = 1")?;
     for row in stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, stored_duration(r.get(1)?, r.get(2)?))))? {
@@ -553,10 +553,11 @@ pub(crate) const FINDING_KINDS: [&str; 3] =
     ["finished_without_history", "supplement_unanswered", "no_deadline"];
 
 /// The current month's report (Vietnam local time), from the database at `path`.
-pub(crate) fn current_month(path: &std::path::Path) -> Result<Report, String> {
+pub(crate) fn current_month(path: &std::path::Path, keys: &crate::store::Keys) -> Result<Report, String> {
     let today = crate::domain::dates::to_vn_local(jiff::Timestamp::now()).date();
     let period = Period::new(today.first_of_month(), today.last_of_month())?;
     let conn = crate::store::open_read_only(path).map_err(|e| e.to_string())?;
+    crate::store::read_bodies(&conn, keys).map_err(|e| e.to_string())?;
     from_database(&conn, &period, false).map_err(|e| e.to_string())
 }
 

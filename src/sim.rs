@@ -65,6 +65,10 @@ pub struct SimReport {
     pub quarantined: usize,
     pub dead: usize,
     pub crashes: u32,
+    /// Dossiers whose personal data were minimised at the end, and dossiers read again from
+    /// the source because the portal needed a minimised one whole.
+    pub minimised: usize,
+    pub reread: usize,
     /// Faults injected, by kind.
     pub faults: BTreeMap<String, u64>,
     pub virtual_seconds: f64,
@@ -461,7 +465,10 @@ fn start_from_template(db: &Path) -> Result<(), String> {
         let dir = dir.map_err(|e| e.to_string())?;
         let path = dir.path().join("template.db");
         // Closing the store checkpoints its WAL into the file.
-        drop(Store::open_with(&path, Durability::SimulationOnly).map_err(|e| e.to_string())?);
+        drop(
+            Store::open_with(&path, Durability::SimulationOnly, &Default::default())
+                .map_err(|e| e.to_string())?,
+        );
         std::fs::read(&path).map_err(|e| e.to_string())
     });
     let bytes = bytes.as_ref().map_err(Clone::clone)?;
@@ -530,6 +537,9 @@ async fn run_in(seed: u64, db: &Path) -> SimReport {
         // else and must repair what the national side loses.
         audit_per_second: 5.0,
         audit_cycle: Duration::from_secs(60),
+        // Every other world minimises personal data as soon as a dossier is finished and
+        // verified: what the audit then repairs is read again from the source.
+        personal_data: (seed % 2 == 0).then_some(Duration::ZERO),
     };
 
     // The province lives on its own, in virtual time.
@@ -561,7 +571,7 @@ async fn run_in(seed: u64, db: &Path) -> SimReport {
             faults.count("status_map_changed");
             cfg.status_map = changed_status_map();
         }
-        let store = match Store::open_with(db, Durability::SimulationOnly) {
+        let store = match Store::open_with(db, Durability::SimulationOnly, &Default::default()) {
             Ok(s) => Arc::new(s),
             Err(e) => {
                 report.failures.push(format!("cannot reopen the database: {e}"));
@@ -672,11 +682,13 @@ async fn run_in(seed: u64, db: &Path) -> SimReport {
         report.failures.push(verdict.summary());
     }
     match Store::open(db) {
-        Ok(store) => match store.read(|c| parked_problems(c, &truth)) {
-            Ok((problems, quarantined, dead)) => {
+        Ok(store) => match store.read(|c| Ok((parked_problems(c, &truth)?, minimised(c)?))) {
+            Ok(((problems, quarantined, dead), (minimised, reread))) => {
                 report.failures.extend(problems);
                 report.quarantined = quarantined;
                 report.dead = dead;
+                report.minimised = minimised;
+                report.reread = reread;
             }
             Err(e) => report.failures.push(format!("cannot read the parked items: {e}")),
         },
@@ -759,6 +771,15 @@ fn settled(
 }
 
 /// Quarantined and dead must be exactly what the simulator injected.
+/// (dossiers minimised, dossiers read again from the source).
+fn minimised(c: &rusqlite::Connection) -> rusqlite::Result<(usize, usize)> {
+    let n: i64 =
+        c.query_row("SELECT COUNT(*) FROM dossier WHERE minimised_at IS NOT NULL", [], |r| r.get(0))?;
+    let reread =
+        crate::store::meta_get(c, crate::sync::minimise::REREAD)?.and_then(|v| v.parse().ok()).unwrap_or(0);
+    Ok((n as usize, reread))
+}
+
 fn parked_problems(
     conn: &rusqlite::Connection,
     truth: &[TruthItem],

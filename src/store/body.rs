@@ -10,6 +10,11 @@
 //! never replaced or removed: the bodies compressed with it name it.
 //!
 //! A packed body: `[1][dictionary: u8, 0 for none][length of the text: u32 LE][zstd frame]`.
+//! Sealed under `store.key_file` (`store::seal`), after compression:
+//! `[2][dictionary][the key's tag: 4 bytes][nonce: 24][XChaCha20-Poly1305 of (length ‖ frame)]`,
+//! the first six bytes authenticated with it. A dictionary is trained from bodies with their
+//! personal fields blanked (it holds the province's agencies and procedures, not its people),
+//! and is sealed too when there is a key.
 
 use std::{
     collections::HashMap,
@@ -18,6 +23,8 @@ use std::{
 
 use rusqlite::{Connection, OptionalExtension, functions::FunctionFlags, types::ValueRef};
 use zstd::bulk::{Compressor, Decompressor};
+
+use super::seal::{Keys, TAG_BYTES};
 
 /// The compression level: zstd's default, which with a dictionary costs a few microseconds
 /// per body (higher levels save ~15 % more for several times the CPU).
@@ -30,6 +37,7 @@ pub(crate) const TRAIN_AFTER: i64 = 2_000;
 const TRAIN_SAMPLES: i64 = 2_000;
 const DICTIONARY_BYTES: usize = 64 * 1024;
 const FORMAT: u8 = 1;
+const SEALED: u8 = 2;
 const HEADER: usize = 6;
 /// A body longer than this is refused rather than allocated on the word of a corrupt header.
 const MAX_TEXT: usize = 64 * 1024 * 1024;
@@ -44,6 +52,16 @@ pub enum BodyError {
     NoDictionary(u8),
     #[error("zstd: {0}")]
     Zstd(#[from] std::io::Error),
+    #[error(
+        "a stored dossier body is sealed with key {0}, which is not loaded: set store.key_file (or store.previous_key_file) to its key"
+    )]
+    NoKey(String),
+    #[error(
+        "a stored dossier body does not open with the key that should: it was altered, or the key file was"
+    )]
+    WrongKey,
+    #[error("{0}")]
+    Seal(String),
 }
 
 struct Inner {
@@ -59,9 +77,15 @@ fn fail(e: BodyError) -> rusqlite::Error {
     rusqlite::Error::UserFunctionError(Box::new(e))
 }
 
-/// One database's compression state: its dictionaries, and the contexts that use them.
+/// One database's compression state: its dictionaries, and the contexts that use them; and
+/// the keys bodies are sealed with.
 pub(crate) struct Codec {
     inner: Mutex<Inner>,
+    keys: Keys,
+}
+
+fn hex(tag: &[u8]) -> String {
+    tag.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn compressor(dictionary: Option<&[u8]>) -> std::io::Result<Compressor<'static>> {
@@ -78,7 +102,7 @@ fn compressor(dictionary: Option<&[u8]>) -> std::io::Result<Compressor<'static>>
 impl Codec {
     /// The codec of the database `conn` is open on: its dictionaries, if it has any (an older
     /// schema has none).
-    pub(crate) fn load(conn: &Connection) -> rusqlite::Result<Arc<Codec>> {
+    pub(crate) fn load(conn: &Connection, keys: &Keys) -> rusqlite::Result<Arc<Codec>> {
         let has_table = conn
             .query_row("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'body_dict'", [], |_| {
                 Ok(())
@@ -94,7 +118,7 @@ impl Codec {
             for (id, dict) in rows {
                 let id =
                     u8::try_from(id).map_err(|_| fail(BodyError::Damaged(format!("dictionary id {id}"))))?;
-                dictionaries.push((id, dict));
+                dictionaries.push((id, open_dictionary(&dict, keys).map_err(fail)?));
             }
         }
         let build = || -> Result<Inner, BodyError> {
@@ -109,7 +133,21 @@ impl Codec {
             };
             Ok(Inner { current, compressor, decompressors, gave_up: false })
         };
-        Ok(Arc::new(Codec { inner: Mutex::new(build().map_err(fail)?) }))
+        Ok(Arc::new(Codec { inner: Mutex::new(build().map_err(fail)?), keys: keys.clone() }))
+    }
+
+    /// Whether new bodies are sealed.
+    pub(crate) fn seals(&self) -> bool {
+        self.keys.sealing.is_some()
+    }
+
+    /// Whether a stored value is a body sealed with the current key (what `rekey` leaves).
+    pub(crate) fn sealed_current(&self, stored: ValueRef) -> bool {
+        match (stored, &self.keys.sealing) {
+            (ValueRef::Blob(b), Some(key)) => b.len() > HEADER && b[0] == SEALED && b[2..HEADER] == key.tag(),
+            (_, None) => true,
+            _ => false,
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -120,24 +158,46 @@ impl Codec {
         if text.len() > MAX_TEXT {
             return Err(BodyError::TooLarge(text.len()));
         }
-        let mut inner = self.lock();
-        let frame = inner.compressor.compress(text.as_bytes())?;
-        let mut out = Vec::with_capacity(HEADER + frame.len());
-        out.push(FORMAT);
-        out.push(inner.current);
-        out.extend_from_slice(&(text.len() as u32).to_le_bytes());
-        out.extend_from_slice(&frame);
-        Ok(out)
+        let (frame, dictionary) = {
+            let mut inner = self.lock();
+            (inner.compressor.compress(text.as_bytes())?, inner.current)
+        };
+        let length = (text.len() as u32).to_le_bytes();
+        let Some(key) = &self.keys.sealing else {
+            let mut out = Vec::with_capacity(HEADER + frame.len());
+            out.push(FORMAT);
+            out.push(dictionary);
+            out.extend_from_slice(&length);
+            out.extend_from_slice(&frame);
+            return Ok(out);
+        };
+        let mut header = vec![SEALED, dictionary];
+        header.extend_from_slice(&key.tag());
+        let mut plain = Vec::with_capacity(4 + frame.len());
+        plain.extend_from_slice(&length);
+        plain.extend_from_slice(&frame);
+        let sealed = key.seal(&header, &plain).map_err(BodyError::Seal)?;
+        header.extend_from_slice(&sealed);
+        Ok(header)
     }
 
     pub(crate) fn unpack(&self, packed: &[u8]) -> Result<String, BodyError> {
         let (header, frame) = packed
             .split_at_checked(HEADER)
             .ok_or_else(|| BodyError::Damaged(format!("{} bytes", packed.len())))?;
-        if header[0] != FORMAT {
-            return Err(BodyError::Damaged(format!("format {}", header[0])));
-        }
-        let len = u32::from_le_bytes([header[2], header[3], header[4], header[5]]) as usize;
+        let opened;
+        let (len, frame) = match header[0] {
+            FORMAT => (u32::from_le_bytes([header[2], header[3], header[4], header[5]]) as usize, frame),
+            SEALED => {
+                let tag = &header[2..HEADER];
+                let key = self.keys.by_tag(tag).ok_or_else(|| BodyError::NoKey(hex(tag)))?;
+                opened = key.open(header, frame).ok_or(BodyError::WrongKey)?;
+                let (length, frame) =
+                    opened.split_at_checked(4).ok_or_else(|| BodyError::Damaged("sealed length".into()))?;
+                (u32::from_le_bytes([length[0], length[1], length[2], length[3]]) as usize, frame)
+            }
+            other => return Err(BodyError::Damaged(format!("format {other}"))),
+        };
         if len > MAX_TEXT {
             return Err(BodyError::Damaged(format!("length {len}")));
         }
@@ -192,6 +252,8 @@ impl Codec {
             while let Some(row) = rows.next()? {
                 for column in 0..2 {
                     let body = self.text(row.get_ref(column)?).map_err(fail)?.unwrap_or_default();
+                    // The dictionary is a copy of what it was trained on: never of a person.
+                    let body = if column == 0 { blank_personal(&body) } else { body };
                     text.extend_from_slice(body.as_bytes());
                     sizes.push(body.len());
                 }
@@ -205,7 +267,7 @@ impl Codec {
             "INSERT INTO body_dict (id, dict, created_at, samples)
              VALUES ((SELECT COALESCE(MAX(id), 0) + 1 FROM body_dict), ?1, unixepoch(), ?2)
              RETURNING id",
-            rusqlite::params![dictionary, samples as i64],
+            rusqlite::params![self.seal_dictionary(&dictionary).map_err(fail)?, samples as i64],
             |r| r.get(0),
         )?;
         let id = u8::try_from(id).map_err(|_| fail(BodyError::Damaged(format!("dictionary id {id}"))))?;
@@ -227,6 +289,46 @@ impl Codec {
         inner.compressor = compressor;
         inner.current = id;
         Ok(())
+    }
+}
+
+impl Codec {
+    /// A dictionary as stored: sealed like a body when there is a key.
+    pub(crate) fn seal_dictionary(&self, dictionary: &[u8]) -> Result<Vec<u8>, BodyError> {
+        let Some(key) = &self.keys.sealing else { return Ok(dictionary.to_vec()) };
+        let mut header = vec![SEALED, 0];
+        header.extend_from_slice(&key.tag());
+        let sealed = key.seal(&header, dictionary).map_err(BodyError::Seal)?;
+        header.extend_from_slice(&sealed);
+        Ok(header)
+    }
+}
+
+/// A stored dictionary's bytes: as they are (a zstd dictionary begins with its magic number,
+/// 0x37), or opened.
+fn open_dictionary(stored: &[u8], keys: &Keys) -> Result<Vec<u8>, BodyError> {
+    if stored.first() != Some(&SEALED) {
+        return Ok(stored.to_vec());
+    }
+    let (header, sealed) = stored
+        .split_at_checked(2 + TAG_BYTES)
+        .ok_or_else(|| BodyError::Damaged("sealed dictionary".into()))?;
+    let key = keys.by_tag(&header[2..]).ok_or_else(|| BodyError::NoKey(hex(&header[2..])))?;
+    key.open(header, sealed).ok_or(BodyError::WrongKey)
+}
+
+/// A payload with its personal fields blanked, for training (not JSON: as it is).
+fn blank_personal(payload: &str) -> String {
+    match serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(payload) {
+        Ok(mut map) => {
+            for (field, value) in map.iter_mut() {
+                if crate::domain::personal::is_personal(field) {
+                    *value = serde_json::Value::String(String::new());
+                }
+            }
+            serde_json::to_string(&map).unwrap_or_default()
+        }
+        Err(_) => String::new(),
     }
 }
 
@@ -362,7 +464,7 @@ mod tests {
             assert_eq!(got, body(i), "{i}");
         }
         let ro = crate::store::open_read_only(&path).unwrap();
-        crate::store::read_bodies(&ro).unwrap();
+        crate::store::read_bodies(&ro, &crate::store::Keys::default()).unwrap();
         let got: String = ro
             .query_row(
                 "SELECT body_text(payload) FROM body WHERE mahoso = ?1",

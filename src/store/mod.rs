@@ -9,6 +9,7 @@
 pub(crate) mod body;
 pub(crate) mod journal;
 pub(crate) mod lock;
+pub(crate) mod seal;
 pub(crate) mod state;
 
 use std::{
@@ -16,6 +17,9 @@ use std::{
     sync::{Arc, Mutex, MutexGuard},
     time::Duration,
 };
+
+pub(crate) use seal::is_digest;
+pub use seal::{DigestKey, KeyError, Keys, SealKey};
 
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use rusqlite_migration::{M, Migrations};
@@ -38,6 +42,12 @@ pub enum StoreError {
         "{path} is not a dvc-sync database: it holds other tables ({tables}); point store.path at a new file or at the daemon's own database"
     )]
     Foreign { path: PathBuf, tables: String },
+    /// The keys do not open this database (missing, or another key): a configuration
+    /// problem (exit 78).
+    #[error("{0}")]
+    Key(String),
+    #[error("{0}")]
+    KeyFile(#[from] KeyError),
 }
 
 /// Makes sure the directory of the database at `path` exists: created (0700) when `create`,
@@ -88,7 +98,7 @@ fn refuse_foreign(conn: &Connection, path: &Path) -> Result<(), StoreError> {
 }
 
 /// The schema version this build writes (the number of migrations).
-pub(crate) const SCHEMA_VERSION: i64 = 10;
+pub(crate) const SCHEMA_VERSION: i64 = 11;
 
 /// The schema version of an open database (SQLite's user_version, kept by the migrations).
 pub(crate) fn schema_version(conn: &Connection) -> rusqlite::Result<i64> {
@@ -107,6 +117,7 @@ fn migrations() -> Migrations<'static> {
         M::up(include_str!("../../migrations/0008_procedure_duration.sql")),
         M::up(include_str!("../../migrations/0009_body_dict.sql")),
         M::up(include_str!("../../migrations/0010_workers.sql")),
+        M::up(include_str!("../../migrations/0011_personal_data.sql")),
     ])
 }
 
@@ -115,7 +126,11 @@ pub struct Store {
     conn: Mutex<Connection>,
     path: PathBuf,
     codec: Arc<body::Codec>,
+    digest: DigestKey,
 }
+
+/// Where the database records the ids of the keys its bodies are sealed with (comma-separated).
+pub(crate) const SEALED_WITH: &str = "sealed_with";
 
 /// How commits reach the disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -131,10 +146,16 @@ pub(crate) enum Durability {
 impl Store {
     /// Opens (creating if needed) and migrates the database.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
-        Self::open_with(path, Durability::Full)
+        Self::open_with(path, Durability::Full, &Keys::default())
     }
 
-    pub(crate) fn open_with(path: &Path, durability: Durability) -> Result<Store, StoreError> {
+    /// Opens with the configured keys: refused (with the reason) when the database holds
+    /// bodies sealed with a key that is not among them.
+    pub fn open_keyed(path: &Path, keys: &Keys) -> Result<Store, StoreError> {
+        Self::open_with(path, Durability::Full, keys)
+    }
+
+    pub(crate) fn open_with(path: &Path, durability: Durability, keys: &Keys) -> Result<Store, StoreError> {
         let open_err = |source| StoreError::Open { path: path.to_path_buf(), source };
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty() && !d.is_dir()) {
             // A missing directory is a typo to report, not a place to start anew in (the
@@ -190,9 +211,34 @@ impl Store {
         if before < SCHEMA_VERSION {
             tracing::info!(event = "database_migrated", db = %path.display(), from = before, to = SCHEMA_VERSION);
         }
-        let codec = body::Codec::load(&conn).map_err(open_err)?;
+        check_keys(&conn, path, keys)?;
+        let codec = body::Codec::load(&conn, keys).map_err(open_err)?;
         body::register(&conn, Arc::clone(&codec)).map_err(open_err)?;
-        Ok(Store { conn: Mutex::new(conn), path: path.to_path_buf(), codec })
+        let digest = match &keys.digest {
+            Some(d) => d.clone(),
+            None => DigestKey::beside(path)?,
+        };
+        Ok(Store { conn: Mutex::new(conn), path: path.to_path_buf(), codec, digest })
+    }
+
+    /// The key of the digests that replace personal values.
+    pub(crate) fn digest_key(&self) -> &DigestKey {
+        &self.digest
+    }
+
+    /// Whether new bodies are sealed.
+    pub(crate) fn seals(&self) -> bool {
+        self.codec.seals()
+    }
+
+    /// Whether a stored body is sealed with the current key.
+    pub(crate) fn sealed_current(&self, stored: rusqlite::types::ValueRef) -> bool {
+        self.codec.sealed_current(stored)
+    }
+
+    /// Seals a stored dictionary again with the current key (for `rekey`).
+    pub(crate) fn seal_dictionary(&self, dictionary: &[u8]) -> Result<Vec<u8>, body::BodyError> {
+        self.codec.seal_dictionary(dictionary)
     }
 
     /// Trains the dictionary dossier bodies are compressed with, once enough are stored
@@ -274,6 +320,35 @@ impl Store {
     }
 }
 
+/// The database's sealing keys against the configured ones: every key it names must be
+/// loaded (else the daemon would read garbage or nothing), and the current key is recorded
+/// before anything is sealed with it.
+fn check_keys(conn: &Connection, path: &Path, keys: &Keys) -> Result<(), StoreError> {
+    let recorded = meta_get(conn, SEALED_WITH)?.unwrap_or_default();
+    let ids: Vec<&str> = recorded.split(',').filter(|s| !s.is_empty()).collect();
+    let missing: Vec<&str> = ids.iter().copied().filter(|id| keys.by_id(id).is_none()).collect();
+    if !missing.is_empty() {
+        let given = match &keys.sealing {
+            None => "store.key_file is not set".to_owned(),
+            Some(k) => format!("store.key_file holds key {}, not that one", k.id()),
+        };
+        return Err(StoreError::Key(format!(
+            "{} holds dossier bodies sealed with key {}; {given}. Set store.key_file to the key this database was \
+             sealed with (during a rotation, the old one as store.previous_key_file)",
+            path.display(),
+            missing.join(", ")
+        )));
+    }
+    if let Some(key) = &keys.sealing
+        && !ids.contains(&key.id().as_str())
+    {
+        let mut all = ids.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        all.push(key.id());
+        meta_set(conn, SEALED_WITH, Some(&all.join(",")))?;
+    }
+    Ok(())
+}
+
 /// The database holds citizens' personal data (Nghị định 13/2023): the file is created 0600
 /// whatever the umask, and an existing one (or its WAL and shared-memory files) readable by
 /// others is made private. SQLite gives the WAL and the shared-memory file the database file's
@@ -316,8 +391,8 @@ pub fn open_read_only(path: &Path) -> Result<Connection, StoreError> {
 /// Gives a connection from [`open_read_only`] the functions that read dossier bodies
 /// (`body_text`), with the database's dictionaries as they are now. Only the commands that
 /// read bodies need it; `status` never touches the database beyond its counts.
-pub(crate) fn read_bodies(conn: &Connection) -> rusqlite::Result<()> {
-    body::register(conn, body::Codec::load(conn)?)
+pub(crate) fn read_bodies(conn: &Connection, keys: &Keys) -> rusqlite::Result<()> {
+    body::register(conn, body::Codec::load(conn, keys)?)
 }
 
 pub(crate) fn meta_get(conn: &Connection, key: &str) -> rusqlite::Result<Option<String>> {

@@ -14,6 +14,7 @@ pub(crate) mod health;
 pub(crate) mod heartbeat;
 pub(crate) mod journal;
 pub(crate) mod limiter;
+pub(crate) mod minimise;
 pub(crate) mod poll;
 pub(crate) mod portal;
 pub mod ports;
@@ -46,6 +47,7 @@ use self::{
     fresh::FreshBodies,
     health::Windows,
     heartbeat::Heartbeat,
+    minimise::Minimiser,
     poll::{PollConfig, Poller, Recorder},
     portal::Portal,
     ports::{Clock, Sink, Source},
@@ -85,6 +87,9 @@ pub struct EngineConfig {
     pub audit_per_second: f64,
     /// Every synchronized dossier verified at least once in this time.
     pub audit_cycle: Duration,
+    /// How long a finished, verified (or parked) dossier keeps its personal fields in clear
+    /// (`store.personal_data_days`); None: kept (simulations and tests that do not look).
+    pub personal_data: Option<Duration>,
 }
 
 impl EngineConfig {
@@ -108,6 +113,7 @@ impl EngineConfig {
             seed: jiff::Timestamp::now().as_nanosecond() as u64,
             audit_per_second: c.national.audit_per_second,
             audit_cycle: c.national.audit_cycle,
+            personal_data: Some(Duration::from_secs(u64::from(c.store.personal_data_days) * 86_400)),
         }
     }
 
@@ -151,6 +157,12 @@ impl EngineConfig {
             // A look-up without an answer: the national retry policy, or what a 429 asked.
             audit: Role::new("audit", "audit", self.push_retry),
             heartbeat: Role::new("heartbeat", "heartbeat", (Duration::from_secs(1), Duration::from_secs(10))),
+            // Only the database fails it: soon again.
+            minimiser: Role::new(
+                "minimiser",
+                "personal data minimisation",
+                (Duration::from_secs(1), Duration::from_secs(60)),
+            ),
         }
     }
 }
@@ -162,6 +174,7 @@ struct Roles {
     reconciler: Role,
     audit: Role,
     heartbeat: Role,
+    minimiser: Role,
 }
 
 /// The one backoff policy (via `backon`): exponential from `initial` to `max`, with jitter
@@ -400,13 +413,17 @@ impl<S: Source, N: Sink, C: Clock> Engine<S, N, C> {
         let shared = &self.shared;
         let roles = self.cfg.roles();
         let poller = Poller::new(self.recorder.clone(), self.cfg.poll());
-        let tasks = vec![
+        let mut tasks = vec![
             spawn_worker(poller, roles.poller, shared.clone(), stop.clone()),
             spawn_worker(self.pusher(), roles.pusher, shared.clone(), stop.clone()),
             spawn_worker(self.reconciler(), roles.reconciler, shared.clone(), stop.clone()),
             spawn_worker(self.auditor(), roles.audit, shared.clone(), stop.clone()),
             spawn_worker(self.heartbeat(), roles.heartbeat, shared.clone(), stop.clone()),
         ];
+        if let Some(keep) = self.cfg.personal_data {
+            let minimiser = Minimiser::new(shared.clone(), keep);
+            tasks.push(spawn_worker(minimiser, roles.minimiser, shared.clone(), stop.clone()));
+        }
         // If this future is dropped (a simulated crash), the tasks go with it.
         let guard = AbortOnDrop(tasks.iter().map(|t| t.abort_handle()).collect());
         stop.cancelled().await;

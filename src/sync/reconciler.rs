@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
 use super::{
+    minimise,
     poll::{Applied, Read, Recorder, fetch, furthest},
     ports::{Clock, Cursor, Source},
     worker::{Failure, Step, Worker},
@@ -165,10 +166,17 @@ impl<S: Source, C: Clock> Reconciler<S, C> {
             coverage_percent,
         };
         let text = serde_json::to_string(&report).map_err(|e| Failure::new(e.to_string()))?;
+        let started = pass.started.as_microsecond();
         shared.store.write(|tx| {
             meta_set(tx, LAST, Some(&text))?;
             meta_set(tx, LAST_AT, Some(&now.as_microsecond().to_string()))?;
-            meta_set(tx, REQUESTED, None)
+            minimise::source_lost(tx, started, &report.finished_at)?;
+            // Dossiers that began waiting for their source during this pass may have been
+            // passed over before: one more pass for them.
+            let again: bool = tx
+                .prepare_cached("SELECT EXISTS (SELECT 1 FROM dead WHERE kind = ?1 AND dead_at >= ?2)")?
+                .query_row(rusqlite::params![minimise::WAITING_FOR_SOURCE, started], |r| r.get(0))?;
+            meta_set(tx, REQUESTED, again.then(|| now.as_microsecond().to_string()).as_deref())
         })?;
         tracing::info!(
             event = "reconcile_finished",

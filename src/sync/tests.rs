@@ -100,6 +100,7 @@ fn config() -> EngineConfig {
         seed: 7,
         audit_per_second: 0.0,
         audit_cycle: Duration::from_secs(86_400),
+        personal_data: None,
     }
 }
 

@@ -10,6 +10,7 @@ use super::{
     choose::Candidate,
     finding::{Finding, is_drift},
 };
+use crate::domain::personal;
 use crate::{
     metrics as m,
     store::{
@@ -89,7 +90,10 @@ impl<N: Sink, C: Clock> Auditor<N, C> {
                 }
                 Finding::Failed(format!("the look-up was refused (error_code {code}): {message}"))
             }
-            Answer::Ok(body) => Finding::of(&payload, &history, body),
+            Answer::Ok(body) => match personal::comparable(&payload, body, self.shared.store.digest_key()) {
+                Some((payload, body)) => Finding::of(&payload, &history, &body),
+                None => Finding::of(&payload, &history, body),
+            },
         };
         let noted = |acted: bool| journal_entry(c, answered_at, &answer, &finding, acted);
         // Not while the pusher works on it: its round holds the dossier as it loaded it.
@@ -258,7 +262,10 @@ fn record(
         }
     };
     if changed {
-        if !matches!(finding, Finding::Unmatched(_)) {
+        // A minimised payload is never sent: read again from the source first.
+        let waits = !matches!(finding, Finding::Unmatched(_))
+            && crate::sync::minimise::wait_for_source(tx, &c.mahoso, now)?;
+        if !matches!(finding, Finding::Unmatched(_)) && !waits {
             tx.prepare_cached(
                 "INSERT INTO outbox (mahoso, enqueued_at, next_attempt_at, attempts) VALUES (?1, ?2, ?2, 0)
                  ON CONFLICT(mahoso) DO NOTHING",

@@ -13,6 +13,7 @@ use super::super::{
     Shared,
     catalogue::Catalogue,
     fresh::{self, FreshBodies},
+    minimise,
     ports::{Clock, Cursor, Raw, Record, Source},
 };
 use crate::{
@@ -260,10 +261,15 @@ fn to_raw<T: serde::Serialize>(value: &T) -> Box<RawValue> {
 /// The version (and source fingerprint) already recorded for this MaHoSo, if any.
 /// Quarantined versions do not count: the same version read again may be readable now
 /// (bytes mangled in transit), and the few quarantined records are cheap to judge again.
+/// A dossier waiting to be read again from its source (its payload minimised, and needed
+/// whole by the national portal) is never "already recorded".
 fn known_version(c: &rusqlite::Connection, mahoso: &str) -> rusqlite::Result<Option<(i64, Option<i64>)>> {
-    c.prepare_cached("SELECT version, source_hash FROM dossier WHERE mahoso = ?1")?
-        .query_row([mahoso], |r| Ok((r.get(0)?, r.get(1)?)))
-        .optional()
+    c.prepare_cached(
+        "SELECT version, source_hash FROM dossier d WHERE mahoso = ?1
+           AND NOT EXISTS (SELECT 1 FROM dead x WHERE x.mahoso = d.mahoso AND x.kind = ?2)",
+    )?
+    .query_row(params![mahoso, minimise::WAITING_FOR_SOURCE], |r| Ok((r.get(0)?, r.get(1)?)))
+    .optional()
 }
 
 /// What is recorded of a dossier already known.
@@ -275,6 +281,8 @@ struct Existing {
     history: String,
     source_id: Option<String>,
     fingerprint: Option<i64>,
+    /// Waiting to be read again from the source: the same version is recorded again.
+    reread: bool,
 }
 
 enum Recorded {
@@ -289,10 +297,11 @@ enum Recorded {
 
 fn existing(tx: &rusqlite::Connection, mahoso: &str) -> rusqlite::Result<Option<Existing>> {
     tx.prepare_cached(
-        "SELECT d.version, d.acked_history, d.acked_hash, body_text(b.history), d.source_id, d.source_hash
+        "SELECT d.version, d.acked_history, d.acked_hash, body_text(b.history), d.source_id, d.source_hash,
+                EXISTS (SELECT 1 FROM dead x WHERE x.mahoso = d.mahoso AND x.kind = ?2)
          FROM dossier d JOIN body b ON b.mahoso = d.mahoso WHERE d.mahoso = ?1",
     )?
-    .query_row([mahoso], |r| {
+    .query_row(params![mahoso, minimise::WAITING_FOR_SOURCE], |r| {
         Ok(Existing {
             version: r.get(0)?,
             acked_history: r.get(1)?,
@@ -300,6 +309,7 @@ fn existing(tx: &rusqlite::Connection, mahoso: &str) -> rusqlite::Result<Option<
             history: r.get(3)?,
             source_id: r.get(4)?,
             fingerprint: r.get(5)?,
+            reread: r.get(6)?,
         })
     })
     .optional()
@@ -352,7 +362,8 @@ fn judge_against(
         record_quarantine(tx, &q, record, Some(this), now)?;
         return Ok(Some(Recorded::Quarantined));
     }
-    if known.version >= p.version || (fingerprint.is_some() && *fingerprint == known.fingerprint) {
+    let same = known.version == p.version || (fingerprint.is_some() && *fingerprint == known.fingerprint);
+    if known.version > p.version || (same && !known.reread) {
         return Ok(Some(Recorded::Seen));
     }
     // History is append-only; what was already sent must still be there, unchanged.
@@ -403,7 +414,7 @@ fn write_dossier(
              payload_hash = excluded.payload_hash, status = excluded.status,
              procedure = excluded.procedure, needs_catalogue = excluded.needs_catalogue,
              history_len = excluded.history_len, local_status = excluded.local_status,
-             source_hash = excluded.source_hash, source_id = excluded.source_id",
+             source_hash = excluded.source_hash, source_id = excluded.source_id, minimised_at = NULL",
     )?
     .execute(params![
         p.mahoso,
@@ -430,6 +441,9 @@ fn write_dossier(
     tx.prepare_cached("DELETE FROM quarantine WHERE key = ?1")?.execute([&p.mahoso])?;
     if let Some(id) = source_id {
         tx.prepare_cached("DELETE FROM quarantine WHERE source_id = ?1")?.execute([id])?;
+    }
+    if known.is_some_and(|k| k.reread) {
+        store::meta_add(tx, minimise::REREAD, 1)?;
     }
     let acked_hash = known.and_then(|e| e.acked_hash);
     let acked_history = known.map_or(0, |e| e.acked_history);
@@ -485,10 +499,10 @@ fn record_quarantine(
     }
     tx.prepare_cached(
         "INSERT INTO quarantine (key, mahoso, version, updated_at, reason, record, first_seen_at, last_seen_at, source_id)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7, ?8)
+         VALUES (?1, ?2, ?3, ?4, ?5, body_pack(?6), ?7, ?7, ?8)
          ON CONFLICT(key) DO UPDATE SET mahoso = excluded.mahoso, version = excluded.version,
              updated_at = excluded.updated_at, reason = excluded.reason, record = excluded.record,
-             last_seen_at = excluded.last_seen_at, source_id = excluded.source_id",
+             last_seen_at = excluded.last_seen_at, source_id = excluded.source_id, minimised_at = NULL",
     )?
     .execute(params![
         q.key,
