@@ -126,6 +126,26 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Erase these dossiers' personal data from the local database, for an erasure already
+    /// carried out at the source (journalled without the data; exit 0, 78 the key is missing)
+    Forget {
+        /// The dossiers (MaHoSo)
+        #[arg(required = true)]
+        mahoso: Vec<String>,
+        /// Print the result as JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Seal every stored body under store.key_file, online beside the running daemon (which
+    /// must hold the same key) and resumable (exit 0 sealed, 78 the key is missing or wrong)
+    Rekey {
+        /// The key the database is sealed with now, for a rotation to store.key_file
+        #[arg(long, value_name = "OLD_KEY_FILE")]
+        from: Option<PathBuf>,
+        /// Print the result as JSON
+        #[arg(long)]
+        json: bool,
+    },
     /// The whole system in one process on loopback: both mocks, the daemon, faults, and a
     /// verified report (exit 0 only when nothing was lost, duplicated or reordered)
     Demo {
@@ -312,6 +332,8 @@ pub fn run(cli: Cli) -> ExitCode {
         }
         Command::Backup { path: to, json } => with(Purpose::Inspect, &|c| backup(&c, &to, json)),
         Command::Reconcile { json } => with(Purpose::Inspect, &|c| reconcile(c, json)),
+        Command::Forget { mahoso, json } => with(Purpose::Inspect, &|c| forget(&c, &mahoso, json)),
+        Command::Rekey { from, json } => with(Purpose::Inspect, &|c| rekey(&c, from.as_deref(), json)),
     }
 }
 
@@ -404,6 +426,55 @@ fn run_daemon(config: config::Config) -> ExitCode {
     })
 }
 
+fn forget(config: &config::Config, mahoso: &[String], json: bool) -> ExitCode {
+    let result = Store::open_keyed(&config.store.path, &config.store.keys)
+        .map_err(anyhow::Error::from)
+        .and_then(|store| crate::privacy::forget(&store, mahoso));
+    match result {
+        Ok(done) if json => {
+            println!("{}", serde_json::to_string_pretty(&done).unwrap_or_default());
+            ExitCode::SUCCESS
+        }
+        Ok(done) => {
+            println!(
+                "erased the personal data of {} dossier(s) and {} quarantined record(s); journalled without the data",
+                done.erased.len(),
+                done.quarantined
+            );
+            if !done.not_found.is_empty() {
+                println!("nothing held of: {}", done.not_found.join(", "));
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => failed("forget", &e),
+    }
+}
+
+fn rekey(config: &config::Config, from: Option<&std::path::Path>, json: bool) -> ExitCode {
+    match crate::privacy::rekey(config, from) {
+        Ok(done) if json => {
+            println!("{}", serde_json::to_string_pretty(&done).unwrap_or_default());
+            ExitCode::SUCCESS
+        }
+        Ok(done) => {
+            println!(
+                "sealed {} stored value(s) under key {} ({} were already) in {:.1} s{}",
+                done.sealed,
+                done.key_id,
+                done.already,
+                done.seconds,
+                if done.vacuumed {
+                    "; free pages rewritten (VACUUM)"
+                } else {
+                    "; the daemon runs: free pages from before are rewritten by a rekey with it stopped"
+                }
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => failed("rekey", &e),
+    }
+}
+
 fn retry(config: &config::Config, dead: bool, quarantined: bool, only: &[String]) -> ExitCode {
     let result = Store::open_keyed(&config.store.path, &config.store.keys)
         .map_err(anyhow::Error::from)
@@ -423,6 +494,7 @@ fn retry(config: &config::Config, dead: bool, quarantined: bool, only: &[String]
             }
             ExitCode::SUCCESS
         }
+        Err(e) if is_key_problem(&e) => failed("retry", &e),
         Err(e) => {
             eprintln!("dvc-sync retry: {}", crate::say::causes(&e));
             ExitCode::from(EXIT_UNREADABLE)

@@ -13,6 +13,7 @@ pub(crate) mod metrics;
 pub mod mock;
 pub mod national;
 pub(crate) mod ops;
+pub(crate) mod privacy;
 pub mod provincial;
 pub mod report;
 pub(crate) mod say;

@@ -54,6 +54,45 @@ pub struct StatusReport {
     pub workers: Vec<WorkerInfo>,
     /// What is parked and why (the first of them).
     pub parked: Parked,
+    /// How much citizens' personal data the database holds (docs/personal-data.md).
+    pub personal_data: PersonalData,
+}
+
+/// Citizens' personal data in the database.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct PersonalData {
+    /// Dossiers whose stored payload still holds personal fields in clear.
+    pub dossiers_in_clear: u64,
+    /// Dossiers whose personal fields are digests now (or erased).
+    pub dossiers_minimised: u64,
+    /// Quarantined records still held whole.
+    pub quarantined_in_clear: u64,
+    /// The ids of the keys the bodies are sealed with (empty: stored unsealed).
+    pub sealed_with: Vec<String>,
+}
+
+fn personal_data(conn: &Connection) -> rusqlite::Result<PersonalData> {
+    let count = |name: &str| -> rusqlite::Result<u64> {
+        let n: i64 = conn
+            .prepare_cached("SELECT COALESCE((SELECT n FROM counts WHERE name = ?1), 0)")?
+            .query_row([name], |r| r.get(0))?;
+        Ok(n.max(0) as u64)
+    };
+    let (total, minimised) = (count("dossier")?, count("minimised")?);
+    let quarantined_in_clear: i64 =
+        conn.query_row("SELECT COUNT(*) FROM quarantine WHERE minimised_at IS NULL", [], |r| r.get(0))?;
+    let sealed_with = meta_get(conn, crate::store::SEALED_WITH)?
+        .unwrap_or_default()
+        .split(',')
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect();
+    Ok(PersonalData {
+        dossiers_in_clear: total.saturating_sub(minimised),
+        dossiers_minimised: minimised,
+        quarantined_in_clear: quarantined_in_clear.max(0) as u64,
+        sealed_with,
+    })
 }
 
 /// One source of dossiers.
@@ -315,6 +354,7 @@ pub fn report(
         sources,
         workers,
         parked,
+        personal_data: personal_data(conn)?,
     })
 }
 
@@ -340,6 +380,7 @@ pub fn unreadable(db: &Path, reason: &str) -> StatusReport {
         sources: Vec::new(),
         workers: Vec::new(),
         parked: Parked::default(),
+        personal_data: PersonalData::default(),
     }
 }
 
@@ -602,6 +643,19 @@ pub fn render(r: &StatusReport) -> String {
         a.drift_found,
         a.drift_repaired,
         a.last_pass_at.as_deref().unwrap_or("never")
+    );
+    let p = &r.personal_data;
+    let _ = writeln!(
+        out,
+        "personal   {} dossier(s) hold personal data in clear, {} minimised; {} quarantined record(s) whole; bodies {}",
+        p.dossiers_in_clear,
+        p.dossiers_minimised,
+        p.quarantined_in_clear,
+        if p.sealed_with.is_empty() {
+            "not sealed (store.key_file)".to_owned()
+        } else {
+            format!("sealed (key {})", p.sealed_with.join(", "))
+        }
     );
     if !r.workers.is_empty() {
         let line: Vec<String> = r

@@ -62,8 +62,15 @@ fn assert_status_shape(v: &Value) {
             "audit",
             "sources",
             "workers",
-            "parked"
+            "parked",
+            "personal_data"
         ])
+    );
+    assert_eq!(
+        keys(&v["personal_data"]),
+        set(&["dossiers_in_clear", "dossiers_minimised", "quarantined_in_clear", "sealed_with"]),
+        "{}",
+        v["personal_data"]
     );
     for source in v["sources"].as_array().unwrap() {
         assert_eq!(
@@ -151,7 +158,11 @@ async fn status_is_healthy_while_running_and_after_a_clean_stop() {
     // Each loop of the daemon is a worker, recorded with every heartbeat.
     let names: Vec<&str> =
         v["workers"].as_array().unwrap().iter().map(|w| w["name"].as_str().unwrap()).collect();
-    assert_eq!(names, ["audit", "heartbeat", "poller:provincial", "pusher", "reconciler"], "{v}");
+    assert_eq!(
+        names,
+        ["audit", "heartbeat", "minimiser", "poller:provincial", "pusher", "reconciler"],
+        "{v}"
+    );
     assert!(
         v["workers"].as_array().unwrap().iter().all(|w| w["state"] != "stopped" && w["failures"] == 0),
         "{v}"

@@ -5,44 +5,10 @@
 
 mod common;
 
-use std::{collections::BTreeSet, path::Path, process::Command, time::Duration};
+use std::{path::Path, process::Command, time::Duration};
 
 use common::{daemon::*, *};
 use dvc_sync::mock::{national::Faults, provincial::Knobs};
-use serde_json::Value;
-
-/// The fields of a record that hold personal data, as the provincial side sends them.
-const PERSONAL: [&str; 4] = ["ChuHoSo", "SoGiayToChuHoSo", "SoDienThoai", "Email"];
-
-/// Every personal value of the truth, as text (numbers too: a messy source sends ID numbers
-/// and phones as JSON numbers). Values too short to be told from other text are left out.
-fn personal_values(truth: &[Value]) -> BTreeSet<String> {
-    fn walk(v: &Value, found: &mut BTreeSet<String>) {
-        match v {
-            Value::Object(map) => {
-                for (k, v) in map {
-                    if PERSONAL.contains(&k.as_str()) {
-                        let text = match v {
-                            Value::String(s) => s.trim().to_owned(),
-                            Value::Number(n) => n.to_string(),
-                            _ => continue,
-                        };
-                        if text.chars().count() >= 6 {
-                            found.insert(text);
-                        }
-                    } else {
-                        walk(v, found);
-                    }
-                }
-            }
-            Value::Array(items) => items.iter().for_each(|i| walk(i, found)),
-            _ => {}
-        }
-    }
-    let mut found = BTreeSet::new();
-    truth.iter().for_each(|item| walk(item, &mut found));
-    found
-}
 
 fn run(config: &Path, args: &[&str]) -> String {
     let out = Command::new(BIN).args(["--config", config.to_str().unwrap()]).args(args).output().unwrap();

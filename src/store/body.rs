@@ -136,11 +136,6 @@ impl Codec {
         Ok(Arc::new(Codec { inner: Mutex::new(build().map_err(fail)?), keys: keys.clone() }))
     }
 
-    /// Whether new bodies are sealed.
-    pub(crate) fn seals(&self) -> bool {
-        self.keys.sealing.is_some()
-    }
-
     /// Whether a stored value is a body sealed with the current key (what `rekey` leaves).
     pub(crate) fn sealed_current(&self, stored: ValueRef) -> bool {
         match (stored, &self.keys.sealing) {
@@ -292,7 +287,21 @@ impl Codec {
     }
 }
 
+/// A stored dictionary, opened.
+pub(crate) struct Dictionary {
+    pub(crate) bytes: Vec<u8>,
+    /// Sealed with the current key already.
+    pub(crate) sealed_current: bool,
+}
+
 impl Codec {
+    /// A dictionary as `body_dict` holds it, opened with the keys.
+    pub(crate) fn open_dictionary(&self, stored: &[u8]) -> Result<Dictionary, BodyError> {
+        let sealed_current = stored.first() == Some(&SEALED)
+            && self.keys.sealing.as_ref().is_some_and(|k| stored.get(2..2 + TAG_BYTES) == Some(&k.tag()[..]));
+        Ok(Dictionary { bytes: open_dictionary(stored, &self.keys)?, sealed_current })
+    }
+
     /// A dictionary as stored: sealed like a body when there is a key.
     pub(crate) fn seal_dictionary(&self, dictionary: &[u8]) -> Result<Vec<u8>, BodyError> {
         let Some(key) = &self.keys.sealing else { return Ok(dictionary.to_vec()) };

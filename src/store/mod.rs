@@ -130,7 +130,7 @@ pub struct Store {
 }
 
 /// Where the database records the ids of the keys its bodies are sealed with (comma-separated).
-pub(crate) const SEALED_WITH: &str = "sealed_with";
+pub const SEALED_WITH: &str = "sealed_with";
 
 /// How commits reach the disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -188,6 +188,9 @@ impl Store {
         conn.pragma_update(None, "synchronous", synchronous).map_err(open_err)?;
 
         conn.pragma_update(None, "foreign_keys", "ON").map_err(open_err)?;
+        // What is deleted or rewritten (a payload minimised, a body sealed, a dossier's old
+        // version) is overwritten with zeros, not left in free space for a copy to find.
+        conn.pragma_update(None, "secure_delete", "ON").map_err(open_err)?;
         // SQLite's default page cache, 2 MiB, said explicitly: a larger one saves no measurable
         // CPU (the pages it would keep are in the operating system's cache anyway) and costs
         // the daemon's memory.
@@ -226,14 +229,14 @@ impl Store {
         &self.digest
     }
 
-    /// Whether new bodies are sealed.
-    pub(crate) fn seals(&self) -> bool {
-        self.codec.seals()
-    }
-
     /// Whether a stored body is sealed with the current key.
     pub(crate) fn sealed_current(&self, stored: rusqlite::types::ValueRef) -> bool {
         self.codec.sealed_current(stored)
+    }
+
+    /// A stored dictionary, opened (for `rekey`).
+    pub(crate) fn open_dictionary(&self, stored: &[u8]) -> Result<body::Dictionary, body::BodyError> {
+        self.codec.open_dictionary(stored)
     }
 
     /// Seals a stored dictionary again with the current key (for `rekey`).

@@ -272,6 +272,39 @@ impl Provincial {
     }
 }
 
+/// The fields of a record that hold personal data, as the provincial side sends them.
+pub const PERSONAL: [&str; 4] = ["ChuHoSo", "SoGiayToChuHoSo", "SoDienThoai", "Email"];
+
+/// Every personal value of the truth, as text (numbers too: a messy source sends ID numbers
+/// and phones as JSON numbers). Values too short to be told from other text are left out.
+pub fn personal_values(truth: &[Value]) -> std::collections::BTreeSet<String> {
+    fn walk(v: &Value, found: &mut std::collections::BTreeSet<String>) {
+        match v {
+            Value::Object(map) => {
+                for (k, v) in map {
+                    if PERSONAL.contains(&k.as_str()) {
+                        let text = match v {
+                            Value::String(s) => s.trim().to_owned(),
+                            Value::Number(n) => n.to_string(),
+                            _ => continue,
+                        };
+                        if text.chars().count() >= 6 {
+                            found.insert(text);
+                        }
+                    } else {
+                        walk(v, found);
+                    }
+                }
+            }
+            Value::Array(items) => items.iter().for_each(|i| walk(i, found)),
+            _ => {}
+        }
+    }
+    let mut found = std::collections::BTreeSet::new();
+    truth.iter().for_each(|item| walk(item, &mut found));
+    found
+}
+
 pub mod daemon;
 pub mod dbserver;
 pub mod tls;
