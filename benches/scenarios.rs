@@ -2,7 +2,7 @@
 //! process) against the real mocks (in this process), each scenario run several times and its
 //! median reported.
 //!
-//!     cargo bench --bench scenarios -- backfill|slow|freshness|memory|restart|audit|audit-freshness|all [--runs N] [--dossiers N]
+//!     cargo bench --bench scenarios -- backfill|slow|freshness|memory|restart|audit|audit-freshness|sealing|all [--runs N] [--dossiers N]
 //!
 //! `status` on a large database is `cargo bench --bench status`.
 
@@ -161,11 +161,16 @@ struct Backfill {
 
 /// Scenarios 1 and 4: a fresh database backfills `n` dossiers from fault-free portals.
 async fn backfill(n: u32, with_raw: bool) -> Backfill {
+    backfill_with(n, with_raw, "").await
+}
+
+/// A backfill with `extra` keys of the `[store]` table.
+async fn backfill_with(n: u32, with_raw: bool, extra: &str) -> Backfill {
     let setup = Instant::now();
     let (national, provincial) = mocks(Faults::default(), clean(n, 0.0)).await;
     eprintln!("  mocks ready in {:.1} s (the province filed {n} dossiers)", setup.elapsed().as_secs_f64());
     let dir = tempfile::tempdir().unwrap();
-    let config = write_config(dir.path(), &provincial.url(), &national.url(), "");
+    let config = write_config(dir.path(), &provincial.url(), &national.url(), extra);
     let started = Instant::now();
     let harness_cpu = cpu_seconds(std::process::id());
     let mut child = spawn_daemon(&config, &dir.path().join("daemon.log"));
@@ -471,6 +476,49 @@ async fn main() {
             median(results.iter().map(|r| r.cpu_per_thousand).collect()),
             median(results.iter().map(|r| r.raw_client_cpu_per_thousand).collect()),
             median(results.iter().map(|r| r.peak_rss_mib).collect())
+        );
+    }
+    if which == "sealing" {
+        // Issue 27: the cost of sealing every body (store.key_file), the same backfill with and
+        // without a key, alternately in one process.
+        let n: u32 = arg("--dossiers").unwrap_or(50_000);
+        let keys = tempfile::tempdir().unwrap();
+        let key = keys.path().join("store.key");
+        {
+            use std::{io::Read, os::unix::fs::PermissionsExt};
+            let mut bytes = [0u8; 32];
+            std::fs::File::open("/dev/urandom").unwrap().read_exact(&mut bytes).unwrap();
+            std::fs::write(&key, bytes).unwrap();
+            std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+        }
+        let sealed_line = format!("key_file = {:?}", key.display().to_string());
+        let (mut plain, mut sealed) = (Vec::new(), Vec::new());
+        for i in 0..runs {
+            for (name, extra, into) in
+                [("plain", "", &mut plain), ("sealed", sealed_line.as_str(), &mut sealed)]
+            {
+                let r = backfill_with(n, false, extra).await;
+                println!(
+                    "sealing run {} {name}: {:.3} CPU-s per 1000 dossiers, {:.0} dossiers/s, database {:.0} bytes a dossier",
+                    i + 1,
+                    r.cpu_per_thousand,
+                    r.rate,
+                    r.db_mib * 1024.0 * 1024.0 / f64::from(n)
+                );
+                into.push(r);
+            }
+        }
+        let cpu = |v: &[Backfill]| median(v.iter().map(|r| r.cpu_per_thousand).collect());
+        let bytes =
+            |v: &[Backfill]| median(v.iter().map(|r| r.db_mib * 1024.0 * 1024.0 / f64::from(n)).collect());
+        println!(
+            "SEALING median: CPU-s/1000 plain {:.3}, sealed {:.3} ({:+.1} %); bytes a dossier plain {:.0}, sealed {:.0} ({:+.1} %)",
+            cpu(&plain),
+            cpu(&sealed),
+            (cpu(&sealed) / cpu(&plain) - 1.0) * 100.0,
+            bytes(&plain),
+            bytes(&sealed),
+            (bytes(&sealed) / bytes(&plain) - 1.0) * 100.0
         );
     }
     if want("slow") {

@@ -63,10 +63,12 @@ pub fn clean(dossiers: u32, cps: f64) -> Knobs {
     }
 }
 
-pub fn write_config(dir: &Path, provincial: &str, national: &str, extra: &str) -> PathBuf {
+/// `store`: more keys of the `[store]` table (`key_file = "..."`).
+pub fn write_config(dir: &Path, provincial: &str, national: &str, store: &str) -> PathBuf {
     let text = format!(
         r#"[store]
 path = "{db}"
+{store}
 [provincial]
 base_url = "{provincial}"
 api_key = "provincial-secret-key"
@@ -83,7 +85,6 @@ request_timeout_seconds = 30.0
 metrics_listen = ""
 [daemon]
 heartbeat_seconds = 1.0
-{extra}
 "#,
         db = dir.join("state.db").display()
     );
