@@ -164,7 +164,9 @@ fn seal_table(store: &Store, table: &str, columns: &[&str], out: &mut Rekeyed) -
             for (rowid, values) in &rows {
                 for (column, value) in columns.iter().zip(values) {
                     let stored = rusqlite::types::ValueRef::from(value);
-                    if store.sealed_current(stored) {
+                    // An emptied quarantined record has nothing to seal.
+                    let empty = matches!(stored, rusqlite::types::ValueRef::Text(t) if t.is_empty());
+                    if empty || store.sealed_current(stored) {
                         already += 1;
                         continue;
                     }

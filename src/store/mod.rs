@@ -508,6 +508,7 @@ mod tests {
                     Ok(vec![
                         ("dead".into(), q("SELECT COUNT(*) FROM dead")?),
                         ("dossier".into(), q("SELECT COUNT(*) FROM dossier")?),
+                        ("minimised".into(), q("SELECT COUNT(*) FROM dossier WHERE minimised_at IS NOT NULL")?),
                         ("outbox".into(), q("SELECT COUNT(*) FROM outbox")?),
                         ("quarantine".into(), q("SELECT COUNT(*) FROM quarantine")?),
                         ("retrying".into(), q("SELECT COUNT(*) FROM outbox WHERE attempts > 0")?),
@@ -545,6 +546,10 @@ mod tests {
                 tx.execute("UPDATE dossier SET acked_at = 30 WHERE mahoso = 'd0'", [])?;
                 tx.execute("UPDATE dossier SET verified_at = NULL WHERE mahoso = 'd1'", [])?;
                 tx.execute("UPDATE dossier SET verified_at = 25 WHERE mahoso = 'd2'", [])?;
+                // Minimised twice (counted once), then a new version in clear.
+                tx.execute("UPDATE dossier SET minimised_at = 5 WHERE mahoso IN ('d0', 'd1')", [])?;
+                tx.execute("UPDATE dossier SET minimised_at = 6 WHERE mahoso = 'd0'", [])?;
+                tx.execute("UPDATE dossier SET minimised_at = NULL WHERE mahoso = 'd1'", [])?;
                 Ok(())
             })
             .unwrap();

@@ -60,20 +60,29 @@ pub(crate) fn minimise_due(store: &Store, now: i64, keep: i64) -> Result<Minimis
         .collect();
     let finals = finals.iter().map(i64::to_string).collect::<Vec<_>>().join(",");
     store.write(|tx| {
-        // Finished, acknowledged as it is, verified since, and nothing waiting; or parked dead.
-        let due: Vec<(String, String)> = tx
+        // Finished, acknowledged as it is, verified since, and nothing waiting (through the
+        // partial index of dossiers in clear by verification); or parked dead.
+        let mut due: Vec<(String, String)> = tx
             .prepare_cached(&format!(
-                "SELECT d.mahoso, body_text(b.payload) FROM dossier d JOIN body b USING (mahoso)
-                 WHERE d.minimised_at IS NULL AND (
-                    (d.verified_at IS NOT NULL AND d.verified_at <= ?1 AND d.status IN ({finals})
-                     AND d.acked_hash = d.payload_hash AND d.acked_history = d.history_len
-                     AND d.verified_at >= d.acked_at AND d.inflight = 0
-                     AND NOT EXISTS (SELECT 1 FROM outbox o WHERE o.mahoso = d.mahoso))
-                    OR EXISTS (SELECT 1 FROM dead x WHERE x.mahoso = d.mahoso AND x.dead_at <= ?1))
+                "SELECT d.mahoso, body_text(b.payload) FROM dossier d INDEXED BY dossier_to_minimise
+                 JOIN body b USING (mahoso)
+                 WHERE d.minimised_at IS NULL AND d.verified_at IS NOT NULL AND d.verified_at <= ?1
+                   AND d.status IN ({finals}) AND d.acked_hash = d.payload_hash
+                   AND d.acked_history = d.history_len AND d.verified_at >= d.acked_at AND d.inflight = 0
+                   AND NOT EXISTS (SELECT 1 FROM outbox o WHERE o.mahoso = d.mahoso)
                  LIMIT ?2"
             ))?
             .query_map(params![cutoff, BATCH as i64], |r| Ok((r.get(0)?, r.get(1)?)))?
             .collect::<Result<_, _>>()?;
+        let dead: Vec<(String, String)> = tx
+            .prepare_cached(
+                "SELECT d.mahoso, body_text(b.payload) FROM dead x JOIN dossier d USING (mahoso)
+                 JOIN body b USING (mahoso)
+                 WHERE x.dead_at <= ?1 AND d.minimised_at IS NULL LIMIT ?2",
+            )?
+            .query_map(params![cutoff, BATCH as i64], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<Result<_, _>>()?;
+        due.extend(dead);
         let mut done = Minimised::default();
         for (mahoso, payload) in &due {
             reduce(tx, mahoso, payload, now, |p| {
@@ -126,7 +135,7 @@ impl<C: Clock> Worker for Minimiser<C> {
                 "personal fields of finished, verified or parked dossiers replaced by keyed digests"
             );
         }
-        Ok(if done.dossiers == BATCH { Step::Busy } else { Step::Idle })
+        Ok(if done.dossiers >= BATCH { Step::Busy } else { Step::Idle })
     }
 
     async fn wait_for_work(&mut self) {

@@ -442,14 +442,17 @@ fn write_dossier(
     if let Some(id) = source_id {
         tx.prepare_cached("DELETE FROM quarantine WHERE source_id = ?1")?.execute([id])?;
     }
-    if known.is_some_and(|k| k.reread) {
+    // Read again for the national portal: out of its wait, into the outbox, whatever the
+    // acknowledged state says (the write it waited for may be an uncertain one to resolve).
+    let reread = known.is_some_and(|k| k.reread);
+    if reread {
         store::meta_add(tx, minimise::REREAD, 1)?;
     }
     let acked_hash = known.and_then(|e| e.acked_hash);
     let acked_history = known.map_or(0, |e| e.acked_history);
     let in_sync = acked_hash == Some(p.payload_hash) && acked_history == p.history.len() as i64;
     let mut enqueued = false;
-    if !in_sync {
+    if !in_sync || reread {
         // A new version is a new chance for a dossier the national portal refused.
         tx.prepare_cached("DELETE FROM dead WHERE mahoso = ?1")?.execute([&p.mahoso])?;
         enqueued = tx
