@@ -15,10 +15,11 @@ CREATE TRIGGER dossier_minimised_removed AFTER DELETE ON dossier WHEN old.minimi
 BEGIN
     UPDATE counts SET n = n - 1 WHERE name = 'minimised';
 END;
--- The minimiser's queue: finished dossiers verified since their last acknowledgement, oldest
--- verification first.
-CREATE INDEX dossier_to_minimise ON dossier(verified_at)
-    WHERE minimised_at IS NULL AND verified_at IS NOT NULL;
+-- The minimiser's queue: finished dossiers (a final national status: 3, 7, 10) in clear and
+-- verified once, by when their last state was acknowledged (the clock of
+-- store.personal_data_days: the audit's later re-verifications do not restart it).
+CREATE INDEX dossier_to_minimise ON dossier(acked_at)
+    WHERE minimised_at IS NULL AND verified_at IS NOT NULL AND status IN (3, 7, 10);
 -- A quarantined record reduced to its reason and keys (its record emptied) from then.
 ALTER TABLE quarantine ADD COLUMN minimised_at INTEGER;
 -- Erasures (`dvc-sync forget`): which dossier, when; never what was erased.

@@ -458,7 +458,7 @@ fn rekey(config: &config::Config, from: Option<&std::path::Path>, json: bool) ->
         }
         Ok(done) => {
             println!(
-                "sealed {} stored value(s) under key {} ({} were already) in {:.1} s{}",
+                "sealed {} stored value(s) under key {} ({} were already) in {:.1} s{}{}",
                 done.sealed,
                 done.key_id,
                 done.already,
@@ -467,6 +467,11 @@ fn rekey(config: &config::Config, from: Option<&std::path::Path>, json: bool) ->
                     "; free pages rewritten (VACUUM)"
                 } else {
                     "; the daemon runs: free pages from before are rewritten by a rekey with it stopped"
+                },
+                if done.wal_truncated {
+                    ""
+                } else {
+                    "; the WAL is in use and still holds pages of before until it is overwritten (run rekey again with the daemon stopped)"
                 }
             );
             ExitCode::SUCCESS

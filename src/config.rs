@@ -734,6 +734,11 @@ impl Reader<'_> {
             };
         let sealing = load("store.key_file", &key_file);
         let previous = load("store.previous_key_file", &previous_key_file);
+        if key_file.is_none() && previous_key_file.is_some() {
+            // Bodies would be written unsealed beside sealed ones.
+            self.problem("store.previous_key_file", "is for a rotation to store.key_file, which is not set");
+            return None;
+        }
         let keys = crate::store::Keys::new(sealing?, previous?);
         Some(StoreConfig {
             path: PathBuf::from(store_path?),
@@ -987,33 +992,13 @@ fn redacted(secret: &Secret) -> String {
 
 /// Reads a secret file: it must be readable and not readable by group or others.
 pub(crate) fn read_secret_file(path: &Path) -> Result<String, String> {
-    let bytes = read_secret_bytes(path)?;
+    let bytes = crate::secret::read_bytes(path)?;
     let text = String::from_utf8(bytes).map_err(|_| format!("{} is not UTF-8 text", path.display()))?;
     let secret = text.trim_end_matches(['\n', '\r']).to_owned();
     if secret.is_empty() {
         return Err(format!("{} is empty", path.display()));
     }
     Ok(secret)
-}
-
-/// Reads a secret file's bytes, refusing one readable by group or others.
-pub(crate) fn read_secret_bytes(path: &Path) -> Result<Vec<u8>, String> {
-    let meta = std::fs::metadata(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        let mode = meta.permissions().mode();
-        if mode & 0o044 != 0 {
-            return Err(format!(
-                "{} is readable by group or others (mode {:o}); chmod 600 it",
-                path.display(),
-                mode & 0o777
-            ));
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = meta;
-    std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
 }
 
 impl Config {

@@ -35,7 +35,7 @@ pub fn build_engine(config: &Config) -> anyhow::Result<DaemonEngine> {
     let store = Arc::new(Store::open_keyed(&config.store.path, &config.store.keys)?);
     // What `rekey` checks before sealing beside a running daemon.
     let key_id = config.store.keys.sealing.as_ref().map(|k| k.id()).unwrap_or_default();
-    store.write(|tx| meta_set(tx, crate::privacy::DAEMON_KEY, Some(&key_id)))?;
+    store.write(|tx| meta_set(tx, crate::store::DAEMON_KEY, Some(&key_id)))?;
     check_source_kind(&store, config)?;
     let source = Provincial::new(&config.provincial).context("while setting up the provincial source")?;
     let sink = HttpNational::new(&config.national).context("while setting up the national client")?;

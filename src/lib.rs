@@ -17,6 +17,7 @@ pub(crate) mod privacy;
 pub mod provincial;
 pub mod report;
 pub(crate) mod say;
+pub(crate) mod secret;
 pub(crate) mod shutdown;
 pub mod sim;
 pub mod status;

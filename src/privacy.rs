@@ -12,7 +12,7 @@ use crate::{
     config::Config,
     domain::personal,
     ops::NeedsConfig,
-    store::{Keys, SEALED_WITH, SealKey, Store, lock::DaemonLock, meta_get, meta_set},
+    store::{DAEMON_KEY, Keys, SEALED_WITH, SealKey, Store, lock::DaemonLock, meta_get, meta_set},
     sync::minimise,
 };
 
@@ -76,13 +76,14 @@ pub struct Rekeyed {
     pub already: u64,
     /// Whether the file's free pages were rewritten too (VACUUM, only with the daemon stopped).
     pub vacuumed: bool,
+    /// Whether the WAL, which held pages of before, was emptied (not while another connection
+    /// reads it: the running daemon, a Litestream).
+    pub wal_truncated: bool,
     pub seconds: f64,
 }
 
 /// Where an interrupted `rekey` goes on from.
 const POSITION: &str = "rekey_position";
-/// The key the running daemon seals with (its id, empty for none), written at its start.
-pub(crate) const DAEMON_KEY: &str = "daemon_key_id";
 /// Rows per transaction: short, so that the running daemon's writes wait little.
 const BATCH: i64 = 200;
 
@@ -130,11 +131,12 @@ pub fn rekey(config: &Config, from: Option<&Path>) -> anyhow::Result<Rekeyed> {
     seal_dictionaries(&store, &mut out)?;
     store.write(|tx| {
         meta_set(tx, SEALED_WITH, Some(&key.id()))?;
-        meta_set(tx, POSITION, None)
+        meta_set(tx, crate::store::SEALED_ALL, Some(&key.id()))
     })?;
     // What the rows held before lives on in the WAL until it is overwritten: checkpointed and
-    // truncated now (it fails harmlessly while a reader holds it).
-    let _ = store.read(|c| c.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(())));
+    // truncated now (busy while another connection reads: said, and done by a later run).
+    let busy: i64 = store.read(|c| c.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get(0)))?;
+    out.wal_truncated = busy == 0;
     if !running {
         store.read(|c| c.execute_batch("VACUUM")).context("VACUUM after sealing")?;
         out.vacuumed = true;
@@ -144,11 +146,13 @@ pub fn rekey(config: &Config, from: Option<&Path>) -> anyhow::Result<Rekeyed> {
 }
 
 /// Seals `columns` of every row of `table` not yet sealed with the current key, in batches
-/// by rowid, the position kept in `meta` after each.
+/// by rowid, the position kept in `meta` after each (with the key's id: a run with another
+/// key starts again from the first row).
 fn seal_table(store: &Store, table: &str, columns: &[&str], out: &mut Rekeyed) -> anyhow::Result<()> {
     let position_key = format!("{POSITION}:{table}");
+    let saved = store.read(|c| meta_get(c, &position_key))?.unwrap_or_default();
     let mut after: i64 =
-        store.read(|c| meta_get(c, &position_key))?.and_then(|p| p.parse().ok()).unwrap_or(0);
+        saved.strip_prefix(&format!("{}:", out.key_id)).and_then(|p| p.parse().ok()).unwrap_or(0);
     let select =
         format!("SELECT rowid, {} FROM {table} WHERE rowid > ?1 ORDER BY rowid LIMIT ?2", columns.join(", "));
     loop {
@@ -183,7 +187,7 @@ fn seal_table(store: &Store, table: &str, columns: &[&str], out: &mut Rekeyed) -
             }
             let last = rows.last().map(|(rowid, _)| *rowid);
             if let Some(last) = last {
-                meta_set(tx, &position_key, Some(&last.to_string()))?;
+                meta_set(tx, &position_key, Some(&format!("{}:{last}", out.key_id)))?;
             }
             Ok((last, sealed, already))
         })?;

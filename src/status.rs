@@ -69,6 +69,9 @@ pub struct PersonalData {
     pub quarantined_in_clear: u64,
     /// The ids of the keys the bodies are sealed with (empty: stored unsealed).
     pub sealed_with: Vec<String>,
+    /// Whether every stored body is sealed (from the first one, or since `rekey`); false while
+    /// bodies stored before the key was set are not.
+    pub all_sealed: bool,
 }
 
 fn personal_data(conn: &Connection) -> rusqlite::Result<PersonalData> {
@@ -81,7 +84,7 @@ fn personal_data(conn: &Connection) -> rusqlite::Result<PersonalData> {
     let (total, minimised) = (count("dossier")?, count("minimised")?);
     let quarantined_in_clear: i64 =
         conn.query_row("SELECT COUNT(*) FROM quarantine WHERE minimised_at IS NULL", [], |r| r.get(0))?;
-    let sealed_with = meta_get(conn, crate::store::SEALED_WITH)?
+    let sealed_with: Vec<String> = meta_get(conn, crate::store::SEALED_WITH)?
         .unwrap_or_default()
         .split(',')
         .filter(|s| !s.is_empty())
@@ -91,6 +94,7 @@ fn personal_data(conn: &Connection) -> rusqlite::Result<PersonalData> {
         dossiers_in_clear: total.saturating_sub(minimised),
         dossiers_minimised: minimised,
         quarantined_in_clear: quarantined_in_clear.max(0) as u64,
+        all_sealed: meta_get(conn, crate::store::SEALED_ALL)?.is_some_and(|k| sealed_with.last() == Some(&k)),
         sealed_with,
     })
 }
@@ -651,10 +655,13 @@ pub fn render(r: &StatusReport) -> String {
         p.dossiers_in_clear,
         p.dossiers_minimised,
         p.quarantined_in_clear,
-        if p.sealed_with.is_empty() {
-            "not sealed (store.key_file)".to_owned()
-        } else {
-            format!("sealed (key {})", p.sealed_with.join(", "))
+        match (p.sealed_with.is_empty(), p.all_sealed) {
+            (true, _) => "not sealed (store.key_file)".to_owned(),
+            (false, true) => format!("sealed (key {})", p.sealed_with.join(", ")),
+            (false, false) => format!(
+                "sealed from the key's start (key {}); those stored before are not until `dvc-sync rekey`",
+                p.sealed_with.join(", ")
+            ),
         }
     );
     if !r.workers.is_empty() {

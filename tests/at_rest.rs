@@ -186,6 +186,13 @@ async fn sealed_no_personal_value_is_readable_in_the_database_its_wal_or_a_backu
     let (code, said) = cli(&wrong, &["run"]);
     assert_eq!(code, 78, "{said}");
     assert!(said.contains("store.key_file holds key"), "{said}");
+    // The old key as a rotation's previous key alone: new bodies would be unsealed. Refused.
+    let previous_line = format!("store.previous_key_file = {:?}", key.display().to_string());
+    let half = write_config(dir.path(), &provincial.server.url(), &national.server.url(), &[&previous_line]);
+    let (code, said) = cli(&half, &["check-config"]);
+    assert_eq!(code, 78, "{said}");
+    assert!(said.contains("store.previous_key_file") && said.contains("store.key_file"), "{said}");
+    let plain = write_config(dir.path(), &provincial.server.url(), &national.server.url(), &[]);
     // `status` reads no body: it works without the key, and says the bodies are sealed.
     let (code, said) = cli(&plain, &["status"]);
     assert!(code <= 1 && said.contains("sealed (key"), "{code}: {said}");
@@ -372,6 +379,8 @@ async fn rekey_seals_a_live_database_under_load_and_rotates() {
     let keyed = write_config(dir.path(), &p, &n, &[&first_line]);
     let mut daemon = Daemon::start(&keyed).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
+    let status = status_json(&keyed);
+    assert_eq!(status["personal_data"]["all_sealed"], false, "stored before the key: {status}");
     let (code, said) = cli(&keyed, &["rekey"]);
     assert_eq!(code, 0, "{said}");
     assert!(said.contains("sealed") && said.contains("the daemon runs"), "{said}");
@@ -395,6 +404,7 @@ async fn rekey_seals_a_live_database_under_load_and_rotates() {
     assert_eq!(code, 0, "{said}");
     let again: Value = serde_json::from_str(&said).unwrap();
     assert_eq!(again["sealed"], 0, "nothing left to seal: {again}");
+    assert_eq!(status_json(&keyed)["personal_data"]["all_sealed"], true);
     daemon.sigterm().await;
     assert!(daemon.wait(Duration::from_secs(20)).await.unwrap().success());
 
@@ -407,6 +417,11 @@ async fn rekey_seals_a_live_database_under_load_and_rotates() {
     assert_eq!(done["vacuumed"], true, "{done}");
     assert!(done["sealed"].as_u64().unwrap() as usize >= stored, "{done}");
     std::fs::remove_file(&first).unwrap();
+    // Stopped, the rekey rewrote the free pages and emptied the WAL: nothing of before is left.
+    assert_eq!(done["wal_truncated"], true, "{done}");
+    let personal = personal_values(&provincial.truth().await);
+    let found = leaked(&files_of(&db), &db, &personal);
+    assert!(found.is_empty(), "after the rotation: {found:?}");
     let (code, said) = cli(&rotated, &["report", "--json"]);
     assert_eq!(code, 0, "the bodies open with the second key alone: {said}");
     let mut daemon = Daemon::start(&rotated).await;

@@ -68,7 +68,13 @@ fn assert_status_shape(v: &Value) {
     );
     assert_eq!(
         keys(&v["personal_data"]),
-        set(&["dossiers_in_clear", "dossiers_minimised", "quarantined_in_clear", "sealed_with"]),
+        set(&[
+            "dossiers_in_clear",
+            "dossiers_minimised",
+            "quarantined_in_clear",
+            "sealed_with",
+            "all_sealed"
+        ]),
         "{}",
         v["personal_data"]
     );

@@ -3,7 +3,23 @@
 
 use serde_json::{Map, Value};
 
-use crate::{domain::entry, store::DigestKey};
+use crate::domain::entry;
+
+/// What a minimised field holds: this prefix, the digest key's tag, the digest.
+pub const DIGEST_PREFIX: &str = "hmac-sha256:";
+
+/// Whether a stored value is a digest (of any key).
+pub fn is_digest(value: &str) -> bool {
+    value.starts_with(DIGEST_PREFIX)
+}
+
+/// A keyed digest of personal values (the store's digest key).
+pub trait Digester {
+    /// The digest of a value by meaning (`DIGEST_PREFIX`, the key's tag, the digest).
+    fn digest(&self, meaning: &str) -> String;
+    /// Whether `stored` is a digest made with this key.
+    fn made(&self, stored: &str) -> bool;
+}
 
 /// Fields of the national payload that identify the applicant or carry what identifies them:
 /// the applicant's name, ID number, phone and e-mail, the summary (TrichYeuHoSo names the
@@ -25,10 +41,10 @@ fn meaning(value: &Value) -> Option<String> {
 
 /// Replaces every personal value of `payload` by its keyed digest (by meaning, as the audit
 /// compares); how many it replaced. Digests already there stay.
-pub fn minimise(payload: &mut Map<String, Value>, key: &DigestKey) -> usize {
+pub fn minimise(payload: &mut Map<String, Value>, key: &impl Digester) -> usize {
     let mut replaced = 0;
     for (field, value) in payload.iter_mut() {
-        if !is_personal(field) || value.as_str().is_some_and(crate::store::is_digest) {
+        if !is_personal(field) || value.as_str().is_some_and(is_digest) {
             continue;
         }
         if let Some(text) = meaning(value) {
@@ -48,14 +64,12 @@ pub fn erase(payload: &mut Map<String, Value>) -> usize {
 
 /// Whether `payload` still holds a personal value in clear.
 pub fn holds_personal(payload: &Map<String, Value>) -> bool {
-    payload.iter().any(|(f, v)| {
-        is_personal(f) && meaning(v).is_some() && !v.as_str().is_some_and(crate::store::is_digest)
-    })
+    payload.iter().any(|(f, v)| is_personal(f) && meaning(v).is_some() && !v.as_str().is_some_and(is_digest))
 }
 
 /// Whether our stored `ours` (a digest made with `key`) is the digest of `theirs`: None when
 /// `ours` is not a digest of this key (then it cannot be compared).
-pub fn digest_matches(ours: &Value, theirs: &Value, key: &DigestKey) -> Option<bool> {
+pub fn digest_matches(ours: &Value, theirs: &Value, key: &impl Digester) -> Option<bool> {
     let ours = ours.as_str().filter(|s| key.made(s))?;
     Some(meaning(theirs).is_some_and(|t| key.digest(&t) == ours))
 }
@@ -64,13 +78,10 @@ pub fn digest_matches(ours: &Value, theirs: &Value, key: &DigestKey) -> Option<b
 /// meaning: where our value is a digest of this key, theirs becomes its digest too; a digest
 /// of another key (a key since rotated) is left out of the comparison. None: `payload` holds
 /// no digest, compare them as they are.
-pub fn comparable(payload: &Value, answer: &Value, key: &DigestKey) -> Option<(Value, Value)> {
+pub fn comparable(payload: &Value, answer: &Value, key: &impl Digester) -> Option<(Value, Value)> {
     let ours = payload.as_object()?;
-    let digested: Vec<&String> = ours
-        .iter()
-        .filter(|(_, v)| v.as_str().is_some_and(crate::store::is_digest))
-        .map(|(k, _)| k)
-        .collect();
+    let digested: Vec<&String> =
+        ours.iter().filter(|(_, v)| v.as_str().is_some_and(is_digest)).map(|(k, _)| k).collect();
     if digested.is_empty() {
         return None;
     }
@@ -98,8 +109,21 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn key() -> DigestKey {
-        crate::store::SealKey::from_secret(&[3; 32]).digest_key().clone()
+    /// A stand-in key: a keyed hash is the store's (tested there); here only its use.
+    struct Fake(u8);
+
+    impl Digester for Fake {
+        fn digest(&self, meaning: &str) -> String {
+            let h = crate::domain::stable_hash(format!("{}{meaning}", self.0).as_bytes());
+            format!("{DIGEST_PREFIX}{:02x}:{h:016x}", self.0)
+        }
+        fn made(&self, stored: &str) -> bool {
+            stored.starts_with(&format!("{DIGEST_PREFIX}{:02x}:", self.0))
+        }
+    }
+
+    fn key() -> Fake {
+        Fake(3)
     }
 
     #[test]
@@ -123,7 +147,7 @@ mod tests {
         assert_eq!(digest_matches(&p["ChuHoSo"], &json!("Nguyễn Văn An "), &key()), Some(true));
         assert_eq!(digest_matches(&p["SoGiayToChuHoSo"], &json!("79123456789"), &key()), Some(true));
         assert_eq!(digest_matches(&p["ChuHoSo"], &json!("Nguyễn Văn Bình"), &key()), Some(false));
-        let other = crate::store::SealKey::from_secret(&[4; 32]).digest_key().clone();
+        let other = Fake(4);
         assert_eq!(digest_matches(&p["ChuHoSo"], &json!("Nguyễn Văn An"), &other), None);
         assert_eq!(digest_matches(&json!("Nguyễn Văn An"), &json!("Nguyễn Văn An"), &key()), None);
     }
@@ -142,7 +166,7 @@ mod tests {
             json!({"result": [{"MaHoSo": "H", "ChuHoSo": "Trần Thị Bình", "SoDienThoai": "0912345678"}]});
         let (a, b) = comparable(&Value::Object(ours.clone()), &changed, &key()).unwrap();
         assert_ne!(a["ChuHoSo"], b["result"][0]["ChuHoSo"]);
-        let other = crate::store::SealKey::from_secret(&[4; 32]).digest_key().clone();
+        let other = Fake(4);
         let (a, _) = comparable(&Value::Object(ours), &answer, &other).unwrap();
         assert!(a.get("ChuHoSo").is_none(), "another key's digest is not compared");
     }

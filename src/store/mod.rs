@@ -18,7 +18,6 @@ use std::{
     time::Duration,
 };
 
-pub(crate) use seal::is_digest;
 pub use seal::{DigestKey, KeyError, Keys, SealKey};
 
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
@@ -131,6 +130,15 @@ pub struct Store {
 
 /// Where the database records the ids of the keys its bodies are sealed with (comma-separated).
 pub const SEALED_WITH: &str = "sealed_with";
+/// A full pass asked of the reconciler (`dvc-sync reconcile`, `retry`, a dossier waiting for its
+/// source): the time of the request.
+pub(crate) const RECONCILE_REQUESTED: &str = "reconcile_requested";
+/// The key every stored body is sealed with, once that is so (a database sealed from its first
+/// body, or after `rekey`).
+pub const SEALED_ALL: &str = "sealed_all";
+/// The id of the key the running daemon seals with (empty for none), written at its start, for
+/// `rekey` to check.
+pub(crate) const DAEMON_KEY: &str = "daemon_key_id";
 
 /// How commits reach the disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -330,6 +338,14 @@ fn check_keys(conn: &Connection, path: &Path, keys: &Keys) -> Result<(), StoreEr
     let recorded = meta_get(conn, SEALED_WITH)?.unwrap_or_default();
     let ids: Vec<&str> = recorded.split(',').filter(|s| !s.is_empty()).collect();
     let missing: Vec<&str> = ids.iter().copied().filter(|id| keys.by_id(id).is_none()).collect();
+    if !ids.is_empty() && keys.sealing.is_none() && missing.is_empty() {
+        return Err(StoreError::Key(format!(
+            "{} holds dossier bodies sealed with key {}; store.key_file is not set, and new bodies would be stored \
+             unsealed beside them. Set store.key_file",
+            path.display(),
+            ids.join(", ")
+        )));
+    }
     if !missing.is_empty() {
         let given = match &keys.sealing {
             None => "store.key_file is not set".to_owned(),
@@ -348,6 +364,24 @@ fn check_keys(conn: &Connection, path: &Path, keys: &Keys) -> Result<(), StoreEr
         let mut all = ids.iter().map(|s| s.to_string()).collect::<Vec<_>>();
         all.push(key.id());
         meta_set(conn, SEALED_WITH, Some(&all.join(",")))?;
+        // Sealed from the first body: nothing for `rekey` to do.
+        let empty: bool = conn.query_row(
+            "SELECT NOT EXISTS (SELECT 1 FROM body) AND NOT EXISTS (SELECT 1 FROM quarantine WHERE record != '')",
+            [],
+            |r| r.get(0),
+        )?;
+        if empty {
+            meta_set(conn, SEALED_ALL, Some(&key.id()))?;
+        }
+    }
+    if let Some(key) = &keys.sealing
+        && meta_get(conn, SEALED_ALL)?.as_deref() != Some(key.id().as_str())
+    {
+        tracing::warn!(
+            event = "bodies_not_all_sealed",
+            key = %key.id(),
+            "bodies stored before store.key_file was set are not sealed yet: run `dvc-sync rekey`"
+        );
     }
     Ok(())
 }

@@ -26,9 +26,7 @@ pub const MIN_KEY_BYTES: usize = 32;
 /// Bytes of the key's id carried by every sealed body, to pick the key that opens it.
 pub(crate) const TAG_BYTES: usize = 4;
 pub(crate) const NONCE_BYTES: usize = 24;
-/// What a digest of a personal value looks like in a stored payload: the prefix, the digest
-/// key's tag, and 16 bytes of HMAC-SHA256, in hex.
-pub(crate) const DIGEST_PREFIX: &str = "hmac-sha256:";
+use crate::domain::personal::{DIGEST_PREFIX, Digester};
 
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
@@ -69,7 +67,7 @@ impl std::fmt::Debug for SealKey {
 impl SealKey {
     /// The key a key file holds (mode 0600 or stricter, at least [`MIN_KEY_BYTES`]).
     pub fn from_file(path: &Path) -> Result<SealKey, KeyError> {
-        let secret = crate::config::read_secret_bytes(path).map_err(KeyError::File)?;
+        let secret = crate::secret::read_bytes(path).map_err(KeyError::File)?;
         if secret.len() < MIN_KEY_BYTES {
             return Err(KeyError::TooShort { path: path.to_path_buf(), len: secret.len() });
         }
@@ -155,16 +153,19 @@ impl DigestKey {
                 Err(e) => return Err(fail(e.to_string())),
             }
         }
-        let secret = crate::config::read_secret_bytes(&path).map_err(fail)?;
+        let secret = crate::secret::read_bytes(&path).map_err(fail)?;
         if secret.len() < MIN_KEY_BYTES {
             return Err(fail(format!("{} bytes; remove it to have a new one made", secret.len())));
         }
         Ok(DigestKey::from_secret(&derive(&secret, "dvc-sync digest v1")))
     }
+}
 
+/// A digest in a stored payload: the prefix, the key's tag, and 16 bytes of HMAC-SHA256, in hex.
+impl Digester for DigestKey {
     /// The digest of a personal value, by meaning: the text as the audit compares it (NFC,
     /// whitespace runs as one space, trimmed).
-    pub(crate) fn digest(&self, meaning: &str) -> String {
+    fn digest(&self, meaning: &str) -> String {
         let mut mac = <Hmac<Sha256>>::new_from_slice(&self.key).expect("HMAC takes a key of any length");
         mac.update(meaning.as_bytes());
         let out = mac.finalize().into_bytes();
@@ -173,14 +174,9 @@ impl DigestKey {
 
     /// Whether `stored` is a digest made with this key (false for another key's: it cannot be
     /// compared, and is not).
-    pub(crate) fn made(&self, stored: &str) -> bool {
+    fn made(&self, stored: &str) -> bool {
         stored.strip_prefix(DIGEST_PREFIX).is_some_and(|rest| rest.starts_with(&self.tag))
     }
-}
-
-/// Whether a stored value is a digest (of any key).
-pub(crate) fn is_digest(value: &str) -> bool {
-    value.starts_with(DIGEST_PREFIX)
 }
 
 /// What the store opens its bodies with: the key new bodies are sealed with, the keys older
@@ -241,7 +237,7 @@ mod tests {
         let a = SealKey::from_secret(&[1; 32]).digest_key().clone();
         let b = SealKey::from_secret(&[2; 32]).digest_key().clone();
         let d = a.digest("079123456789");
-        assert!(is_digest(&d) && a.made(&d) && !b.made(&d), "{d}");
+        assert!(crate::domain::personal::is_digest(&d) && a.made(&d) && !b.made(&d), "{d}");
         assert_eq!(d, a.digest("079123456789"));
         assert_ne!(d, b.digest("079123456789"));
         assert!(!d.contains("079123456789"));

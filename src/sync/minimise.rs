@@ -18,12 +18,15 @@ use super::{
     worker::{Failure, Step, Worker},
 };
 use crate::{
-    domain::{personal, status::NationalStatus},
+    domain::personal,
     store::{Store, StoreError},
 };
 
 /// Dossiers minimised per transaction.
 const BATCH: usize = 200;
+/// The final national statuses, as the minimiser's query and its index name them.
+#[cfg(test)]
+const FINAL: [u8; 3] = [3, 7, 10];
 
 pub(crate) struct Minimiser<C> {
     shared: Arc<Shared<C>>,
@@ -53,25 +56,20 @@ pub(crate) struct Minimised {
 pub(crate) fn minimise_due(store: &Store, now: i64, keep: i64) -> Result<Minimised, StoreError> {
     let cutoff = now.saturating_sub(keep);
     let key = store.digest_key().clone();
-    let finals: Vec<i64> = (1..=10)
-        .filter_map(NationalStatus::new)
-        .filter(|s| s.is_final())
-        .map(|s| i64::from(s.code()))
-        .collect();
-    let finals = finals.iter().map(i64::to_string).collect::<Vec<_>>().join(",");
     store.write(|tx| {
-        // Finished, acknowledged as it is, verified since, and nothing waiting (through the
-        // partial index of dossiers in clear by verification); or parked dead.
+        // Finished (the final statuses, as `FINAL` says), acknowledged as it is `keep` ago and
+        // verified since, nothing waiting (through the partial index of finished dossiers in
+        // clear); or parked dead `keep` ago.
         let mut due: Vec<(String, String)> = tx
-            .prepare_cached(&format!(
+            .prepare_cached(
                 "SELECT d.mahoso, body_text(b.payload) FROM dossier d INDEXED BY dossier_to_minimise
                  JOIN body b USING (mahoso)
-                 WHERE d.minimised_at IS NULL AND d.verified_at IS NOT NULL AND d.verified_at <= ?1
-                   AND d.status IN ({finals}) AND d.acked_hash = d.payload_hash
-                   AND d.acked_history = d.history_len AND d.verified_at >= d.acked_at AND d.inflight = 0
+                 WHERE d.minimised_at IS NULL AND d.verified_at IS NOT NULL AND d.status IN (3, 7, 10)
+                   AND d.acked_at <= ?1 AND d.verified_at >= d.acked_at AND d.acked_hash = d.payload_hash
+                   AND d.acked_history = d.history_len AND d.inflight = 0
                    AND NOT EXISTS (SELECT 1 FROM outbox o WHERE o.mahoso = d.mahoso)
-                 LIMIT ?2"
-            ))?
+                 LIMIT ?2",
+            )?
             .query_map(params![cutoff, BATCH as i64], |r| Ok((r.get(0)?, r.get(1)?)))?
             .collect::<Result<_, _>>()?;
         let dead: Vec<(String, String)> = tx
@@ -174,7 +172,7 @@ pub(crate) fn wait_for_source(tx: &Connection, mahoso: &str, now: i64) -> rusqli
         return Ok(false);
     }
     tx.prepare_cached("DELETE FROM outbox WHERE mahoso = ?1")?.execute([mahoso])?;
-    crate::store::meta_set(tx, super::reconciler::REQUESTED, Some(&now.to_string()))?;
+    crate::store::meta_set(tx, crate::store::RECONCILE_REQUESTED, Some(&now.to_string()))?;
     Ok(true)
 }
 
@@ -192,4 +190,138 @@ pub(crate) fn source_lost(tx: &Connection, started: i64, finished: &str) -> rusq
              personal data were minimised here; restore it at the source, then dvc-sync retry --dead"
         )
     ])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::meta_get;
+
+    const DAY: i64 = 86_400_000_000;
+
+    /// A dossier `m` in national status `status`, acknowledged at 10 and verified at `verified`,
+    /// with a payload that holds personal values.
+    fn dossier(store: &Store, m: &str, status: i64, verified: Option<i64>) {
+        store
+            .write(|tx| {
+                tx.execute(
+                    "INSERT INTO dossier (mahoso, version, updated_at, seen_at, payload_hash, status, procedure,
+                                          history_len, national_exists, acked_hash, acked_at, verified_at)
+                     VALUES (?1, 1, 0, 0, 7, ?2, 'p', 0, 1, 7, 10, ?3)",
+                    params![m, status, verified],
+                )?;
+                tx.execute(
+                    "INSERT INTO body (mahoso, payload, history) VALUES (?1, body_pack(?2), body_pack('[]'))",
+                    params![m, format!(r#"{{"MaHoSo":"{m}","ChuHoSo":"Nguyễn Văn An","SoGiayToChuHoSo":"079123456789"}}"#)],
+                )?;
+                Ok(())
+            })
+            .unwrap();
+    }
+
+    fn payload(store: &Store, m: &str) -> String {
+        store
+            .read(|c| c.query_row("SELECT body_text(payload) FROM body WHERE mahoso = ?1", [m], |r| r.get(0)))
+            .unwrap()
+    }
+
+    #[test]
+    fn the_query_names_the_final_statuses() {
+        let finals: Vec<u8> = (1..=10)
+            .filter_map(crate::domain::status::NationalStatus::new)
+            .filter(|s| s.is_final())
+            .map(|s| s.code())
+            .collect();
+        assert_eq!(finals, FINAL);
+        let migration = include_str!("../../migrations/0011_personal_data.sql");
+        assert!(migration.contains("status IN (3, 7, 10)"));
+    }
+
+    #[test]
+    fn only_finished_verified_or_parked_dossiers_are_minimised_once_their_days_are_over() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s.db")).unwrap();
+        dossier(&store, "done", 10, Some(20));
+        dossier(&store, "open", 4, Some(20));
+        dossier(&store, "unverified", 10, None);
+        dossier(&store, "dead", 2, None);
+        store
+            .write(|tx| {
+                tx.execute(
+                    "INSERT INTO dead (mahoso, dead_at, attempts, reason) VALUES ('dead', 30, 1, 'refused')",
+                    [],
+                )?;
+                tx.execute(
+                    "INSERT INTO quarantine (key, reason, record, first_seen_at, last_seen_at)
+                     VALUES ('q', 'bad', body_pack('{\"ChuHoSo\":\"Trần Thị Bình\"}'), 40, 40)",
+                    [],
+                )
+            })
+            .unwrap();
+        // Not yet: a day of grace, and only half a day has passed.
+        assert_eq!(minimise_due(&store, DAY / 2, DAY).unwrap(), Minimised::default());
+        // Verified again later (the audit's cycle): the clock still runs from the acknowledgement.
+        store
+            .write(|tx| tx.execute("UPDATE dossier SET verified_at = 2 * ?1 WHERE mahoso = 'done'", [DAY]))
+            .unwrap();
+        let done = minimise_due(&store, 2 * DAY, DAY).unwrap();
+        assert_eq!(done, Minimised { dossiers: 2, quarantined: 1 });
+        for m in ["done", "dead"] {
+            let p = payload(&store, m);
+            assert!(
+                !p.contains("Nguyễn") && !p.contains("079123456789") && p.contains("hmac-sha256:"),
+                "{p}"
+            );
+        }
+        for m in ["open", "unverified"] {
+            assert!(payload(&store, m).contains("079123456789"), "{m} keeps its data");
+        }
+        let record: String =
+            store.read(|c| c.query_row("SELECT record FROM quarantine", [], |r| r.get(0))).unwrap();
+        assert_eq!(record, "", "a quarantined record keeps its reason and keys only");
+        assert_eq!(minimise_due(&store, 3 * DAY, DAY).unwrap(), Minimised::default(), "once");
+    }
+
+    #[test]
+    fn a_minimised_dossier_needed_whole_waits_for_its_source_and_says_when_it_is_gone() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s.db")).unwrap();
+        dossier(&store, "m", 10, Some(20));
+        assert_eq!(minimise_due(&store, 100, 0).unwrap().dossiers, 1);
+        // Verified as acknowledged: nothing to send, nothing to wait for.
+        assert!(!store.write(|tx| wait_for_source(tx, "m", 50)).unwrap());
+        // The portal lost it: parked out of the outbox, a pass asked for.
+        let parked = store
+            .write(|tx| {
+                tx.execute(
+                    "UPDATE dossier SET national_exists = 0, acked_hash = NULL WHERE mahoso = 'm'",
+                    [],
+                )?;
+                tx.execute(
+                    "INSERT INTO outbox (mahoso, enqueued_at, next_attempt_at) VALUES ('m', 50, 50)",
+                    [],
+                )?;
+                wait_for_source(tx, "m", 60)
+            })
+            .unwrap();
+        assert!(parked);
+        let (kind, outbox, requested): (String, i64, Option<String>) = store
+            .read(|c| {
+                Ok((
+                    c.query_row("SELECT kind FROM dead WHERE mahoso = 'm'", [], |r| r.get(0))?,
+                    c.query_row("SELECT COUNT(*) FROM outbox", [], |r| r.get(0))?,
+                    meta_get(c, crate::store::RECONCILE_REQUESTED)?,
+                ))
+            })
+            .unwrap();
+        assert_eq!((kind.as_str(), outbox, requested.as_deref()), (WAITING_FOR_SOURCE, 0, Some("60")));
+        // A full pass that began after it and did not find it: it says so, once.
+        let changed = store.write(|tx| source_lost(tx, 70, "2026-12-06T12:00:00Z")).unwrap();
+        assert_eq!(changed, 1);
+        let reason: String = store
+            .read(|c| c.query_row("SELECT reason FROM dead WHERE mahoso = 'm'", [], |r| r.get(0)))
+            .unwrap();
+        assert!(reason.starts_with("not in the source's full pass of 2026-12-06"), "{reason}");
+        assert_eq!(store.write(|tx| source_lost(tx, 80, "later")).unwrap(), 0);
+    }
 }

@@ -35,7 +35,7 @@ pub struct ReconcileReport {
     pub coverage_percent: f64,
 }
 
-pub(crate) const REQUESTED: &str = "reconcile_requested";
+pub(crate) const REQUESTED: &str = crate::store::RECONCILE_REQUESTED;
 pub(crate) const LAST: &str = "reconcile_last";
 pub(crate) const LAST_AT: &str = "reconcile_last_at";
 /// Set by `dvc-sync retry`: unknown procedures are asked for again.

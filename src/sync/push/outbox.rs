@@ -32,7 +32,7 @@ pub(super) fn load_due(
         let mut stmt = conn.prepare_cached(
             "SELECT d.mahoso, d.version, d.updated_at, d.payload_hash, d.status, d.procedure,
                     d.needs_catalogue, d.national_exists, d.acked_hash, d.acked_history,
-                    d.inflight, o.attempts, b.payload, b.history
+                    d.inflight, o.attempts, b.payload, b.history, d.minimised_at IS NOT NULL
              FROM outbox o JOIN dossier d ON d.mahoso = o.mahoso JOIN body b ON b.mahoso = o.mahoso
              WHERE o.next_attempt_at <= ?1
              ORDER BY o.next_attempt_at
@@ -55,6 +55,7 @@ pub(super) fn load_due(
                 inflight: InFlight::from_db(r.get(10)?),
                 unresolved: InFlight::from_db(r.get(10)?),
                 attempts: r.get(11)?,
+                minimised: r.get(14)?,
                 fate: None,
                 settled: false,
             };
@@ -83,6 +84,10 @@ pub(super) fn load_due(
                          this dossier replaces it"
                     ),
                 });
+            }
+            // A minimised payload is never sent, nor read back against: its source first.
+            if work.fate.is_none() && work.minimised && work.payload_wanted() {
+                work.fate = Some(Fate::WaitForSource);
             }
             work
         })
@@ -206,7 +211,8 @@ pub(super) fn save_catalogue_fills(
     filled: &[usize],
 ) -> rusqlite::Result<Vec<usize>> {
     let mut dossier = tx.prepare_cached(
-        "UPDATE dossier SET payload_hash = ?3, needs_catalogue = 0 WHERE mahoso = ?1 AND version = ?2",
+        "UPDATE dossier SET payload_hash = ?3, needs_catalogue = 0
+         WHERE mahoso = ?1 AND version = ?2 AND minimised_at IS NULL",
     )?;
     let mut body = tx.prepare_cached("UPDATE body SET payload = body_pack(?2) WHERE mahoso = ?1")?;
     let mut stale = Vec::new();
@@ -286,7 +292,10 @@ pub(super) fn settle_fates(
                 .execute(params![w.mahoso, now, w.attempts + 1, reason])?;
                 tx.prepare_cached("DELETE FROM outbox WHERE mahoso = ?1")?.execute([&w.mahoso])?;
             }
-            Some(Fate::Later) => {
+            // Waiting for its source: parked there, unless the database says otherwise now (then
+            // as Later).
+            Some(Fate::WaitForSource) if crate::sync::minimise::wait_for_source(tx, &w.mahoso, now)? => {}
+            Some(Fate::Later | Fate::WaitForSource) => {
                 tx.prepare_cached("UPDATE outbox SET next_attempt_at = ?2 WHERE mahoso = ?1")?
                     .execute(params![w.mahoso, now])?;
             }

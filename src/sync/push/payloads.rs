@@ -131,7 +131,12 @@ impl<N: Sink, C: Clock> Pusher<N, C> {
         let batch = self.item_limit();
         let mut creates = Vec::new();
         let mut updates = Vec::new();
-        for (i, w) in work.iter().enumerate().filter(|(_, w)| w.open() && !w.payload_acked()) {
+        for (i, w) in work.iter_mut().enumerate().filter(|(_, w)| w.open() && !w.payload_acked()) {
+            // Found gone this round (a history call answered "unknown dossier"): its source first.
+            if w.minimised {
+                w.fate = Some(Fate::WaitForSource);
+                continue;
+            }
             if w.national_exists {
                 updates.push(Payload { i, updating: true })
             } else {

@@ -53,6 +53,8 @@ pub(crate) struct Work {
     /// this round's failures (a failed read-back must never clear it).
     pub(crate) unresolved: InFlight,
     pub(crate) attempts: i64,
+    /// Its personal fields are digests (or erased): its payload is never sent as it is stored.
+    pub(crate) minimised: bool,
     /// What the round decided, once it decided; a dossier with a fate takes no further part.
     pub(crate) fate: Option<Fate>,
     /// Whether its fate is written already.
@@ -75,6 +77,9 @@ pub(crate) enum Fate {
     },
     /// Changed under the round (a newer version): leave it for the next round.
     Later,
+    /// Minimised, and its payload must be sent: parked until its source is read again
+    /// (`sync::minimise::wait_for_source`), never sent with digests.
+    WaitForSource,
 }
 
 impl Work {
@@ -84,6 +89,14 @@ impl Work {
 
     pub(crate) fn payload_acked(&self) -> bool {
         self.acked_hash == Some(self.payload_hash)
+    }
+
+    /// Whether the stored payload would have to be sent (or read back against) this round.
+    pub(crate) fn payload_wanted(&self) -> bool {
+        !self.payload_acked()
+            || !self.national_exists
+            || self.needs_catalogue
+            || self.inflight != InFlight::None
     }
 
     /// Whether history entries wait to be sent.
