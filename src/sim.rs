@@ -761,7 +761,16 @@ fn settled(
     if !finished {
         return false;
     }
-    let idle = store.read(status::dossier_counts).is_ok_and(|d| d.pending + d.retrying == 0);
+    // A dossier waiting to be read again from its source is work under way.
+    let waiting = |c: &rusqlite::Connection| {
+        c.query_row(
+            "SELECT EXISTS (SELECT 1 FROM dead WHERE kind = ?1)",
+            [crate::sync::minimise::WAITING_FOR_SOURCE],
+            |r| r.get::<_, bool>(0),
+        )
+    };
+    let idle = store.read(status::dossier_counts).is_ok_and(|d| d.pending + d.retrying == 0)
+        && store.read(waiting).is_ok_and(|w| !w);
     if !idle {
         return false;
     }
@@ -770,7 +779,6 @@ fn settled(
     verdict.not_synchronized.is_empty()
 }
 
-/// Quarantined and dead must be exactly what the simulator injected.
 /// (dossiers minimised, dossiers read again from the source).
 fn minimised(c: &rusqlite::Connection) -> rusqlite::Result<(usize, usize)> {
     let n: i64 =
@@ -780,6 +788,7 @@ fn minimised(c: &rusqlite::Connection) -> rusqlite::Result<(usize, usize)> {
     Ok((n as usize, reread))
 }
 
+/// Quarantined and dead must be exactly what the simulator injected.
 fn parked_problems(
     conn: &rusqlite::Connection,
     truth: &[TruthItem],

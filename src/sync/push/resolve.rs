@@ -9,6 +9,7 @@ use super::{
     Pusher, outbox,
     work::{Fate, InFlight, Work},
 };
+use crate::domain::personal;
 use crate::{
     domain::{codes, stable_hash},
     store::StoreError,
@@ -117,7 +118,14 @@ impl<N: Sink, C: Clock> Pusher<N, C> {
         let ours: Value = serde_json::from_str(w.payload.get()).unwrap_or(Value::Null);
         let history: Vec<Value> =
             w.history.iter().map(|e| serde_json::from_str(e.get()).unwrap_or(Value::Null)).collect();
-        let found = match readback::judge(&ours, &history, body) {
+        // A minimised payload compares with the national copy through its digests.
+        let comparable =
+            w.minimised.then(|| personal::comparable(&ours, body, self.shared.store.digest_key())).flatten();
+        let (ours, body) = match &comparable {
+            Some((ours, body)) => (ours, body),
+            None => (&ours, body),
+        };
+        let found = match readback::judge(ours, &history, body) {
             Judgement::Unusable(Unusable::NoResult | Unusable::NotADossier) => {
                 // Only an explicit empty result means "not there": an answer without a usable
                 // result must not be read as one (the history would be resent).

@@ -91,12 +91,13 @@ impl Work {
         self.acked_hash == Some(self.payload_hash)
     }
 
-    /// Whether the stored payload would have to be sent (or read back against) this round.
+    /// Whether the stored payload would have to be sent this round (an uncertain payload
+    /// write is probed by sending it again; an uncertain history write is only read back).
     pub(crate) fn payload_wanted(&self) -> bool {
         !self.payload_acked()
             || !self.national_exists
             || self.needs_catalogue
-            || self.inflight != InFlight::None
+            || self.inflight == InFlight::Payload
     }
 
     /// Whether history entries wait to be sent.
