@@ -5,14 +5,16 @@
 use std::{path::Path, time::Duration};
 
 use anyhow::Context;
-use rusqlite::{params, types::Value as Sql};
+use rusqlite::{OptionalExtension, params, types::Value as Sql};
 use serde::Serialize;
 
 use crate::{
     config::Config,
     domain::personal,
     ops::NeedsConfig,
-    store::{DAEMON_KEY, Keys, SEALED_WITH, SealKey, Store, lock::DaemonLock, meta_get, meta_set},
+    store::{
+        DAEMON_KEY, Keys, SEALED_WITH, SealKey, Store, body::fail, lock::DaemonLock, meta_get, meta_set,
+    },
     sync::minimise,
 };
 
@@ -39,8 +41,7 @@ pub fn forget(store: &Store, mahoso: &[String]) -> anyhow::Result<Forgotten> {
             let payload: Option<String> = tx
                 .prepare_cached("SELECT body_text(payload) FROM body WHERE mahoso = ?1")?
                 .query_row([key], |r| r.get(0))
-                .map(Some)
-                .or_else(|e| if e == rusqlite::Error::QueryReturnedNoRows { Ok(None) } else { Err(e) })?;
+                .optional()?;
             if let Some(payload) = &payload {
                 minimise::reduce(tx, key, payload, now, |p| {
                     personal::erase(p);
@@ -174,12 +175,8 @@ fn seal_table(store: &Store, table: &str, columns: &[&str], out: &mut Rekeyed) -
                         already += 1;
                         continue;
                     }
-                    let text = store
-                        .body_text(stored)
-                        .map_err(|e| rusqlite::Error::UserFunctionError(Box::new(e)))?
-                        .unwrap_or_default();
-                    let packed =
-                        store.pack(&text).map_err(|e| rusqlite::Error::UserFunctionError(Box::new(e)))?;
+                    let text = store.body_text(stored).map_err(fail)?.unwrap_or_default();
+                    let packed = store.pack(&text).map_err(fail)?;
                     tx.prepare_cached(&format!("UPDATE {table} SET {column} = ?2 WHERE rowid = ?1"))?
                         .execute(params![rowid, packed])?;
                     sealed += 1;
@@ -212,16 +209,12 @@ fn seal_dictionaries(store: &Store, out: &mut Rekeyed) -> anyhow::Result<()> {
         store.write(|tx| {
             let stored: Vec<u8> =
                 tx.query_row("SELECT dict FROM body_dict WHERE id = ?1", [id], |r| r.get(0))?;
-            let dictionary = store
-                .open_dictionary(&stored)
-                .map_err(|e| rusqlite::Error::UserFunctionError(Box::new(e)))?;
+            let dictionary = store.open_dictionary(&stored).map_err(fail)?;
             if dictionary.sealed_current {
                 out.already += 1;
                 return Ok(());
             }
-            let sealed = store
-                .seal_dictionary(&dictionary.bytes)
-                .map_err(|e| rusqlite::Error::UserFunctionError(Box::new(e)))?;
+            let sealed = store.seal_dictionary(&dictionary.bytes).map_err(fail)?;
             tx.execute("UPDATE body_dict SET dict = ?2 WHERE id = ?1", params![id, sealed])?;
             out.sealed += 1;
             Ok(())

@@ -75,12 +75,7 @@ pub struct PersonalData {
 }
 
 fn personal_data(conn: &Connection) -> rusqlite::Result<PersonalData> {
-    let count = |name: &str| -> rusqlite::Result<u64> {
-        let n: i64 = conn
-            .prepare_cached("SELECT COALESCE((SELECT n FROM counts WHERE name = ?1), 0)")?
-            .query_row([name], |r| r.get(0))?;
-        Ok(n.max(0) as u64)
-    };
+    let count = |name| crate::store::state::count(conn, name);
     let (total, minimised) = (count("dossier")?, count("minimised")?);
     let quarantined_in_clear: i64 =
         conn.query_row("SELECT COUNT(*) FROM quarantine WHERE minimised_at IS NULL", [], |r| r.get(0))?;

@@ -16,7 +16,6 @@ use std::{
     collections::BTreeSet,
     io::Read,
     path::{Path, PathBuf},
-    process::Command,
     time::{Duration, Instant},
 };
 
@@ -33,13 +32,6 @@ fn key_file(dir: &Path, name: &str) -> PathBuf {
     std::fs::write(&path, key).unwrap();
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
     path
-}
-
-/// (exit code, stdout + stderr) of a command.
-fn cli(config: &Path, args: &[&str]) -> (i32, String) {
-    let out = Command::new(BIN).args(["--config", config.to_str().unwrap()]).args(args).output().unwrap();
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    (out.status.code().unwrap_or(-1), text)
 }
 
 /// Everything readable in `bytes`: its printable runs as they are, and the output of every zstd

@@ -5,15 +5,10 @@
 
 mod common;
 
-use std::{path::Path, process::Command, time::Duration};
+use std::time::Duration;
 
 use common::{daemon::*, *};
 use dvc_sync::mock::{national::Faults, provincial::Knobs};
-
-fn run(config: &Path, args: &[&str]) -> String {
-    let out = Command::new(BIN).args(["--config", config.to_str().unwrap()]).args(args).output().unwrap();
-    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_personal_value_reaches_logs_metrics_status_the_journal_or_the_report() {
@@ -65,11 +60,11 @@ async fn no_personal_value_reaches_logs_metrics_status_the_journal_or_the_report
             "/metrics".to_owned(),
             reqwest::get(format!("http://{addr}/metrics")).await.unwrap().text().await.unwrap(),
         ),
-        ("status".into(), run(&config, &["status"])),
-        ("status --json".into(), run(&config, &["status", "--json"])),
-        ("report".into(), run(&config, &["report", "--late"])),
-        ("report --json".into(), run(&config, &["report", "--json"])),
-        ("check-source".into(), run(&config, &["check-source", "--limit", "50"])),
+        ("status".into(), cli(&config, &["status"]).1),
+        ("status --json".into(), cli(&config, &["status", "--json"]).1),
+        ("report".into(), cli(&config, &["report", "--late"]).1),
+        ("report --json".into(), cli(&config, &["report", "--json"]).1),
+        ("check-source".into(), cli(&config, &["check-source", "--limit", "50"]).1),
     ];
     // Every dossier's own page: the parked ones, and every tenth of the rest.
     let parked = verdict.injected_unknown_procedures.iter().cloned();
@@ -83,11 +78,11 @@ async fn no_personal_value_reaches_logs_metrics_status_the_journal_or_the_report
     for mahoso in &some {
         said.push((
             format!("status --dossier {mahoso}"),
-            run(&config, &["status", "--dossier", mahoso, "--json"]),
+            cli(&config, &["status", "--dossier", mahoso, "--json"]).1,
         ));
         said.push((
             format!("status --dossier {mahoso} (table)"),
-            run(&config, &["status", "--dossier", mahoso]),
+            cli(&config, &["status", "--dossier", mahoso]).1,
         ));
     }
     daemon.sigterm().await;
@@ -97,7 +92,7 @@ async fn no_personal_value_reaches_logs_metrics_status_the_journal_or_the_report
     said.push(("the daemon's logs".into(), logs));
 
     // The scan finds what is there: the same listing with personal data shown carries some.
-    let shown = run(&config, &["check-source", "--limit", "50", "--show-personal"]);
+    let shown = cli(&config, &["check-source", "--limit", "50", "--show-personal"]).1;
     assert!(personal.iter().any(|p| shown.contains(p.as_str())), "the scan sees nothing: {shown}");
     for (what, text) in &said {
         assert!(!text.trim().is_empty(), "{what} said nothing");

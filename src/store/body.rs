@@ -24,7 +24,7 @@ use std::{
 use rusqlite::{Connection, OptionalExtension, functions::FunctionFlags, types::ValueRef};
 use zstd::bulk::{Compressor, Decompressor};
 
-use super::seal::{Keys, TAG_BYTES};
+use super::seal::{Keys, SealKey, hex};
 
 /// The compression level: zstd's default, which with a dictionary costs a few microseconds
 /// per body (higher levels save ~15 % more for several times the CPU).
@@ -73,7 +73,7 @@ struct Inner {
     gave_up: bool,
 }
 
-fn fail(e: BodyError) -> rusqlite::Error {
+pub(crate) fn fail(e: BodyError) -> rusqlite::Error {
     rusqlite::Error::UserFunctionError(Box::new(e))
 }
 
@@ -84,8 +84,23 @@ pub(crate) struct Codec {
     keys: Keys,
 }
 
-fn hex(tag: &[u8]) -> String {
-    tag.iter().map(|b| format!("{b:02x}")).collect()
+/// `[SEALED][dictionary][key tag]` ‖ nonce ‖ ciphertext of `plain`, the header authenticated:
+/// the one sealed form, of bodies and of dictionaries (0 for their "dictionary").
+fn seal(key: &SealKey, dictionary: u8, plain: &[u8]) -> Result<Vec<u8>, BodyError> {
+    let mut out = vec![SEALED, dictionary];
+    out.extend_from_slice(&key.tag());
+    let sealed = key.seal(&out, plain).map_err(BodyError::Seal)?;
+    out.extend_from_slice(&sealed);
+    Ok(out)
+}
+
+/// The plain bytes of a [`seal`]ed blob, with the key its header names.
+fn unseal(keys: &Keys, blob: &[u8]) -> Result<Vec<u8>, BodyError> {
+    let (header, sealed) =
+        blob.split_at_checked(HEADER).ok_or_else(|| BodyError::Damaged(format!("{} bytes", blob.len())))?;
+    let tag = &header[2..];
+    let key = keys.by_tag(tag).ok_or_else(|| BodyError::NoKey(hex(tag)))?;
+    key.open(header, sealed).ok_or(BodyError::WrongKey)
 }
 
 fn compressor(dictionary: Option<&[u8]>) -> std::io::Result<Compressor<'static>> {
@@ -166,14 +181,10 @@ impl Codec {
             out.extend_from_slice(&frame);
             return Ok(out);
         };
-        let mut header = vec![SEALED, dictionary];
-        header.extend_from_slice(&key.tag());
         let mut plain = Vec::with_capacity(4 + frame.len());
         plain.extend_from_slice(&length);
         plain.extend_from_slice(&frame);
-        let sealed = key.seal(&header, &plain).map_err(BodyError::Seal)?;
-        header.extend_from_slice(&sealed);
-        Ok(header)
+        seal(key, dictionary, &plain)
     }
 
     pub(crate) fn unpack(&self, packed: &[u8]) -> Result<String, BodyError> {
@@ -184,9 +195,7 @@ impl Codec {
         let (len, frame) = match header[0] {
             FORMAT => (u32::from_le_bytes([header[2], header[3], header[4], header[5]]) as usize, frame),
             SEALED => {
-                let tag = &header[2..HEADER];
-                let key = self.keys.by_tag(tag).ok_or_else(|| BodyError::NoKey(hex(tag)))?;
-                opened = key.open(header, frame).ok_or(BodyError::WrongKey)?;
+                opened = unseal(&self.keys, packed)?;
                 let (length, frame) =
                     opened.split_at_checked(4).ok_or_else(|| BodyError::Damaged("sealed length".into()))?;
                 (u32::from_le_bytes([length[0], length[1], length[2], length[3]]) as usize, frame)
@@ -297,19 +306,16 @@ pub(crate) struct Dictionary {
 impl Codec {
     /// A dictionary as `body_dict` holds it, opened with the keys.
     pub(crate) fn open_dictionary(&self, stored: &[u8]) -> Result<Dictionary, BodyError> {
-        let sealed_current = stored.first() == Some(&SEALED)
-            && self.keys.sealing.as_ref().is_some_and(|k| stored.get(2..2 + TAG_BYTES) == Some(&k.tag()[..]));
+        let sealed_current = self.keys.sealing.is_some() && self.sealed_current(ValueRef::Blob(stored));
         Ok(Dictionary { bytes: open_dictionary(stored, &self.keys)?, sealed_current })
     }
 
     /// A dictionary as stored: sealed like a body when there is a key.
     pub(crate) fn seal_dictionary(&self, dictionary: &[u8]) -> Result<Vec<u8>, BodyError> {
-        let Some(key) = &self.keys.sealing else { return Ok(dictionary.to_vec()) };
-        let mut header = vec![SEALED, 0];
-        header.extend_from_slice(&key.tag());
-        let sealed = key.seal(&header, dictionary).map_err(BodyError::Seal)?;
-        header.extend_from_slice(&sealed);
-        Ok(header)
+        match &self.keys.sealing {
+            Some(key) => seal(key, 0, dictionary),
+            None => Ok(dictionary.to_vec()),
+        }
     }
 }
 
@@ -319,11 +325,7 @@ fn open_dictionary(stored: &[u8], keys: &Keys) -> Result<Vec<u8>, BodyError> {
     if stored.first() != Some(&SEALED) {
         return Ok(stored.to_vec());
     }
-    let (header, sealed) = stored
-        .split_at_checked(2 + TAG_BYTES)
-        .ok_or_else(|| BodyError::Damaged("sealed dictionary".into()))?;
-    let key = keys.by_tag(&header[2..]).ok_or_else(|| BodyError::NoKey(hex(&header[2..])))?;
-    key.open(header, sealed).ok_or(BodyError::WrongKey)
+    unseal(keys, stored)
 }
 
 /// A payload with its personal fields blanked, for training (not JSON: as it is).

@@ -40,7 +40,8 @@ pub struct Dossiers {
     pub quarantined: u64,
 }
 
-fn count(conn: &Connection, name: &str) -> rusqlite::Result<u64> {
+/// One of the trigger-kept counts (0 when absent).
+pub(crate) fn count(conn: &Connection, name: &str) -> rusqlite::Result<u64> {
     let n: Option<i64> = conn
         .prepare_cached("SELECT n FROM counts WHERE name = ?1")?
         .query_row([name], |r| r.get(0))

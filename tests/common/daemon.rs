@@ -203,6 +203,17 @@ pub async fn converge(provincial: &str, national: &str, limit: Duration) -> Verd
 }
 
 /// The daemon's database, read-only.
+/// (exit code, stdout + stderr) of a `dvc-sync` command on the configuration.
+pub fn cli(config: &Path, args: &[&str]) -> (i32, String) {
+    let out = std::process::Command::new(BIN)
+        .args(["--config", config.to_str().unwrap()])
+        .args(args)
+        .output()
+        .unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    (out.status.code().unwrap_or(-1), text)
+}
+
 pub fn db(dir: &Path) -> rusqlite::Connection {
     rusqlite::Connection::open_with_flags(dir.join("state.db"), rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
         .unwrap()
