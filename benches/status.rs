@@ -141,6 +141,7 @@ fn main() {
         stale_heartbeat: std::time::Duration::from_secs(60),
         outbox_age: std::time::Duration::from_secs(900),
         audit_cycle: Some(std::time::Duration::from_secs(30 * 86_400)),
+        sources: vec![("provincial".into(), "http".into())],
     };
     let mut times: Vec<f64> = (0..9)
         .map(|_| {

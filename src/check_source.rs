@@ -9,7 +9,7 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 use crate::{
-    config::Config,
+    config::{Config, ProvincialConfig},
     domain::{
         form::Form,
         normalize::{CATALOGUE_FIELDS, normalize_raw},
@@ -43,6 +43,8 @@ pub(crate) struct CheckedRecord {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
+    /// The source's name (`provincial`, or `[sources.<name>]`'s).
+    pub source: String,
     pub kind: &'static str,
     pub target: String,
     pub profile: Option<String>,
@@ -131,10 +133,17 @@ fn masked(mut dossier: Map<String, Value>) -> Map<String, Value> {
     dossier
 }
 
-/// Reads `limit` records from the start of the change listing and judges each.
-pub(crate) async fn check(config: &Config, limit: usize, show_personal: bool) -> Report {
+/// Reads `limit` records from the start of `source`'s change listing and judges each.
+pub(crate) async fn check(
+    config: &Config,
+    source: &ProvincialConfig,
+    limit: usize,
+    show_personal: bool,
+) -> Report {
+    let cfg = source;
     let mut report = Report {
-        kind: config.provincial.kind.name(),
+        source: cfg.name.clone(),
+        kind: cfg.kind.name(),
         target: String::new(),
         profile: None,
         server: None,
@@ -145,7 +154,7 @@ pub(crate) async fn check(config: &Config, limit: usize, show_personal: bool) ->
         error: None,
         warnings: Vec::new(),
     };
-    let source = match Provincial::new(&config.provincial) {
+    let source = match Provincial::new(cfg) {
         Ok(s) => s,
         Err(e) => {
             report.error = Some(crate::say::causes(&e));
@@ -153,7 +162,7 @@ pub(crate) async fn check(config: &Config, limit: usize, show_personal: bool) ->
         }
     };
     match &source {
-        Provincial::Http(_) => report.target = config.provincial.http.base_url.to_string(),
+        Provincial::Http(_) => report.target = cfg.http.base_url.to_string(),
         Provincial::Sql(sql) => {
             report.target = format!("{}://{}", sql.dialect().name(), sql.target());
             report.profile = Some(format!("{} ({})", sql.profile().name, sql.profile().origin));
@@ -266,7 +275,7 @@ pub(crate) async fn check(config: &Config, limit: usize, show_personal: bool) ->
 pub(crate) fn render(report: &Report) -> String {
     let mut out = String::new();
     let line = |out: &mut String, k: &str, v: &str| out.push_str(&format!("{k:<11} {v}\n"));
-    line(&mut out, "source", &format!("{} at {}", report.kind, report.target));
+    line(&mut out, "source", &format!("{}: {} at {}", report.source, report.kind, report.target));
     if let Some(p) = &report.profile {
         line(&mut out, "profile", p);
     }

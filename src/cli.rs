@@ -62,6 +62,9 @@ pub enum Command {
         /// Show names, ID numbers, phones and emails as they are (masked by default)
         #[arg(long)]
         show_personal: bool,
+        /// Only this source (a merged province's `[sources.<name>]`); every source by default
+        #[arg(long)]
+        source: Option<String>,
     },
     /// Re-enqueue parked items: dead dossiers and quarantined records (both when neither flag is given)
     Retry {
@@ -250,6 +253,10 @@ pub struct NationalArgs {
     /// The account's unit code; its last segment is the province
     #[arg(long, default_value = mock::catalogue::PROVINCE_UNIT)]
     pub madonvi: String,
+    /// A unit code closed into --madonvi by the 2025 merger, whose MaHoSo the account owns too
+    /// (repeatable), e.g. --madonvi 000.00.00.H20 --predecessor 000.00.00.H58
+    #[arg(long = "predecessor")]
+    pub predecessors: Vec<String>,
     #[command(flatten)]
     pub faults: mock::national::Faults,
 }
@@ -320,8 +327,8 @@ pub fn run(cli: Cli) -> ExitCode {
             with(Purpose::Inspect, &|c| report_command(&c, &args))
         }
         Command::CheckConfig { credentials } => check_config(path, credentials),
-        Command::CheckSource { limit, json, show_personal } => {
-            with(Purpose::Source, &|c| check_source(c, limit, json, show_personal))
+        Command::CheckSource { limit, json, show_personal, source } => {
+            with(Purpose::Source, &|c| check_source(c, limit, json, show_personal, source.as_deref()))
         }
         Command::Run => with(Purpose::Run, &|c| run_daemon(c)),
         Command::Retry { dead, quarantined, mahoso } => {
@@ -398,16 +405,42 @@ fn check_config(path: Option<&std::path::Path>, credentials: Option<PathBuf>) ->
     }
 }
 
-fn check_source(config: config::Config, limit: usize, json: bool, show_personal: bool) -> ExitCode {
+/// `check-source`: every source (one report each; JSON: one object for one source, an array
+/// for several), or `--source NAME`. The exit code is the worst source's.
+fn check_source(
+    config: config::Config,
+    limit: usize,
+    json: bool,
+    show_personal: bool,
+    only: Option<&str>,
+) -> ExitCode {
     telemetry::init(config.telemetry.log_format, Output::Stderr, "error");
+    let sources: Vec<_> =
+        config.sources.iter().filter(|s| only.is_none_or(|n| s.name == n)).cloned().collect();
+    if sources.is_empty() {
+        let names: Vec<_> = config.sources.iter().map(|s| s.name.as_str()).collect();
+        eprintln!(
+            "dvc-sync check-source: no source {:?} is configured (sources: {})",
+            only.unwrap_or(""),
+            names.join(", ")
+        );
+        return ExitCode::from(EXIT_USAGE);
+    }
     block_on(async move {
-        let report = crate::check_source::check(&config, limit.clamp(1, 1000), show_personal).await;
-        if json {
-            println!("{}", serde_json::to_string_pretty(&report)?);
-        } else {
-            print!("{}", crate::check_source::render(&report));
+        let mut reports = Vec::new();
+        for source in &sources {
+            reports
+                .push(crate::check_source::check(&config, source, limit.clamp(1, 1000), show_personal).await);
         }
-        Ok(ExitCode::from(report.exit_code()))
+        if json && reports.len() == 1 {
+            println!("{}", serde_json::to_string_pretty(&reports[0])?);
+        } else if json {
+            println!("{}", serde_json::to_string_pretty(&reports)?);
+        } else {
+            let text: Vec<String> = reports.iter().map(crate::check_source::render).collect();
+            print!("{}", text.join("\n"));
+        }
+        Ok(ExitCode::from(reports.iter().map(|r| r.exit_code()).max().unwrap_or(0)))
     })
 }
 
@@ -420,7 +453,12 @@ fn run_daemon(config: config::Config) -> ExitCode {
             Err(e) => {
                 tracing::error!(event = "daemon_failed", error = crate::say::causes(&e));
                 eprintln!("dvc-sync: {}", crate::say::causes(&e));
-                Ok(if is_key_problem(&e) { ExitCode::from(EXIT_CONFIG) } else { ExitCode::FAILURE })
+                let needs_config = e.chain().any(|c| c.downcast_ref::<ops::NeedsConfig>().is_some());
+                Ok(if is_key_problem(&e) || needs_config {
+                    ExitCode::from(EXIT_CONFIG)
+                } else {
+                    ExitCode::FAILURE
+                })
             }
         }
     })
@@ -677,14 +715,12 @@ fn status_command(config: &config::Config, json: bool, dossier: Option<&str>) ->
         stale_heartbeat: config.daemon.stale_heartbeat,
         outbox_age: config.daemon.outbox_age_threshold,
         audit_cycle: (config.national.audit_per_second > 0.0).then_some(config.national.audit_cycle),
+        sources: config.sources.iter().map(|s| (s.name.clone(), s.kind.name().to_owned())).collect(),
     };
-    let mut report = match status::report(&conn, path, jiff::Timestamp::now(), &thresholds) {
+    let report = match status::report(&conn, path, jiff::Timestamp::now(), &thresholds) {
         Ok(r) => r,
         Err(e) => return unreadable(&e),
     };
-    for source in report.sources.iter_mut().filter(|s| s.kind.is_none()) {
-        source.kind = Some(config.provincial.kind.name().to_owned());
-    }
     if json {
         println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
     } else {
@@ -719,6 +755,12 @@ state      {}
             l.local_status.as_deref().unwrap_or("?"),
             l.history_entries
         ));
+        let moved = l.moved_from.as_deref().map(|m| format!(", moved from {m}")).unwrap_or_default();
+        let ignored = match l.ignored_versions {
+            0 => String::new(),
+            n => format!(", {n} later version(s) of the old copy ignored"),
+        };
+        out.push_str(&format!("source     {}{moved}{ignored}\n", l.source));
     }
     if let Some(n) = &d.national {
         out.push_str(&format!(
@@ -869,11 +911,18 @@ async fn run_opencps(a: OpencpsArgs) -> anyhow::Result<ExitCode> {
 async fn run_mock(portal: MockCommand) -> anyhow::Result<ExitCode> {
     match portal {
         MockCommand::National(a) => {
+            for unit in std::iter::once(&a.madonvi).chain(&a.predecessors) {
+                anyhow::ensure!(
+                    crate::domain::mahoso::is_unit_code(unit),
+                    "{unit:?} is not a unit code like \"000.00.00.H58\""
+                );
+            }
             let config = mock::national::NationalConfig {
                 username: a.username,
                 password: a.password,
                 auth: a.auth,
                 madonvi: a.madonvi,
+                predecessors: a.predecessors,
                 faults: a.faults,
             };
             serve_mock(&a.common, 8081, |listener| mock::national::start(listener, config)).await

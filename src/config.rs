@@ -63,7 +63,9 @@ impl fmt::Display for Secret {
 #[derive(Debug, Clone)]
 pub struct Config {
     pub store: StoreConfig,
-    pub provincial: ProvincialConfig,
+    /// The sources dossiers are read from, by name: `[provincial]` alone is the one source
+    /// `provincial`; a merged province names several (`[sources.<name>]`).
+    pub sources: Vec<ProvincialConfig>,
     pub national: NationalConfig,
     pub status_map: BTreeMap<String, NationalStatus>,
     pub telemetry: TelemetryConfig,
@@ -136,8 +138,15 @@ pub struct SqlConfig {
     pub statement_timeout: Duration,
 }
 
+/// One source of dossiers (`[provincial]`, or `[sources.<name>]` of a merged province).
 #[derive(Debug, Clone)]
 pub struct ProvincialConfig {
+    /// `provincial`, or the `<name>` of `[sources.<name>]`.
+    pub name: String,
+    /// Where its keys are: `provincial` or `sources.<name>` (for messages).
+    pub section: String,
+    /// `sources.<name>.supersedes`: the sources whose copy of a dossier this one's replaces.
+    pub supersedes: Vec<String>,
     pub kind: SourceKind,
     pub http: HttpConfig,
     pub api_key: Secret,
@@ -158,6 +167,8 @@ pub struct NationalConfig {
     pub username: String,
     pub password: Secret,
     pub madonvi: String,
+    /// `national.predecessors`: unit codes closed into `madonvi` by the 2025 merger.
+    pub predecessors: Vec<String>,
     pub dstcode: Option<String>,
     pub batch_size: usize,
     pub max_concurrency: usize,
@@ -280,8 +291,13 @@ fn build(
         let key = file.as_ref().map_or_else(|| "environment".to_owned(), |f| f.display().to_string());
         ConfigErrors(vec![(key, e.to_string())])
     })?;
+    // `[provincial]` as the user wrote it (the defaults always have one).
+    let user_provincial = env.keys().any(|k| k.starts_with("DVC_SYNC__PROVINCIAL__"))
+        || file.as_ref().and_then(|f| std::fs::read_to_string(f).ok()).is_some_and(|text| {
+            toml::from_str::<toml::Table>(&text).is_ok_and(|t| t.contains_key("provincial"))
+        });
     let from_env = env.keys().cloned().collect();
-    let mut r = Reader { cfg: &merged, problems: Vec::new(), from_env };
+    let mut r = Reader { cfg: &merged, problems: Vec::new(), from_env, user_provincial };
     r.check_unknown_keys();
     let config = r.read(file, purpose);
     match config {
@@ -342,6 +358,15 @@ struct Reader<'a> {
     problems: Vec<(String, String)>,
     /// The environment variables that were set.
     from_env: BTreeSet<String>,
+    /// The file or the environment sets `[provincial]` keys.
+    user_provincial: bool,
+}
+
+/// A source's name: lowercase letters, digits, `-` and `_` (it is a metric label).
+pub fn is_source_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
 }
 
 impl Reader<'_> {
@@ -355,8 +380,20 @@ impl Reader<'_> {
         self.problems.push((key.to_owned(), message));
     }
 
+    /// Where `key`'s value is: a named source's key it does not set is `[provincial]`'s
+    /// default.
+    fn at<'k>(&self, key: &'k str) -> std::borrow::Cow<'k, str> {
+        if let Some(rest) = key.strip_prefix("sources.")
+            && let Some((_, name)) = rest.split_once('.')
+            && self.cfg.get::<Value>(key).is_err()
+        {
+            return format!("provincial.{name}").into();
+        }
+        key.into()
+    }
+
     fn get<T: DeserializeOwned>(&mut self, key: &str, what: &str) -> Option<T> {
-        match self.cfg.get::<T>(key) {
+        match self.cfg.get::<T>(&self.at(key)) {
             Ok(v) => Some(v),
             Err(e) => {
                 let detail = e.to_string();
@@ -372,7 +409,7 @@ impl Reader<'_> {
     /// or exponent is turned into a number, no number into text. The problem names the key and
     /// the type, never the value.
     fn typed(&mut self, key: &str, want: Want) -> Option<Value> {
-        let value = match self.cfg.get::<Value>(key) {
+        let value = match self.cfg.get::<Value>(&self.at(key)) {
             Ok(v) => v,
             Err(e) => {
                 self.problem(key, format!("cannot be read: {e}"));
@@ -646,41 +683,43 @@ impl Reader<'_> {
         }
     }
 
-    /// The SQL source's keys, checked only when `provincial.kind = "sql"`.
-    fn sql(&mut self, required: bool) -> Option<SqlConfig> {
-        let url = self.secret(SECRETS[2].0, SECRETS[2].1, required)?;
+    /// The SQL source's keys in `section`, checked only when its `kind = "sql"`.
+    fn sql(&mut self, section: &str, required: bool) -> Option<SqlConfig> {
+        let k = |name: &str| format!("{section}.{name}");
+        let url_key = k("database_url");
+        let url = self.secret(&url_key, &k("database_url_file"), required)?;
         let scheme = url.expose().split_once("://").map(|(s, _)| s.to_ascii_lowercase());
         let supported = matches!(scheme.as_deref(), Some("mysql" | "mariadb" | "postgres" | "postgresql"));
         if !url.is_empty() && !supported {
             // Never echo the URL: the password is in it.
             self.problem(
-                SECRETS[2].0,
+                &url_key,
                 "must start with mysql://, mariadb:// or postgres:// (SQL Server is not supported yet)",
             );
         } else if !url.is_empty() && !reqwest::Url::parse(url.expose()).is_ok_and(|u| u.host().is_some()) {
             self.problem(
-                SECRETS[2].0,
+                &url_key,
                 "is not a URL like mysql://user:password@host:3306/database (a password with @, : or / in \
                  it must be percent-encoded)",
             );
         }
-        let profile = self.string("provincial.profile");
+        let profile = self.string(&k("profile"));
         if profile.as_deref() == Some("") {
             self.problem(
-                "provincial.profile",
+                &k("profile"),
                 "required with kind = \"sql\" (a built-in name such as \"opencps-v2\", or a path)",
             );
         }
-        let timezone = self.timezone("provincial.database_timezone");
-        let document_url = self.string("provincial.document_url").map(|u| u.trim_end_matches('/').to_owned());
+        let timezone = self.timezone(&k("database_timezone"));
+        let document_url = self.string(&k("document_url")).map(|u| u.trim_end_matches('/').to_owned());
         if let Some(u) = &document_url
             && !u.is_empty()
             && !(u.starts_with("https://") || u.starts_with("http://"))
         {
-            self.problem("provincial.document_url", "must start with https:// or http://");
+            self.problem(&k("document_url"), "must start with https:// or http://");
         }
-        let pool_size = self.count("provincial.database_pool_size", 1, 32);
-        let statement_timeout = self.seconds("provincial.statement_timeout_seconds", false);
+        let pool_size = self.count(&k("database_pool_size"), 1, 32);
+        let statement_timeout = self.seconds(&k("statement_timeout_seconds"), false);
         let (timezone, timezone_name) = timezone?;
         Some(SqlConfig {
             database_url: url,
@@ -697,14 +736,14 @@ impl Reader<'_> {
     /// there were none.
     fn read(&mut self, source: Option<PathBuf>, purpose: Purpose) -> Option<Config> {
         let store = self.store();
-        let provincial = self.provincial(matches!(purpose, Purpose::Run | Purpose::Source));
+        let sources = self.sources(matches!(purpose, Purpose::Run | Purpose::Source));
         let national = self.national(purpose == Purpose::Run);
         let status_map = self.status_map();
         let telemetry = self.telemetry();
         let daemon = self.daemon();
         Some(Config {
             store: store?,
-            provincial: provincial?,
+            sources: sources?,
             national: national?,
             status_map: status_map?,
             telemetry: telemetry?,
@@ -750,37 +789,84 @@ impl Reader<'_> {
         })
     }
 
-    fn provincial(&mut self, needs_source: bool) -> Option<ProvincialConfig> {
-        let kind = match self.string("provincial.kind").as_deref() {
+    /// Every source: `[provincial]` alone is the source `provincial`; `[sources.<name>]` names
+    /// several (never both).
+    fn sources(&mut self, needs_source: bool) -> Option<Vec<ProvincialConfig>> {
+        let named: Vec<String> = match self.cfg.get_table("sources") {
+            Ok(table) => table.into_keys().collect(),
+            Err(_) => Vec::new(),
+        };
+        if named.is_empty() {
+            return Some(vec![self.source("provincial", "provincial", needs_source)?]);
+        }
+        if self.user_provincial {
+            self.problem(
+                "provincial",
+                "[provincial] and [sources.*] are both set: a merged province names every source under \
+                 [sources.<name>] (the old [provincial] keys go to one of them, e.g. [sources.provincial])",
+            );
+            return None;
+        }
+        let mut names = named;
+        names.sort();
+        let mut sources = Vec::new();
+        let mut ok = true;
+        for name in &names {
+            let section = format!("sources.{name}");
+            if !is_source_name(name) {
+                self.problem(
+                    &section,
+                    "a source's name is lowercase letters, digits, - and _ (it is a metric label)",
+                );
+                ok = false;
+                continue;
+            }
+            match self.source(name, &section, needs_source) {
+                Some(s) => sources.push(s),
+                None => ok = false,
+            }
+        }
+        ok.then_some(sources)
+    }
+
+    /// One source's keys, under `section`.
+    fn source(&mut self, name: &str, section: &str, needs_source: bool) -> Option<ProvincialConfig> {
+        let k = |key: &str| format!("{section}.{key}");
+        let kind = match self.string(&k("kind")).as_deref() {
             Some("http") => Some(SourceKind::Http),
             Some("sql") => Some(SourceKind::Sql),
             Some(other) => {
-                self.problem("provincial.kind", format!("must be \"http\" or \"sql\", not {other:?}"));
+                self.problem(&k("kind"), format!("must be \"http\" or \"sql\", not {other:?}"));
                 None
             }
             None => None,
         };
-        let http = self.http("provincial");
+        let http = self.http(section);
         // Each kind reads only its own secret: the unit names both files, and the one the
         // configured kind does not use may be absent.
         let api_key = match kind {
             Some(SourceKind::Sql) => Some(Secret::default()),
-            _ => self.secret(SECRETS[0].0, SECRETS[0].1, needs_source),
+            _ => self.secret(&k("api_key"), &k("api_key_file"), needs_source),
         };
         let sql = match kind {
-            Some(SourceKind::Sql) => Some(self.sql(needs_source)),
+            Some(SourceKind::Sql) => Some(self.sql(section, needs_source)),
             _ => None,
         };
         let poll_interval = self.seconds_within(
-            "provincial.poll_interval_seconds",
+            &k("poll_interval_seconds"),
             0.1,
             3600.0,
             "more often floods the source with queries; less often is not a daemon's pace",
         );
-        let page_size = self.count("provincial.page_size", 1, 1000);
-        let look_back = self.seconds("provincial.look_back_seconds", true);
-        let reconcile = self.seconds("provincial.reconcile_interval_seconds", true);
+        let page_size = self.count(&k("page_size"), 1, 1000);
+        let look_back = self.seconds(&k("look_back_seconds"), true);
+        let reconcile = self.seconds(&k("reconcile_interval_seconds"), true);
+        let supersedes =
+            if section == "provincial" { Some(Vec::new()) } else { self.supersedes(name, section) };
         Some(ProvincialConfig {
+            name: name.to_owned(),
+            section: section.to_owned(),
+            supersedes: supersedes?,
             kind: kind?,
             http: http?,
             api_key: api_key?,
@@ -793,6 +879,51 @@ impl Reader<'_> {
             look_back: look_back?,
             reconcile_interval: Some(reconcile?).filter(|d| !d.is_zero()),
         })
+    }
+
+    /// `sources.<name>.supersedes`: a list of other sources' names (configured or retired).
+    fn supersedes(&mut self, name: &str, section: &str) -> Option<Vec<String>> {
+        let key = format!("{section}.supersedes");
+        if self.cfg.get::<Value>(&key).is_err() {
+            return Some(Vec::new());
+        }
+        let list = self.names(&key)?;
+        let mut ok = true;
+        for other in &list {
+            if !is_source_name(other) || other == name {
+                self.problem(&key, format!("{other:?} is not another source's name"));
+                ok = false;
+            }
+        }
+        ok.then_some(list)
+    }
+
+    /// A list of text values (a TOML array; from the environment, comma-separated).
+    fn names(&mut self, key: &str) -> Option<Vec<String>> {
+        let value = self.cfg.get::<Value>(key).ok()?;
+        let items: Vec<String> = match value.kind {
+            ValueKind::Array(items) => {
+                let mut out = Vec::new();
+                for item in items {
+                    match item.kind {
+                        ValueKind::String(s) => out.push(s.trim().to_owned()),
+                        _ => {
+                            self.problem(key, "expected a list of text in quotes, such as [\"a\", \"b\"]");
+                            return None;
+                        }
+                    }
+                }
+                out
+            }
+            ValueKind::String(s) => {
+                s.split(',').map(|p| p.trim().to_owned()).filter(|p| !p.is_empty()).collect()
+            }
+            _ => {
+                self.problem(key, "expected a list of text in quotes, such as [\"a\", \"b\"]");
+                return None;
+            }
+        };
+        Some(items)
     }
 
     fn national(&mut self, run: bool) -> Option<NationalConfig> {
@@ -822,6 +953,17 @@ impl Reader<'_> {
         {
             self.problem("national.madonvi", format!("{code:?} is not a unit code like \"000.00.00.H58\""));
         }
+        let predecessors = self.names("national.predecessors").unwrap_or_default();
+        for code in &predecessors {
+            if !crate::domain::mahoso::is_unit_code(code) {
+                self.problem(
+                    "national.predecessors",
+                    format!("{code:?} is not a unit code like \"000.00.00.H58\""),
+                );
+            } else if madonvi.as_deref() == Some(code.as_str()) {
+                self.problem("national.predecessors", format!("{code} is national.madonvi itself"));
+            }
+        }
         let dstcode = self.string("national.dstcode");
         let batch_size = self.count("national.batch_size", 1, 1000);
         let max_concurrency = self.count("national.max_concurrency", 1, 256);
@@ -833,6 +975,7 @@ impl Reader<'_> {
             username: username?,
             password: password?,
             madonvi: madonvi?,
+            predecessors,
             dstcode: dstcode.filter(|d| !d.is_empty()),
             batch_size: batch_size?,
             max_concurrency: max_concurrency?,
@@ -931,7 +1074,12 @@ impl Reader<'_> {
             flatten("", table, &mut found);
         }
         for key in found {
-            if !known.contains(&key) && !key.starts_with("status_map.") {
+            // A named source takes `[provincial]`'s keys, and `supersedes`.
+            let as_source =
+                key.strip_prefix("sources.").and_then(|rest| rest.split_once('.')).map(|(_, k)| k);
+            let source_key =
+                as_source.is_some_and(|k| k == "supersedes" || known.contains(&format!("provincial.{k}")));
+            if !known.contains(&key) && !key.starts_with("status_map.") && !source_key {
                 self.problem(&key, "unknown key (see config/default.toml for every key)");
             }
         }
@@ -1002,6 +1150,11 @@ pub(crate) fn read_secret_file(path: &Path) -> Result<String, String> {
 }
 
 impl Config {
+    /// The configured source called `name`.
+    pub fn source(&self, name: &str) -> Option<&ProvincialConfig> {
+        self.sources.iter().find(|s| s.name == name)
+    }
+
     /// The effective configuration as TOML dotted keys, secrets redacted, for `check-config`.
     pub(crate) fn render_redacted(&self) -> String {
         let mut lines: Vec<(String, String)> = Vec::new();
@@ -1015,7 +1168,12 @@ impl Config {
         put("store.key_file", path(&self.store.key_file));
         put("store.previous_key_file", path(&self.store.previous_key_file));
         put("store.personal_data_days", self.store.personal_data_days.to_string());
-        for (section, http) in [("provincial", &self.provincial.http), ("national", &self.national.http)] {
+        let http_sections = self
+            .sources
+            .iter()
+            .map(|s| (s.section.as_str(), &s.http))
+            .chain([("national", &self.national.http)]);
+        for (section, http) in http_sections {
             put(&format!("{section}.base_url"), q(http.base_url.as_str()));
             put(&format!("{section}.connect_timeout_seconds"), secs(http.connect_timeout));
             put(&format!("{section}.request_timeout_seconds"), secs(http.request_timeout));
@@ -1027,23 +1185,26 @@ impl Config {
             put(&format!("{section}.retry_initial_seconds"), secs(http.retry_initial));
             put(&format!("{section}.retry_max_seconds"), secs(http.retry_max));
         }
-        put("provincial.kind", q(self.provincial.kind.name()));
-        put("provincial.api_key", redacted(&self.provincial.api_key));
-        if let Some(sql) = &self.provincial.sql {
-            put("provincial.database_url", redacted(&sql.database_url));
-            put("provincial.profile", q(&sql.profile));
-            put("provincial.database_timezone", q(&sql.timezone_name));
-            put("provincial.document_url", q(&sql.document_url));
-            put("provincial.database_pool_size", sql.pool_size.to_string());
-            put("provincial.statement_timeout_seconds", secs(sql.statement_timeout));
+        for source in &self.sources {
+            let mut put = |k: &str, v: String| put(&format!("{}.{k}", source.section), v);
+            put("kind", q(source.kind.name()));
+            if source.section != "provincial" {
+                put("supersedes", format!("{:?}", source.supersedes));
+            }
+            put("api_key", redacted(&source.api_key));
+            if let Some(sql) = &source.sql {
+                put("database_url", redacted(&sql.database_url));
+                put("profile", q(&sql.profile));
+                put("database_timezone", q(&sql.timezone_name));
+                put("document_url", q(&sql.document_url));
+                put("database_pool_size", sql.pool_size.to_string());
+                put("statement_timeout_seconds", secs(sql.statement_timeout));
+            }
+            put("poll_interval_seconds", secs(source.poll_interval));
+            put("page_size", source.page_size.to_string());
+            put("look_back_seconds", secs(source.look_back));
+            put("reconcile_interval_seconds", source.reconcile_interval.map_or_else(|| "0".to_owned(), secs));
         }
-        put("provincial.poll_interval_seconds", secs(self.provincial.poll_interval));
-        put("provincial.page_size", self.provincial.page_size.to_string());
-        put("provincial.look_back_seconds", secs(self.provincial.look_back));
-        put(
-            "provincial.reconcile_interval_seconds",
-            self.provincial.reconcile_interval.map_or_else(|| "0".to_owned(), secs),
-        );
         match &self.national.auth {
             NationalAuth::Session => {
                 put("national.auth", q("session"));
@@ -1058,6 +1219,7 @@ impl Config {
             }
         }
         put("national.madonvi", q(&self.national.madonvi));
+        put("national.predecessors", format!("{:?}", self.national.predecessors));
         put("national.dstcode", q(self.national.dstcode.as_deref().unwrap_or("")));
         put("national.batch_size", self.national.batch_size.to_string());
         put("national.max_concurrency", self.national.max_concurrency.to_string());
@@ -1134,7 +1296,7 @@ mod tests {
         let mut e = runnable();
         e.insert("DVC_SYNC__PROVINCIAL__PAGE_SIZE".into(), "300".into());
         let c = load_with_env(Some(f.path()), e, Purpose::Run).unwrap();
-        assert_eq!(c.provincial.page_size, 300);
+        assert_eq!(c.sources[0].page_size, 300);
         assert_eq!(c.store.path, PathBuf::from("/tmp/a.db"));
         assert_eq!(c.national.password.expose(), "0123", "a numeric-looking secret keeps its leading zero");
         assert_eq!(c.status_map.get("processing").copied(), NationalStatus::new(4));
@@ -1266,9 +1428,9 @@ mod tests {
             "mysql://u:s3cret@10.0.0.5:3306/opencps".into(),
         );
         let c = load_with_env(None, e.clone(), Purpose::Run).unwrap();
-        let sql = c.provincial.sql.as_ref().unwrap();
+        let sql = c.sources[0].sql.as_ref().unwrap();
         assert_eq!(
-            (c.provincial.kind, sql.profile.as_str(), sql.pool_size),
+            (c.sources[0].kind, sql.profile.as_str(), sql.pool_size),
             (SourceKind::Sql, "opencps-v2", 2)
         );
         assert_eq!(sql.timezone.to_offset(jiff::Timestamp::now()).seconds(), 7 * 3600);
@@ -1301,7 +1463,7 @@ mod tests {
         fixed.insert("DVC_SYNC__PROVINCIAL__DATABASE_TIMEZONE".into(), "+05:30".into());
         let c = load_with_env(None, fixed, Purpose::Run).unwrap();
         assert_eq!(
-            c.provincial.sql.unwrap().timezone.to_offset(jiff::Timestamp::UNIX_EPOCH).seconds(),
+            c.sources[0].sql.clone().unwrap().timezone.to_offset(jiff::Timestamp::UNIX_EPOCH).seconds(),
             19_800
         );
     }
@@ -1329,7 +1491,7 @@ mod tests {
         }
         let c = load_with_env(None, e, Purpose::Run).unwrap();
         assert_eq!(
-            c.provincial.sql.unwrap().database_url.expose(),
+            c.sources[0].sql.clone().unwrap().database_url.expose(),
             "postgres://reader:pw@db.tinh.gov.vn/opencps"
         );
     }

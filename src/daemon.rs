@@ -10,13 +10,13 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    config::Config,
+    config::{Config, ProvincialConfig},
     domain::service::Service,
     metrics as m,
     national::HttpNational,
     provincial::Provincial,
-    store::{Store, lock::DaemonLock, meta_get, meta_set},
-    sync::{Engine, EngineConfig, ports::SystemClock},
+    store::{Store, lock::DaemonLock, meta_get, meta_set, state::source_key},
+    sync::{Engine, EngineConfig, SourceSettings, ports::SystemClock},
     telemetry,
 };
 
@@ -36,32 +36,79 @@ pub fn build_engine(config: &Config) -> anyhow::Result<DaemonEngine> {
     // What `rekey` checks before sealing beside a running daemon.
     let key_id = config.store.keys.sealing.as_ref().map(|k| k.id()).unwrap_or_default();
     store.write(|tx| meta_set(tx, crate::store::DAEMON_KEY, Some(&key_id)))?;
-    check_source_kind(&store, config)?;
-    let source = Provincial::new(&config.provincial).context("while setting up the provincial source")?;
+    check_unit(&store, config)?;
+    let mut sources = Vec::new();
+    for source in &config.sources {
+        check_source_kind(&store, config, source)?;
+        let read = Provincial::new(source).with_context(|| {
+            format!("while setting up the source {:?} ([{}])", source.name, source.section)
+        })?;
+        sources.push((SourceSettings::from_config(source), read));
+    }
     let sink = HttpNational::new(&config.national).context("while setting up the national client")?;
-    Ok(Engine::new(store, source, sink, SystemClock, EngineConfig::from_config(config))?)
+    Ok(Engine::with_sources(store, sources, sink, SystemClock, EngineConfig::from_config(config))?)
 }
 
-/// A database filled from one kind of source is not read from another: the versions and
-/// cursors of the two do not compare (an HTTP `version` 3 is older than any SQL read).
-fn check_source_kind(store: &Store, config: &Config) -> anyhow::Result<()> {
-    let kind = config.provincial.kind.name();
-    let recorded = store.read(|c| meta_get(c, "source_kind"))?;
+/// The meta key of the unit code a database synchronises under.
+const UNIT: &str = "national_madonvi";
+
+/// A database synchronised under one unit code goes on under another only when the old one is
+/// among `national.predecessors` (a merger: the MaHoSo under the closed code are this
+/// province's, kept for life); otherwise `national.madonvi` changed by mistake, and the
+/// national portal would refuse or misfile every dossier.
+pub(crate) fn check_unit(store: &Store, config: &Config) -> anyhow::Result<()> {
+    let madonvi = &config.national.madonvi;
+    if madonvi.is_empty() {
+        return Ok(());
+    }
+    let recorded = store.read(|c| meta_get(c, UNIT))?;
+    if let Some(old) = recorded.as_deref()
+        && old != madonvi
+    {
+        anyhow::ensure!(
+            config.national.predecessors.iter().any(|p| p == old),
+            crate::ops::NeedsConfig(format!(
+                "{} was synchronised as national.madonvi = {old:?}, and the configuration now says {madonvi:?}. If \
+                 {old} was closed into {madonvi} by the 2025 merger, list it: national.predecessors = [{old:?}] \
+                 (its dossiers keep their MaHoSo, nothing is sent again); otherwise set national.madonvi back to \
+                 {old:?}",
+                config.store.path.display()
+            ))
+        );
+        tracing::info!(event = "unit_changed", from = %old, to = %madonvi, "the predecessor's dossiers go on under the new unit");
+    }
+    if recorded.as_deref() != Some(madonvi.as_str()) {
+        store.write(|tx| meta_set(tx, UNIT, Some(madonvi)))?;
+    }
+    Ok(())
+}
+
+/// A database filled from one kind of source is not read from another under the same name:
+/// the versions and cursors of the two do not compare (an HTTP `version` 3 is older than any
+/// SQL read).
+fn check_source_kind(store: &Store, config: &Config, source: &ProvincialConfig) -> anyhow::Result<()> {
+    let kind = source.kind.name();
+    let key = source_key(&source.name, "source_kind");
+    let recorded = store.read(|c| meta_get(c, &key))?;
+    let section = &source.section;
     match recorded.as_deref() {
         Some(k) if k == kind => Ok(()),
         Some(k) => anyhow::bail!(
-            "{} was filled from provincial.kind = {k:?}, and the configuration now says {kind:?}: the two do not \
+            "{} was filled from {section}.kind = {k:?}, and the configuration now says {kind:?}: the two do not \
              share cursors or versions. Point store.path at a new database for the new source (the national side \
-             is read back, so nothing is sent twice), or set provincial.kind back to {k:?}",
+             is read back, so nothing is sent twice), or set {section}.kind back to {k:?}",
             config.store.path.display()
         ),
         None => {
-            let any: bool =
-                store.read(|c| c.query_row("SELECT EXISTS (SELECT 1 FROM dossier)", [], |r| r.get(0)))?;
+            let any: bool = store.read(|c| {
+                c.query_row("SELECT EXISTS (SELECT 1 FROM dossier WHERE source = ?1)", [&source.name], |r| {
+                    r.get(0)
+                })
+            })?;
             // Databases from before the SQL source were all filled over HTTP.
             let first = if any { "http" } else { kind };
-            store.write(|tx| meta_set(tx, "source_kind", Some(first)))?;
-            if first == kind { Ok(()) } else { check_source_kind(store, config) }
+            store.write(|tx| meta_set(tx, &key, Some(first)))?;
+            if first == kind { Ok(()) } else { check_source_kind(store, config, source) }
         }
     }
 }
@@ -73,7 +120,7 @@ pub async fn run(config: Config, token: CancellationToken) -> anyhow::Result<()>
     let engine = build_engine(&config)?;
 
     let handle = telemetry::install_metrics();
-    init_metrics();
+    init_metrics(&engine.source_names());
     let mut metrics_addr: Option<SocketAddr> = None;
     if let Some(addr) = config.telemetry.metrics_listen {
         let listener = TcpListener::bind(addr)
@@ -99,7 +146,7 @@ pub async fn run(config: Config, token: CancellationToken) -> anyhow::Result<()>
         event = "daemon_started",
         version = env!("CARGO_PKG_VERSION"),
         db = %config.store.path.display(),
-        provincial = %provincial_target(&config),
+        sources = %config.sources.iter().map(|s| format!("{}={}", s.name, source_target(s))).collect::<Vec<_>>().join(" "),
         national = %config.national.http.base_url,
         batch_size = config.national.batch_size,
         metrics = metrics_addr.map(|a| a.to_string()).unwrap_or_default(),
@@ -194,9 +241,9 @@ where
     }
 }
 
-/// Where the provincial side is read, for the start-up log line (never a password).
-fn provincial_target(config: &Config) -> String {
-    match (&config.provincial.kind, &config.provincial.sql) {
+/// Where a source is read, for the start-up log line (never a password).
+fn source_target(source: &ProvincialConfig) -> String {
+    match (&source.kind, &source.sql) {
         (crate::config::SourceKind::Sql, Some(sql)) => {
             let url = sql.database_url.expose();
             let scheme = url.split("://").next().unwrap_or("sql");
@@ -204,20 +251,24 @@ fn provincial_target(config: &Config) -> String {
                 url.split_once('@').map_or_else(|| url.split_once("://").map_or("", |(_, r)| r), |(_, r)| r);
             format!("{scheme}://{}", host.split('?').next().unwrap_or(""))
         }
-        _ => config.provincial.http.base_url.to_string(),
+        _ => source.http.base_url.to_string(),
     }
 }
 
 /// Registers every metric, so that a scrape shows them all from the start.
-fn init_metrics() {
+fn init_metrics(sources: &[String]) {
     for service in std::iter::once("auth").chain(Service::ALL.map(Service::name)) {
         metrics::counter!(m::CALLS, "service" => service, "outcome" => "ok").increment(0);
     }
-    for outcome in ["ok", "failed"] {
-        metrics::counter!(m::PAGES, "outcome" => outcome).increment(0);
-    }
-    for result in ["changed", "seen", "quarantined"] {
-        metrics::counter!(m::RECORDS, "result" => result).increment(0);
+    // Per source, its configured name only (bounded: never a value read from the source).
+    for source in sources {
+        for outcome in ["ok", "failed"] {
+            metrics::counter!(m::PAGES, "source" => source.clone(), "outcome" => outcome).increment(0);
+        }
+        for result in ["changed", "seen", "quarantined", "ignored"] {
+            metrics::counter!(m::RECORDS, "source" => source.clone(), "result" => result).increment(0);
+        }
+        metrics::gauge!(m::LAST_POLL, "source" => source.clone()).set(0.0);
     }
     metrics::counter!(m::SESSION_RENEWALS).increment(0);
     metrics::counter!(m::DEAD).increment(0);

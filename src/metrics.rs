@@ -64,8 +64,11 @@ pub(crate) fn describe() {
         "National sessions opened after the first (renewals and re-logins after expiry)."
     );
     describe_gauge!(CONCURRENCY_LIMIT, "Current adaptive limit on national calls in flight.");
-    describe_counter!(PAGES, "Provincial listing pages by outcome (ok, failed).");
-    describe_counter!(RECORDS, "Provincial records read, by result (changed, seen, quarantined).");
+    describe_counter!(PAGES, "Source pages read, by source (a configured name) and outcome (ok, failed).");
+    describe_counter!(
+        RECORDS,
+        "Source records read, by source and result (changed, seen, quarantined, ignored: a copy left behind by a move)."
+    );
     describe_counter!(
         DEAD,
         "Dossiers parked as dead: a permanent national refusal, or a read-back that could not be matched."
@@ -74,7 +77,7 @@ pub(crate) fn describe() {
         READBACKS_INCONCLUSIVE,
         "Read-backs whose national history matched none of ours where it went on: the dossier was parked, nothing resent."
     );
-    describe_gauge!(LAST_POLL, Unit::Seconds, "Unix time of the last successful provincial poll.");
+    describe_gauge!(LAST_POLL, Unit::Seconds, "Unix time of the last successful poll, by source.");
     describe_gauge!(LAST_PUSH, Unit::Seconds, "Unix time of the last answered national call.");
     describe_gauge!(
         NATIONAL_REFUSING,

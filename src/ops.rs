@@ -124,17 +124,19 @@ pub(crate) async fn reconcile(config: &Config, timeout: Duration) -> anyhow::Res
         let now = jiff::Timestamp::now().as_microsecond().to_string();
         return through_daemon(&config.store, (REQUESTED, LAST, LAST_AT), &now, timeout).await;
     }
-    let source_ready = match config.provincial.kind {
-        SourceKind::Http => !config.provincial.api_key.is_empty(),
-        SourceKind::Sql => config.provincial.sql.as_ref().is_some_and(|s| !s.database_url.is_empty()),
-    };
-    if !source_ready {
-        return Err(NeedsConfig(
-            "the provincial source's credentials are required to read it (provincial.api_key for kind = \"http\", \
-             provincial.database_url for kind = \"sql\", or their _file keys)"
-                .into(),
-        )
-        .into());
+    for source in &config.sources {
+        let ready = match source.kind {
+            SourceKind::Http => !source.api_key.is_empty(),
+            SourceKind::Sql => source.sql.as_ref().is_some_and(|s| !s.database_url.is_empty()),
+        };
+        if !ready {
+            let section = &source.section;
+            return Err(NeedsConfig(format!(
+                "the source's credentials are required to read it ({section}.api_key for kind = \"http\", \
+                 {section}.database_url for kind = \"sql\", or their _file keys)"
+            ))
+            .into());
+        }
     }
     crate::store::prepare_dir(path, config.store.create_dir)?;
     let _lock = DaemonLock::acquire(path)?;

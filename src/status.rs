@@ -15,17 +15,19 @@ use crate::{
     store::{
         lock::DaemonLock,
         meta_get,
-        state::{HEAD, read_cursor},
+        state::{HEAD, read_cursor, source_key},
     },
 };
 
 /// When `status` calls things degraded.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Thresholds {
     pub stale_heartbeat: Duration,
     pub outbox_age: Duration,
     /// `national.audit_cycle_days` when the background audit is on.
     pub audit_cycle: Option<Duration>,
+    /// The configured sources: (name, kind).
+    pub sources: Vec<(String, String)>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -108,6 +110,47 @@ pub struct SourceInfo {
     pub last_success_at: Option<String>,
     pub last_error: Option<String>,
     pub cursor: Option<CursorInfo>,
+    /// `last_success_at` in µs, for the aggregate.
+    #[serde(skip)]
+    pub last_success_us: Option<i64>,
+}
+
+/// Every configured source (`configured`: name and kind), and every source no longer
+/// configured that still owns dossiers (retired).
+fn sources(conn: &Connection, configured: &[(String, String)]) -> rusqlite::Result<Vec<SourceInfo>> {
+    let mut owned: std::collections::BTreeMap<String, u64> = conn
+        .prepare("SELECT source, COUNT(*) FROM dossier GROUP BY source")?
+        .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?.max(0) as u64)))?
+        .collect::<Result<_, _>>()?;
+    let mut names: Vec<(String, Option<String>, bool)> =
+        configured.iter().map(|(n, k)| (n.clone(), Some(k.clone()), false)).collect();
+    // Without a configuration's list (a status read on its own), every owner is shown.
+    names.extend(
+        owned.keys().filter(|n| !configured.iter().any(|(c, _)| c == *n)).map(|n| (n.clone(), None, true)),
+    );
+    if configured.is_empty() && names.is_empty() {
+        names.push((crate::domain::ownership::DEFAULT_SOURCE.to_owned(), None, false));
+    }
+    let retired_allowed = !configured.is_empty();
+    names
+        .into_iter()
+        .map(|(name, kind, retired)| {
+            let key = |base: &str| source_key(&name, base);
+            let success: Option<i64> =
+                meta_get(conn, &key("poll_last_success_at"))?.and_then(|v| v.parse().ok());
+            Ok(SourceInfo {
+                kind: meta_get(conn, &key("source_kind"))?.or(kind),
+                retired: retired && retired_allowed,
+                dossiers: owned.remove(&name).unwrap_or(0),
+                last_success_at: success.and_then(micros_to_rfc3339),
+                last_success_us: success,
+                last_error: meta_get(conn, &key("poll_last_error"))?,
+                cursor: read_cursor(conn, &key(HEAD))?
+                    .map(|c| CursorInfo { updated_at: c.updated_at.to_string(), id: c.id }),
+                name,
+            })
+        })
+        .collect()
 }
 
 /// One worker of the daemon, as it last recorded it.
@@ -232,13 +275,23 @@ pub fn report(
     };
     let meta = |key: &str| meta_get(conn, key);
     let time = |v: Option<String>| v.and_then(|v| v.parse::<i64>().ok()).and_then(micros_to_rfc3339);
-    let poll_success = meta("poll_last_success_at")?;
+    let sources = sources(conn, &t.sources)?;
+    // The aggregate of the configured sources: the oldest last success, the latest error.
+    let configured: Vec<&SourceInfo> = sources.iter().filter(|s| !s.retired).collect();
+    let poll_success = if configured.iter().any(|s| s.last_success_us.is_none()) {
+        None
+    } else {
+        configured.iter().filter_map(|s| s.last_success_us).min()
+    };
     let push_success = meta("push_last_success_at")?;
     let poll = Poll {
-        last_success_at: time(poll_success.clone()),
-        last_error: meta("poll_last_error")?,
-        cursor: read_cursor(conn, HEAD)?
-            .map(|c| CursorInfo { updated_at: c.updated_at.to_string(), id: c.id }),
+        last_success_at: poll_success.and_then(micros_to_rfc3339),
+        last_error: configured.iter().find_map(|s| {
+            s.last_error
+                .as_ref()
+                .map(|e| if configured.len() > 1 { format!("{}: {e}", s.name) } else { e.clone() })
+        }),
+        cursor: configured.first().and_then(|s| s.cursor.clone()),
     };
     let push = Push {
         last_success_at: time(push_success.clone()),
@@ -308,11 +361,18 @@ pub fn report(
     let mut failing = refused.is_some() && daemon.state == "running";
     if daemon.state == "running" {
         let stale = t.stale_heartbeat.as_secs_f64();
-        if let Some(error) = &poll.last_error
-            && silent_for(poll_success) > stale
-        {
-            failing = true;
-            problems.push(format!("polling the provincial portal has been failing: {error}"));
+        let several = configured.len() > 1;
+        for source in &configured {
+            if let Some(error) = &source.last_error
+                && silent_for(source.last_success_us.map(|t| t.to_string())) > stale
+            {
+                failing = true;
+                problems.push(if several {
+                    format!("polling source {} has been failing: {error}", source.name)
+                } else {
+                    format!("polling the provincial portal has been failing: {error}")
+                });
+            }
         }
         if let Some(error) = &push.last_error
             && outbox.depth > 0
@@ -331,15 +391,6 @@ pub fn report(
     };
     let workers = workers(conn)?;
     let parked = parked(conn, PARKED_LISTED)?;
-    let sources = vec![SourceInfo {
-        name: "provincial".into(),
-        kind: meta("source_kind")?,
-        retired: false,
-        dossiers: dossiers.total,
-        last_success_at: poll.last_success_at.clone(),
-        last_error: poll.last_error.clone(),
-        cursor: poll.cursor.clone(),
-    }];
     Ok(StatusReport {
         health,
         problems,
@@ -455,6 +506,12 @@ pub struct LocalSide {
     pub status: u8,
     pub status_name: &'static str,
     pub history_entries: u64,
+    /// The source that owns it (provincial-portal.md, "Several sources").
+    pub source: String,
+    /// The source it moved from, when a superseding source took it over.
+    pub moved_from: Option<String>,
+    /// Versions of the old source's copy read after the move, ignored.
+    pub ignored_versions: u64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -538,6 +595,11 @@ pub fn dossier(conn: &Connection, mahoso: &str) -> rusqlite::Result<DossierRepor
             r.get(0)
         })
         .optional()?;
+    let owner: Option<(String, Option<String>, i64)> = conn
+        .query_row("SELECT source, moved_from, ignored FROM dossier WHERE mahoso = ?1", [mahoso], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        })
+        .optional()?;
     let sync_state = match (&row, &outbox, &dead, &quarantine) {
         (_, _, _, Some(_)) => "quarantined",
         (_, _, Some(_), _) => "dead",
@@ -554,6 +616,9 @@ pub fn dossier(conn: &Connection, mahoso: &str) -> rusqlite::Result<DossierRepor
         status: r.3 as u8,
         status_name: name(r.3).map_or("?", NationalStatus::name),
         history_entries: r.4.max(0) as u64,
+        source: owner.as_ref().map(|o| o.0.clone()).unwrap_or_default(),
+        moved_from: owner.as_ref().and_then(|o| o.1.clone()),
+        ignored_versions: owner.as_ref().map_or(0, |o| o.2.max(0) as u64),
     });
     let national = row.as_ref().map(|r| NationalSide {
         exists: r.5,

@@ -87,7 +87,7 @@ async fn profile_reads_what_the_province_wrote(kind: Kind) {
         .await
         .expect("stray fee");
     let config = sql_config(&server.reader_url("opencps"), &[]);
-    let source = SqlSource::new(&config.provincial).expect("source");
+    let source = SqlSource::new(&config.sources[0]).expect("source");
     let records = read_everything(&source).await;
     let text = serde_json::to_string(&records).unwrap();
     assert!(!text.contains("stray"), "files OpenCPS leaves out are left out");
@@ -291,14 +291,14 @@ async fn postgres_tls_is_verified_against_the_system_roots_and_ca_file() {
 
     // Without the CA: the certificate is not trusted, and the error says so.
     let config = sql_config(&url, &[]);
-    let source = SqlSource::new(&config.provincial).unwrap();
+    let source = SqlSource::new(&config.sources[0]).unwrap();
     let err = source.page(None, 10).await.unwrap_err();
     assert!(err.reason.to_lowercase().contains("certificate"), "{}", err.reason);
     source.close().await;
 
     // With provincial.ca_file: verified, and the session is encrypted.
     let config = sql_config(&url, &[("DVC_SYNC__PROVINCIAL__CA_FILE", ca.to_str().unwrap())]);
-    let source = SqlSource::new(&config.provincial).unwrap();
+    let source = SqlSource::new(&config.sources[0]).unwrap();
     let page = source.page(None, 100).await.expect("a verified TLS session");
     assert!(!page.records.is_empty());
     let info = source.server_info().await.unwrap();
@@ -412,7 +412,7 @@ async fn a_cursor_column_of_the_wrong_type_fails_the_page_clearly() {
         &server.reader_url("opencps"),
         &[("DVC_SYNC__PROVINCIAL__PROFILE", profile.to_str().unwrap())],
     );
-    let source = SqlSource::new(&config.provincial).unwrap();
+    let source = SqlSource::new(&config.sources[0]).unwrap();
     let err = source.page(None, 10).await.unwrap_err();
     assert!(
         err.reason.contains("the changes query's updated_at is the text")

@@ -8,6 +8,7 @@ pub mod entry;
 pub mod form;
 pub mod mahoso;
 pub mod normalize;
+pub mod ownership;
 pub mod personal;
 pub mod raw;
 pub mod scoring;

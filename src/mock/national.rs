@@ -48,6 +48,9 @@ pub struct NationalConfig {
     pub auth: MockAuth,
     /// The unit code (madonvi) of the one account the mock knows.
     pub madonvi: String,
+    /// Unit codes closed into `madonvi` by the 2025 merger (`--predecessor`): MaHoSo under
+    /// them are the account's too.
+    pub predecessors: Vec<String>,
     pub faults: Faults,
 }
 
@@ -58,6 +61,7 @@ impl Default for NationalConfig {
             password: "dvc-sync-secret".into(),
             auth: MockAuth::Session,
             madonvi: catalogue::PROVINCE_UNIT.into(),
+            predecessors: Vec::new(),
             faults: Faults::default(),
         }
     }
@@ -188,6 +192,16 @@ pub async fn start(listener: TcpListener, config: NationalConfig) -> anyhow::Res
     Ok(server::spawn(listener, router)?)
 }
 
+/// The provinces whose MaHoSo an account owns: its unit's, then its predecessors'.
+struct Provinces(Vec<String>);
+
+impl Provinces {
+    fn owns(&self, agency: &str) -> bool {
+        let province = province_of(agency);
+        self.0.iter().any(|p| p == province)
+    }
+}
+
 /// The national portal's behaviour, without HTTP: the mock server wraps it, the simulation
 /// calls it directly.
 pub(crate) struct NationalCore {
@@ -195,6 +209,9 @@ pub(crate) struct NationalCore {
     password: String,
     auth: MockAuth,
     madonvi: String,
+    /// The provinces (last segments) whose MaHoSo the account owns: its own and its
+    /// predecessors'.
+    provinces: Provinces,
     state: Mutex<MockState>,
 }
 
@@ -293,6 +310,12 @@ impl NationalCore {
             username: config.username,
             password: config.password,
             auth: config.auth,
+            provinces: Provinces(
+                std::iter::once(&config.madonvi)
+                    .chain(&config.predecessors)
+                    .map(|u| province_of(u).to_owned())
+                    .collect(),
+            ),
             madonvi: config.madonvi,
             state: Mutex::new(MockState {
                 faults: config.faults,
@@ -669,11 +692,11 @@ fn process(mock: &NationalCore, st: &mut MockState, mut request: Value) -> Outco
             "madonvi không phải đơn vị của phiên làm việc".into(),
         );
     }
-    let province = province_of(&mock.madonvi).to_owned();
+    let province = &mock.provinces;
     match Service::from_name(name) {
-        Some(Service::SyncDossiers) => sync_dossiers(st, envelope, &province),
-        Some(Service::AppendHistory) => append_history(st, envelope, &province),
-        Some(Service::LookUp) => look_up_dossier(st, envelope, &province),
+        Some(Service::SyncDossiers) => sync_dossiers(st, envelope, province),
+        Some(Service::AppendHistory) => append_history(st, envelope, province),
+        Some(Service::LookUp) => look_up_dossier(st, envelope, province),
         Some(Service::Procedure) => look_up_procedure(envelope),
         None => {
             let message = format!("service không được hỗ trợ: {name:?}");
@@ -707,7 +730,7 @@ fn mahoso_of(item: &Value) -> String {
     item.get("MaHoSo").and_then(Value::as_str).unwrap_or("").to_owned()
 }
 
-fn sync_dossiers(st: &mut MockState, envelope: &mut Map<String, Value>, province: &str) -> Outcome {
+fn sync_dossiers(st: &mut MockState, envelope: &mut Map<String, Value>, province: &Provinces) -> Outcome {
     const SERVICE: &str = Service::SyncDossiers.name();
     let updating = match envelope.get("isUpdating") {
         Some(Value::String(s)) if s == "True" => true,
@@ -812,7 +835,7 @@ fn sync_dossiers(st: &mut MockState, envelope: &mut Map<String, Value>, province
     }
 }
 
-fn append_history(st: &mut MockState, envelope: &mut Map<String, Value>, province: &str) -> Outcome {
+fn append_history(st: &mut MockState, envelope: &mut Map<String, Value>, province: &Provinces) -> Outcome {
     const SERVICE: &str = Service::AppendHistory.name();
     let items = match take_items(st, envelope, SERVICE) {
         Ok(items) => items,
@@ -855,13 +878,13 @@ fn append_history(st: &mut MockState, envelope: &mut Map<String, Value>, provinc
     }
 }
 
-fn look_up_dossier(st: &mut MockState, envelope: &Map<String, Value>, province: &str) -> Outcome {
+fn look_up_dossier(st: &mut MockState, envelope: &Map<String, Value>, province: &Provinces) -> Outcome {
     const SERVICE: &str = Service::LookUp.name();
     let Some(mahoso) = envelope.get("mahoso").and_then(Value::as_str) else {
         return Outcome::fail(SERVICE, code::MALFORMED, "thiếu mahoso".into());
     };
     if let Ok(parsed) = mahoso::parse(mahoso)
-        && province_of(parsed.agency) != province
+        && !province.owns(parsed.agency)
     {
         let message = format!("MaHoSo={mahoso}: hồ sơ không thuộc đơn vị");
         return Outcome::fail(SERVICE, code::NOT_YOUR_UNIT, message);
@@ -1056,7 +1079,7 @@ impl ItemError {
 
 /// Checks one item against its field table; the order of checks decides which error a
 /// doubly-bad item reports: shape (2), then province (7), then catalogue (6).
-fn validate_item(item: &Value, fields: &[Field], province: &str) -> Result<(), ItemError> {
+fn validate_item(item: &Value, fields: &[Field], province: &Provinces) -> Result<(), ItemError> {
     let Some(obj) = item.as_object() else {
         return Err(ItemError::invalid("MaHoSo", "mục dữ liệu không phải đối tượng JSON"));
     };
@@ -1125,11 +1148,11 @@ fn validate_item(item: &Value, fields: &[Field], province: &str) -> Result<(), I
             }
             Kind::MaHoSo => match mahoso::parse(value) {
                 Err(e) => return Err(ItemError::invalid(field.name, format!("mã hồ sơ sai định dạng: {e}"))),
-                Ok(parsed) if province_of(parsed.agency) != province => {
+                Ok(parsed) if !province.owns(parsed.agency) => {
                     deferred.get_or_insert(ItemError::new(
                         code::NOT_YOUR_UNIT,
                         field.name,
-                        format!("hồ sơ không thuộc tỉnh {province}"),
+                        format!("hồ sơ không thuộc tỉnh {}", province.0[0]),
                     ));
                 }
                 Ok(_) => {}

@@ -17,6 +17,12 @@ pub(crate) const TAIL: &str = "tail_cursor";
 pub(crate) const BACKFILL: &str = "backfill_cursor";
 pub(crate) const BACKFILL_THEN: &str = "backfill_then_head";
 
+/// The meta key of `base` (a cursor, a poll note) for the source `name`: the bare key for the
+/// source `provincial`, as every database kept it before sources had names.
+pub(crate) fn source_key(name: &str, base: &str) -> String {
+    if name == crate::domain::ownership::DEFAULT_SOURCE { base.to_owned() } else { format!("{base}:{name}") }
+}
+
 /// The cursor kept under `key`, if any.
 pub(crate) fn read_cursor(conn: &Connection, key: &str) -> rusqlite::Result<Option<Cursor>> {
     Ok(meta_get(conn, key)?.and_then(|v| {

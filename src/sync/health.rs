@@ -15,19 +15,13 @@ pub(crate) struct Last {
     pub(crate) error: Option<String>,
 }
 
-/// Which side a note is of.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Side {
-    /// Reading the provincial source.
-    Poll,
-    /// Calling the national portal.
-    Push,
-}
-
 /// What the workers note of how it goes.
 #[derive(Debug, Default, Clone)]
 pub(crate) struct Notes {
+    /// Every source's polls together: the last success of any, the last error of any.
     pub(crate) poll: Last,
+    /// Each source's polls, by name.
+    pub(crate) sources: std::collections::BTreeMap<String, Last>,
     pub(crate) push: Last,
     /// Why the national portal refuses write calls as a whole, while it does (cleared by a
     /// write it takes).
@@ -36,15 +30,6 @@ pub(crate) struct Notes {
     pub(crate) store_error: Option<String>,
     /// Session renewals already added to the stored count.
     pub(crate) renewals_written: u64,
-}
-
-impl Notes {
-    fn side(&mut self, side: Side) -> &mut Last {
-        match side {
-            Side::Poll => &mut self.poll,
-            Side::Push => &mut self.push,
-        }
-    }
 }
 
 /// The notes, shared by every worker.
@@ -58,18 +43,34 @@ impl Health {
 }
 
 impl<C: Clock> Shared<C> {
-    pub(crate) fn note_success(&self, side: Side) {
+    /// A national call was answered.
+    pub(crate) fn note_push_success(&self) {
         let now = self.clock.now();
-        let gauge = match side {
-            Side::Poll => m::LAST_POLL,
-            Side::Push => m::LAST_PUSH,
-        };
-        metrics::gauge!(gauge).set(now.as_second() as f64);
-        self.health.with(|n| *n.side(side) = Last { success: Some(now.as_microsecond()), error: None });
+        metrics::gauge!(m::LAST_PUSH).set(now.as_second() as f64);
+        self.health.with(|n| n.push = Last { success: Some(now.as_microsecond()), error: None });
     }
 
-    pub(crate) fn note_error(&self, side: Side, error: &str) {
-        self.health.with(|n| n.side(side).error = Some(error.to_owned()));
+    pub(crate) fn note_push_error(&self, error: &str) {
+        self.health.with(|n| n.push.error = Some(error.to_owned()));
+    }
+
+    /// A page of source `name` was read and recorded.
+    pub(crate) fn note_poll_success(&self, name: &str) {
+        let now = self.clock.now();
+        metrics::gauge!(m::LAST_POLL, "source" => name.to_owned()).set(now.as_second() as f64);
+        let last = Last { success: Some(now.as_microsecond()), error: None };
+        self.health.with(|n| {
+            n.poll = last.clone();
+            n.sources.insert(name.to_owned(), last);
+        });
+    }
+
+    /// A page of source `name` could not be read or recorded.
+    pub(crate) fn note_poll_error(&self, name: &str, error: &str) {
+        self.health.with(|n| {
+            n.poll.error = Some(error.to_owned());
+            n.sources.entry(name.to_owned()).or_default().error = Some(error.to_owned());
+        });
     }
 
     /// The national portal refused a write call as a whole: nothing can be sent until the
@@ -106,7 +107,12 @@ pub(crate) struct Windows {
 
 /// Readiness: the database usable, a recent successful poll, national calls answered while
 /// work waits.
-pub(crate) fn readiness<C: Clock>(shared: &Shared<C>, windows: Windows, started_at: i64) -> Readiness {
+pub(crate) fn readiness<C: Clock>(
+    shared: &Shared<C>,
+    windows: Windows,
+    started_at: i64,
+    sources: &[String],
+) -> Readiness {
     let now = shared.clock.now().as_microsecond();
     let mut reasons = Vec::new();
     if let Err(e) = shared.store.read(|c| c.query_row("SELECT 1", [], |r| r.get::<_, i64>(0))) {
@@ -119,14 +125,19 @@ pub(crate) fn readiness<C: Clock>(shared: &Shared<C>, windows: Windows, started_
     }
     let last_error =
         |e: &Option<String>| e.as_ref().map(|e| format!(" (last error: {e})")).unwrap_or_default();
-    match n.poll.success {
-        Some(at) if now - at <= windows.poll.as_micros() as i64 => {}
-        Some(at) => reasons.push(format!(
-            "no successful poll for {:.0} s{}",
-            (now - at) as f64 / 1e6,
-            last_error(&n.poll.error)
-        )),
-        None => reasons.push(format!("no successful poll yet{}", last_error(&n.poll.error))),
+    // Each source: one down makes the daemon unready for its dossiers, whatever the others do.
+    for name in sources {
+        let last = n.sources.get(name).cloned().unwrap_or_default();
+        let of = if sources.len() > 1 { format!(" of source {name}") } else { String::new() };
+        match last.success {
+            Some(at) if now - at <= windows.poll.as_micros() as i64 => {}
+            Some(at) => reasons.push(format!(
+                "no successful poll{of} for {:.0} s{}",
+                (now - at) as f64 / 1e6,
+                last_error(&last.error)
+            )),
+            None => reasons.push(format!("no successful poll{of} yet{}", last_error(&last.error))),
+        }
     }
     if let Some(refused) = &n.refused {
         reasons.push(refused.clone());

@@ -69,10 +69,12 @@ impl<N: Sink, C: Clock> Heartbeat<N, C> {
                 stopping.then_some(now)
             ])?;
             let time = |t: i64| t.to_string();
-            if let Some(t) = notes.poll.success {
-                meta_set(tx, "poll_last_success_at", Some(&time(t)))?;
+            for (name, last) in &notes.sources {
+                if let Some(t) = last.success {
+                    meta_set(tx, &state::source_key(name, "poll_last_success_at"), Some(&time(t)))?;
+                }
+                meta_set(tx, &state::source_key(name, "poll_last_error"), last.error.as_deref())?;
             }
-            meta_set(tx, "poll_last_error", notes.poll.error.as_deref())?;
             if let Some(t) = notes.push.success {
                 meta_set(tx, "push_last_success_at", Some(&time(t)))?;
             }

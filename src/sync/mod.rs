@@ -57,13 +57,55 @@ use self::{
     worker::{Board, Role, Worker},
 };
 use crate::{
-    config::Config,
-    domain::normalize::StatusMap,
+    config::{Config, ProvincialConfig},
+    domain::{
+        normalize::StatusMap,
+        ownership::{DEFAULT_SOURCE, Precedence},
+    },
     metrics as m,
     store::{Store, StoreError},
 };
 
-/// What the engine needs of the configuration.
+/// One source as the engine reads it.
+#[derive(Debug, Clone)]
+pub struct SourceSettings {
+    /// `provincial`, or the `<name>` of `[sources.<name>]`.
+    pub name: String,
+    /// The sources whose copy of a dossier this one's replaces.
+    pub supersedes: Vec<String>,
+    pub page_size: usize,
+    pub poll_interval: Duration,
+    pub look_back: Duration,
+    pub reconcile_interval: Option<Duration>,
+    /// (initial, max) wait between attempts to read a failed page.
+    pub poll_retry: (Duration, Duration),
+}
+
+impl SourceSettings {
+    pub(crate) fn from_config(c: &ProvincialConfig) -> SourceSettings {
+        SourceSettings {
+            name: c.name.clone(),
+            supersedes: c.supersedes.clone(),
+            page_size: c.page_size,
+            poll_interval: c.poll_interval,
+            look_back: c.look_back,
+            reconcile_interval: c.reconcile_interval,
+            poll_retry: (c.http.retry_initial, c.http.retry_max),
+        }
+    }
+
+    fn poll(&self) -> PollConfig {
+        PollConfig { page_size: self.page_size, interval: self.poll_interval, look_back: self.look_back }
+    }
+
+    /// Its poller's role (a page that cannot be read: the source's retry policy).
+    fn poller(&self) -> Role {
+        Role::new(format!("poller:{}", self.name), format!("poll of source {}", self.name), self.poll_retry)
+    }
+}
+
+/// What the engine needs of the configuration. The source settings here are those of an
+/// engine built over one source (`provincial`) with [`Engine::new`].
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
     pub page_size: usize,
@@ -93,15 +135,19 @@ pub struct EngineConfig {
 }
 
 impl EngineConfig {
+    /// The engine's settings; each source's are [`SourceSettings::from_config`] (the first
+    /// source's serve as the defaults here; readiness waits for the slowest poll interval, and
+    /// the full pass runs at the shortest reconcile interval).
     pub(crate) fn from_config(c: &Config) -> EngineConfig {
         let batch_size = c.national.batch_size;
         let max_concurrency = c.national.max_concurrency;
+        let first = SourceSettings::from_config(&c.sources[0]);
         EngineConfig {
-            page_size: c.provincial.page_size,
-            poll_interval: c.provincial.poll_interval,
-            look_back: c.provincial.look_back,
-            reconcile_interval: c.provincial.reconcile_interval,
-            poll_retry: (c.provincial.http.retry_initial, c.provincial.http.retry_max),
+            page_size: first.page_size,
+            poll_interval: c.sources.iter().map(|s| s.poll_interval).max().unwrap_or(first.poll_interval),
+            look_back: first.look_back,
+            reconcile_interval: c.sources.iter().filter_map(|s| s.reconcile_interval).min(),
+            poll_retry: first.poll_retry,
             push_retry: (c.national.http.retry_initial, c.national.http.retry_max),
             batch_size,
             max_concurrency,
@@ -127,8 +173,17 @@ impl EngineConfig {
         }
     }
 
-    fn poll(&self) -> PollConfig {
-        PollConfig { page_size: self.page_size, interval: self.poll_interval, look_back: self.look_back }
+    /// The one source of an engine built with [`Engine::new`].
+    fn single_source(&self) -> SourceSettings {
+        SourceSettings {
+            name: DEFAULT_SOURCE.to_owned(),
+            supersedes: Vec::new(),
+            page_size: self.page_size,
+            poll_interval: self.poll_interval,
+            look_back: self.look_back,
+            reconcile_interval: self.reconcile_interval,
+            poll_retry: self.poll_retry,
+        }
     }
 
     fn push(&self) -> PushConfig {
@@ -147,8 +202,6 @@ impl EngineConfig {
     /// The workers, each with the wait after a failed unit of work.
     fn roles(&self) -> Roles {
         Roles {
-            // A page that cannot be read: the source's retry policy.
-            poller: Role::new("poller:provincial", "provincial poll", self.poll_retry),
             // Only the database fails a round (the portal's trouble is each dossier's own, kept
             // in the outbox): soon again; nothing of the round's bookkeeping was lost that a
             // read-back cannot restore (in-flight marks are written first).
@@ -169,7 +222,6 @@ impl EngineConfig {
 
 /// Every worker's role.
 struct Roles {
-    poller: Role,
     pusher: Role,
     reconciler: Role,
     audit: Role,
@@ -279,7 +331,8 @@ impl Drop for AbortOnDrop {
 /// The sync engine over a source, a sink and a clock. Clones share one engine.
 pub struct Engine<S, N, C> {
     shared: Arc<Shared<C>>,
-    recorder: Arc<Recorder<S, C>>,
+    /// Each source's recorder and settings, in the configuration's order.
+    sources: Arc<Vec<ReadSource<S, C>>>,
     portal: Arc<Portal<N, C>>,
     in_round: Arc<InRound>,
     cfg: EngineConfig,
@@ -290,7 +343,7 @@ impl<S, N, C> Clone for Engine<S, N, C> {
     fn clone(&self) -> Self {
         Engine {
             shared: self.shared.clone(),
-            recorder: self.recorder.clone(),
+            sources: self.sources.clone(),
             portal: self.portal.clone(),
             in_round: self.in_round.clone(),
             cfg: self.cfg.clone(),
@@ -298,6 +351,9 @@ impl<S, N, C> Clone for Engine<S, N, C> {
         }
     }
 }
+
+/// One source's recorder, with its settings.
+type ReadSource<S, C> = (Arc<Recorder<S, C>>, SourceSettings);
 
 /// Runs a worker on its own task until `stop`.
 fn spawn_worker<W, C>(
@@ -314,6 +370,7 @@ where
 }
 
 impl<S: Source, N: Sink, C: Clock> Engine<S, N, C> {
+    /// An engine over one source, named `provincial`, with `cfg`'s source settings.
     pub fn new(
         store: Arc<Store>,
         source: S,
@@ -321,29 +378,54 @@ impl<S: Source, N: Sink, C: Clock> Engine<S, N, C> {
         clock: C,
         cfg: EngineConfig,
     ) -> Result<Self, StoreError> {
+        let single = cfg.single_source();
+        Engine::with_sources(store, vec![(single, source)], sink, clock, cfg)
+    }
+
+    /// An engine over several named sources (at least one): a merged province.
+    pub fn with_sources(
+        store: Arc<Store>,
+        sources: Vec<(SourceSettings, S)>,
+        sink: N,
+        clock: C,
+        cfg: EngineConfig,
+    ) -> Result<Self, StoreError> {
+        assert!(!sources.is_empty(), "an engine reads at least one source");
         let catalogue = Arc::new(store.read(Catalogue::load)?);
-        // A source that numbers its own reads must never number a new one below what is stored.
-        let highest: Option<i64> = store.read(|c| {
-            c.query_row(
-                "SELECT MAX(v) FROM (SELECT MAX(version) AS v FROM dossier UNION ALL SELECT MAX(version) FROM quarantine)",
-                [],
-                |r| r.get(0),
-            )
-        })?;
-        if let Some(v) = highest {
-            source.resume_after(v);
-        }
+        let fresh = Arc::new(FreshBodies::default());
+        let precedence = Arc::new(Precedence::new(
+            sources.iter().map(|(s, _)| (s.name.as_str(), s.supersedes.as_slice())),
+        ));
         let started_at = clock.now().as_microsecond();
         let shared = Arc::new(Shared::new(store, clock, cfg.seed));
-        let recorder = Arc::new(Recorder {
-            shared: shared.clone(),
-            source: Arc::new(source),
-            catalogue,
-            fresh: Arc::new(FreshBodies::default()),
-            status_map: cfg.status_map.clone(),
-        });
+        let mut recorders = Vec::new();
+        for (settings, source) in sources {
+            // A source that numbers its own reads must never number a new one below what is
+            // stored of it.
+            let highest: Option<i64> = shared.store.read(|c| {
+                c.query_row(
+                    "SELECT MAX(v) FROM (SELECT MAX(version) AS v FROM dossier WHERE source = ?1
+                                         UNION ALL SELECT MAX(version) FROM quarantine WHERE source = ?1)",
+                    [&settings.name],
+                    |r| r.get(0),
+                )
+            })?;
+            if let Some(v) = highest {
+                source.resume_after(v);
+            }
+            let recorder = Arc::new(Recorder {
+                shared: shared.clone(),
+                source: Arc::new(source),
+                catalogue: catalogue.clone(),
+                fresh: fresh.clone(),
+                status_map: cfg.status_map.clone(),
+                name: settings.name.clone(),
+                precedence: precedence.clone(),
+            });
+            recorders.push((recorder, settings));
+        }
         let portal = Arc::new(Portal::new(sink, shared.clone(), cfg.max_concurrency, cfg.push_retry.0));
-        Ok(Engine { shared, recorder, portal, in_round: Arc::default(), cfg, started_at })
+        Ok(Engine { shared, sources: Arc::new(recorders), portal, in_round: Arc::default(), cfg, started_at })
     }
 
     pub fn stats(&self) -> StatsSnapshot {
@@ -354,14 +436,21 @@ impl<S: Source, N: Sink, C: Clock> Engine<S, N, C> {
         &self.shared.store
     }
 
+    /// The first source.
     pub fn source(&self) -> &S {
-        &self.recorder.source
+        &self.sources[0].0.source
+    }
+
+    /// The sources' names, in order.
+    pub fn source_names(&self) -> Vec<String> {
+        self.sources.iter().map(|(_, s)| s.name.clone()).collect()
     }
 
     /// Whether the daemon does its job: the database usable, a recent successful poll, and
     /// national calls answered while work waits.
     pub(crate) fn readiness(&self) -> Readiness {
-        health::readiness(&self.shared, self.cfg.readiness_windows(), self.started_at)
+        let names = self.source_names();
+        health::readiness(&self.shared, self.cfg.readiness_windows(), self.started_at, &names)
     }
 
     /// A one-line summary (systemd's STATUS).
@@ -375,9 +464,10 @@ impl<S: Source, N: Sink, C: Clock> Engine<S, N, C> {
     }
 
     fn pusher(&self) -> Pusher<N, C> {
+        let first = &self.sources[0].0;
         let handover = Handover {
-            catalogue: self.recorder.catalogue.clone(),
-            fresh: self.recorder.fresh.clone(),
+            catalogue: first.catalogue.clone(),
+            fresh: first.fresh.clone(),
             in_round: self.in_round.clone(),
         };
         Pusher::new(self.shared.clone(), self.portal.clone(), handover, self.cfg.push())
@@ -388,7 +478,8 @@ impl<S: Source, N: Sink, C: Clock> Engine<S, N, C> {
     }
 
     fn reconciler(&self) -> Reconciler<S, C> {
-        Reconciler::new(self.recorder.clone(), self.cfg.page_size, self.cfg.reconcile_interval)
+        let sources = self.sources.iter().map(|(r, s)| (r.clone(), s.page_size)).collect();
+        Reconciler::new(sources, self.cfg.reconcile_interval)
     }
 
     fn heartbeat(&self) -> Heartbeat<N, C> {
@@ -412,14 +503,21 @@ impl<S: Source, N: Sink, C: Clock> Engine<S, N, C> {
         metrics::gauge!(m::UP).set(1.0);
         let shared = &self.shared;
         let roles = self.cfg.roles();
-        let poller = Poller::new(self.recorder.clone(), self.cfg.poll());
-        let mut tasks = vec![
-            spawn_worker(poller, roles.poller, shared.clone(), stop.clone()),
+        // One poller per source, each on its own: one source down or slow never delays another.
+        let mut tasks: Vec<_> = self
+            .sources
+            .iter()
+            .map(|(recorder, settings)| {
+                let poller = Poller::new(recorder.clone(), settings.poll());
+                spawn_worker(poller, settings.poller(), shared.clone(), stop.clone())
+            })
+            .collect();
+        tasks.extend([
             spawn_worker(self.pusher(), roles.pusher, shared.clone(), stop.clone()),
             spawn_worker(self.reconciler(), roles.reconciler, shared.clone(), stop.clone()),
             spawn_worker(self.auditor(), roles.audit, shared.clone(), stop.clone()),
             spawn_worker(self.heartbeat(), roles.heartbeat, shared.clone(), stop.clone()),
-        ];
+        ]);
         if let Some(keep) = self.cfg.personal_data {
             let minimiser = Minimiser::new(shared.clone(), keep);
             tasks.push(spawn_worker(minimiser, roles.minimiser, shared.clone(), stop.clone()));

@@ -13,7 +13,6 @@ use tokio_util::sync::CancellationToken;
 use super::{
     Shared,
     answer::{Answer, Transient, TransientKind},
-    health::Side,
     limiter::{Limiter, Signal},
     ports::{Clock, Sink},
     trouble::{Quiet, Trouble},
@@ -117,7 +116,7 @@ impl<N: Sink, C: Clock> Portal<N, C> {
         let mut trouble = self.trouble.lock().unwrap_or_else(|p| p.into_inner());
         match &answer {
             Answer::Ok(_) | Answer::Refused { .. } => {
-                self.shared.note_success(Side::Push);
+                self.shared.note_push_success();
                 if service.writes() && matches!(answer, Answer::Ok(_)) {
                     // A write taken: whatever refused them as a whole before is fixed (a
                     // look-up answered proves nothing of an account that may read only).
@@ -126,7 +125,7 @@ impl<N: Sink, C: Clock> Portal<N, C> {
                 trouble.recovered();
             }
             Answer::Retry(t) => {
-                self.shared.note_error(Side::Push, &t.reason);
+                self.shared.note_push_error(&t.reason);
                 trouble.failed(&format!("{name}: {}", t.reason), t.retry_after.unwrap_or(self.first_retry));
                 self.shared.stats.fault(t.kind.label());
                 tracing::debug!(event = "call_failed", service = name, error = %t.reason, http_status = t.http_status, duration_ms = elapsed.as_millis() as u64);

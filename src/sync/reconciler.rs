@@ -33,6 +33,9 @@ pub struct ReconcileReport {
     /// Dossiers re-enqueued because their acknowledged state was not their latest.
     pub requeued: usize,
     pub coverage_percent: f64,
+    /// Sources whose pages could not be read this pass (after a few tries): not covered by it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sources_unread: Vec<String>,
 }
 
 pub(crate) const REQUESTED: &str = crate::store::RECONCILE_REQUESTED;
@@ -58,16 +61,25 @@ fn requeue_drift(tx: &rusqlite::Connection, now: i64) -> rusqlite::Result<usize>
     )
 }
 
-/// A pass under way.
+/// A pass under way: over each source in turn.
 struct Pass {
     started: Timestamp,
+    /// The source being read (an index into the reconciler's sources).
+    source: usize,
     cursor: Option<Cursor>,
     total: Applied,
+    /// Failed reads of the current page in a row.
+    failures: u32,
+    unread: Vec<String>,
 }
 
+/// Tries of one page before the pass leaves its source for the next (one source down never
+/// holds the others' pass).
+const TRIES_PER_PAGE: u32 = 3;
+
 pub(crate) struct Reconciler<S, C> {
-    recorder: Arc<Recorder<S, C>>,
-    page_size: usize,
+    /// Each source's recorder, with its page size.
+    sources: Vec<(Arc<Recorder<S, C>>, usize)>,
     every: Option<Duration>,
     pass: Option<Pass>,
     /// The catalogue flush last acted on.
@@ -79,8 +91,13 @@ pub(crate) struct Reconciler<S, C> {
 }
 
 impl<S: Source, C: Clock> Reconciler<S, C> {
-    pub(crate) fn new(recorder: Arc<Recorder<S, C>>, page_size: usize, every: Option<Duration>) -> Self {
-        Reconciler { recorder, page_size, every, pass: None, flushed: None, once: false, report: None }
+    /// Over `sources` (at least one), a pass every `every`.
+    pub(crate) fn new(sources: Vec<(Arc<Recorder<S, C>>, usize)>, every: Option<Duration>) -> Self {
+        Reconciler { sources, every, pass: None, flushed: None, once: false, report: None }
+    }
+
+    fn shared(&self) -> &Arc<super::Shared<C>> {
+        &self.sources[0].0.shared
     }
 
     /// One pass now, then done.
@@ -94,13 +111,13 @@ impl<S: Source, C: Clock> Reconciler<S, C> {
         if self.once {
             return Ok(true);
         }
-        let shared = &self.recorder.shared;
+        let shared = self.shared().clone();
         let (requested, last, flush) = shared
             .store
             .read(|c| Ok((meta_get(c, REQUESTED)?, meta_get(c, LAST_AT)?, meta_get(c, CATALOGUE_FLUSH)?)))?;
         // `dvc-sync retry` asks for unknown procedures to be looked up again.
         if flush.is_some() && flush != self.flushed {
-            self.recorder.catalogue.forget_unknown();
+            self.sources[0].0.catalogue.forget_unknown();
             self.flushed = flush;
             shared.work_arrived.notify_one();
         }
@@ -123,11 +140,26 @@ impl<S: Source, C: Clock> Reconciler<S, C> {
     /// Reads and records the pass's next page; the report when the pass is over.
     async fn next_page(&mut self, stop: &CancellationToken) -> Result<Option<ReconcileReport>, Failure> {
         let Some(pass) = &mut self.pass else { return Ok(None) };
-        let recorder = &self.recorder;
-        let Some(page) = fetch(recorder, stop, Read::Scan, pass.cursor.as_ref(), self.page_size).await?
-        else {
-            return Ok(None);
+        let (recorder, page_size) = &self.sources[pass.source];
+        let page = match fetch(recorder, stop, Read::Scan, pass.cursor.as_ref(), *page_size).await {
+            Ok(Some(page)) => page,
+            Ok(None) => return Ok(None),
+            Err(failure) => {
+                pass.failures += 1;
+                if pass.failures < TRIES_PER_PAGE {
+                    return Err(failure);
+                }
+                tracing::warn!(
+                    event = "reconcile_source_unread",
+                    source = %recorder.name,
+                    error = %failure.error,
+                    "the full pass goes on without this source"
+                );
+                pass.unread.push(recorder.name.clone());
+                return self.next_source();
+            }
         };
+        pass.failures = 0;
         let applied = recorder.apply_page(&page.records, None)?;
         pass.total.read += applied.read;
         pass.total.changed += applied.changed;
@@ -140,14 +172,26 @@ impl<S: Source, C: Clock> Reconciler<S, C> {
             pass.cursor = next;
             return Ok(None);
         }
+        self.next_source()
+    }
+
+    /// The current source is read to its end (or left): on to the next, or the pass's end.
+    fn next_source(&mut self) -> Result<Option<ReconcileReport>, Failure> {
+        let Some(pass) = &mut self.pass else { return Ok(None) };
+        pass.source += 1;
+        pass.cursor = None;
+        pass.failures = 0;
+        if pass.source < self.sources.len() {
+            return Ok(None);
+        }
         self.finish().map(Some)
     }
 
     /// Ends the pass: the outbox's consistency check, coverage, the report kept for
     /// `dvc-sync reconcile`.
     fn finish(&mut self) -> Result<ReconcileReport, Failure> {
+        let shared = self.shared().clone();
         let Some(pass) = &self.pass else { return Err(Failure::new("no pass under way")) };
-        let shared = &self.recorder.shared;
         let now = shared.clock.now();
         let (requeued, coverage_percent) = shared.store.write(|tx| {
             let requeued = requeue_drift(tx, now.as_microsecond())?;
@@ -164,13 +208,18 @@ impl<S: Source, C: Clock> Reconciler<S, C> {
             quarantined: pass.total.quarantined,
             requeued,
             coverage_percent,
+            sources_unread: pass.unread.clone(),
         };
+        let complete = pass.unread.is_empty();
         let text = serde_json::to_string(&report).map_err(|e| Failure::new(e.to_string()))?;
         let started = pass.started.as_microsecond();
         shared.store.write(|tx| {
             meta_set(tx, LAST, Some(&text))?;
             meta_set(tx, LAST_AT, Some(&now.as_microsecond().to_string()))?;
-            minimise::source_lost(tx, started, &report.finished_at)?;
+            // A dossier waiting for its source is lost only if every source was read.
+            if complete {
+                minimise::source_lost(tx, started, &report.finished_at)?;
+            }
             // Dossiers that began waiting for their source during this pass may have been
             // passed over before: one more pass for them.
             let again: bool = tx
@@ -197,8 +246,15 @@ impl<S: Source, C: Clock> Worker for Reconciler<S, C> {
                 return Ok(Step::Idle);
             }
             tracing::info!(event = "reconcile_started");
-            let started = self.recorder.shared.clock.now();
-            self.pass = Some(Pass { started, cursor: None, total: Applied::default() });
+            let started = self.shared().clock.now();
+            self.pass = Some(Pass {
+                started,
+                source: 0,
+                cursor: None,
+                total: Applied::default(),
+                failures: 0,
+                unread: Vec::new(),
+            });
         }
         match self.next_page(stop).await? {
             Some(report) => {

@@ -138,7 +138,7 @@ fn engine_with(records: Vec<Record>) -> (Scripted, Engine<Quiet, Scripted, Syste
 }
 
 fn apply(e: &Engine<Quiet, Scripted, SystemClock>, records: Vec<Record>) -> Applied {
-    e.recorder.apply_page(&records, None).unwrap()
+    e.sources[0].0.apply_page(&records, None).unwrap()
 }
 
 /// The `isUpdating` flag of every DongBoHoSoMC call made, in order.
@@ -428,7 +428,7 @@ async fn a_dossier_without_a_due_date_asks_the_catalogue_for_its_duration_withou
     e.pusher().round().await.unwrap();
     assert_eq!(asked(&sink), 1, "not again at once");
     // A minute later (made so here), with nothing else to do, it is asked and kept.
-    e.recorder.catalogue.retry_later("1.001193", 0);
+    e.sources[0].0.catalogue.retry_later("1.001193", 0);
     sink.answer(
         "LayThuTuc",
         Answer::Ok(json!({"error_code": 0, "result": [{"MATTHC": "1.001193", "TENTTHC": "Đăng ký khai sinh",

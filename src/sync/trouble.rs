@@ -29,14 +29,14 @@ impl Quiet {
 /// at most once a minute with how many there were, and the recovery once, with the count.
 #[derive(Debug)]
 pub(crate) struct Trouble {
-    what: &'static str,
+    what: std::borrow::Cow<'static, str>,
     failures: u64,
     quiet: Quiet,
 }
 
 impl Trouble {
-    pub(crate) const fn new(what: &'static str) -> Self {
-        Self { what, failures: 0, quiet: Quiet { last: None, left_out: 0 } }
+    pub(crate) fn new(what: impl Into<std::borrow::Cow<'static, str>>) -> Self {
+        Self { what: what.into(), failures: 0, quiet: Quiet { last: None, left_out: 0 } }
     }
 
     /// Records a failure; logs it unless one was logged less than a minute ago.
@@ -45,13 +45,13 @@ impl Trouble {
         if let Some(suppressed) = self.quiet.due() {
             tracing::warn!(
                 event = "failure_repeated",
-                what = self.what,
+                what = &*self.what,
                 error,
                 failures = self.failures,
                 suppressed,
                 retry_in_ms = retry_in.as_millis() as u64,
                 "{} failing",
-                self.what
+                &*self.what
             );
         }
     }
@@ -61,10 +61,10 @@ impl Trouble {
         if self.failures > 0 {
             tracing::info!(
                 event = "failure_recovered",
-                what = self.what,
+                what = &*self.what,
                 failures = self.failures,
                 "{} recovered",
-                self.what
+                &*self.what
             );
         }
         self.failures = 0;

@@ -57,14 +57,14 @@ pub(crate) struct Role {
     /// Its name in `status` (`poller:provincial`, `pusher`, ...).
     pub(crate) name: String,
     /// What its failure logs call it (the `what` of `failure_repeated`).
-    pub(crate) what: &'static str,
+    pub(crate) what: String,
     /// The wait after a failure: from the first to the second, doubling, with jitter.
     pub(crate) retry: (Duration, Duration),
 }
 
 impl Role {
-    pub(crate) fn new(name: impl Into<String>, what: &'static str, retry: (Duration, Duration)) -> Role {
-        Role { name: name.into(), what, retry }
+    pub(crate) fn new(name: impl Into<String>, what: impl Into<String>, retry: (Duration, Duration)) -> Role {
+        Role { name: name.into(), what: what.into(), retry }
     }
 }
 
@@ -174,7 +174,7 @@ pub(crate) async fn run<W: Worker, C: Clock>(
     stop: &CancellationToken,
 ) {
     let name = &role.name;
-    let mut trouble = Trouble::new(role.what);
+    let mut trouble = Trouble::new(role.what.clone());
     let (initial, max) = role.retry;
     let new_backoff = || super::backoff(initial, max, shared.next_seed()).build();
     let mut backoff = new_backoff();

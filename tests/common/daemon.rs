@@ -97,6 +97,34 @@ pub fn write_config(dir: &Path, provincial: &str, national: &str, overrides: &[&
     path
 }
 
+/// As [`write_config`], with named sources instead of `[provincial]`: each (name, base URL,
+/// extra `key = value` lines of its section, e.g. `supersedes = ["old"]`), with the test
+/// pace of `[provincial]`'s keys.
+pub fn write_sources_config(
+    dir: &Path,
+    sources: &[(&str, &str, &[&str])],
+    national: &str,
+    overrides: &[&str],
+) -> PathBuf {
+    let path = write_config(dir, "http://127.0.0.1:1", national, overrides);
+    let text = std::fs::read_to_string(&path).unwrap();
+    let start = text.find("[provincial]\n").expect("a [provincial] section");
+    let end = start + text[start..].find("\n\n").expect("the section's end");
+    let keys: Vec<&str> = text[start..end].lines().skip(1).filter(|l| !l.starts_with("base_url")).collect();
+    let mut sections = String::new();
+    for (name, url, extra) in sources {
+        sections.push_str(&format!("[sources.{name}]\nkind = \"http\"\nbase_url = {url:?}\n"));
+        for line in keys.iter().chain(extra.iter()) {
+            sections.push_str(line);
+            sections.push('\n');
+        }
+        sections.push('\n');
+    }
+    let text = format!("{}{}{}", &text[..start], sections, &text[end + 2..]);
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
 pub struct Daemon {
     pub child: Child,
     pub config: PathBuf,

@@ -39,6 +39,21 @@ impl National {
         n
     }
 
+    /// A national mock with the account `madonvi` and the merger's `predecessors`.
+    pub async fn start_unit(faults: Faults, madonvi: &str, predecessors: &[&str]) -> National {
+        dvc_sync::telemetry::init_for_tests();
+        let config = NationalConfig {
+            faults,
+            madonvi: madonvi.into(),
+            predecessors: predecessors.iter().map(|p| (*p).to_owned()).collect(),
+            ..NationalConfig::default()
+        };
+        let server = national::start(loopback().await, config).await.expect("start national mock");
+        let mut n = National { server, http: client(), session: String::new() };
+        n.session = n.login().await;
+        n
+    }
+
     /// A national mock behind an OAuth2 gateway (`--auth oauth2`; the client id and secret are
     /// the default account's), with no session.
     pub async fn start_gateway(faults: Faults) -> National {

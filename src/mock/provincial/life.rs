@@ -284,7 +284,7 @@ fn pick<'a, T: ?Sized>(rng: &mut fastrand::Rng, items: &'a [&'a T]) -> &'a T {
 }
 
 /// Plans dossier `index`: who files what, with whom, and every status it will pass through.
-pub fn plan(seed: u64, base_day: Date, index: u32, traits: &Traits) -> Life {
+pub fn plan(seed: u64, base_day: Date, index: u32, traits: &Traits, province: &str) -> Life {
     let mut rng = rng_for(seed, index, 2);
     let agency = &AGENCIES[rng.usize(..AGENCIES.len())];
     let (procedure_code, procedure) = if traits.unknown_procedure {
@@ -295,9 +295,10 @@ pub fn plan(seed: u64, base_day: Date, index: u32, traits: &Traits) -> Life {
     };
     let day = base_day.checked_add(jiff::Span::new().days(i64::from(index / PER_DAY))).unwrap_or(base_day);
     let sequence = index % PER_DAY + 1;
+    // The agency's code in the system's province (H58's agencies under H20 for a successor).
+    let unit = agency.code.rsplit_once('.').map_or(agency.code, |(prefix, _)| prefix);
     let mahoso = format!(
-        "{}-{:02}{:02}{:02}-{:0width$}",
-        agency.code,
+        "{unit}.{province}-{:02}{:02}{:02}-{:0width$}",
         day.year() % 100,
         day.month(),
         day.day(),

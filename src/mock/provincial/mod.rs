@@ -121,6 +121,15 @@ pub struct Knobs {
     /// Every call gets HTTP 503.
     #[arg(long, default_value_t = false)]
     pub outage: bool,
+    /// The system's unit code: its last segment is the province of every MaHoSo it files, so
+    /// that two mocks (H58, H20) are a merged province's two predecessors. Fixed at start.
+    #[arg(long, default_value = crate::mock::catalogue::PROVINCE_UNIT)]
+    #[serde(default = "default_unit")]
+    pub madonvi: String,
+}
+
+fn default_unit() -> String {
+    crate::mock::catalogue::PROVINCE_UNIT.to_owned()
 }
 
 impl Default for Knobs {
@@ -137,6 +146,7 @@ impl Default for Knobs {
             malformed_rate: 0.0,
             latency_ms: 0,
             outage: false,
+            madonvi: default_unit(),
         }
     }
 }
@@ -154,6 +164,9 @@ impl Knobs {
             if !(0.0..=1.0).contains(&rate) {
                 problems.push(format!("{name} must be between 0 and 1"));
             }
+        }
+        if !crate::domain::mahoso::is_unit_code(&self.madonvi) {
+            problems.push(format!("madonvi {:?} is not a unit code like \"000.00.00.H58\"", self.madonvi));
         }
         if !(self.changes_per_second.is_finite() && self.changes_per_second >= 0.0) {
             problems.push("changes_per_second must be 0 (all at once) or positive".into());
@@ -285,6 +298,8 @@ pub struct World {
     knobs: Knobs,
     /// Fixed at start so that run-time changes to `seed` do not rewrite existing lives.
     plan_seed: u64,
+    /// The province of every MaHoSo filed (the last segment of `madonvi`), fixed at start.
+    province: String,
     base_day: Date,
     rng: fastrand::Rng,
     slots: Vec<Slot>,
@@ -340,6 +355,7 @@ impl World {
             rendered: Mutex::new(HashMap::new()),
             rendered_json: Mutex::new(HashMap::new()),
             plan_seed: knobs.seed,
+            province: crate::domain::mahoso::province_of(&knobs.madonvi).to_owned(),
             rng: fastrand::Rng::with_seed(knobs.seed ^ 0x5eed),
             base_day,
             knobs,
@@ -380,7 +396,7 @@ impl World {
     }
 
     fn plan(&self, index: u32, traits: &Traits) -> Life {
-        life::plan(self.plan_seed, self.base_day, index, traits)
+        life::plan(self.plan_seed, self.base_day, index, traits, &self.province)
     }
 
     /// A fresh updated_at: the wall clock, never behind an earlier stamp (equal to the
@@ -731,7 +747,7 @@ impl World {
         }
         // A generated record overwritten raw stops living its simulated life.
         if let SlotKind::Generated { index, traits, .. } = s.kind {
-            let life = life::plan(self.plan_seed, self.base_day, index, &traits);
+            let life = life::plan(self.plan_seed, self.base_day, index, &traits, &self.province);
             let steps = (version - 1) as usize;
             let mut versions = VecDeque::new();
             if let Some((v, at)) = s.visible {

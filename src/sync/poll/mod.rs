@@ -22,7 +22,6 @@ use tokio_util::sync::CancellationToken;
 
 pub(crate) use self::record::{Applied, Recorder};
 use super::{
-    health::Side,
     ports::{Clock, Cursor, Page, Record, Source},
     worker::{Failure, Step, Worker},
 };
@@ -85,9 +84,9 @@ pub(crate) async fn fetch<S: Source, C: Clock>(
         result = reading => result,
     };
     result.map(Some).map_err(|e| {
-        metrics::counter!(m::PAGES, "outcome" => "failed").increment(1);
+        metrics::counter!(m::PAGES, "source" => recorder.name.clone(), "outcome" => "failed").increment(1);
         recorder.shared.stats.page_failed();
-        recorder.shared.note_error(Side::Poll, &e.reason);
+        recorder.shared.note_poll_error(&recorder.name, &e.reason);
         Failure { error: e.reason, retry_after: None }
     })
 }
@@ -101,10 +100,17 @@ pub(crate) fn apply_and_count<S: Source, C: Clock>(
     let shared = &recorder.shared;
     match recorder.apply_page(records, cursor) {
         Ok(applied) => {
-            metrics::counter!(m::PAGES, "outcome" => "ok").increment(1);
-            metrics::counter!(m::RECORDS, "result" => "changed").increment(applied.changed as u64);
-            metrics::counter!(m::RECORDS, "result" => "seen").increment(applied.seen as u64);
-            metrics::counter!(m::RECORDS, "result" => "quarantined").increment(applied.quarantined as u64);
+            let source = recorder.name.clone();
+            metrics::counter!(m::PAGES, "source" => source.clone(), "outcome" => "ok").increment(1);
+            for (result, n) in [
+                ("changed", applied.changed),
+                ("seen", applied.seen),
+                ("quarantined", applied.quarantined),
+                ("ignored", applied.ignored),
+            ] {
+                metrics::counter!(m::RECORDS, "source" => source.clone(), "result" => result)
+                    .increment(n as u64);
+            }
             shared.stats.page_applied(&applied);
             if applied.enqueued > 0 || applied.changed > 0 {
                 shared.work_arrived.notify_one();
@@ -116,7 +122,7 @@ pub(crate) fn apply_and_count<S: Source, C: Clock>(
             // cursor did not move; the page is read again after the pause.
             tracing::error!(event = "store_failed", what = "recording a page", error = %e);
             let error = format!("cannot record a page: {e}");
-            shared.note_error(Side::Poll, &error);
+            shared.note_poll_error(&recorder.name, &error);
             Err(Failure::new(error))
         }
     }
@@ -149,12 +155,7 @@ impl<S: Source, C: Clock> Poller<S, C> {
     /// The next page is fetched while this one is recorded (its position is known as soon as
     /// the page is read): the source's answer time and the local write overlap. The cursor is
     /// written only with the page that moved it, so a crash still replays at most one page.
-    async fn head_pass(
-        &self,
-        stop: &CancellationToken,
-        read: Read,
-        key: &'static str,
-    ) -> Result<bool, Failure> {
+    async fn head_pass(&self, stop: &CancellationToken, read: Read, key: &str) -> Result<bool, Failure> {
         let recorder = &self.recorder;
         let limit = self.cfg.page_size;
         let mut cursor = recorder.shared.store.read(|c| read_cursor(c, key))?;
@@ -172,7 +173,7 @@ impl<S: Source, C: Clock> Poller<S, C> {
                 (task, guard)
             });
             apply_and_count(recorder, &page.records, next.as_ref().map(|c| (key, c)))?;
-            recorder.shared.note_success(Side::Poll);
+            recorder.shared.note_poll_success(&recorder.name);
             if !page.has_more {
                 return Ok(true);
             }
@@ -202,7 +203,8 @@ impl<S: Source, C: Clock> Poller<S, C> {
         let recorder = &self.recorder;
         let boundary = self.now().checked_sub(look_back).unwrap_or(Timestamp::UNIX_EPOCH);
         loop {
-            let Some(cursor) = recorder.shared.store.read(|c| read_cursor(c, TAIL))? else {
+            let tail = recorder.key(TAIL);
+            let Some(cursor) = recorder.shared.store.read(|c| read_cursor(c, &tail))? else {
                 self.start_trail()?;
                 return Ok(true);
             };
@@ -214,7 +216,7 @@ impl<S: Source, C: Clock> Poller<S, C> {
                 return Ok(false);
             };
             let (ripe, next, reached_boundary) = ripe_part(&page, &cursor, boundary);
-            let applied = apply_and_count(recorder, ripe, Some((TAIL, &next)))?;
+            let applied = apply_and_count(recorder, ripe, Some((&tail, &next)))?;
             if applied.changed > 0 {
                 recorder.shared.stats.late_found(applied.changed);
                 tracing::info!(
@@ -236,9 +238,10 @@ impl<S: Source, C: Clock> Poller<S, C> {
     fn start_trail(&self) -> Result<(), Failure> {
         let boundary = self.now().checked_sub(self.cfg.look_back).unwrap_or(Timestamp::UNIX_EPOCH);
         let start = Cursor { updated_at: boundary, id: String::new() };
+        let tail = self.recorder.key(TAIL);
         self.recorder.shared.store.write(|tx| {
-            if read_cursor(tx, TAIL)?.is_none() {
-                write_cursor(tx, TAIL, &start)?;
+            if read_cursor(tx, &tail)?.is_none() {
+                write_cursor(tx, &tail, &start)?;
             }
             Ok(())
         })?;
@@ -256,32 +259,34 @@ impl<S: Source, C: Clock> Poller<S, C> {
             return Ok(true);
         }
         let store = &self.recorder.shared.store;
+        let [head, backfill, backfill_then] = [HEAD, BACKFILL, BACKFILL_THEN].map(|k| self.recorder.key(k));
         let then = store.write(|tx| {
-            if read_cursor(tx, HEAD)?.is_some() {
+            if read_cursor(tx, &head)?.is_some() {
                 return Ok(None);
             }
-            if let Some(then) = read_cursor(tx, BACKFILL_THEN)? {
+            if let Some(then) = read_cursor(tx, &backfill_then)? {
                 return Ok(Some(then));
             }
             let at = self.now().checked_sub(self.cfg.look_back).unwrap_or(Timestamp::UNIX_EPOCH);
             let then = Cursor { updated_at: at, id: String::new() };
-            write_cursor(tx, BACKFILL_THEN, &then)?;
+            write_cursor(tx, &backfill_then, &then)?;
             Ok(Some(then))
         })?;
         let Some(then) = then else { return Ok(true) };
         tracing::info!(
             event = "backfill_started",
+            source = %self.recorder.name,
             "first start: reading every dossier once, by the source's scan"
         );
-        if !self.head_pass(stop, Read::Scan, BACKFILL).await? {
+        if !self.head_pass(stop, Read::Scan, &backfill).await? {
             return Ok(false);
         }
         store.write(|tx| {
-            write_cursor(tx, HEAD, &then)?;
-            meta_set(tx, BACKFILL, None)?;
-            meta_set(tx, BACKFILL_THEN, None)
+            write_cursor(tx, &head, &then)?;
+            meta_set(tx, &backfill, None)?;
+            meta_set(tx, &backfill_then, None)
         })?;
-        tracing::info!(event = "backfill_finished", "the change listing takes over");
+        tracing::info!(event = "backfill_finished", source = %self.recorder.name, "the change listing takes over");
         Ok(true)
     }
 }
@@ -315,7 +320,7 @@ impl<S: Source, C: Clock> Worker for Poller<S, C> {
             }
             self.ready = true;
         }
-        if self.head_pass(stop, Read::Changes, HEAD).await? {
+        if self.head_pass(stop, Read::Changes, &self.recorder.key(HEAD)).await? {
             self.tail_pass(stop).await?;
         }
         Ok(Step::Idle)

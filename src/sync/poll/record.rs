@@ -20,6 +20,7 @@ use crate::{
     domain::{
         entry::identity,
         normalize::{Quarantined, StatusMap, fill_catalogue, normalize_raw, record_position, record_version},
+        ownership::{Claim, DEFAULT_SOURCE, Precedence, claim, goes_backwards},
         stable_hash,
     },
     store::{self, body::BodyError, state::write_cursor},
@@ -34,6 +35,10 @@ pub(crate) struct Recorder<S, C> {
     /// Where the bodies just recorded are left for the pusher.
     pub(crate) fresh: Arc<FreshBodies>,
     pub(crate) status_map: StatusMap,
+    /// The source's name (`provincial`, or the `<name>` of `[sources.<name>]`).
+    pub(crate) name: String,
+    /// Which sources' copies of a dossier replace which.
+    pub(crate) precedence: Arc<Precedence>,
 }
 
 /// Quarantined records are kept up to this size, enough to see what was wrong.
@@ -50,6 +55,8 @@ pub(crate) struct Applied {
     pub quarantined: usize,
     /// Dossiers put (back) in the outbox.
     pub enqueued: usize,
+    /// New versions of dossiers that moved to a source superseding this one, ignored.
+    pub ignored: usize,
 }
 
 /// What judging a record came to, before the transaction that records it.
@@ -78,6 +85,72 @@ struct Prepared {
 }
 
 impl<S: Source, C: Clock> Recorder<S, C> {
+    /// The meta key of `base` (a cursor) for this source.
+    pub(crate) fn key(&self, base: &str) -> String {
+        store::state::source_key(&self.name, base)
+    }
+
+    /// Whether this version of the record is already recorded (see [`Recorder::apply_page`]):
+    /// the owner's version or fingerprint, or the last ignored one of a copy left behind.
+    fn already_seen(&self, c: &rusqlite::Connection, record: &Record) -> rusqlite::Result<bool> {
+        let Some((mahoso, version)) = record_version(&record.raw) else {
+            return Ok(false);
+        };
+        let Some(k) = known_version(c, &mahoso)? else { return Ok(false) };
+        let fp = record.fingerprint;
+        Ok(match claim(&self.precedence, &self.name, Some(&k.source)) {
+            Claim::Own => k.version >= version || (fp.is_some() && fp == k.fingerprint),
+            Claim::Ignore => {
+                k.ignored_version.is_some_and(|v| v >= version) || (fp.is_some() && fp == k.ignored_hash)
+            }
+            Claim::Move | Claim::Conflict => false,
+        })
+    }
+
+    /// Records a valid version, by whose the dossier is: its owner's (checked against what is
+    /// recorded), a superseding source's (a move, checked against what was sent), a
+    /// superseded source's (ignored), or another's (a conflict, quarantined).
+    fn record_dossier(
+        &self,
+        tx: &rusqlite::Connection,
+        p: &Prepared,
+        record: &Record,
+        now: i64,
+    ) -> rusqlite::Result<Recorded> {
+        let known = existing(tx, &p.mahoso)?;
+        let name = self.name.as_str();
+        match known.as_ref().map_or(Claim::Own, |k| claim(&self.precedence, name, Some(&k.source))) {
+            Claim::Own => {
+                if let Some(known) = &known
+                    && let Some(outcome) = judge_against(tx, p, record, known, name, now)?
+                {
+                    return Ok(outcome);
+                }
+            }
+            Claim::Move => {
+                if let Some(known) = &known
+                    && let Some(outcome) = judge_move(tx, p, record, known, name, now)?
+                {
+                    return Ok(outcome);
+                }
+            }
+            Claim::Ignore => return ignore(tx, p, record, known.as_ref()),
+            Claim::Conflict => {
+                let owner = known.as_ref().map_or("", |k| k.source.as_str());
+                let reason = format!(
+                    "MaHoSo {} is also read from source {owner:?}, which owns it, and neither source supersedes \
+                     the other (sources.<name>.supersedes): this copy from {name:?} is not sent until one of them \
+                     is corrected or supersedes the other",
+                    p.mahoso
+                );
+                let q = quarantined(p, format!("{}#{name}", p.mahoso), reason, Some("MaHoSo"));
+                record_quarantine(tx, &q, record, name, now)?;
+                return Ok(Recorded::Quarantined);
+            }
+        }
+        write_dossier(tx, p, record, known.as_ref(), name, now)
+    }
+
     /// Records a page's items and, in the same transaction, the cursor it moved.
     ///
     /// The records are judged first, outside the transaction (which holds the one connection
@@ -93,8 +166,10 @@ impl<S: Source, C: Clock> Recorder<S, C> {
         // Cheap recognition of what was already seen, before normalising anything: an older or
         // equal version, or (for sources without a version counter) the same fingerprint as the
         // state recorded.
-        let seen: Vec<bool> =
-            self.shared.store.read(|c| records.iter().map(|record| already_seen(c, record)).collect())?;
+        let seen: Vec<bool> = self
+            .shared
+            .store
+            .read(|c| records.iter().map(|record| self.already_seen(c, record)).collect())?;
         // Each record is read (`Raw`) only while it is judged: a page's worth of them at once
         // would hold megabytes.
         let mut judged: Vec<Judged> = records
@@ -113,8 +188,12 @@ impl<S: Source, C: Clock> Recorder<S, C> {
             for (i, (record, judged)) in records.iter().zip(&judged).enumerate() {
                 match judged {
                     Judged::Seen => applied.seen += 1,
-                    Judged::Valid(p) => match record_dossier(tx, p, record, now)? {
+                    Judged::Valid(p) => match self.record_dossier(tx, p, record, now)? {
                         Recorded::Seen => applied.seen += 1,
+                        Recorded::Ignored { new } => {
+                            applied.seen += 1;
+                            applied.ignored += usize::from(new);
+                        }
                         Recorded::Changed { enqueued, in_sync } => {
                             applied.changed += 1;
                             applied.enqueued += usize::from(enqueued);
@@ -125,7 +204,7 @@ impl<S: Source, C: Clock> Recorder<S, C> {
                         Recorded::Quarantined => applied.quarantined += 1,
                     },
                     Judged::Quarantined(q) => {
-                        if record_quarantine(tx, q, record, record.source_id.as_deref(), now)? {
+                        if record_quarantine(tx, q, record, &self.name, now)? {
                             applied.quarantined += 1;
                         } else {
                             applied.seen += 1;
@@ -174,7 +253,11 @@ impl<S: Source, C: Clock> Recorder<S, C> {
         if q.mahoso.is_none()
             && let Some(id) = &record.source_id
         {
-            q.key = format!("no-MaHoSo:id:{id}");
+            q.key = if self.name == DEFAULT_SOURCE {
+                format!("no-MaHoSo:id:{id}")
+            } else {
+                format!("no-MaHoSo:{}:id:{id}", self.name)
+            };
         }
         if let Some(hint) = q.field.and_then(|f| self.source.explain(f)) {
             q.reason = format!("{} ({hint})", q.reason);
@@ -243,19 +326,19 @@ impl<S: Source, C: Clock> Recorder<S, C> {
     }
 }
 
-/// Whether this version of the record is already recorded (see [`apply_page`]).
-fn already_seen(c: &rusqlite::Connection, record: &Record) -> rusqlite::Result<bool> {
-    let Some((mahoso, version)) = record_version(&record.raw) else {
-        return Ok(false);
-    };
-    Ok(known_version(c, &mahoso)?.is_some_and(|(known, known_fingerprint)| {
-        known >= version || (record.fingerprint.is_some() && record.fingerprint == known_fingerprint)
-    }))
-}
-
 /// A value's JSON (serialising JSON values cannot fail).
 fn to_raw<T: serde::Serialize>(value: &T) -> Box<RawValue> {
     serde_json::value::to_raw_value(value).unwrap_or_else(|_| RawValue::NULL.to_owned())
+}
+
+/// What is cheaply known of a recorded dossier, to recognise a record read again.
+struct Known {
+    version: i64,
+    fingerprint: Option<i64>,
+    source: String,
+    /// The last ignored version of a source it moved away from.
+    ignored_version: Option<i64>,
+    ignored_hash: Option<i64>,
 }
 
 /// The version (and source fingerprint) already recorded for this MaHoSo, if any.
@@ -263,12 +346,20 @@ fn to_raw<T: serde::Serialize>(value: &T) -> Box<RawValue> {
 /// (bytes mangled in transit), and the few quarantined records are cheap to judge again.
 /// A dossier waiting to be read again from its source (its payload minimised, and needed
 /// whole by the national portal) is never "already recorded".
-fn known_version(c: &rusqlite::Connection, mahoso: &str) -> rusqlite::Result<Option<(i64, Option<i64>)>> {
+fn known_version(c: &rusqlite::Connection, mahoso: &str) -> rusqlite::Result<Option<Known>> {
     c.prepare_cached(
-        "SELECT version, source_hash FROM dossier d WHERE mahoso = ?1
+        "SELECT version, source_hash, source, ignored_version, ignored_hash FROM dossier d WHERE mahoso = ?1
            AND NOT EXISTS (SELECT 1 FROM dead x WHERE x.mahoso = d.mahoso AND x.kind = ?2)",
     )?
-    .query_row(params![mahoso, minimise::WAITING_FOR_SOURCE], |r| Ok((r.get(0)?, r.get(1)?)))
+    .query_row(params![mahoso, minimise::WAITING_FOR_SOURCE], |r| {
+        Ok(Known {
+            version: r.get(0)?,
+            fingerprint: r.get(1)?,
+            source: r.get(2)?,
+            ignored_version: r.get(3)?,
+            ignored_hash: r.get(4)?,
+        })
+    })
     .optional()
 }
 
@@ -277,6 +368,11 @@ struct Existing {
     version: i64,
     acked_history: i64,
     acked_hash: Option<i64>,
+    acked_status: Option<i64>,
+    /// The source that owns it.
+    source: String,
+    ignored_version: Option<i64>,
+    ignored_hash: Option<i64>,
     /// Its stored history, as text.
     history: String,
     source_id: Option<String>,
@@ -287,6 +383,11 @@ struct Existing {
 
 enum Recorded {
     Seen,
+    /// A copy left behind in a source the dossier moved away from (`new`: a version not
+    /// counted before).
+    Ignored {
+        new: bool,
+    },
     /// Recorded; put in the outbox if it was not there, due unless the portal holds it.
     Changed {
         enqueued: bool,
@@ -298,7 +399,8 @@ enum Recorded {
 fn existing(tx: &rusqlite::Connection, mahoso: &str) -> rusqlite::Result<Option<Existing>> {
     tx.prepare_cached(
         "SELECT d.version, d.acked_history, d.acked_hash, body_text(b.history), d.source_id, d.source_hash,
-                EXISTS (SELECT 1 FROM dead x WHERE x.mahoso = d.mahoso AND x.kind = ?2)
+                EXISTS (SELECT 1 FROM dead x WHERE x.mahoso = d.mahoso AND x.kind = ?2),
+                d.acked_status, d.source, d.ignored_version, d.ignored_hash
          FROM dossier d JOIN body b ON b.mahoso = d.mahoso WHERE d.mahoso = ?1",
     )?
     .query_row(params![mahoso, minimise::WAITING_FOR_SOURCE], |r| {
@@ -310,24 +412,13 @@ fn existing(tx: &rusqlite::Connection, mahoso: &str) -> rusqlite::Result<Option<
             source_id: r.get(4)?,
             fingerprint: r.get(5)?,
             reread: r.get(6)?,
+            acked_status: r.get(7)?,
+            source: r.get(8)?,
+            ignored_version: r.get(9)?,
+            ignored_hash: r.get(10)?,
         })
     })
     .optional()
-}
-
-fn record_dossier(
-    tx: &rusqlite::Connection,
-    p: &Prepared,
-    record: &Record,
-    now: i64,
-) -> rusqlite::Result<Recorded> {
-    let known = existing(tx, &p.mahoso)?;
-    if let Some(known) = &known
-        && let Some(outcome) = judge_against(tx, p, record, known, now)?
-    {
-        return Ok(outcome);
-    }
-    write_dossier(tx, p, record, known.as_ref(), now)
 }
 
 /// A new version of a known dossier, checked against what is recorded: already seen, another
@@ -338,17 +429,11 @@ fn judge_against(
     p: &Prepared,
     record: &Record,
     known: &Existing,
+    source: &str,
     now: i64,
 ) -> rusqlite::Result<Option<Recorded>> {
     let Record { fingerprint, source_id, .. } = record;
-    let quarantine = |key: String, reason: String, field: Option<&'static str>| Quarantined {
-        key,
-        mahoso: Some(p.mahoso.clone()),
-        version: Some(p.version),
-        updated_at: Timestamp::from_microsecond(p.updated_at).ok(),
-        reason,
-        field,
-    };
+    let quarantine = |key: String, reason: String, field| quarantined(p, key, reason, field);
     // Two source records claim one MaHoSo (a number given twice): the first one read keeps
     // it; the other is parked under its own key until the source is corrected.
     if let (Some(known_id), Some(this)) = (&known.source_id, source_id)
@@ -359,7 +444,7 @@ fn judge_against(
             p.mahoso
         );
         let q = quarantine(format!("{}#id:{this}", p.mahoso), reason, Some("MaHoSo"));
-        record_quarantine(tx, &q, record, Some(this), now)?;
+        record_quarantine(tx, &q, record, source, now)?;
         return Ok(Some(Recorded::Quarantined));
     }
     let same = known.version == p.version || (fingerprint.is_some() && *fingerprint == known.fingerprint);
@@ -367,33 +452,116 @@ fn judge_against(
         return Ok(Some(Recorded::Seen));
     }
     // History is append-only; what was already sent must still be there, unchanged.
-    let acked = known.acked_history as usize;
-    if acked == 0 {
-        return Ok(None);
-    }
-    let reason = match serde_json::from_str::<Vec<Value>>(&known.history) {
-        Err(e) => {
-            format!("the stored history cannot be read to compare with ({e}): nothing is sent until it is")
-        }
-        Ok(stored) => {
-            let new = p.history.iter().take(acked).map(|e| serde_json::from_str::<Value>(e.get()).ok());
-            let intact = p.history.len() >= acked
-                && stored.len() >= acked
-                && stored[..acked]
-                    .iter()
-                    .zip(new)
-                    .all(|(a, b)| b.is_some_and(|b| identity(a) == identity(&b)));
-            if intact {
-                return Ok(None);
-            }
-            format!(
-                "history rewritten: the first {acked} entries were already sent to the national portal and have changed or gone"
-            )
-        }
-    };
-    record_quarantine(tx, &quarantine(p.mahoso.clone(), reason, None), record, source_id.as_deref(), now)?;
+    let Some(problem) = sent_history_problem(p, known) else { return Ok(None) };
+    let reason = problem.unwrap_or_else(|acked| {
+        format!(
+            "history rewritten: the first {acked} entries were already sent to the national portal and have changed or gone"
+        )
+    });
+    record_quarantine(tx, &quarantine(p.mahoso.clone(), reason, None), record, source, now)?;
     Ok(Some(Recorded::Quarantined))
 }
+
+/// A quarantined version of a valid record, under `key`.
+fn quarantined(p: &Prepared, key: String, reason: String, field: Option<&'static str>) -> Quarantined {
+    Quarantined {
+        key,
+        mahoso: Some(p.mahoso.clone()),
+        version: Some(p.version),
+        updated_at: Timestamp::from_microsecond(p.updated_at).ok(),
+        reason,
+        field,
+    }
+}
+
+/// None when `p`'s history still holds, by identity (time, officer, content by meaning) and in
+/// order, every entry the national portal acknowledged of `known`; else Some(Ok(why the
+/// stored history cannot be compared)) or Some(Err(how many entries were sent)).
+fn sent_history_problem(p: &Prepared, known: &Existing) -> Option<Result<String, usize>> {
+    let acked = known.acked_history as usize;
+    if acked == 0 {
+        return None;
+    }
+    let stored = match serde_json::from_str::<Vec<Value>>(&known.history) {
+        Ok(stored) => stored,
+        Err(e) => {
+            return Some(Ok(format!(
+                "the stored history cannot be read to compare with ({e}): nothing is sent until it is"
+            )));
+        }
+    };
+    let new = p.history.iter().take(acked).map(|e| serde_json::from_str::<Value>(e.get()).ok());
+    let intact = p.history.len() >= acked
+        && stored.len() >= acked
+        && stored[..acked].iter().zip(new).all(|(a, b)| b.is_some_and(|b| identity(a) == identity(&b)));
+    (!intact).then_some(Err(acked))
+}
+
+/// A copy read from a source that supersedes the dossier's owner: ownership moves, unless the
+/// copy lacks or contradicts what was already sent from the old owner (a history entry, or a
+/// status it would take back), when it is quarantined under `MaHoSo#<source>` naming both.
+/// None: it is recorded (and the move with it).
+fn judge_move(
+    tx: &rusqlite::Connection,
+    p: &Prepared,
+    record: &Record,
+    known: &Existing,
+    source: &str,
+    now: i64,
+) -> rusqlite::Result<Option<Recorded>> {
+    let owner = &known.source;
+    let problem = match sent_history_problem(p, known) {
+        Some(Ok(why)) => Some(why),
+        Some(Err(acked)) => Some(format!(
+            "its history lacks or contradicts entries already sent to the national portal from {owner:?} (the \
+             first {acked}, recognised by time, officer and content)"
+        )),
+        None => known.acked_status.filter(|&a| goes_backwards(a, p.status)).map(|a| {
+            format!(
+                "its status {} would take the national dossier back from {a}, sent from {owner:?}",
+                p.status
+            )
+        }),
+    };
+    let Some(problem) = problem else {
+        tracing::info!(event = "dossier_moved", dossier = %p.mahoso, from = %owner, to = %source);
+        return Ok(None);
+    };
+    let reason = format!(
+        "moving from source {owner:?} to {source:?} (which supersedes it): {problem}; nothing is sent for it \
+         until the two agree"
+    );
+    let q = quarantined(p, format!("{}#{source}", p.mahoso), reason, None);
+    record_quarantine(tx, &q, record, source, now)?;
+    Ok(Some(Recorded::Quarantined))
+}
+
+/// A version of a dossier read from a source it moved away from: not recorded; counted once
+/// per version (or fingerprint).
+fn ignore(
+    tx: &rusqlite::Connection,
+    p: &Prepared,
+    record: &Record,
+    known: Option<&Existing>,
+) -> rusqlite::Result<Recorded> {
+    let Some(known) = known else { return Ok(Recorded::Seen) };
+    let new = match record.fingerprint {
+        Some(fp) => known.ignored_hash != Some(fp) && known.ignored_version.is_none_or(|v| p.version > v),
+        None => known.ignored_version.is_none_or(|v| p.version > v),
+    };
+    if new {
+        tx.prepare_cached(
+            "UPDATE dossier SET ignored = ignored + 1, ignored_version = ?2, ignored_hash = ?3 WHERE mahoso = ?1",
+        )?
+        .execute(params![p.mahoso, p.version, record.fingerprint])?;
+        store::meta_add(tx, IGNORED, 1)?;
+        tracing::info!(event = "stale_copy_ignored", dossier = %p.mahoso, owner = %known.source);
+    }
+    Ok(Recorded::Ignored { new })
+}
+
+/// The meta counter of versions ignored because their dossier moved to another source.
+pub(crate) const IGNORED: &str = "ignored_after_move";
 
 /// Writes a valid version: the dossier row, its bodies, and the outbox row unless the portal
 /// holds it already.
@@ -402,14 +570,17 @@ fn write_dossier(
     p: &Prepared,
     record: &Record,
     known: Option<&Existing>,
+    source: &str,
     now: i64,
 ) -> rusqlite::Result<Recorded> {
     let Record { fingerprint, source_id, .. } = record;
     tx.prepare_cached(
         "INSERT INTO dossier (mahoso, version, updated_at, seen_at, payload_hash, status, procedure,
-                              needs_catalogue, history_len, local_status, source_hash, source_id)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
+                              needs_catalogue, history_len, local_status, source_hash, source_id, source)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)
          ON CONFLICT(mahoso) DO UPDATE SET
+             moved_from = CASE WHEN source <> excluded.source THEN source ELSE moved_from END,
+             source = excluded.source,
              version = excluded.version, updated_at = excluded.updated_at, seen_at = excluded.seen_at,
              payload_hash = excluded.payload_hash, status = excluded.status,
              procedure = excluded.procedure, needs_catalogue = excluded.needs_catalogue,
@@ -429,6 +600,7 @@ fn write_dossier(
         p.local_status,
         fingerprint,
         source_id,
+        source,
     ])?;
     // Packed outside the transaction (`Store::pack`, what `body_pack` does in SQL).
     tx.prepare_cached(
@@ -438,9 +610,12 @@ fn write_dossier(
     .execute(params![p.mahoso, p.packed_payload, p.packed_history])?;
     // A valid version supersedes whatever was quarantined under this MaHoSo, and earlier
     // versions of the same source record (without a MaHoSo then, or a malformed one).
-    tx.prepare_cached("DELETE FROM quarantine WHERE key = ?1")?.execute([&p.mahoso])?;
+    // (Of this source: another source's copy, in conflict, stays quarantined.)
+    tx.prepare_cached("DELETE FROM quarantine WHERE source = ?2 AND (key = ?1 OR key = ?1 || '#' || ?2)")?
+        .execute([&p.mahoso, source])?;
     if let Some(id) = source_id {
-        tx.prepare_cached("DELETE FROM quarantine WHERE source_id = ?1")?.execute([id])?;
+        tx.prepare_cached("DELETE FROM quarantine WHERE source_id = ?1 AND source = ?2")?
+            .execute([id, source])?;
     }
     // Read again for the national portal: out of its wait, into the outbox, whatever the
     // acknowledged state says (the write it waited for may be an uncertain one to resolve).
@@ -471,9 +646,26 @@ fn record_quarantine(
     tx: &rusqlite::Connection,
     q: &Quarantined,
     record: &Record,
-    source_id: Option<&str>,
+    source: &str,
     now: i64,
 ) -> rusqlite::Result<bool> {
+    let source_id = record.source_id.as_deref();
+    // The dossier of this MaHoSo, if valid somewhere: its version and owner.
+    let owner: Option<(i64, String)> = match &q.mahoso {
+        Some(mahoso) => tx
+            .prepare_cached("SELECT version, source FROM dossier WHERE mahoso = ?1")?
+            .query_row([mahoso], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()?,
+        None => None,
+    };
+    // A defective copy of a dossier another source owns is kept apart from the owner's.
+    let mut q = std::borrow::Cow::Borrowed(q);
+    if let (Some(mahoso), Some((_, owner))) = (&q.mahoso, &owner)
+        && owner != source
+        && q.key == *mahoso
+    {
+        q.to_mut().key = format!("{mahoso}#{source}");
+    }
     let known: Option<Option<i64>> = tx
         .prepare_cached("SELECT version FROM quarantine WHERE key = ?1")?
         .query_row([&q.key], |r| r.get(0))
@@ -485,15 +677,13 @@ fn record_quarantine(
             .execute(params![q.key, now])?;
         return Ok(false);
     }
-    // A valid newer version of the same dossier is already recorded: this one is stale.
-    if let (Some(mahoso), Some(version)) = (&q.mahoso, q.version) {
-        let newer: Option<i64> = tx
-            .prepare_cached("SELECT version FROM dossier WHERE mahoso = ?1")?
-            .query_row([mahoso], |r| r.get(0))
-            .optional()?;
-        if newer.is_some_and(|v| v >= version) {
-            return Ok(false);
-        }
+    // A valid newer version of the same dossier from this source is already recorded: this
+    // one is stale.
+    if let (Some((known, owner)), Some(version)) = (&owner, q.version)
+        && owner == source
+        && *known >= version
+    {
+        return Ok(false);
     }
     let mut text = record.raw.view().to_value().to_string();
     if text.len() > MAX_QUARANTINED_RECORD {
@@ -501,11 +691,12 @@ fn record_quarantine(
         text.truncate(cut);
     }
     tx.prepare_cached(
-        "INSERT INTO quarantine (key, mahoso, version, updated_at, reason, record, first_seen_at, last_seen_at, source_id)
-         VALUES (?1, ?2, ?3, ?4, ?5, body_pack(?6), ?7, ?7, ?8)
+        "INSERT INTO quarantine (key, mahoso, version, updated_at, reason, record, first_seen_at, last_seen_at, source_id, source)
+         VALUES (?1, ?2, ?3, ?4, ?5, body_pack(?6), ?7, ?7, ?8, ?9)
          ON CONFLICT(key) DO UPDATE SET mahoso = excluded.mahoso, version = excluded.version,
              updated_at = excluded.updated_at, reason = excluded.reason, record = excluded.record,
-             last_seen_at = excluded.last_seen_at, source_id = excluded.source_id, minimised_at = NULL",
+             last_seen_at = excluded.last_seen_at, source_id = excluded.source_id, source = excluded.source,
+             minimised_at = NULL",
     )?
     .execute(params![
         q.key,
@@ -515,7 +706,8 @@ fn record_quarantine(
         q.reason,
         text,
         now,
-        source_id
+        source_id,
+        source
     ])?;
     tracing::warn!(event = "record_quarantined", dossier = q.mahoso.as_deref().unwrap_or(&q.key), reason = %q.reason);
     Ok(true)

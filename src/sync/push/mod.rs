@@ -47,7 +47,6 @@ use super::{
     answer::{Answer, Service},
     catalogue::Catalogue,
     fresh::FreshBodies,
-    health::Side,
     journal,
     portal::Portal,
     ports::{Clock, Sink},
@@ -239,7 +238,7 @@ impl<N: Sink, C: Clock> Worker for Pusher<N, C> {
             Ok(_) => Ok(Step::Busy),
             Err(e) => {
                 let failure = Failure::from(e);
-                self.shared.note_error(Side::Push, &failure.error);
+                self.shared.note_push_error(&failure.error);
                 Err(failure)
             }
         }
