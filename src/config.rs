@@ -215,6 +215,12 @@ pub enum Purpose {
     Inspect,
 }
 
+/// What the configuration lacks for a command (credentials it needs), or what it says that
+/// the database contradicts (a changed unit code): exit 78.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub(crate) struct NeedsConfig(pub(crate) String);
+
 /// Every problem found, each with the key it concerns.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigErrors(pub Vec<(String, String)>);
@@ -1282,6 +1288,58 @@ mod tests {
         let mut f = tempfile::Builder::new().suffix(".toml").tempfile().unwrap();
         std::io::Write::write_all(&mut f, text.as_bytes()).unwrap();
         f
+    }
+
+    /// The national account, for a configuration of named sources (no [provincial] key set).
+    fn national_only() -> HashMap<String, String> {
+        env(&[
+            ("DVC_SYNC__NATIONAL__USERNAME", "u"),
+            ("DVC_SYNC__NATIONAL__PASSWORD", "0123"),
+            ("DVC_SYNC__NATIONAL__MADONVI", "000.00.00.H20"),
+        ])
+    }
+
+    #[test]
+    fn named_sources_take_provincial_keys_with_its_defaults_and_supersedes() {
+        let f = file(
+            "[national]\npredecessors = [\"000.00.00.H58\"]\n\
+             [sources.tiengiang]\nkind = \"http\"\nbase_url = \"http://127.0.0.1:9001\"\napi_key = \"a\"\npage_size = 50\n\
+             [sources.dong-thap]\nkind = \"http\"\nbase_url = \"http://127.0.0.1:9002\"\napi_key = \"b\"\n\
+             supersedes = [\"tiengiang\"]\n",
+        );
+        let c = load_with_env(Some(f.path()), national_only(), Purpose::Run).unwrap();
+        let names: Vec<_> = c.sources.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["dong-thap", "tiengiang"]);
+        let (new, old) = (&c.sources[0], &c.sources[1]);
+        assert_eq!((old.page_size, new.page_size), (50, 500), "a key not set is [provincial]'s default");
+        assert_eq!(new.supersedes, ["tiengiang"]);
+        assert_eq!(new.section, "sources.dong-thap");
+        assert_eq!(c.national.predecessors, ["000.00.00.H58"]);
+        let rendered = c.render_redacted();
+        assert!(rendered.contains("sources.dong-thap.supersedes = [\"tiengiang\"]"), "{rendered}");
+        assert!(rendered.contains("sources.tiengiang.api_key = \"<redacted>\""), "{rendered}");
+    }
+
+    #[test]
+    fn named_sources_are_refused_beside_provincial_with_a_bad_name_or_an_unknown_key() {
+        let problems = |text: &str| {
+            let f = file(text);
+            load_with_env(Some(f.path()), national_only(), Purpose::Run).unwrap_err().0
+        };
+        let both = problems("[provincial]\napi_key = \"k\"\n[sources.a]\napi_key = \"k\"\n");
+        assert!(both.iter().any(|(k, m)| k == "provincial" && m.contains("[sources.")), "{both:?}");
+        let bad = problems("[sources.Tien_Giang]\napi_key = \"k\"\n");
+        assert!(bad.iter().any(|(k, _)| k == "sources.Tien_Giang"), "{bad:?}");
+        let unknown = problems("[sources.a]\napi_key = \"k\"\npage_sise = 3\n");
+        assert!(unknown.iter().any(|(k, _)| k == "sources.a.page_sise"), "{unknown:?}");
+        let itself = problems("[sources.a]\napi_key = \"k\"\nsupersedes = [\"a\"]\n");
+        assert!(itself.iter().any(|(k, _)| k == "sources.a.supersedes"), "{itself:?}");
+        let unit = problems(
+            "[national]\npredecessors = [\"H58\", \"000.00.00.H20\"]\n[sources.a]\napi_key = \"k\"\n",
+        );
+        assert_eq!(unit.iter().filter(|(k, _)| k == "national.predecessors").count(), 2, "{unit:?}");
+        let value = problems("[sources.a]\napi_key = \"k\"\npage_size = 5000\n");
+        assert!(value.iter().any(|(k, _)| k == "sources.a.page_size"), "{value:?}");
     }
 
     #[test]

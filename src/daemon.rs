@@ -67,7 +67,7 @@ pub(crate) fn check_unit(store: &Store, config: &Config) -> anyhow::Result<()> {
     {
         anyhow::ensure!(
             config.national.predecessors.iter().any(|p| p == old),
-            crate::ops::NeedsConfig(format!(
+            crate::config::NeedsConfig(format!(
                 "{} was synchronised as national.madonvi = {old:?}, and the configuration now says {madonvi:?}. If \
                  {old} was closed into {madonvi} by the 2025 merger, list it: national.predecessors = [{old:?}] \
                  (its dossiers keep their MaHoSo, nothing is sent again); otherwise set national.madonvi back to \

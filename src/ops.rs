@@ -23,10 +23,7 @@ pub(crate) struct Retried {
     pub not_parked: Vec<String>,
 }
 
-/// What the configuration lacks for a command (credentials it needs): exit 78.
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub(crate) struct NeedsConfig(pub(crate) String);
+pub(crate) use crate::config::NeedsConfig;
 
 /// Re-enqueues dead dossiers and releases quarantined records (all, or those named), so
 /// that they are tried again. Safe while the daemon runs: each change is one transaction.

@@ -689,6 +689,21 @@ pub fn render(r: &StatusReport) -> String {
     if let Some(e) = &r.poll.last_error {
         let _ = writeln!(out, "           last error: {e}");
     }
+    // A merged province's sources, each on its line (one source is the poll line above).
+    if r.sources.len() > 1 || r.sources.iter().any(|s| s.retired) {
+        for s in &r.sources {
+            let state = if s.retired {
+                "retired (no longer configured; its dossiers are still verified)".to_owned()
+            } else {
+                format!("last success {}", s.last_success_at.as_deref().unwrap_or("never"))
+            };
+            let kind = s.kind.as_deref().unwrap_or("?");
+            let _ = writeln!(out, "source     {} ({kind}): {} dossiers, {state}", s.name, s.dossiers);
+            if let Some(e) = &s.last_error {
+                let _ = writeln!(out, "           last error: {e}");
+            }
+        }
+    }
     let _ = writeln!(
         out,
         "push       last success {}, session renewals {}",

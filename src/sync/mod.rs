@@ -100,7 +100,7 @@ impl SourceSettings {
 
     /// Its poller's role (a page that cannot be read: the source's retry policy).
     fn poller(&self) -> Role {
-        Role::new(format!("poller:{}", self.name), format!("poll of source {}", self.name), self.poll_retry)
+        Role::new(format!("poller:{}", self.name), format!("{} poll", self.name), self.poll_retry)
     }
 }
 
