@@ -164,6 +164,10 @@ pub enum Command {
         /// Seed of the simulation and the faults
         #[arg(long, default_value_t = 1)]
         seed: u64,
+        /// A merged province: two provincial systems (H58, then H20 superseding it) and a
+        /// cutover midway; the verdict per source
+        #[arg(long)]
+        merger: bool,
     },
     /// Deterministic simulation of the engine under seeded faults and crashes (for developers)
     #[command(hide = true)]
@@ -316,7 +320,15 @@ pub fn run(cli: Cli) -> ExitCode {
     match cli.command {
         Command::Mock { portal } => block_on(run_mock(portal)),
         Command::Simulate { seed, seeds, from, threads } => simulate(seed, seeds, from, threads),
-        Command::Demo { dossiers, db, json, seed } => {
+        Command::Demo { db: Some(_), merger: true, .. } => {
+            eprintln!("dvc-sync demo: --merger keeps its database in a temporary directory (no --db)");
+            ExitCode::from(EXIT_USAGE)
+        }
+        Command::Demo { dossiers, db: None, json, seed, merger: true } => block_on(async move {
+            let kept = crate::demo_merger::run(dossiers, seed, json).await?;
+            Ok(if kept { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+        }),
+        Command::Demo { dossiers, db, json, seed, merger: false } => {
             demo(crate::demo::DemoOptions { dossiers, db, seed, ..Default::default() }, json)
         }
         Command::Status { json, dossier } => {

@@ -832,6 +832,35 @@ impl Reader<'_> {
                 None => ok = false,
             }
         }
+        // Ownership moves one way: a source that (through others) supersedes itself would
+        // take dossiers back and forth.
+        for source in &sources {
+            let mut seen = vec![source.name.as_str()];
+            let mut next: Vec<&str> = source.supersedes.iter().map(String::as_str).collect();
+            while let Some(n) = next.pop() {
+                if n == source.name {
+                    self.problem(
+                        &format!("{}.supersedes", source.section),
+                        format!(
+                            "{} supersedes itself through {}: ownership moves one way only",
+                            source.name,
+                            seen[1..].join(", ")
+                        ),
+                    );
+                    ok = false;
+                    break;
+                }
+                if !seen.contains(&n) {
+                    seen.push(n);
+                    next.extend(
+                        sources
+                            .iter()
+                            .filter(|s| s.name == n)
+                            .flat_map(|s| s.supersedes.iter().map(String::as_str)),
+                    );
+                }
+            }
+        }
         ok.then_some(sources)
     }
 
@@ -1334,6 +1363,11 @@ mod tests {
         assert!(unknown.iter().any(|(k, _)| k == "sources.a.page_sise"), "{unknown:?}");
         let itself = problems("[sources.a]\napi_key = \"k\"\nsupersedes = [\"a\"]\n");
         assert!(itself.iter().any(|(k, _)| k == "sources.a.supersedes"), "{itself:?}");
+        let cycle = problems(
+            "[sources.a]\napi_key = \"k\"\nsupersedes = [\"b\"]\n[sources.b]\napi_key = \"k\"\nsupersedes = [\"c\"]\n\
+             [sources.c]\napi_key = \"k\"\nsupersedes = [\"a\"]\n",
+        );
+        assert!(cycle.iter().any(|(k, m)| k == "sources.a.supersedes" && m.contains("itself")), "{cycle:?}");
         let unit = problems(
             "[national]\npredecessors = [\"H58\", \"000.00.00.H20\"]\n[sources.a]\napi_key = \"k\"\n",
         );

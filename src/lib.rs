@@ -7,6 +7,7 @@ pub mod cli;
 pub mod config;
 pub mod daemon;
 pub mod demo;
+pub mod demo_merger;
 pub mod domain;
 pub mod memory;
 pub(crate) mod metrics;

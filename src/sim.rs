@@ -37,7 +37,7 @@ use crate::{
     domain::{normalize::StatusMap, stable_hash, status::DEFAULT_STATUS_MAP, status::NationalStatus},
     mock::{
         national::{Faults, MockAuth, NationalConfig, NationalCore},
-        provincial::{Knobs, World},
+        provincial::{Knobs, World, cutover},
     },
     national::{
         Answer, Credentials, Granted, NationalClient, Target, Transient, TransientKind, Transport, classify,
@@ -46,7 +46,7 @@ use crate::{
     status,
     store::{Durability, Store},
     sync::{
-        Engine, EngineConfig,
+        Engine, EngineConfig, SourceSettings,
         ports::{Clock, Cursor, Page, Source, SourceError, TokioClock},
     },
     transport::RawResponse,
@@ -69,6 +69,11 @@ pub struct SimReport {
     /// the source because the portal needed a minimised one whole.
     pub minimised: usize,
     pub reread: usize,
+    /// A merged province's world: dossiers moved mid-life from the old system to the new one,
+    /// and later versions of the old copies ignored.
+    pub merger: bool,
+    pub moved: usize,
+    pub ignored: usize,
     /// Faults injected, by kind.
     pub faults: BTreeMap<String, u64>,
     pub virtual_seconds: f64,
@@ -156,6 +161,143 @@ impl Scenario {
         }
     }
 }
+
+/// A merged province (one world in three): a second system (the new province's, H20 codes)
+/// beside the first (the old one's, H58), which it supersedes; midway, a share of the old
+/// system's in-flight dossiers move to it, as a migration copies them (the entries' whitespace
+/// changed, a new processing unit, the new system's own version numbers); the new system adds a
+/// step to each later, and the old one a late step that must be ignored. Drawn from its own
+/// generator, so that the other worlds of a seed stay as they were.
+#[derive(Debug, Clone)]
+struct MergerPlan {
+    knobs: Knobs,
+    /// The old system's pace: slow enough that dossiers are still in flight at the move.
+    old_changes_per_second: f64,
+    move_at: f64,
+    share: f64,
+}
+
+impl MergerPlan {
+    fn draw(seed: u64, fault_phase: f64, base: &Knobs) -> Option<MergerPlan> {
+        if seed % 3 != 2 {
+            return None;
+        }
+        let mut r = fastrand::Rng::with_seed(seed ^ 0x3e76_e500);
+        Some(MergerPlan {
+            knobs: Knobs {
+                dossiers: r.u32(2..8),
+                seed: seed ^ 0x4e20,
+                madonvi: NEW_UNIT.into(),
+                ..base.clone()
+            },
+            old_changes_per_second: 2.0 + r.f64() * 4.0,
+            move_at: fault_phase * (0.2 + r.f64() * 0.4),
+            share: 0.3 + r.f64() * 0.7,
+        })
+    }
+}
+
+const OLD_UNIT: &str = "000.00.00.H58";
+const NEW_UNIT: &str = "000.00.00.H20";
+
+/// The simulated province: one system, or a merger's two.
+struct Province {
+    old: Arc<Mutex<World>>,
+    merger: Option<Merger>,
+}
+
+struct Merger {
+    new: Arc<Mutex<World>>,
+    plan: MergerPlan,
+    /// The dossiers moved.
+    moved: BTreeSet<String>,
+    /// 0 before the move, 1 moved, 2 the new system's step added, 3 the old one's late step.
+    stage: u8,
+}
+
+fn lock(world: &Mutex<World>) -> std::sync::MutexGuard<'_, World> {
+    world.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Province {
+    fn worlds(&self) -> Vec<Arc<Mutex<World>>> {
+        std::iter::once(self.old.clone()).chain(self.merger.as_ref().map(|m| m.new.clone())).collect()
+    }
+
+    fn finished(&self) -> bool {
+        self.worlds().iter().all(|w| lock(w).finished()) && self.merger.as_ref().is_none_or(|m| m.stage >= 3)
+    }
+
+    /// What each source holds of the dossiers it owns, and the moved dossiers as the new
+    /// system holds them.
+    fn truth(&self) -> (Vec<TruthItem>, Vec<TruthItem>) {
+        let old = verify::truth_items(&lock(&self.old).truth());
+        let Some(m) = &self.merger else { return (old, Vec::new()) };
+        let new = verify::truth_items(&lock(&m.new).truth());
+        let (moved, mut owned): (Vec<TruthItem>, Vec<TruthItem>) =
+            new.into_iter().partition(|t| m.moved.contains(&t.key));
+        owned.extend(old.into_iter().filter(|t| !m.moved.contains(&t.key)));
+        (owned, moved)
+    }
+
+    /// The merger's steps, as their times come (`now`: virtual seconds).
+    fn advance(&mut self, now: f64, store: &Store, map: &StatusMap, faults: &FaultSwitch) {
+        let Some(m) = &mut self.merger else { return };
+        let at = m.plan.move_at;
+        match m.stage {
+            0 if now >= at => {
+                let truth = verify::truth_items(&lock(&self.old).truth());
+                let mut chooser = fastrand::Rng::with_seed(m.plan.knobs.seed);
+                for t in truth {
+                    let open = t.record.get("TrangThai").and_then(Value::as_str).and_then(|s| map.get(s));
+                    let movable = t.defect.is_none()
+                        && !t.unknown_procedure
+                        && open.is_some_and(|s| !matches!(s.code(), 3 | 7 | 10));
+                    if movable && chooser.f64() < m.plan.share {
+                        // The cutover: the old system stops working on it, the new one has it.
+                        lock(&self.old).upsert_raw(t.record.clone(), 0);
+                        lock(&m.new).upsert_raw(cutover::migrated(&t.record), 0);
+                        m.moved.insert(t.key);
+                    }
+                }
+                faults.count("merger_moved");
+                m.stage = 1;
+            }
+            1 if now >= at + 10.0 => {
+                // The new system goes on with each moved dossier.
+                let truth = verify::truth_items(&lock(&m.new).truth());
+                for t in truth.iter().filter(|t| m.moved.contains(&t.key)) {
+                    lock(&m.new).upsert_raw(cutover::with_step(&t.record, "Hệ thống mới tiếp tục xử lý"), 0);
+                }
+                m.stage = 2;
+            }
+            2 if now >= at + 20.0 => {
+                // The old system, touched after the move: ignored once the move is recorded.
+                let moved_here = |mahoso: &str| {
+                    store
+                        .read(|c| {
+                            c.prepare_cached(
+                                "SELECT EXISTS (SELECT 1 FROM dossier WHERE mahoso = ?1 AND source = ?2)",
+                            )?
+                            .query_row(rusqlite::params![mahoso, NEW_SOURCE], |r| r.get::<_, bool>(0))
+                        })
+                        .unwrap_or(false)
+                };
+                let truth = verify::truth_items(&lock(&self.old).truth());
+                for t in truth.iter().filter(|t| m.moved.contains(&t.key) && moved_here(&t.key)) {
+                    lock(&self.old)
+                        .upsert_raw(cutover::with_step(&t.record, "Bước làm muộn ở hệ thống cũ"), 0);
+                    faults.count("merger_late_old_step");
+                }
+                m.stage = 3;
+            }
+            _ => {}
+        }
+    }
+}
+
+const OLD_SOURCE: &str = "tiengiang";
+const NEW_SOURCE: &str = "dongthap";
 
 /// Faults on or off, shared by the portals; counts what was injected.
 struct FaultSwitch {
@@ -482,11 +624,32 @@ fn start_from_template(db: &Path) -> Result<(), String> {
 }
 
 async fn run_in(seed: u64, db: &Path) -> SimReport {
-    let scenario = Arc::new(Scenario::draw(seed));
+    let mut scenario = Scenario::draw(seed);
+    let plan = MergerPlan::draw(seed, scenario.fault_phase, &scenario.knobs);
+    // A merged province's status_map stays: a moved dossier the new system leaves as it is
+    // would keep the status it was read with under the old mapping (a new mapping applies to
+    // the versions read after it).
+    if plan.is_some() {
+        scenario.map_change_at = None;
+    }
+    let scenario = Arc::new(scenario);
     let origin = "2026-03-02T01:00:00Z".parse::<jiff::Timestamp>().unwrap_or(jiff::Timestamp::UNIX_EPOCH);
     let clock = TokioClock::starting_at(origin);
     let micros = Arc::new(move || clock.now().as_microsecond());
-    let world = Arc::new(Mutex::new(World::new(scenario.knobs.clone(), micros)));
+    let mut knobs = scenario.knobs.clone();
+    if let Some(plan) = &plan {
+        knobs.changes_per_second = plan.old_changes_per_second;
+    }
+    let world = Arc::new(Mutex::new(World::new(knobs, micros.clone())));
+    let mut province = Province {
+        old: world.clone(),
+        merger: plan.map(|plan| Merger {
+            new: Arc::new(Mutex::new(World::new(plan.knobs.clone(), micros))),
+            plan,
+            moved: BTreeSet::new(),
+            stage: 0,
+        }),
+    };
     let faults = Arc::new(FaultSwitch {
         on: AtomicBool::new(true),
         counts: Mutex::new(BTreeMap::new()),
@@ -501,6 +664,9 @@ async fn run_in(seed: u64, db: &Path) -> SimReport {
         },
         // Every other seed reaches the portal through an OAuth2 gateway: both modes keep the promise.
         auth: if seed % 2 == 1 { MockAuth::OAuth2 } else { MockAuth::Session },
+        // A merged province's account is the new unit's, the old unit among its predecessors.
+        madonvi: if province.merger.is_some() { NEW_UNIT } else { OLD_UNIT }.into(),
+        predecessors: province.merger.as_ref().map(|_| vec![OLD_UNIT.to_owned()]).unwrap_or_default(),
         ..NationalConfig::default()
     };
     let credentials = match national_config.auth {
@@ -544,11 +710,13 @@ async fn run_in(seed: u64, db: &Path) -> SimReport {
 
     // The province lives on its own, in virtual time.
     let ticking = {
-        let world = world.clone();
+        let worlds = province.worlds();
         tokio::spawn(async move {
             loop {
                 tokio::time::sleep(Duration::from_millis(100)).await;
-                world.lock().unwrap_or_else(|e| e.into_inner()).tick(Duration::from_millis(100));
+                for world in &worlds {
+                    lock(world).tick(Duration::from_millis(100));
+                }
             }
         })
     };
@@ -592,9 +760,31 @@ async fn run_in(seed: u64, db: &Path) -> SimReport {
             credentials.clone(),
             &national_config.madonvi,
         );
-        let source =
-            SimProvincial { world: world.clone(), faults: faults.clone(), page_error: scenario.page_error };
-        let engine = match Engine::new(store.clone(), source, sink, clock, cfg.clone()) {
+        let source = |world: &Arc<Mutex<World>>| SimProvincial {
+            world: world.clone(),
+            faults: faults.clone(),
+            page_error: scenario.page_error,
+        };
+        let engine = match &province.merger {
+            None => Engine::new(store.clone(), source(&world), sink, clock, cfg.clone()),
+            Some(m) => {
+                let settings = |name: &str, supersedes: &[&str]| SourceSettings {
+                    name: name.into(),
+                    supersedes: supersedes.iter().map(|s| (*s).to_owned()).collect(),
+                    page_size: cfg.page_size,
+                    poll_interval: cfg.poll_interval,
+                    look_back: cfg.look_back,
+                    reconcile_interval: cfg.reconcile_interval,
+                    poll_retry: cfg.poll_retry,
+                };
+                let sources = vec![
+                    (settings(OLD_SOURCE, &[]), source(&world)),
+                    (settings(NEW_SOURCE, &[OLD_SOURCE]), source(&m.new)),
+                ];
+                Engine::with_sources(store.clone(), sources, sink, clock, cfg.clone())
+            }
+        };
+        let engine = match engine {
             Ok(e) => e,
             Err(e) => {
                 report.failures.push(format!("cannot start the engine: {e}"));
@@ -613,14 +803,17 @@ async fn run_in(seed: u64, db: &Path) -> SimReport {
             if faults.on.load(Ordering::Relaxed) && now >= scenario.fault_phase {
                 faults.on.store(false, Ordering::Relaxed);
             }
+            province.advance(now, &store, &cfg.status_map, &faults);
             // A history is truncated only once the province is done with it (see lose_national).
-            let world_done = || world.lock().unwrap_or_else(|e| e.into_inner()).finished();
             if !lost
-                && scenario.national_loss.is_some_and(|(at, kind)| now >= at && (kind != 2 || world_done()))
+                && scenario
+                    .national_loss
+                    .is_some_and(|(at, kind)| now >= at && (kind != 2 || province.finished()))
             {
                 lost = true;
                 let kind = scenario.national_loss.map_or(0, |(_, k)| k);
-                let truth = verify::truth_items(&world.lock().unwrap_or_else(|e| e.into_inner()).truth());
+                let (mut truth, moved) = province.truth();
+                truth.extend(moved);
                 lose_national(&core, &store, &truth, &faults, kind);
             }
             if next_crash.is_some_and(|t| now >= t) {
@@ -633,7 +826,7 @@ async fn run_in(seed: u64, db: &Path) -> SimReport {
             }
             if !faults.on.load(Ordering::Relaxed)
                 && (lost || scenario.national_loss.is_none())
-                && settled(&world, &core, &store, &cfg.status_map, map_changed)
+                && settled(&province, &core, &store, &cfg.status_map, map_changed)
             {
                 converged = true;
                 break false;
@@ -667,10 +860,23 @@ async fn run_in(seed: u64, db: &Path) -> SimReport {
     report.virtual_seconds = elapsed(&clock);
     report.faults = faults.counts.lock().unwrap_or_else(|e| e.into_inner()).clone();
 
-    let truth = verify::truth_items(&world.lock().unwrap_or_else(|e| e.into_inner()).truth());
+    let (mut truth, moved) = province.truth();
     let state = core.state();
     let stats = core.stats();
-    let verdict = verify::compare_with(&truth, &state, &stats, &cfg.status_map, map_changed);
+    let verdict = verify::compare_merged(&truth, &moved, &state, &stats, &cfg.status_map, map_changed);
+    if std::env::var_os("DVC_SYNC_SIM_DEBUG").is_some() {
+        for key in verdict.not_synchronized.keys() {
+            let t = truth.iter().chain(&moved).find(|t| &t.key == key);
+            eprintln!(
+                "{key}\n truth {}\n national {}",
+                t.map(|t| t.record.to_string()).unwrap_or_default(),
+                state.get(key).map(|v| v.to_string()).unwrap_or_default()
+            );
+        }
+    }
+    report.merger = province.merger.is_some();
+    report.moved = moved.len();
+    truth.extend(moved);
     report.dossiers = verdict.dossiers;
     report.valid = verdict.valid;
     report.synchronized = verdict.synchronized;
@@ -682,8 +888,16 @@ async fn run_in(seed: u64, db: &Path) -> SimReport {
         report.failures.push(verdict.summary());
     }
     match Store::open(db) {
-        Ok(store) => match store.read(|c| Ok((parked_problems(c, &truth)?, minimised(c)?))) {
-            Ok(((problems, quarantined, dead), (minimised, reread))) => {
+        Ok(store) => match store.read(|c| {
+            let ignored = crate::store::meta_get(c, crate::sync::poll::record::IGNORED)?;
+            Ok((
+                parked_problems(c, &truth)?,
+                minimised(c)?,
+                ignored.and_then(|v| v.parse().ok()).unwrap_or(0),
+            ))
+        }) {
+            Ok(((problems, quarantined, dead), (minimised, reread), ignored)) => {
+                report.ignored = ignored;
                 report.failures.extend(problems);
                 report.quarantined = quarantined;
                 report.dead = dead;
@@ -751,14 +965,13 @@ fn lose_national(core: &NationalCore, store: &Store, truth: &[TruthItem], faults
 
 /// Converged: the province finished, the outbox is empty, and the national copy is complete.
 fn settled(
-    world: &Mutex<World>,
+    province: &Province,
     core: &NationalCore,
     store: &Store,
     map: &StatusMap,
     map_changed: bool,
 ) -> bool {
-    let finished = world.lock().unwrap_or_else(|e| e.into_inner()).finished();
-    if !finished {
+    if !province.finished() {
         return false;
     }
     // A dossier waiting to be read again from its source is work under way.
@@ -774,8 +987,8 @@ fn settled(
     if !idle {
         return false;
     }
-    let truth = verify::truth_items(&world.lock().unwrap_or_else(|e| e.into_inner()).truth());
-    let verdict = verify::compare_with(&truth, &core.state(), &core.stats(), map, map_changed);
+    let (truth, moved) = province.truth();
+    let verdict = verify::compare_merged(&truth, &moved, &core.state(), &core.stats(), map, map_changed);
     verdict.not_synchronized.is_empty()
 }
 

@@ -105,7 +105,7 @@ pub struct SourceInfo {
     pub kind: Option<String>,
     /// No longer configured, but still the owner of dossiers.
     pub retired: bool,
-    /// The dossiers it owns.
+    /// The dossiers it owns, and its quarantined records that are no dossier's.
     pub dossiers: u64,
     pub last_success_at: Option<String>,
     pub last_error: Option<String>,
@@ -118,8 +118,17 @@ pub struct SourceInfo {
 /// Every configured source (`configured`: name and kind), and every source no longer
 /// configured that still owns dossiers (retired).
 fn sources(conn: &Connection, configured: &[(String, String)]) -> rusqlite::Result<Vec<SourceInfo>> {
+    // Its dossiers, and its quarantined records that are no dossier's (as `dossiers.total`
+    // counts them: the sources' figures add up to it).
     let mut owned: std::collections::BTreeMap<String, u64> = conn
-        .prepare("SELECT source, COUNT(*) FROM dossier GROUP BY source")?
+        .prepare(
+            "SELECT source, SUM(n) FROM (
+                 SELECT source, COUNT(*) AS n FROM dossier GROUP BY source
+                 UNION ALL
+                 SELECT q.source, COUNT(*) FROM quarantine q
+                  WHERE NOT EXISTS (SELECT 1 FROM dossier d WHERE d.mahoso = q.key) GROUP BY q.source)
+             GROUP BY source",
+        )?
         .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?.max(0) as u64)))?
         .collect::<Result<_, _>>()?;
     let mut names: Vec<(String, Option<String>, bool)> =

@@ -247,6 +247,42 @@ pub(crate) fn compare_with(
     v
 }
 
+/// As [`compare_with`], for a merged province: `truth` is what each source holds of the
+/// dossiers it owns, `moved` the dossiers that moved mid-life to a source superseding their
+/// first (as the new system holds them). A moved dossier's history is compared by identity
+/// (the new system keeps the entries with their own whitespace), and its national status
+/// sequence must never go back (provincial-portal.md, "A move changes nothing nationally that
+/// did not change").
+pub fn compare_merged(
+    truth: &[TruthItem],
+    moved: &[TruthItem],
+    state: &BTreeMap<String, Value>,
+    stats: &Value,
+    map: &StatusMap,
+    statuses_may_differ: bool,
+) -> Verdict {
+    let mut v = compare_with(truth, state, stats, map, statuses_may_differ);
+    let m = compare_with(moved, state, stats, map, true);
+    v.dossiers += m.dossiers;
+    v.valid += m.valid;
+    v.synchronized += m.synchronized;
+    v.not_synchronized.extend(m.not_synchronized);
+    v.history_entries += m.history_entries;
+    v.national_history_entries += m.national_history_entries;
+    for item in moved {
+        let sequence: Vec<i64> = state
+            .get(&item.key)
+            .and_then(|n| n["status_sequence"].as_array())
+            .map(|s| s.iter().filter_map(|c| c.as_str()?.parse().ok()).collect())
+            .unwrap_or_default();
+        if sequence.windows(2).any(|w| crate::domain::ownership::goes_backwards(w[0], w[1])) {
+            v.status_regressions.push(item.key.clone());
+        }
+    }
+    v.coverage_percent = if v.valid == 0 { 100.0 } else { v.synchronized as f64 * 100.0 / v.valid as f64 };
+    v
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -198,9 +198,12 @@ async fn a_merged_province_moves_dossiers_to_its_new_system_and_sends_nothing_tw
             .find(|s| s["name"] == json!(name))
             .map(|s| (s["dossiers"].clone(), s["retired"].clone()))
     };
-    assert_eq!(owned("dongthap"), Some((json!(9), json!(false))), "{status}");
+    // (Its dossiers and its quarantined copies: dongthap's 3 + 6 moved + the contradicted copy,
+    // sector's conflicting copy; the sources add up to the total.)
+    assert_eq!(owned("dongthap"), Some((json!(10), json!(false))), "{status}");
     assert_eq!(owned("tiengiang"), Some((json!(6), json!(false))), "{status}");
-    assert_eq!(owned("sector"), Some((json!(0), json!(false))), "{status}");
+    assert_eq!(owned("sector"), Some((json!(1), json!(false))), "{status}");
+    assert_eq!(status["dossiers"]["total"], json!(17), "{status}");
     assert!(sources.iter().all(|s| s["last_success_at"].is_string()), "{status}");
     let workers: Vec<&str> =
         status["workers"].as_array().unwrap().iter().filter_map(|w| w["name"].as_str()).collect();

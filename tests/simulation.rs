@@ -66,6 +66,14 @@ fn every_seed_keeps_the_promise() {
     // Half the worlds minimise personal data at once: some were, and some the portal lost
     // were read again from the source to repair it.
     assert!(minimised > 0 && reread > 0, "{minimised} minimised, {reread} read again");
+    // A third of the worlds are a merged province: dossiers moved mid-life to the new system,
+    // and the old system's later versions of them were ignored.
+    let mergers = reports.iter().filter(|r| r.merger).count();
+    let moved: usize = reports.iter().map(|r| r.moved).sum();
+    let ignored: usize = reports.iter().map(|r| r.ignored).sum();
+    eprintln!("{mergers} merged provinces: {moved} dossiers moved, {ignored} old versions ignored");
+    assert!(mergers as u64 >= count / 4 && moved > mergers && ignored > 0, "{mergers} {moved} {ignored}");
+    assert!(faults.get("merger_late_old_step").copied().unwrap_or(0) > 0, "{faults:?}");
 }
 
 #[test]

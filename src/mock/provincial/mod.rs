@@ -3,6 +3,7 @@
 //! the provincial listing API with its (updated_at, MaHoSo) cursor, late visibility, messy and bad
 //! records, page faults, and `/_mock/` views of the whole truth.
 
+pub mod cutover;
 pub mod life;
 
 use std::{
@@ -193,6 +194,7 @@ pub async fn start(listener: TcpListener, config: ProvincialConfig) -> anyhow::R
         .route("/api/v1/dossiers", get(list_dossiers))
         .route("/api/v1/dossiers/{mahoso}", get(one_dossier))
         .route("/_mock/dossiers", post(upsert_raw))
+        .route("/_mock/dossiers/{mahoso}", axum::routing::delete(delete_record))
         .route("/_mock/truth", get(truth))
         .route("/_mock/stats", get(stats))
         .route("/_mock/faults", get(get_faults).put(put_faults))
@@ -565,6 +567,13 @@ impl World {
             if s.visible.is_some_and(|(v, _)| v >= version) {
                 continue;
             }
+            // A generated record overwritten raw while a version was still pending: that
+            // version was never kept, and the raw one supersedes it.
+            if let SlotKind::Raw { versions, .. } = &s.kind
+                && !versions.iter().any(|(v, _)| *v == version)
+            {
+                continue;
+            }
             if let Some((_, old)) = s.visible {
                 self.listing.remove(&(old, s.list_key.clone(), slot));
             } else if !s.list_key.is_empty() {
@@ -705,7 +714,26 @@ impl World {
         body
     }
 
-    pub(crate) fn upsert_raw(&mut self, mut record: Value, delay_ms: u64) -> Value {
+    /// Deletes the record `mahoso` (its life ends; versions still pending never appear):
+    /// false if there is none.
+    pub fn delete(&mut self, mahoso: &str) -> bool {
+        let Some(slot) = self.by_truth_key.remove(mahoso) else { return false };
+        let s = &mut self.slots[slot as usize];
+        if let Some((_, at)) = s.visible {
+            self.listing.remove(&(at, s.list_key.clone(), slot));
+        }
+        self.by_list_key.remove(&s.list_key);
+        // Past any version still pending: promote() skips them.
+        s.visible = Some((u32::MAX, i64::MIN));
+        if let Some(pos) = self.active.iter().position(|a| *a == slot) {
+            self.active.swap_remove(pos);
+        }
+        true
+    }
+
+    /// Upserts one raw record exactly as given (`POST /_mock/dossiers`), stamping its
+    /// `updated_at` and `version`, visible after `delay_ms`.
+    pub fn upsert_raw(&mut self, mut record: Value, delay_ms: u64) -> Value {
         let mahoso = record.get("MaHoSo").and_then(Value::as_str).map(str::to_owned);
         let status = record.get("TrangThai").map(|s| s.as_str().map_or_else(|| s.to_string(), str::to_owned));
         let existing = mahoso.as_deref().and_then(|m| self.by_truth_key.get(m).copied());
@@ -858,6 +886,16 @@ async fn list_dossiers(
     }
     world.stats.pages_served += 1;
     ([(header::CONTENT_TYPE, "application/json")], body).into_response()
+}
+
+/// `DELETE /_mock/dossiers/{MaHoSo}`: the system deletes a record (after migrating it
+/// elsewhere, say): gone from the listing and the truth. 404 if unknown.
+async fn delete_record(State(mock): State<Arc<Mock>>, Path(mahoso): Path<String>) -> Response {
+    if mock.lock().delete(&mahoso) {
+        StatusCode::NO_CONTENT.into_response()
+    } else {
+        json_error(StatusCode::NOT_FOUND, "no such record")
+    }
 }
 
 async fn one_dossier(

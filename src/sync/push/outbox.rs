@@ -32,7 +32,7 @@ pub(super) fn load_due(
         let mut stmt = conn.prepare_cached(
             "SELECT d.mahoso, d.version, d.updated_at, d.payload_hash, d.status, d.procedure,
                     d.needs_catalogue, d.national_exists, d.acked_hash, d.acked_history,
-                    d.inflight, o.attempts, b.payload, b.history, d.minimised_at IS NOT NULL
+                    d.inflight, o.attempts, b.payload, b.history, d.minimised_at IS NOT NULL, d.source
              FROM outbox o JOIN dossier d ON d.mahoso = o.mahoso JOIN body b ON b.mahoso = o.mahoso
              WHERE o.next_attempt_at <= ?1
              ORDER BY o.next_attempt_at
@@ -42,6 +42,7 @@ pub(super) fn load_due(
             let mut work = Work {
                 mahoso: r.get(0)?,
                 version: r.get(1)?,
+                source: r.get(15)?,
                 updated_at: r.get(2)?,
                 payload: RawValue::NULL.to_owned(),
                 payload_hash: r.get(3)?,
@@ -212,13 +213,13 @@ pub(super) fn save_catalogue_fills(
 ) -> rusqlite::Result<Vec<usize>> {
     let mut dossier = tx.prepare_cached(
         "UPDATE dossier SET payload_hash = ?3, needs_catalogue = 0
-         WHERE mahoso = ?1 AND version = ?2 AND minimised_at IS NULL",
+         WHERE mahoso = ?1 AND version = ?2 AND source = ?4 AND minimised_at IS NULL",
     )?;
     let mut body = tx.prepare_cached("UPDATE body SET payload = body_pack(?2) WHERE mahoso = ?1")?;
     let mut stale = Vec::new();
     for &i in filled {
         let w = &work[i];
-        if dossier.execute(params![w.mahoso, w.version, w.payload_hash])? == 0 {
+        if dossier.execute(params![w.mahoso, w.version, w.payload_hash, w.source])? == 0 {
             stale.push(i);
         } else {
             body.execute(params![w.mahoso, w.payload.get()])?;
@@ -308,16 +309,17 @@ pub(super) fn settle_fates(
 /// Parks a refused dossier. Only the version that was refused is parked; a newer one gets its
 /// chance.
 fn park(tx: &Connection, w: &Work, code: Option<i64>, reason: &str, now: i64) -> rusqlite::Result<()> {
-    tx.prepare_cached("UPDATE dossier SET inflight = 0 WHERE mahoso = ?1 AND version = ?2")?
-        .execute(params![w.mahoso, w.version])?;
+    tx.prepare_cached("UPDATE dossier SET inflight = 0 WHERE mahoso = ?1 AND version = ?2 AND source = ?3")?
+        .execute(params![w.mahoso, w.version, w.source])?;
     let parked = tx
         .prepare_cached(
             "INSERT INTO dead (mahoso, dead_at, attempts, error_code, reason)
-             SELECT ?1, ?2, ?3, ?4, ?5 WHERE EXISTS (SELECT 1 FROM dossier WHERE mahoso = ?1 AND version = ?6)
+             SELECT ?1, ?2, ?3, ?4, ?5
+              WHERE EXISTS (SELECT 1 FROM dossier WHERE mahoso = ?1 AND version = ?6 AND source = ?7)
              ON CONFLICT(mahoso) DO UPDATE SET dead_at = excluded.dead_at, attempts = excluded.attempts,
                  error_code = excluded.error_code, reason = excluded.reason",
         )?
-        .execute(params![w.mahoso, now, w.attempts + 1, code, reason, w.version])?;
+        .execute(params![w.mahoso, now, w.attempts + 1, code, reason, w.version, w.source])?;
     if parked > 0 {
         tx.prepare_cached("DELETE FROM outbox WHERE mahoso = ?1")?.execute([&w.mahoso])?;
     } else {

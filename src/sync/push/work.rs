@@ -34,7 +34,11 @@ impl InFlight {
 #[derive(Debug)]
 pub(crate) struct Work {
     pub(crate) mahoso: String,
+    /// The version loaded, and its source: a version is one source's (a dossier that moves to
+    /// a superseding source starts over with that source's numbers), so the two together say
+    /// whether the row is still what the round loaded.
     pub(crate) version: i64,
+    pub(crate) source: String,
     pub(crate) updated_at: i64,
     /// The national dossier as stored, sent as it is (parsed only to fill catalogue fields).
     pub(crate) payload: Box<RawValue>,
