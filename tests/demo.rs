@@ -93,3 +93,25 @@ fn the_demo_command_prints_a_json_report_and_exits_0() {
     assert_eq!(report["coverage_percent"], 100.0);
     assert_eq!(report["indicators"]["agree"], true, "{report}");
 }
+
+#[test]
+fn the_merger_demo_moves_dossiers_at_its_cutover_and_keeps_the_promise_per_source() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_dvc-sync"))
+        .args(["demo", "--merger", "--dossiers", "600", "--json", "--seed", "3"])
+        .output()
+        .unwrap();
+    let report: Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+    assert_eq!(out.status.code(), Some(0), "{report:#}");
+    assert_eq!(report["kept_the_promise"], true);
+    let sources = report["sources"].as_array().unwrap();
+    let names: Vec<&str> = sources.iter().filter_map(|s| s["name"].as_str()).collect();
+    assert_eq!(names, ["tiengiang", "dongthap"]);
+    for s in sources {
+        assert_eq!(s["synchronized"], s["valid"], "{s}");
+        assert!(s["valid"].as_u64().unwrap() > 0, "{s}");
+    }
+    assert!(report["moved"].as_u64().unwrap() > 0 && report["ignored"].as_u64().unwrap() > 0, "{report:#}");
+    assert_eq!(report["duplicate_history_entries"], 0);
+    assert_eq!(report["status_regressions"], 0);
+}

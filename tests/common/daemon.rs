@@ -112,9 +112,18 @@ pub fn write_sources_config(
     let end = start + text[start..].find("\n\n").expect("the section's end");
     let keys: Vec<&str> = text[start..end].lines().skip(1).filter(|l| !l.starts_with("base_url")).collect();
     let mut sections = String::new();
+    let key_of = |line: &str| line.split('=').next().unwrap_or("").trim().to_owned();
     for (name, url, extra) in sources {
-        sections.push_str(&format!("[sources.{name}]\nkind = \"http\"\nbase_url = {url:?}\n"));
-        for line in keys.iter().chain(extra.iter()) {
+        let base = [format!("kind = \"http\""), format!("base_url = {url:?}")];
+        // The extra lines replace the same keys.
+        let lines = base
+            .iter()
+            .map(String::as_str)
+            .chain(keys.iter().copied())
+            .filter(|line| !extra.iter().any(|e| key_of(e) == key_of(line)))
+            .chain(extra.iter().copied());
+        sections.push_str(&format!("[sources.{name}]\n"));
+        for line in lines {
             sections.push_str(line);
             sections.push('\n');
         }
