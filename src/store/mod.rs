@@ -504,6 +504,55 @@ mod tests {
         assert_eq!(store.read(schema_version).unwrap(), SCHEMA_VERSION);
     }
 
+    /// A database made by the release before named sources (schema 11), with a dossier, a
+    /// quarantined record and the poller's cursors, opens and goes on as the source
+    /// `provincial`: its rows belong to it, its cursors are where that source reads them.
+    #[test]
+    fn a_database_from_before_named_sources_belongs_to_the_source_provincial() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        {
+            let mut conn = Connection::open(&path).unwrap();
+            migrations().to_version(&mut conn, 11).unwrap();
+            conn.execute_batch(
+                "INSERT INTO dossier (mahoso, version, updated_at, seen_at, payload_hash, status, procedure, history_len)
+                 VALUES ('000.00.15.H58-260301-0001', 3, 1, 1, 7, 4, '1.001193', 2);
+                 INSERT INTO quarantine (key, mahoso, version, reason, record, first_seen_at, last_seen_at)
+                 VALUES ('000.00.15.H58-260301-0002', '000.00.15.H58-260301-0002', 1, 'bad', X'', 1, 1);
+                 INSERT INTO meta (key, value) VALUES ('head_cursor', '1772329800000000|000.00.15.H58-260301-0001');",
+            )
+            .unwrap();
+            assert_eq!(schema_version(&conn).unwrap(), 11);
+        }
+        let store = Store::open(&path).unwrap();
+        assert_eq!(store.read(schema_version).unwrap(), SCHEMA_VERSION);
+        let owners: Vec<String> = store
+            .read(|c| {
+                c.prepare("SELECT source FROM dossier UNION ALL SELECT source FROM quarantine")?
+                    .query_map([], |r| r.get(0))?
+                    .collect()
+            })
+            .unwrap();
+        assert_eq!(owners, ["provincial", "provincial"]);
+        let key = state::source_key(crate::domain::ownership::DEFAULT_SOURCE, state::HEAD);
+        let cursor = store.read(|c| state::read_cursor(c, &key)).unwrap().expect("the cursor where it was");
+        assert_eq!(cursor.id, "000.00.15.H58-260301-0001");
+        drop(store);
+        let conn = open_read_only(&path).unwrap();
+        let thresholds = crate::status::Thresholds {
+            stale_heartbeat: std::time::Duration::from_secs(60),
+            outbox_age: std::time::Duration::from_secs(900),
+            audit_cycle: None,
+            sources: vec![("provincial".into(), "http".into())],
+        };
+        let report = crate::status::report(&conn, &path, jiff::Timestamp::now(), &thresholds).unwrap();
+        let sources: Vec<(&str, u64, bool)> =
+            report.sources.iter().map(|s| (s.name.as_str(), s.dossiers, s.retired)).collect();
+        assert_eq!(sources, [("provincial", 2, false)]);
+        assert_eq!(report.dossiers.total, 2);
+        assert_eq!(report.poll.cursor.map(|c| c.id).as_deref(), Some("000.00.15.H58-260301-0001"));
+    }
+
     #[test]
     fn open_creates_migrates_and_reopens() {
         let dir = tempfile::tempdir().unwrap();

@@ -114,7 +114,7 @@ pub fn write_sources_config(
     let mut sections = String::new();
     let key_of = |line: &str| line.split('=').next().unwrap_or("").trim().to_owned();
     for (name, url, extra) in sources {
-        let base = [format!("kind = \"http\""), format!("base_url = {url:?}")];
+        let base = ["kind = \"http\"".to_owned(), format!("base_url = {url:?}")];
         // The extra lines replace the same keys.
         let lines = base
             .iter()
