@@ -12,7 +12,9 @@ use std::time::Duration;
 
 use common::{
     National, Provincial, code,
-    daemon::{Daemon, cli, db, rows, status_json, test_dir, write_config, write_sources_config},
+    daemon::{
+        Daemon, cli, db, metrics_addr, rows, status_json, test_dir, write_config, write_sources_config,
+    },
     entry, provincial_record,
 };
 use dvc_sync::mock::{national::Faults, provincial::Knobs};
@@ -109,7 +111,11 @@ async fn a_merged_province_moves_dossiers_to_its_new_system_and_sends_nothing_tw
     }
     let dir = test_dir();
     let national_url = national.server.url();
-    let units = ["national.madonvi = \"000.00.00.H20\"", "national.predecessors = [\"000.00.00.H58\"]"];
+    let units = [
+        "national.madonvi = \"000.00.00.H20\"",
+        "national.predecessors = [\"000.00.00.H58\"]",
+        "telemetry.metrics_listen = \"127.0.0.1:0\"",
+    ];
     let (old_url, new_url, sector_url) = (old.server.url(), new.server.url(), sector.server.url());
     let supersedes: &[&str] = &["supersedes = [\"tiengiang\"]"];
     let config = write_sources_config(
@@ -210,6 +216,39 @@ async fn a_merged_province_moves_dossiers_to_its_new_system_and_sends_nothing_tw
     for poller in ["poller:dongthap", "poller:sector", "poller:tiengiang"] {
         assert!(workers.contains(&poller), "{workers:?}");
     }
+    // The poll metrics carry each configured source's name, and nothing read from a source.
+    let metrics = reqwest::get(format!("http://{}/metrics", metrics_addr(&daemon).await))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for name in ["tiengiang", "dongthap", "sector"] {
+        let labelled = |metric: &str| {
+            metrics.lines().any(|l| l.starts_with(metric) && l.contains(&format!("source=\"{name}\"")))
+        };
+        assert!(labelled("dvc_sync_provincial_pages_total{"), "{name}: {metrics}");
+        assert!(labelled("dvc_sync_last_successful_poll_timestamp_seconds{"), "{name}");
+    }
+    assert!(metrics.lines().any(|l| l.starts_with("dvc_sync_provincial_records_total{")
+        && l.contains("result=\"ignored\"")
+        && l.contains("source=\"tiengiang\"")
+        && !l.ends_with(" 0")));
+    assert!(!metrics.contains("H58-") && !metrics.contains("H20-"), "no MaHoSo in a label");
+    // check-source: every source (a list), or one.
+    let (exit, text) = cli(&config, &["check-source", "--json", "--limit", "5"]);
+    let checked: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"));
+    let names: Vec<&str> = checked.as_array().unwrap().iter().filter_map(|r| r["source"].as_str()).collect();
+    assert_eq!((exit, names), (0, vec!["dongthap", "sector", "tiengiang"]), "{text}");
+    let (exit, text) = cli(&config, &["check-source", "--json", "--source", "sector"]);
+    let one: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"));
+    assert_eq!(
+        (exit, one["source"].as_str(), one["would_send"].as_u64()),
+        (0, Some("sector"), Some(1)),
+        "{text}"
+    );
+    let (exit, text) = cli(&config, &["check-source", "--source", "gone"]);
+    assert!(exit == 64 && text.contains("dongthap, sector, tiengiang"), "{exit}: {text}");
     daemon.sigterm().await;
     assert!(daemon.wait(Duration::from_secs(20)).await.is_some_and(|s| s.success()));
 
