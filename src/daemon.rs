@@ -62,6 +62,11 @@ pub(crate) fn check_unit(store: &Store, config: &Config) -> anyhow::Result<()> {
         return Ok(());
     }
     let recorded = store.read(|c| meta_get(c, UNIT))?;
+    // A database from before the unit was recorded: its dossiers say which province it
+    // synchronised for.
+    if recorded.is_none() {
+        check_held_unit(store, config)?;
+    }
     if let Some(old) = recorded.as_deref()
         && old != madonvi
     {
@@ -80,6 +85,31 @@ pub(crate) fn check_unit(store: &Store, config: &Config) -> anyhow::Result<()> {
     if recorded.as_deref() != Some(madonvi.as_str()) {
         store.write(|tx| meta_set(tx, UNIT, Some(madonvi)))?;
     }
+    Ok(())
+}
+
+/// Refuses a database whose dossiers are of a province neither `national.madonvi`'s nor a
+/// predecessor's (read from one of its MaHoSo, when the unit was never recorded).
+fn check_held_unit(store: &Store, config: &Config) -> anyhow::Result<()> {
+    use crate::domain::mahoso::{parse, province_of};
+    use rusqlite::OptionalExtension;
+    let madonvi = &config.national.madonvi;
+    let held: Option<String> =
+        store.read(|c| c.query_row("SELECT mahoso FROM dossier LIMIT 1", [], |r| r.get(0)).optional())?;
+    let Some(mahoso) = held else { return Ok(()) };
+    let Ok(parsed) = parse(&mahoso) else { return Ok(()) };
+    let province = province_of(parsed.agency);
+    let ours =
+        std::iter::once(madonvi).chain(&config.national.predecessors).any(|u| province_of(u) == province);
+    anyhow::ensure!(
+        ours,
+        crate::config::NeedsConfig(format!(
+            "{} holds dossiers of province {province} (MaHoSo {mahoso}), and national.madonvi is {madonvi:?}. If \
+             {province} was closed into {madonvi} by the 2025 merger, list its unit: national.predecessors = \
+             [\"000.00.00.{province}\"]; otherwise set national.madonvi back to that province's unit",
+            config.store.path.display()
+        ))
+    );
     Ok(())
 }
 
@@ -295,4 +325,55 @@ fn init_metrics(sources: &[String]) {
         metrics::gauge!(m::INDICATOR_FINDINGS, "kind" => kind).set(0.0);
     }
     metrics::gauge!(m::INDICATOR_COMPUTED).set(0.0);
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+    use crate::config::{Purpose, from_values};
+
+    fn config(dir: &std::path::Path, predecessors: &str) -> Config {
+        let values: HashMap<String, String> = [
+            ("DVC_SYNC__STORE__PATH", dir.join("state.db").display().to_string()),
+            ("DVC_SYNC__NATIONAL__MADONVI", "000.00.00.H20".to_owned()),
+            ("DVC_SYNC__NATIONAL__PREDECESSORS", predecessors.to_owned()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
+        from_values(values, Purpose::Inspect).unwrap()
+    }
+
+    #[test]
+    fn a_database_of_another_province_is_refused_unless_it_is_a_predecessor() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("state.db")).unwrap();
+        // As a release that did not record its unit left it: H58 dossiers, no national_madonvi.
+        store
+            .write(|tx| {
+                tx.execute(
+                    "INSERT INTO dossier (mahoso, version, updated_at, seen_at, payload_hash, status, procedure, history_len)
+                     VALUES ('000.00.15.H58-260301-0001', 1, 1, 1, 1, 2, '1.001193', 1)",
+                    [],
+                )
+            })
+            .unwrap();
+        let refused = check_unit(&store, &config(dir.path(), "")).unwrap_err();
+        assert!(refused.downcast_ref::<crate::config::NeedsConfig>().is_some(), "exit 78: {refused}");
+        assert!(refused.to_string().contains("national.predecessors = [\"000.00.00.H58\"]"), "{refused}");
+        check_unit(&store, &config(dir.path(), "000.00.00.H58")).unwrap();
+        assert_eq!(store.read(|c| meta_get(c, UNIT)).unwrap().as_deref(), Some("000.00.00.H20"));
+        // Recorded now: the same database under another unit is refused, naming the recorded one.
+        let values: HashMap<String, String> = [
+            ("DVC_SYNC__STORE__PATH".to_owned(), dir.path().join("state.db").display().to_string()),
+            ("DVC_SYNC__NATIONAL__MADONVI".to_owned(), "000.00.00.H59".to_owned()),
+        ]
+        .into_iter()
+        .collect();
+        let other = from_values(values, Purpose::Inspect).unwrap();
+        let refused = check_unit(&store, &other).unwrap_err();
+        assert!(refused.to_string().contains("000.00.00.H20"), "{refused}");
+    }
 }
