@@ -62,13 +62,19 @@ pub(crate) fn check_unit(store: &Store, config: &Config) -> anyhow::Result<()> {
         return Ok(());
     }
     let recorded = store.read(|c| meta_get(c, UNIT))?;
+    // Only what the national portal took under a unit binds the database to it: a unit code
+    // mistyped on the first day, refused by the portal, is simply corrected.
+    let synced: bool = store.read(|c| {
+        c.query_row("SELECT EXISTS (SELECT 1 FROM dossier WHERE national_exists = 1)", [], |r| r.get(0))
+    })?;
     // A database from before the unit was recorded: its dossiers say which province it
     // synchronised for.
-    if recorded.is_none() {
+    if recorded.is_none() && synced {
         check_held_unit(store, config)?;
     }
     if let Some(old) = recorded.as_deref()
         && old != madonvi
+        && synced
     {
         anyhow::ensure!(
             config.national.predecessors.iter().any(|p| p == old),
@@ -94,8 +100,10 @@ fn check_held_unit(store: &Store, config: &Config) -> anyhow::Result<()> {
     use crate::domain::mahoso::{parse, province_of};
     use rusqlite::OptionalExtension;
     let madonvi = &config.national.madonvi;
-    let held: Option<String> =
-        store.read(|c| c.query_row("SELECT mahoso FROM dossier LIMIT 1", [], |r| r.get(0)).optional())?;
+    let held: Option<String> = store.read(|c| {
+        c.query_row("SELECT mahoso FROM dossier WHERE national_exists = 1 LIMIT 1", [], |r| r.get(0))
+            .optional()
+    })?;
     let Some(mahoso) = held else { return Ok(()) };
     let Ok(parsed) = parse(&mahoso) else { return Ok(()) };
     let province = province_of(parsed.agency);
@@ -347,6 +355,15 @@ mod tests {
     }
 
     #[test]
+    fn a_unit_mistyped_before_anything_was_synchronised_is_simply_corrected() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("state.db")).unwrap();
+        store.write(|tx| meta_set(tx, UNIT, Some("000.00.00.H99"))).unwrap();
+        check_unit(&store, &config(dir.path(), "")).unwrap();
+        assert_eq!(store.read(|c| meta_get(c, UNIT)).unwrap().as_deref(), Some("000.00.00.H20"));
+    }
+
+    #[test]
     fn a_database_of_another_province_is_refused_unless_it_is_a_predecessor() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("state.db")).unwrap();
@@ -354,8 +371,9 @@ mod tests {
         store
             .write(|tx| {
                 tx.execute(
-                    "INSERT INTO dossier (mahoso, version, updated_at, seen_at, payload_hash, status, procedure, history_len)
-                     VALUES ('000.00.15.H58-260301-0001', 1, 1, 1, 1, 2, '1.001193', 1)",
+                    "INSERT INTO dossier (mahoso, version, updated_at, seen_at, payload_hash, status, procedure, history_len,
+                                          national_exists)
+                     VALUES ('000.00.15.H58-260301-0001', 1, 1, 1, 1, 2, '1.001193', 1, 1)",
                     [],
                 )
             })
