@@ -24,6 +24,10 @@ pub struct Cli {
     /// Configuration file [default: /etc/dvc-sync/dvc-sync.toml if present, else built-in defaults]
     #[arg(long, global = true, value_name = "PATH")]
     pub config: Option<PathBuf>,
+    /// The language of what is printed for people (JSON, CSV and logs never change)
+    /// [default: the locale's (LC_ALL, LC_MESSAGES, LANG) when Vietnamese, else English]
+    #[arg(long, global = true, value_enum)]
+    pub lang: Option<crate::i18n::Lang>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -312,6 +316,7 @@ fn load_config(path: Option<&std::path::Path>, purpose: Purpose) -> Result<confi
 
 /// Runs a command to completion and gives the process exit code.
 pub fn run(cli: Cli) -> ExitCode {
+    crate::i18n::choose_for_process(cli.lang);
     let path = cli.config.as_deref();
     let with = |purpose: Purpose, f: &dyn Fn(config::Config) -> ExitCode| match load_config(path, purpose) {
         Ok(config) => f(config),
@@ -723,12 +728,7 @@ fn status_command(config: &config::Config, json: bool, dossier: Option<&str>) ->
             Err(e) => unreadable(&e),
         };
     }
-    let thresholds = status::Thresholds {
-        stale_heartbeat: config.daemon.stale_heartbeat,
-        outbox_age: config.daemon.outbox_age_threshold,
-        audit_cycle: (config.national.audit_per_second > 0.0).then_some(config.national.audit_cycle),
-        sources: config.sources.iter().map(|s| (s.name.clone(), s.kind.name().to_owned())).collect(),
-    };
+    let thresholds = status::Thresholds::of(config);
     let report = match status::report(&conn, path, jiff::Timestamp::now(), &thresholds) {
         Ok(r) => r,
         Err(e) => return unreadable(&e),
@@ -736,7 +736,7 @@ fn status_command(config: &config::Config, json: bool, dossier: Option<&str>) ->
     if json {
         println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
     } else {
-        print!("{}", status::render(&report));
+        print!("{}", status::render(&report, crate::i18n::current()));
     }
     match report.health {
         status::Health::Ok => ExitCode::SUCCESS,
@@ -1038,8 +1038,10 @@ fn report_command(config: &config::Config, a: &ReportArgs) -> ExitCode {
         }
     };
     let path = &config.store.path;
-    let read = open_state(path, Some(&config.store.keys))
-        .and_then(|conn| crate::report::from_database(&conn, &period, true).map_err(|e| e.to_string()));
+    let read = open_state(path, Some(&config.store.keys)).and_then(|conn| {
+        let ctx = crate::report::lateness::Context::now(config.calendar.clone());
+        crate::report::from_database(&conn, &period, true, &ctx).map_err(|e| e.to_string())
+    });
     let report = match read {
         Ok(r) => r,
         Err(e) => {
@@ -1052,7 +1054,7 @@ fn report_command(config: &config::Config, a: &ReportArgs) -> ExitCode {
     } else if a.csv {
         crate::report::render_csv(&report, a.late)
     } else {
-        crate::report::render_table(&report, a.late)
+        crate::report::render_table(&report, a.late, crate::i18n::current())
     };
     // A closed pipe (`| head`) is the reader's choice, not an error worth a panic.
     let _ = std::io::stdout().lock().write_all(text.as_bytes());

@@ -70,6 +70,8 @@ pub struct Config {
     pub status_map: BTreeMap<String, NationalStatus>,
     pub telemetry: TelemetryConfig,
     pub daemon: DaemonConfig,
+    /// Office hours, holidays and the receipt rule (`[calendar]`).
+    pub calendar: CalendarConfig,
     /// Where the file layer came from, if any.
     pub source: Option<PathBuf>,
 }
@@ -189,10 +191,27 @@ pub enum NationalAuth {
     OAuth2 { token_url: reqwest::Url, client_id: String, client_secret: Secret },
 }
 
+/// The working calendar and the rule it serves.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CalendarConfig {
+    pub calendar: crate::domain::calendar::Calendar,
+    /// Working hours within which an online dossier must be received (8).
+    pub receipt_hours: f64,
+}
+
+impl Default for CalendarConfig {
+    fn default() -> Self {
+        CalendarConfig { calendar: crate::domain::calendar::Calendar::official(), receipt_hours: 8.0 }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct TelemetryConfig {
     pub log_format: LogFormat,
     pub metrics_listen: Option<SocketAddr>,
+    /// The bearer token `/` and `/metrics` require (read from `telemetry.access_token_file`);
+    /// without it they are served on loopback only.
+    pub access_token: Option<Secret>,
     /// How often the current month's 766 indicators are computed for /metrics (None: off).
     pub indicators_every: Option<Duration>,
 }
@@ -747,6 +766,7 @@ impl Reader<'_> {
         let status_map = self.status_map();
         let telemetry = self.telemetry();
         let daemon = self.daemon();
+        let calendar = self.calendar();
         Some(Config {
             store: store?,
             sources: sources?,
@@ -754,6 +774,7 @@ impl Reader<'_> {
             status_map: status_map?,
             telemetry: telemetry?,
             daemon: daemon?,
+            calendar: calendar?,
             source,
         })
     }
@@ -1068,10 +1089,102 @@ impl Reader<'_> {
             None => None,
         };
         let indicators_every = self.seconds("telemetry.indicators_seconds", true);
+        let access_token = match self.optional_path("telemetry.access_token_file") {
+            Some(Some(path)) => match read_secret_file(&path) {
+                Ok(token) if token.trim().len() >= 16 => Some(Some(Secret::new(token.trim()))),
+                Ok(_) => {
+                    self.problem("telemetry.access_token_file", "the token must be at least 16 characters");
+                    None
+                }
+                Err(e) => {
+                    self.problem("telemetry.access_token_file", e);
+                    None
+                }
+            },
+            Some(None) => Some(None),
+            None => None,
+        };
         Some(TelemetryConfig {
             log_format: log_format?,
             metrics_listen: metrics_listen?,
+            access_token: access_token?,
             indicators_every: Some(indicators_every?).filter(|d| !d.is_zero()),
+        })
+    }
+
+    fn calendar(&mut self) -> Option<CalendarConfig> {
+        use crate::domain::calendar::{Calendar, parse_period, parse_weekday};
+        let periods = self.names("calendar.office_hours").and_then(|list| {
+            let parsed: Result<Vec<_>, String> = list.iter().map(|p| parse_period(p)).collect();
+            match parsed {
+                Ok(mut periods) if !periods.is_empty() => {
+                    periods.sort();
+                    if periods.windows(2).any(|w| w[1].0 < w[0].1) {
+                        self.problem("calendar.office_hours", "the periods overlap");
+                        return None;
+                    }
+                    Some(periods)
+                }
+                Ok(_) => {
+                    self.problem(
+                        "calendar.office_hours",
+                        "must list at least one period like \"07:30-11:30\"",
+                    );
+                    None
+                }
+                Err(e) => {
+                    self.problem("calendar.office_hours", e);
+                    None
+                }
+            }
+        });
+        let weekdays = self.names("calendar.working_days").and_then(|list| {
+            let mut days = [false; 7];
+            for d in &list {
+                match parse_weekday(d) {
+                    Some(w) => days[w.to_monday_zero_offset() as usize] = true,
+                    None => {
+                        self.problem(
+                            "calendar.working_days",
+                            format!("{d:?} is not a day like \"mon\" .. \"sun\""),
+                        );
+                        return None;
+                    }
+                }
+            }
+            Some(days)
+        });
+        let mut dates = |key: &str| {
+            let list = self.names(key)?;
+            let mut out = std::collections::BTreeSet::new();
+            for d in &list {
+                match d.parse::<jiff::civil::Date>() {
+                    Ok(date) => {
+                        out.insert(date);
+                    }
+                    Err(_) => {
+                        self.problem(key, format!("{d:?} is not a date like \"2026-09-02\""));
+                        return None;
+                    }
+                }
+            }
+            Some(out)
+        };
+        let holidays = dates("calendar.holidays");
+        let make_up_days = dates("calendar.make_up_days");
+        let receipt_hours = self.number("calendar.receipt_hours");
+        if receipt_hours.is_some_and(|h| !(h > 0.0 && h <= 1000.0)) {
+            self.problem("calendar.receipt_hours", "must be more than 0 and at most 1000 working hours");
+            return None;
+        }
+        Some(CalendarConfig {
+            calendar: Calendar {
+                periods: periods?,
+                weekdays: weekdays?,
+                holidays: holidays?,
+                make_up_days: make_up_days?,
+            },
+            receipt_hours: receipt_hours?,
         })
     }
 

@@ -169,11 +169,12 @@ pub async fn run(config: Config, token: CancellationToken) -> anyhow::Result<()>
             let engine = engine.clone();
             move || engine.readiness()
         };
-        let router = telemetry::health_router(handle.clone(), probe);
+        let router = telemetry::health_router(handle.clone(), probe, page_state(&config));
         let stop = token.clone();
         tokio::spawn(async move {
+            let service = router.into_make_service_with_connect_info::<SocketAddr>();
             let serve =
-                axum::serve(listener, router).with_graceful_shutdown(async move { stop.cancelled().await });
+                axum::serve(listener, service).with_graceful_shutdown(async move { stop.cancelled().await });
             if let Err(e) = serve.await {
                 tracing::error!(event = "metrics_listener_failed", error = %e);
             }
@@ -231,11 +232,16 @@ pub async fn run(config: Config, token: CancellationToken) -> anyhow::Result<()>
         let token = token.clone();
         let path = config.store.path.clone();
         let keys = config.store.keys.clone();
+        let calendar = config.calendar.clone();
         tokio::spawn(async move {
             on_each_tick(&token, every, || async {
-                let (path, keys) = (path.clone(), keys.clone());
+                let (path, keys, calendar) = (path.clone(), keys.clone(), calendar.clone());
                 let started = std::time::Instant::now();
-                match tokio::task::spawn_blocking(move || crate::report::current_month(&path, &keys)).await {
+                match tokio::task::spawn_blocking(move || {
+                    crate::report::current_month(&path, &keys, &calendar)
+                })
+                .await
+                {
                     Ok(Ok(report)) => {
                         crate::report::publish(&report);
                         tracing::debug!(
@@ -280,6 +286,17 @@ where
 }
 
 /// Where a source is read, for the start-up log line (never a password).
+/// What the page at `/` reads, and its token.
+fn page_state(config: &Config) -> crate::page::PageState {
+    crate::page::PageState::new(crate::page::PageConfig {
+        path: config.store.path.clone(),
+        keys: config.store.keys.clone(),
+        thresholds: crate::status::Thresholds::of(config),
+        calendar: config.calendar.clone(),
+        token: config.telemetry.access_token.clone(),
+    })
+}
+
 fn source_target(source: &ProvincialConfig) -> String {
     match (&source.kind, &source.sql) {
         (crate::config::SourceKind::Sql, Some(sql)) => {

@@ -464,7 +464,10 @@ impl Demo {
             .unwrap_or(today)
             .min(today);
         let period = crate::report::Period::new(first, today).map_err(anyhow::Error::msg)?;
-        let local = self.engine.store().read(|c| crate::report::from_database(c, &period, false))?;
+        let local = self.engine.store().read(|c| {
+            let ctx = crate::report::lateness::Context::now(Default::default());
+            crate::report::from_database(c, &period, false, &ctx)
+        })?;
         let local = serde_json::to_value(&local.province)?;
         let national = self
             .get(format!("{}/_mock/report?from={first}&to={today}", self.national.url()))

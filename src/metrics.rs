@@ -31,6 +31,7 @@ pub(crate) const INDICATOR_NUMERATOR: &str = "dvc_sync_indicator_numerator";
 pub(crate) const INDICATOR_DENOMINATOR: &str = "dvc_sync_indicator_denominator";
 pub(crate) const INDICATOR_LATE: &str = "dvc_sync_indicator_late_dossiers";
 pub(crate) const INDICATOR_FINDINGS: &str = "dvc_sync_indicator_findings";
+pub(crate) const LATE_BY_CAUSE: &str = "dvc_sync_late_dossiers";
 pub(crate) const INDICATOR_COMPUTED: &str = "dvc_sync_indicator_computed_timestamp_seconds";
 
 /// Every metric with its help text, registered once when the exporter starts.
@@ -44,6 +45,10 @@ pub(crate) fn describe() {
     describe_gauge!(INDICATOR_DENOMINATOR, "Denominator of each 766 indicator of the current month.");
     describe_gauge!(INDICATOR_LATE, "Dossiers of the current month that count late under 766 indicator 2.1.");
     describe_gauge!(INDICATOR_FINDINGS, "Findings that skew the current month's 766 figures, by kind.");
+    describe_gauge!(
+        LATE_BY_CAUSE,
+        "Late dossiers of the current month by kind (processing: 2.1; receipt: an online dossier received after 8 working hours) and cause (source, or sync: on time at the source, acknowledged nationally after the due time)."
+    );
     describe_gauge!(INDICATOR_COMPUTED, Unit::Seconds, "Unix time the 766 indicators were last computed.");
     describe_gauge!(
         OUTBOX_DEPTH,

@@ -12,11 +12,13 @@ use serde::Serialize;
 pub use crate::store::state::{Audit, Dossiers, audit_state, coverage, dossier_counts};
 use crate::{
     domain::status::NationalStatus,
+    i18n::{Lang, Message},
     store::{
         lock::DaemonLock,
         meta_get,
         state::{HEAD, read_cursor, source_key},
     },
+    tr,
 };
 
 /// When `status` calls things degraded.
@@ -30,6 +32,18 @@ pub struct Thresholds {
     pub sources: Vec<(String, String)>,
 }
 
+impl Thresholds {
+    /// The thresholds `config` sets.
+    pub fn of(config: &crate::config::Config) -> Thresholds {
+        Thresholds {
+            stale_heartbeat: config.daemon.stale_heartbeat,
+            outbox_age: config.daemon.outbox_age_threshold,
+            audit_cycle: (config.national.audit_per_second > 0.0).then_some(config.national.audit_cycle),
+            sources: config.sources.iter().map(|s| (s.name.clone(), s.kind.name().to_owned())).collect(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Health {
@@ -41,7 +55,11 @@ pub enum Health {
 #[derive(Debug, Clone, Serialize)]
 pub struct StatusReport {
     pub health: Health,
+    /// In English, whatever the reader's language (JSON never changes with it).
     pub problems: Vec<String>,
+    /// The same problems, to be written in the reader's language.
+    #[serde(skip)]
+    pub problem_messages: Vec<Message>,
     pub daemon: DaemonInfo,
     pub dossiers: Dossiers,
     pub coverage_percent: f64,
@@ -310,58 +328,46 @@ pub fn report(
 
     let audit = audit_state(conn, now_us, &dossiers)?;
 
-    let mut problems = Vec::new();
+    let mut problems: Vec<Message> = Vec::new();
     let unmatched: u64 = conn
         .query_row("SELECT COUNT(*) FROM dead WHERE kind = 'unmatched'", [], |r| r.get::<_, i64>(0))?
         .max(0) as u64;
     if dossiers.dead > unmatched {
-        problems.push(format!(
-            "{} dossier(s) refused by the national portal (dead); fix the cause, then `dvc-sync retry --dead`",
-            dossiers.dead - unmatched
-        ));
+        problems.push(Message::new("problem-dead").int("n", dossiers.dead - unmatched));
     }
     if unmatched > 0 {
-        problems.push(format!(
-            "{unmatched} dossier(s) parked because their national history holds entries that match none of ours \
-             (read-back inconclusive; nothing was resent); compare with the national portal, then `dvc-sync retry --dead`"
-        ));
+        problems.push(Message::new("problem-unmatched").int("n", unmatched));
     }
     if dossiers.quarantined > 0 {
-        problems.push(format!(
-            "{} provincial record(s) quarantined (never sent); fix them at the source or the status_map, then `dvc-sync retry --quarantined`",
-            dossiers.quarantined
-        ));
+        problems.push(Message::new("problem-quarantined").int("n", dossiers.quarantined));
     }
     if daemon.state == "stale" {
         problems.push(match daemon.heartbeat_age_seconds {
-            Some(age) => format!(
-                "the daemon's heartbeat is {age:.0} s old and it did not stop cleanly (hung or killed)"
-            ),
-            None => "the daemon holds the lock but has not written a heartbeat".into(),
+            Some(age) => Message::new("problem-stale").int("seconds", age.round() as i64),
+            None => Message::new("problem-no-heartbeat"),
         });
     }
     if outbox.oldest_pending_age_seconds > t.outbox_age.as_secs_f64() {
-        problems.push(format!(
-            "the oldest change has waited {:.0} s in the outbox (threshold {:.0} s)",
-            outbox.oldest_pending_age_seconds,
-            t.outbox_age.as_secs_f64()
-        ));
+        problems.push(
+            Message::new("problem-outbox-old")
+                .int("seconds", outbox.oldest_pending_age_seconds.round() as i64)
+                .int("threshold", t.outbox_age.as_secs() as i64),
+        );
     }
     if let Some(cycle) = t.audit_cycle
         && audit.oldest_verified_age_seconds > cycle.as_secs_f64()
     {
-        problems.push(format!(
-            "verification is behind its cycle: a dossier was last known good at the national side {:.1} days ago \
-             (national.audit_cycle_days {:.1}); raise national.audit_per_second or run `dvc-sync audit`",
-            audit.oldest_verified_age_seconds / 86_400.0,
-            cycle.as_secs_f64() / 86_400.0
-        ));
+        problems.push(
+            Message::new("problem-audit-behind")
+                .dec("days", audit.oldest_verified_age_seconds / 86_400.0)
+                .dec("cycle", cycle.as_secs_f64() / 86_400.0),
+        );
     }
     // The portal refuses every write: nothing can be sent until the unit code or the account
     // is fixed, however recent the last answer.
     let refused = meta("push_refused")?;
     if let Some(reason) = &refused {
-        problems.push(format!("{reason} (docs/operations.md, \"The first hour\")"));
+        problems.push(Message::new("problem-push-refused").text("reason", reason));
     }
     // Running but not doing its job: no success for a long time while errors are recorded.
     let silent_for = |success: Option<String>| {
@@ -377,9 +383,9 @@ pub fn report(
             {
                 failing = true;
                 problems.push(if several {
-                    format!("polling source {} has been failing: {error}", source.name)
+                    Message::new("problem-source-failing").text("source", &source.name).text("error", error)
                 } else {
-                    format!("polling the provincial portal has been failing: {error}")
+                    Message::new("problem-poll-failing").text("error", error)
                 });
             }
         }
@@ -388,7 +394,7 @@ pub fn report(
             && silent_for(push_success) > stale
         {
             failing = true;
-            problems.push(format!("pushing to the national portal has been failing: {error}"));
+            problems.push(Message::new("problem-push-failing").text("error", error));
         }
     }
     let health = if failing {
@@ -402,7 +408,8 @@ pub fn report(
     let parked = parked(conn, PARKED_LISTED)?;
     Ok(StatusReport {
         health,
-        problems,
+        problems: problems.iter().map(|m| m.write(Lang::En)).collect(),
+        problem_messages: problems,
         daemon,
         dossiers,
         coverage_percent,
@@ -421,9 +428,12 @@ pub fn report(
 /// the same fields, health `failing`, the reason in `problems`, so that monitoring that parses
 /// `status --json` unconditionally always gets its document.
 pub fn unreadable(db: &Path, reason: &str) -> StatusReport {
+    let unreadable =
+        Message::new("problem-unreadable").text("path", db.display().to_string()).text("reason", reason);
     StatusReport {
         health: Health::Failing,
-        problems: vec![format!("cannot read the state in {}: {reason}", db.display())],
+        problems: vec![unreadable.write(Lang::En)],
+        problem_messages: vec![unreadable],
         daemon: DaemonInfo {
             state: if DaemonLock::is_held(db) { "running" } else { "stopped" },
             pid: None,
@@ -656,134 +666,189 @@ pub fn dossier(conn: &Connection, mahoso: &str) -> rusqlite::Result<DossierRepor
     })
 }
 
-/// The report for people.
-pub fn render(r: &StatusReport) -> String {
+/// The report for people, in `lang`: a label column, then the figures.
+pub fn render(r: &StatusReport, lang: Lang) -> String {
     use std::fmt::Write;
     let mut out = String::new();
-    let health = match r.health {
-        Health::Ok => "OK",
-        Health::Degraded => "DEGRADED",
-        Health::Failing => "FAILING",
+    let never = || lang.t("never");
+    let line = |out: &mut String, label: &str, text: String| {
+        let _ = writeln!(out, "{:<12} {text}", lang.t(label));
     };
-    let _ = writeln!(out, "health     {health}");
-    for p in &r.problems {
-        let _ = writeln!(out, "  ! {p}");
+    let health = match r.health {
+        Health::Ok => "health-ok",
+        Health::Degraded => "health-degraded",
+        Health::Failing => "health-failing",
+    };
+    line(&mut out, "label-health", lang.t(health));
+    for p in &r.problem_messages {
+        let _ = writeln!(out, "  ! {}", p.write(lang));
     }
     let d = &r.daemon;
-    let beat = d.heartbeat_age_seconds.map(|a| format!(", heartbeat {a:.1} s ago")).unwrap_or_default();
-    let pid = d
-        .pid
-        .map(|p| format!(" (pid {p}{})", d.version.as_ref().map(|v| format!(", v{v}")).unwrap_or_default()))
-        .unwrap_or_default();
-    let _ = writeln!(out, "daemon     {}{pid}{beat}", d.state);
+    let state = lang.t(&format!("daemon-{}", d.state));
+    let mut daemon = match (d.pid, &d.version) {
+        (Some(pid), Some(v)) => {
+            tr!(lang, "daemon-pid-version", state = state, pid = pid, version = v.as_str())
+        }
+        (Some(pid), None) => tr!(lang, "daemon-pid", state = state, pid = pid),
+        _ => state,
+    };
+    if let Some(age) = d.heartbeat_age_seconds {
+        daemon = tr!(lang, "daemon-heartbeat", daemon = daemon, seconds = lang.num(age, 1));
+    }
+    line(&mut out, "label-daemon", daemon);
     let n = &r.dossiers;
-    let _ = writeln!(
-        out,
-        "dossiers   {} total: {} in sync, {} pending, {} retrying, {} dead, {} quarantined",
-        n.total, n.in_sync, n.pending, n.retrying, n.dead, n.quarantined
+    line(
+        &mut out,
+        "label-dossiers",
+        tr!(
+            lang,
+            "status-dossiers",
+            total = n.total,
+            in_sync = n.in_sync,
+            pending = n.pending,
+            retrying = n.retrying,
+            dead = n.dead,
+            quarantined = n.quarantined
+        ),
     );
-    let _ = writeln!(out, "coverage   {:.2} %", r.coverage_percent);
-    let _ = writeln!(
-        out,
-        "outbox     {} waiting, oldest {:.0} s",
-        r.outbox.depth, r.outbox.oldest_pending_age_seconds
+    line(&mut out, "label-coverage", format!("{} %", lang.num(r.coverage_percent, 2)));
+    line(
+        &mut out,
+        "label-outbox",
+        tr!(
+            lang,
+            "status-outbox",
+            depth = r.outbox.depth,
+            seconds = r.outbox.oldest_pending_age_seconds.round()
+        ),
     );
-    let cursor =
-        r.poll.cursor.as_ref().map(|c| format!(", cursor {} {}", c.updated_at, c.id)).unwrap_or_default();
-    let _ = writeln!(
-        out,
-        "poll       last success {}{cursor}",
-        r.poll.last_success_at.as_deref().unwrap_or("never")
+    let last = r.poll.last_success_at.clone().unwrap_or_else(never);
+    line(
+        &mut out,
+        "label-poll",
+        match &r.poll.cursor {
+            Some(c) => {
+                tr!(lang, "status-poll-cursor", last = last, at = c.updated_at.as_str(), id = c.id.as_str())
+            }
+            None => tr!(lang, "status-poll", last = last),
+        },
     );
     if let Some(e) = &r.poll.last_error {
-        let _ = writeln!(out, "           last error: {e}");
+        line(&mut out, "label-blank", tr!(lang, "status-last-error", error = e.as_str()));
     }
     // A merged province's sources, each on its line (one source is the poll line above).
     if r.sources.len() > 1 || r.sources.iter().any(|s| s.retired) {
         for s in &r.sources {
             let state = if s.retired {
-                "retired (no longer configured; its dossiers are still verified)".to_owned()
+                lang.t("status-source-retired")
             } else {
-                format!("last success {}", s.last_success_at.as_deref().unwrap_or("never"))
+                tr!(lang, "status-poll", last = s.last_success_at.clone().unwrap_or_else(never))
             };
             let kind = s.kind.as_deref().unwrap_or("?");
-            let _ = writeln!(out, "source     {} ({kind}): {} dossiers, {state}", s.name, s.dossiers);
+            line(
+                &mut out,
+                "label-source",
+                tr!(
+                    lang,
+                    "status-source",
+                    name = s.name.as_str(),
+                    kind = kind,
+                    dossiers = s.dossiers,
+                    state = state
+                ),
+            );
             if let Some(e) = &s.last_error {
-                let _ = writeln!(out, "           last error: {e}");
+                line(&mut out, "label-blank", tr!(lang, "status-last-error", error = e.as_str()));
             }
         }
     }
-    let _ = writeln!(
-        out,
-        "push       last success {}, session renewals {}",
-        r.push.last_success_at.as_deref().unwrap_or("never"),
-        r.push.session_renewals
+    line(
+        &mut out,
+        "label-push",
+        tr!(
+            lang,
+            "status-push",
+            last = r.push.last_success_at.clone().unwrap_or_else(never),
+            renewals = r.push.session_renewals
+        ),
     );
     if let Some(e) = &r.push.last_error {
-        let _ = writeln!(out, "           last error: {e}");
+        line(&mut out, "label-blank", tr!(lang, "status-last-error", error = e.as_str()));
     }
     let a = &r.audit;
-    let _ = writeln!(
-        out,
-        "verified   {:.2} % at the national side, oldest verification {:.1} days ago; drift found {}, repaired {}; last pass {}",
-        a.verified_percent,
-        a.oldest_verified_age_seconds / 86_400.0,
-        a.drift_found,
-        a.drift_repaired,
-        a.last_pass_at.as_deref().unwrap_or("never")
+    line(
+        &mut out,
+        "label-verified",
+        tr!(
+            lang,
+            "status-verified",
+            percent = lang.num(a.verified_percent, 2),
+            days = lang.num(a.oldest_verified_age_seconds / 86_400.0, 1),
+            found = a.drift_found,
+            repaired = a.drift_repaired,
+            last = a.last_pass_at.clone().unwrap_or_else(never)
+        ),
     );
     let p = &r.personal_data;
-    let _ = writeln!(
-        out,
-        "personal   {} dossier(s) hold personal data in clear, {} minimised; {} quarantined record(s) whole; bodies {}",
-        p.dossiers_in_clear,
-        p.dossiers_minimised,
-        p.quarantined_in_clear,
-        match (p.sealed_with.is_empty(), p.all_sealed) {
-            (true, _) => "not sealed (store.key_file)".to_owned(),
-            (false, true) => format!("sealed (key {})", p.sealed_with.join(", ")),
-            (false, false) => format!(
-                "sealed from the key's start (key {}); those stored before are not until `dvc-sync rekey`",
-                p.sealed_with.join(", ")
-            ),
-        }
+    let keys = p.sealed_with.join(", ");
+    let sealed = match (p.sealed_with.is_empty(), p.all_sealed) {
+        (true, _) => lang.t("status-not-sealed"),
+        (false, true) => tr!(lang, "status-sealed", keys = keys),
+        (false, false) => tr!(lang, "status-sealed-partly", keys = keys),
+    };
+    line(
+        &mut out,
+        "label-personal",
+        tr!(
+            lang,
+            "status-personal",
+            clear = p.dossiers_in_clear,
+            minimised = p.dossiers_minimised,
+            quarantined = p.quarantined_in_clear,
+            sealed = sealed
+        ),
     );
     if !r.workers.is_empty() {
-        let line: Vec<String> = r
+        let list: Vec<String> = r
             .workers
             .iter()
-            .map(|w| match w.failures {
-                0 => format!("{} {}", w.name, w.state),
-                n => format!("{} {} ({n} failures in a row)", w.name, w.state),
+            .map(|w| {
+                let state = lang.t(&format!("worker-{}", w.state));
+                match w.failures {
+                    0 => format!("{} {state}", w.name),
+                    n => tr!(lang, "status-worker-failures", name = w.name.as_str(), state = state, n = n),
+                }
             })
             .collect();
-        let when = if r.daemon.state == "running" { "" } else { "as last recorded: " };
-        let _ = writeln!(out, "workers    {when}{}", line.join(", "));
+        let list = list.join(", ");
+        let text =
+            if r.daemon.state == "running" { list } else { tr!(lang, "status-as-recorded", list = list) };
+        line(&mut out, "label-workers", text);
         for w in r.workers.iter().filter(|w| w.failures > 0) {
             if let Some(e) = &w.last_error {
-                let _ = writeln!(out, "           {}: {e}", w.name);
+                line(&mut out, "label-blank", format!("{}: {e}", w.name));
             }
         }
     }
     let parked = &r.parked;
     if !parked.items.is_empty() {
         let mut table = comfy_table::Table::new();
-        table.set_content_arrangement(comfy_table::ContentArrangement::Dynamic);
-        table.set_header(["parked", "MaHoSo / key", "reason"]);
+        table.set_content_arrangement(comfy_table::ContentArrangement::Dynamic).set_width(100);
+        table.set_header([lang.t("parked-kind"), lang.t("parked-key"), lang.t("parked-reason")]);
         for item in parked.items.iter().take(PARKED_SHOWN) {
             let mut reason: String = item.reason.chars().take(160).collect();
             if item.reason.chars().count() > 160 {
                 reason.push('…');
             }
-            table.add_row([item.kind, item.key.as_str(), reason.as_str()]);
+            table.add_row([lang.t(&format!("parked-{}", item.kind)), item.key.clone(), reason]);
         }
         let _ = writeln!(out, "\n{table}");
         let shown = parked.items.len().min(PARKED_SHOWN) as u64;
         if parked.total > shown {
             let _ = writeln!(
                 out,
-                "... and {} more (`dvc-sync status --json` lists the first {PARKED_LISTED})",
-                parked.total - shown
+                "{}",
+                tr!(lang, "status-parked-more", n = parked.total - shown, listed = PARKED_LISTED)
             );
         }
     }

@@ -82,23 +82,43 @@ pub(crate) fn install_metrics() -> metrics_exporter_prometheus::PrometheusHandle
         .clone()
 }
 
-/// `/metrics` (Prometheus text), `/healthz` (alive) and `/readyz` (doing its job, or why not).
+/// `/` (the page), `/metrics` (Prometheus text), `/healthz` (alive) and `/readyz` (doing its
+/// job, or why not). Serve it with `into_make_service_with_connect_info::<SocketAddr>()`: the
+/// page judges where a request comes from.
 pub(crate) fn health_router<F>(
     handle: metrics_exporter_prometheus::PrometheusHandle,
     readiness: F,
+    page: crate::page::PageState,
 ) -> axum::Router
 where
     F: Fn() -> crate::sync::Readiness + Clone + Send + Sync + 'static,
 {
-    use axum::{Json, http::StatusCode, response::IntoResponse, routing::get};
+    use axum::{
+        Json,
+        extract::ConnectInfo,
+        http::{HeaderMap, StatusCode},
+        response::IntoResponse,
+        routing::get,
+    };
+    let token = page.token().cloned();
     axum::Router::new()
+        .route("/", get(crate::page::handler).with_state(page))
         .route(
             "/metrics",
-            get(move || {
+            get(move |ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>, headers: HeaderMap| {
                 let handle = handle.clone();
+                let token = token.clone();
                 async move {
+                    // With a token, /metrics needs it as the page does; without, it is served as
+                    // before, wherever telemetry.metrics_listen lets it be reached.
+                    if token.is_some()
+                        && let Err(refused) = crate::page::allowed(token.as_ref(), peer, &headers)
+                    {
+                        return refused;
+                    }
                     handle.run_upkeep();
                     ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], handle.render())
+                        .into_response()
                 }
             }),
         )

@@ -1,6 +1,7 @@
 //! The vocabulary shared by the daemon and the mocks: national status codes and their rules,
 //! the MaHoSo format, national dates, and text limits. Pure functions, no I/O.
 
+pub mod calendar;
 pub mod codes;
 pub mod cursor;
 pub mod dates;

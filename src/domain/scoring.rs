@@ -153,9 +153,12 @@ impl MaxDuration {
     }
 
     /// The latest on-time end for a dossier received at `received`, before the supplement
-    /// time is added back. Working days: each whole day counts when it ends on a weekday.
-    pub fn deadline(self, received: jiff::civil::DateTime) -> Option<jiff::civil::DateTime> {
-        use jiff::civil::Weekday;
+    /// time is added back. Working days skip the calendar's weekends and holidays.
+    pub fn deadline(
+        self,
+        received: jiff::civil::DateTime,
+        calendar: &super::calendar::Calendar,
+    ) -> Option<jiff::civil::DateTime> {
         match self.unit {
             DurationUnit::Hours => {
                 received.checked_add(jiff::SignedDuration::from_secs_f64(self.amount * 3600.0)).ok()
@@ -163,19 +166,7 @@ impl MaxDuration {
             DurationUnit::Days => {
                 received.checked_add(jiff::SignedDuration::from_secs_f64(self.amount * 86_400.0)).ok()
             }
-            DurationUnit::WorkingDays => {
-                let whole = self.amount.trunc() as i64;
-                let mut at = received;
-                let mut counted = 0;
-                while counted < whole {
-                    at = at.checked_add(jiff::Span::new().days(1)).ok()?;
-                    if !matches!(at.weekday(), Weekday::Saturday | Weekday::Sunday) {
-                        counted += 1;
-                    }
-                }
-                let part = self.amount.fract();
-                at.checked_add(jiff::SignedDuration::from_secs_f64(part * 86_400.0)).ok()
-            }
+            DurationUnit::WorkingDays => calendar.add_working_days(received, self.amount),
         }
     }
 }

@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 
-use jiff::civil::{DateTime, Weekday};
+use jiff::civil::DateTime;
 use serde_json::{Map, Value, json};
 
 use super::catalogue;
@@ -36,11 +36,13 @@ fn catalogue_deadline(code: &str, received: DateTime) -> Option<DateTime> {
     if catalogue::duration_unit(p) == "Ngày" {
         return received.checked_add(jiff::Span::new().days(p.days)).ok();
     }
+    // The portal counts working days by the official calendar (weekends and holidays off).
+    let calendar = crate::domain::calendar::Calendar::official();
     let mut day = received;
     let mut left = p.days;
     while left > 0 {
         day = day.checked_add(jiff::Span::new().days(1)).ok()?;
-        if day.weekday() != Weekday::Saturday && day.weekday() != Weekday::Sunday {
+        if calendar.is_working_day(day.date()) {
             left -= 1;
         }
     }

@@ -97,7 +97,7 @@ fn refuse_foreign(conn: &Connection, path: &Path) -> Result<(), StoreError> {
 }
 
 /// The schema version this build writes (the number of migrations).
-pub(crate) const SCHEMA_VERSION: i64 = 12;
+pub(crate) const SCHEMA_VERSION: i64 = 13;
 
 /// The schema version of an open database (SQLite's user_version, kept by the migrations).
 pub(crate) fn schema_version(conn: &Connection) -> rusqlite::Result<i64> {
@@ -118,6 +118,7 @@ fn migrations() -> Migrations<'static> {
         M::up(include_str!("../../migrations/0010_workers.sql")),
         M::up(include_str!("../../migrations/0011_personal_data.sql")),
         M::up(include_str!("../../migrations/0012_sources.sql")),
+        M::up(include_str!("../../migrations/0013_ack_times.sql")),
     ])
 }
 

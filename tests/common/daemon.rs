@@ -71,6 +71,7 @@ pub fn write_config(dir: &Path, provincial: &str, national: &str, overrides: &[&
             vec![("log_format".into(), "\"json\"".into()), ("metrics_listen".into(), "\"\"".into())],
         ),
         ("daemon", vec![("drain_seconds".into(), "5.0".into()), ("heartbeat_seconds".into(), "0.5".into())]),
+        ("calendar", vec![]),
     ];
     for line in overrides {
         let (key, value) = line.split_once('=').expect("section.key = value");

@@ -147,7 +147,58 @@ pub(super) fn save_acks(tx: &Connection, work: &[Work], items: &[usize], now: i6
             w.inflight.db()
         ])?;
     }
+    save_ack_times(tx, items.iter().map(|&i| &work[i]), now)
+}
+
+/// Records the first acknowledgement of the receipt (a payload with NgayTiepNhan) and of each
+/// status in the acknowledged history: what tells lateness at the source from lateness by
+/// synchronisation (`report`). Earlier times are kept (`COALESCE`, and `json_patch` with the
+/// stored object winning).
+fn save_ack_times<'a>(
+    tx: &Connection,
+    work: impl IntoIterator<Item = &'a Work>,
+    now: i64,
+) -> rusqlite::Result<()> {
+    let mut stmt = tx.prepare_cached(
+        "UPDATE dossier SET received_acked_at = COALESCE(received_acked_at, ?2),
+             status_acked = CASE WHEN ?3 IS NULL THEN status_acked
+                                 ELSE json_patch(?3, COALESCE(status_acked, '{}')) END
+         WHERE mahoso = ?1",
+    )?;
+    for w in work {
+        let (received, statuses) = ack_facts(w);
+        let statuses = (!statuses.is_empty()).then(|| {
+            let times: serde_json::Map<String, serde_json::Value> =
+                statuses.into_iter().map(|s| (s.to_owned(), now.into())).collect();
+            serde_json::Value::Object(times).to_string()
+        });
+        stmt.execute(params![w.mahoso, received.then_some(now), statuses])?;
+    }
     Ok(())
+}
+
+/// Whether `w`'s payload holds NgayTiepNhan, and the statuses of its acknowledged entries.
+fn ack_facts(w: &Work) -> (bool, std::collections::BTreeSet<&str>) {
+    #[derive(serde::Deserialize)]
+    struct Intake<'a> {
+        #[serde(rename = "NgayTiepNhan", borrow, default)]
+        received: Option<&'a str>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Entry<'a> {
+        #[serde(rename = "TrangThai", borrow, default)]
+        status: Option<&'a str>,
+    }
+    let received = serde_json::from_str::<Intake<'_>>(w.payload.get())
+        .ok()
+        .and_then(|i| i.received)
+        .is_some_and(|r| !r.is_empty());
+    let statuses = w.history[..w.acked_history.min(w.history.len())]
+        .iter()
+        .filter_map(|e| serde_json::from_str::<Entry<'_>>(e.get()).ok()?.status)
+        .filter(|s| !s.is_empty() && s.len() <= 3 && s.bytes().all(|b| b.is_ascii_digit()))
+        .collect();
+    (received, statuses)
 }
 
 /// Records what read-backs found. A dossier found is as good as acknowledged as of now (the
@@ -163,7 +214,8 @@ pub(super) fn save_read_backs<'a>(
              acked_status = CASE WHEN ?3 = payload_hash THEN status ELSE acked_status END
          WHERE mahoso = ?1",
     )?;
-    for w in work {
+    let work: Vec<&Work> = work.into_iter().collect();
+    for w in &work {
         stmt.execute(params![
             w.mahoso,
             w.national_exists,
@@ -173,7 +225,8 @@ pub(super) fn save_read_backs<'a>(
             now
         ])?;
     }
-    Ok(())
+    // Found there: its steps are acknowledged as of now, if not earlier.
+    save_ack_times(tx, work.into_iter().filter(|w| w.national_exists), now)
 }
 
 /// Records that the national portal does not hold a dossier (any more): created again, with

@@ -18,7 +18,14 @@ use crate::domain::{
     dates::parse_national,
     scoring::{MaxDuration, is_nonzero_amount},
 };
+use crate::i18n::{Lang, Message};
 use crate::sync::catalogue::stored_duration;
+
+pub mod lateness;
+pub(crate) mod render;
+
+use lateness::{AckTimes, Cause, Context, ReceiptLate};
+pub(crate) use render::{render_csv, render_table};
 
 /// A period of whole days, Vietnam local time, both ends included.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,6 +77,14 @@ pub struct Facts {
     pub procedure: String,
     /// NgayTiepNhan, else NgayNopHoSo: what puts the dossier in a period.
     pub received: Option<DateTime>,
+    /// NgayNopHoSo and NgayTiepNhan themselves, for the receipt rule.
+    pub submitted: Option<DateTime>,
+    pub intake: Option<DateTime>,
+    /// KenhThucHien 2, whatever 3.3 makes of it.
+    pub channel_online: bool,
+    /// When the national portal first acknowledged its steps (None: not known, as for a
+    /// dossier read from the national side).
+    pub acks: Option<AckTimes>,
     pub due: Option<DateTime>,
     pub status: u8,
     pub online: bool,
@@ -102,6 +117,10 @@ impl Facts {
             agency: text("DonViXuLy").to_owned(),
             procedure: text("MaTTHC").to_owned(),
             received: date("NgayTiepNhan").or_else(|| date("NgayNopHoSo")),
+            submitted: date("NgayNopHoSo"),
+            intake: date("NgayTiepNhan"),
+            channel_online: text("KenhThucHien") == "2",
+            acks: None,
             due: date("NgayHenTra"),
             status: text("TrangThaiHoSo").parse().unwrap_or(0),
             // 3.3: a dossier whose result is a document it lists counts online only with a
@@ -140,6 +159,44 @@ pub struct Judgement {
     pub deadline: Option<String>,
     pub supplement_requests: usize,
     pub supplement_seconds: i64,
+    /// The reason's parts, to write it in the reader's language.
+    #[serde(skip)]
+    why: Why,
+    /// The step that ended processing as counted (status, at the source), and the deadline.
+    #[serde(skip)]
+    end: Option<(u8, DateTime)>,
+    #[serde(skip)]
+    deadline_at: Option<DateTime>,
+}
+
+/// A judgement's reason, in parts: "late: ended in status 9 at ..., 2.0 days of supplement
+/// time subtracted, against NgayHenTra ...".
+#[derive(Debug, Clone, PartialEq)]
+struct Why {
+    /// None: the reason is `how` alone (no end and more than one supplement request).
+    on_time: Option<bool>,
+    how: Message,
+    supplement: Option<SignedDuration>,
+    against: Option<Message>,
+}
+
+impl Judgement {
+    /// The reason in `lang` (the `reason` field is the English one).
+    pub fn reason_in(&self, lang: Lang) -> String {
+        let w = &self.why;
+        let Some(on_time) = w.on_time else { return w.how.write(lang) };
+        let minus = w
+            .supplement
+            .map_or(String::new(), |d| crate::tr!(lang, "judgement-supplement", time = human(d, lang)));
+        crate::tr!(
+            lang,
+            "judgement",
+            verdict = lang.t(if on_time { "verdict-on-time" } else { "verdict-late" }),
+            how = w.how.write(lang),
+            minus = minus,
+            against = w.against.as_ref().map_or(String::new(), |a| a.write(lang))
+        )
+    }
 }
 
 fn national(dt: DateTime) -> String {
@@ -185,67 +242,83 @@ fn finished_at(history: &[(u8, DateTime)]) -> Option<DateTime> {
 /// Indicator 2.1 for one dossier, as of the period's end (entries after it are not read).
 #[cfg(test)]
 pub(crate) fn judge(f: &Facts, period: &Period) -> Judgement {
-    judge_within(f, &until_end(f, period), period)
+    judge_within(f, &until_end(f, period), period, &Context::now(Default::default()))
 }
 
 /// [`judge`] over the entries up to the period's end, already picked.
-fn judge_within(f: &Facts, history: &[(u8, DateTime)], period: &Period) -> Judgement {
+fn judge_within(f: &Facts, history: &[(u8, DateTime)], period: &Period, ctx: &Context) -> Judgement {
     let horizon = period.end();
     let runs = supplements(history);
     let (end, how) = match true_end(history) {
-        Some((status, at)) => (Some(at), format!("ended in status {status} at {}", national(at))),
-        None if runs.len() == 1 => {
-            (Some(runs[0].0), "one supplement request and no end yet: the request is the end".into())
+        Some((status, at)) => {
+            (Some((status, at)), Message::new("end-status").int("status", status).text("at", national(at)))
         }
-        None if runs.len() > 1 => (None, format!("late: {} supplement requests and no end yet", runs.len())),
-        None => (Some(horizon), "still open at the period's end".into()),
+        None if runs.len() == 1 => (Some((5, runs[0].0)), Message::new("end-one-supplement")),
+        None if runs.len() > 1 => (None, Message::new("end-many-supplements").int("n", runs.len())),
+        None => (None, Message::new("end-open")),
     };
-    let Some(end) = end else {
+    let still_open = true_end(history).is_none() && runs.is_empty();
+    let Some(end_at) = end.map(|e| e.1).or(still_open.then_some(horizon)) else {
+        let why = Why { on_time: None, how, supplement: None, against: None };
         return Judgement {
             on_time: false,
-            reason: how,
+            reason: String::new(),
             counted_end: None,
             deadline: None,
             supplement_requests: runs.len(),
             supplement_seconds: 0,
-        };
+            why,
+            end: None,
+            deadline_at: None,
+        }
+        .with_english_reason();
     };
     let supplement: SignedDuration = runs
         .iter()
-        .filter(|(start, _)| *start < end)
-        .map(|(start, answered)| answered.map_or(end, |a| a.min(end)).duration_since(*start))
+        .filter(|(start, _)| *start < end_at)
+        .map(|(start, answered)| answered.map_or(end_at, |a| a.min(end_at)).duration_since(*start))
         .sum();
-    let counted = end.checked_sub(supplement).unwrap_or(end);
-    let deadline = f.due.or_else(|| f.duration.and_then(|d| d.deadline(f.received?)));
-    let (on_time, why) = match (deadline, f.due.is_some()) {
-        (Some(d), true) => (counted <= d, format!("NgayHenTra {}", national(d))),
-        (Some(d), false) => {
-            (counted <= d, format!("no NgayHenTra; the procedure's duration ends {}", national(d)))
-        }
-        (None, _) => (true, "no NgayHenTra and no duration known for the procedure: not judged late".into()),
+    let counted = end_at.checked_sub(supplement).unwrap_or(end_at);
+    let calendar = &ctx.calendar.calendar;
+    let deadline = f.due.or_else(|| f.duration.and_then(|d| d.deadline(f.received?, calendar)));
+    let (on_time, against) = match (deadline, f.due.is_some()) {
+        (Some(d), true) => (counted <= d, Some(Message::new("against-due").text("at", national(d)))),
+        (Some(d), false) => (counted <= d, Some(Message::new("against-duration").text("at", national(d)))),
+        (None, _) => (true, Some(Message::new("against-nothing"))),
     };
-    let minus = if supplement.is_zero() {
-        String::new()
-    } else {
-        format!(", {} of supplement time subtracted", human(supplement))
+    let why = Why {
+        on_time: Some(on_time),
+        how,
+        supplement: (!supplement.is_zero()).then_some(supplement),
+        against,
     };
-    let verdict = if on_time { "on time" } else { "late" };
     Judgement {
         on_time,
-        reason: format!("{verdict}: {how}{minus}, against {why}"),
+        reason: String::new(),
         counted_end: Some(national(counted)),
         deadline: deadline.map(national),
         supplement_requests: runs.len(),
         supplement_seconds: supplement.as_secs(),
+        why,
+        end,
+        deadline_at: deadline,
+    }
+    .with_english_reason()
+}
+
+impl Judgement {
+    fn with_english_reason(mut self) -> Judgement {
+        self.reason = self.reason_in(Lang::En);
+        self
     }
 }
 
-fn human(d: SignedDuration) -> String {
-    let s = d.as_secs();
-    if s >= 86_400 {
-        format!("{:.1} days", s as f64 / 86_400.0)
+fn human(d: SignedDuration, lang: Lang) -> String {
+    let s = d.as_secs() as f64;
+    if s >= 86_400.0 {
+        Message::new("duration-days").dec("n", s / 86_400.0).write(lang)
     } else {
-        format!("{:.1} hours", s as f64 / 3_600.0)
+        Message::new("duration-hours").dec("n", s / 3_600.0).write(lang)
     }
 }
 
@@ -355,6 +428,12 @@ pub struct Late {
     pub procedure: String,
     #[serde(flatten)]
     pub judgement: Judgement,
+    /// Late at the source (2.1 counts it late) or by synchronisation (on time at the source,
+    /// its end acknowledged by the national portal after the deadline).
+    pub cause: Cause,
+    /// Minutes between the end at the source and its national acknowledgement (or now, still
+    /// pending); absent when the acknowledgement's time is not known.
+    pub sync_minutes: Option<i64>,
 }
 
 /// Something that skews a figure without being late: listed, never altered.
@@ -376,6 +455,13 @@ pub struct Report {
     pub late: Vec<Late>,
     /// How many count late under 2.1.
     pub late_total: u64,
+    /// The late dossiers by cause: `source` (= late_total) and `sync` (on time at the source,
+    /// late at the national portal because its end arrived after the deadline).
+    pub late_by_cause: BTreeMap<&'static str, u64>,
+    /// Dossiers submitted online of the period received later than the receipt rule allows
+    /// (8 working hours), with the cause, and how many by cause.
+    pub receipt_late: Vec<ReceiptLate>,
+    pub receipt_late_by_cause: BTreeMap<&'static str, u64>,
     /// The findings (empty when computed for the metrics), and how many of each kind.
     pub findings: Vec<Finding>,
     pub findings_by_kind: BTreeMap<&'static str, u64>,
@@ -387,8 +473,8 @@ pub struct Report {
 }
 
 /// Computes the report over `dossiers` (`refused`: parked as refused, counted only in 1.4).
-pub fn compute(dossiers: &[(Facts, bool)], period: &Period) -> Report {
-    let mut tally = Tally::new(*period, true);
+pub fn compute(dossiers: &[(Facts, bool)], period: &Period, ctx: &Context) -> Report {
+    let mut tally = Tally::new(*period, true, ctx.clone());
     for (f, refused) in dossiers {
         tally.add(f, *refused);
     }
@@ -400,11 +486,13 @@ pub(crate) struct Tally {
     period: Period,
     /// Keep the late dossiers and the findings themselves, not only their counts.
     detail: bool,
+    ctx: Context,
     report: Report,
 }
 
 impl Tally {
-    pub fn new(period: Period, detail: bool) -> Tally {
+    pub fn new(period: Period, detail: bool, ctx: Context) -> Tally {
+        let causes = || Cause::ALL.iter().map(|c| (c.name(), 0)).collect::<BTreeMap<_, _>>();
         let report = Report {
             from: period.from.to_string(),
             to: period.to.to_string(),
@@ -413,16 +501,19 @@ impl Tally {
             by_procedure: BTreeMap::new(),
             late: Vec::new(),
             late_total: 0,
+            late_by_cause: causes(),
+            receipt_late: Vec::new(),
+            receipt_late_by_cause: causes(),
             findings: Vec::new(),
             findings_by_kind: FINDING_KINDS.iter().map(|k| (*k, 0)).collect(),
             quarantined: 0,
             refused: 0,
         };
-        Tally { period, detail, report }
+        Tally { period, detail, ctx, report }
     }
 
     pub fn add(&mut self, f: &Facts, refused: bool) {
-        let (period, report) = (&self.period, &mut self.report);
+        let (period, report, ctx) = (&self.period, &mut self.report, &self.ctx);
         let received_in = f.received.is_some_and(|r| period.contains(r));
         let mut mine = Figures::default();
         mine.count(0, received_in, f.synchronized);
@@ -434,16 +525,21 @@ impl Tally {
             let in_21 = f.received.is_some_and(|r| r <= period.end())
                 && (received_in || ended.is_none_or(|(_, at)| at >= period.start()));
             if in_21 {
-                let j = judge_within(f, &horizon, period);
+                let j = judge_within(f, &horizon, period, ctx);
                 mine.count(1, true, j.on_time);
-                if !j.on_time {
-                    report.late_total += 1;
+                report.late_total += u64::from(!j.on_time);
+                if let Some((cause, sync_minutes)) = processing_cause(f, &j, ctx) {
+                    *report.late_by_cause.entry(cause.name()).or_default() += 1;
                     if self.detail {
+                        let (mahoso, agency, procedure) =
+                            (f.mahoso.clone(), f.agency.clone(), f.procedure.clone());
                         report.late.push(Late {
-                            mahoso: f.mahoso.clone(),
-                            agency: f.agency.clone(),
-                            procedure: f.procedure.clone(),
+                            mahoso,
+                            agency,
+                            procedure,
                             judgement: j,
+                            cause,
+                            sync_minutes,
                         });
                     }
                 }
@@ -453,6 +549,9 @@ impl Tally {
                         report.findings.push(finding);
                     }
                 }
+            }
+            if received_in {
+                receipt_late(f, ctx, self.detail, report);
             }
             mine.count(2, received_in, f.online);
             mine.count(3, received_in && f.charged, f.paid_online);
@@ -481,6 +580,50 @@ impl Tally {
 
     pub fn finish(self) -> Report {
         self.report
+    }
+}
+
+/// Why a dossier judged by 2.1 is late, if it is: at the source (2.1 says late), or by sync
+/// (on time at the source, its end acknowledged after the deadline); with the minutes sync added.
+fn processing_cause(f: &Facts, j: &Judgement, ctx: &Context) -> Option<(Cause, Option<i64>)> {
+    let delay = match (j.end, j.deadline_at) {
+        (Some((status, at)), Some(deadline)) => {
+            // The end may reach the portal as late as the deadline plus the supplement time.
+            let due =
+                deadline.checked_add(SignedDuration::from_secs(j.supplement_seconds)).unwrap_or(deadline);
+            lateness::sync_delay(f.acks.as_ref(), Some(status), at, due, ctx)
+        }
+        _ => None,
+    };
+    if !j.on_time {
+        Some((Cause::Source, delay.map(|d| d.minutes)))
+    } else {
+        delay.filter(|d| d.late).map(|d| (Cause::Sync, Some(d.minutes)))
+    }
+}
+
+/// The receipt rule for one dossier of the period, counted (and listed with `detail`).
+fn receipt_late(f: &Facts, ctx: &Context, detail: bool, report: &mut Report) {
+    let receipt = lateness::Receipt {
+        online: f.channel_online,
+        submitted: f.submitted,
+        received: f.intake,
+        status: f.status,
+        acks: f.acks.as_ref(),
+    };
+    let Some((cause, due, sync_minutes)) = lateness::receipt(&receipt, ctx) else { return };
+    *report.receipt_late_by_cause.entry(cause.name()).or_default() += 1;
+    if detail {
+        report.receipt_late.push(ReceiptLate {
+            mahoso: f.mahoso.clone(),
+            agency: f.agency.clone(),
+            procedure: f.procedure.clone(),
+            submitted: f.submitted.map(national).unwrap_or_default(),
+            due: national(due),
+            received: f.intake.map(national),
+            cause,
+            sync_minutes,
+        });
     }
 }
 
@@ -515,7 +658,23 @@ fn findings_of(f: &Facts, horizon: &[(u8, DateTime)], period: &Period) -> Vec<Fi
 
 /// Computes the report for `period` from the database, reading one dossier at a time.
 /// `conn` reads bodies (`store::read_bodies`, or the store's own connection).
-pub(crate) fn from_database(conn: &Connection, period: &Period, detail: bool) -> rusqlite::Result<Report> {
+pub(crate) fn from_database(
+    conn: &Connection,
+    period: &Period,
+    detail: bool,
+    ctx: &Context,
+) -> rusqlite::Result<Report> {
+    let mut reports = for_periods(conn, std::slice::from_ref(period), detail, ctx)?;
+    Ok(reports.remove(0))
+}
+
+/// The reports of several periods in one pass over the database (the page's months).
+pub(crate) fn for_periods(
+    conn: &Connection,
+    periods: &[Period],
+    detail: bool,
+    ctx: &Context,
+) -> rusqlite::Result<Vec<Report>> {
     let mut durations: BTreeMap<String, MaxDuration> = BTreeMap::new();
     let mut stmt = conn.prepare("SELECT code, duration, duration_unit FROM procedure WHERE known = 1")?;
     for row in stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, stored_duration(r.get(1)?, r.get(2)?))))? {
@@ -523,11 +682,17 @@ pub(crate) fn from_database(conn: &Connection, period: &Period, detail: bool) ->
             durations.insert(code, d);
         }
     }
-    let mut tally = Tally::new(*period, detail);
+    let mut ctx = ctx.clone();
+    ctx.judged_since = crate::store::meta_get(conn, "ack_times_since")?
+        .and_then(|v| v.parse::<i64>().ok())
+        .and_then(|us| jiff::Timestamp::from_microsecond(us).ok())
+        .map(crate::domain::dates::to_vn_local);
+    let mut tallies: Vec<Tally> = periods.iter().map(|p| Tally::new(*p, detail, ctx.clone())).collect();
     let mut stmt = conn.prepare(
         "SELECT body_text(b.payload), body_text(b.history), d.national_exists,
                 d.national_exists = 0
-                    AND EXISTS (SELECT 1 FROM dead x WHERE x.mahoso = d.mahoso AND x.kind = 'refused')
+                    AND EXISTS (SELECT 1 FROM dead x WHERE x.mahoso = d.mahoso AND x.kind = 'refused'),
+                d.received_acked_at, d.status_acked, d.ack_times_known
            FROM dossier d JOIN body b ON b.mahoso = d.mahoso",
     )?;
     let mut rows = stmt.query([])?;
@@ -539,13 +704,35 @@ pub(crate) fn from_database(conn: &Connection, period: &Period, detail: bool) ->
         let mut f = Facts::of_national(&dossier, &history);
         f.synchronized = r.get(2)?;
         f.duration = durations.get(&f.procedure).copied();
-        tally.add(&f, r.get(3)?);
+        f.acks = Some(ack_times(r.get(4)?, r.get(5)?, r.get(6)?));
+        for tally in &mut tallies {
+            tally.add(&f, r.get(3)?);
+        }
     }
-    let mut report = tally.finish();
-    report.quarantined = conn
+    let quarantined = conn
         .query_row("SELECT n FROM counts WHERE name = 'quarantine'", [], |r| r.get::<_, i64>(0))?
         .max(0) as u64;
-    Ok(report)
+    Ok(tallies
+        .into_iter()
+        .map(|t| {
+            let mut report = t.finish();
+            report.quarantined = quarantined;
+            report
+        })
+        .collect())
+}
+
+/// The stored acknowledgement times (microseconds UTC) as Vietnam local times.
+fn ack_times(received: Option<i64>, statuses: Option<String>, known: bool) -> AckTimes {
+    let local =
+        |micros: i64| jiff::Timestamp::from_microsecond(micros).ok().map(crate::domain::dates::to_vn_local);
+    let statuses: BTreeMap<String, i64> =
+        statuses.and_then(|s| serde_json::from_str(&s).ok()).unwrap_or_default();
+    AckTimes {
+        incomplete: !known,
+        received: received.and_then(local),
+        statuses: statuses.into_iter().filter_map(|(k, v)| Some((k.parse().ok()?, local(v)?))).collect(),
+    }
 }
 
 /// The kinds of finding, for the metrics' bounded label.
@@ -553,12 +740,16 @@ pub(crate) const FINDING_KINDS: [&str; 3] =
     ["finished_without_history", "supplement_unanswered", "no_deadline"];
 
 /// The current month's report (Vietnam local time), from the database at `path`.
-pub(crate) fn current_month(path: &std::path::Path, keys: &crate::store::Keys) -> Result<Report, String> {
+pub(crate) fn current_month(
+    path: &std::path::Path,
+    keys: &crate::store::Keys,
+    calendar: &crate::config::CalendarConfig,
+) -> Result<Report, String> {
     let today = crate::domain::dates::to_vn_local(jiff::Timestamp::now()).date();
     let period = Period::new(today.first_of_month(), today.last_of_month())?;
     let conn = crate::store::open_read_only(path).map_err(|e| e.to_string())?;
     crate::store::read_bodies(&conn, keys).map_err(|e| e.to_string())?;
-    from_database(&conn, &period, false).map_err(|e| e.to_string())
+    from_database(&conn, &period, false, &Context::now(calendar.clone())).map_err(|e| e.to_string())
 }
 
 /// Sets the indicator gauges from `report` (labels: the indicator id, the finding kind).
@@ -573,149 +764,15 @@ pub(crate) fn publish(report: &Report) {
     for (kind, n) in &report.findings_by_kind {
         metrics::gauge!(m::INDICATOR_FINDINGS, "kind" => *kind).set(*n as f64);
     }
+    for (kind, by_cause) in
+        [("processing", &report.late_by_cause), ("receipt", &report.receipt_late_by_cause)]
+    {
+        for cause in Cause::ALL {
+            let n = by_cause.get(cause.name()).copied().unwrap_or(0);
+            metrics::gauge!(m::LATE_BY_CAUSE, "kind" => kind, "cause" => cause.name()).set(n as f64);
+        }
+    }
     metrics::gauge!(m::INDICATOR_COMPUTED).set(jiff::Timestamp::now().as_second() as f64);
-}
-
-/// The report for people: the province's figures, then per agency and per procedure (the
-/// ratio as a percentage with its numerator and denominator), the findings, and with `late`
-/// the late dossiers with their reasons.
-pub(crate) fn render_table(r: &Report, late: bool) -> String {
-    use comfy_table::{ContentArrangement, Table};
-    let mut out = format!("Quyết định 766 indicators, {} to {} (from the local database)\n", r.from, r.to);
-    let cell = |f: &Figure| match f.ratio.0 {
-        Some(_) => format!(
-            "{:.2} % ({}/{})",
-            f.numerator as f64 * 100.0 / f.denominator as f64,
-            f.numerator,
-            f.denominator
-        ),
-        None => format!("N/A ({}/{})", f.numerator, f.denominator),
-    };
-    let mut province = Table::new();
-    province.set_content_arrangement(ContentArrangement::Dynamic);
-    province.set_header(["indicator", "", "share", "numerator", "denominator", "points"]);
-    for (id, name) in INDICATORS {
-        let f = &r.province.by_id()[id];
-        let points = f.points_share.map_or(String::new(), |p| match p.0 {
-            Some(p) => format!("{:.0} % of its maximum", p * 100.0),
-            None => "N/A".into(),
-        });
-        province.add_row([
-            id.to_owned(),
-            name.to_owned(),
-            f.ratio.0.map_or_else(|| "N/A".to_owned(), |r| format!("{:.2} %", r * 100.0)),
-            f.numerator.to_string(),
-            f.denominator.to_string(),
-            points,
-        ]);
-    }
-    out.push_str(&format!("{province}\n"));
-    for (title, scopes) in [("DonViXuLy", &r.by_agency), ("MaTTHC", &r.by_procedure)] {
-        let mut t = Table::new();
-        t.set_content_arrangement(ContentArrangement::Dynamic);
-        t.set_header(
-            std::iter::once(title.to_owned()).chain(INDICATORS.iter().map(|(id, _)| (*id).to_owned())),
-        );
-        for (name, figures) in scopes {
-            let by_id = figures.by_id();
-            t.add_row(std::iter::once(name.clone()).chain(INDICATORS.iter().map(|(id, _)| cell(&by_id[id]))));
-        }
-        out.push_str(&format!("\nper {title}\n{t}\n"));
-    }
-    out.push_str(&format!(
-        "\n{} dossier(s) count late under 2.1{}\n",
-        r.late_total,
-        if late || r.late_total == 0 { "" } else { " (--late lists them with the reason)" }
-    ));
-    if late && !r.late.is_empty() {
-        let mut t = Table::new();
-        t.set_content_arrangement(ContentArrangement::Dynamic);
-        t.set_header(["MaHoSo", "DonViXuLy", "counted end", "deadline", "why"]);
-        for l in &r.late {
-            let j = &l.judgement;
-            t.add_row([
-                &l.mahoso,
-                &l.agency,
-                j.counted_end.as_deref().unwrap_or("-"),
-                j.deadline.as_deref().unwrap_or("-"),
-                &j.reason,
-            ]);
-        }
-        out.push_str(&format!("{t}\n"));
-    }
-    if !r.findings.is_empty() {
-        out.push_str(&format!(
-            "\n{} finding(s) that skew the figures without being late (counted as they are):\n",
-            r.findings.len()
-        ));
-        for f in &r.findings {
-            out.push_str(&format!("  {}  {}: {}\n", f.mahoso, f.kind, f.detail));
-        }
-    }
-    if r.quarantined > 0 || r.refused > 0 {
-        out.push_str(&format!(
-            "\nnot in the figures: {} quarantined record(s) (status lists them), {} dossier(s) of the period refused by the national portal (in 1.4's denominator only)\n",
-            r.quarantined, r.refused
-        ));
-    }
-    out
-}
-
-/// The report for spreadsheets: one row per scope and indicator; with `late`, the late
-/// dossiers instead.
-pub(crate) fn render_csv(r: &Report, late: bool) -> String {
-    fn field(s: &str) -> String {
-        if s.contains([',', '"', '\n', '\r']) {
-            format!("\"{}\"", s.replace('"', "\"\""))
-        } else {
-            s.to_owned()
-        }
-    }
-    let mut out = String::new();
-    if late {
-        out.push_str(
-            "mahoso,agency,procedure,counted_end,deadline,supplement_requests,supplement_seconds,reason\r\n",
-        );
-        for l in &r.late {
-            let j = &l.judgement;
-            let row = [
-                field(&l.mahoso),
-                field(&l.agency),
-                field(&l.procedure),
-                j.counted_end.clone().unwrap_or_default(),
-                j.deadline.clone().unwrap_or_default(),
-                j.supplement_requests.to_string(),
-                j.supplement_seconds.to_string(),
-                field(&j.reason),
-            ];
-            out.push_str(&format!("{}\r\n", row.join(",")));
-        }
-        return out;
-    }
-    out.push_str("from,to,scope,name,indicator,numerator,denominator,ratio,points_share\r\n");
-    let province = [(String::from(""), &r.province)];
-    let scopes = [
-        ("province", province.iter().map(|(n, f)| (n, *f)).collect::<Vec<_>>()),
-        ("agency", r.by_agency.iter().collect()),
-        ("procedure", r.by_procedure.iter().collect()),
-    ];
-    for (scope, items) in scopes {
-        for (name, figures) in items {
-            for (id, f) in figures.by_id() {
-                let points = f.points_share.map_or(String::new(), |p| p.to_string());
-                out.push_str(&format!(
-                    "{},{},{scope},{},{id},{},{},{},{points}\r\n",
-                    r.from,
-                    r.to,
-                    field(name),
-                    f.numerator,
-                    f.denominator,
-                    f.ratio
-                ));
-            }
-        }
-    }
-    out
 }
 
 #[cfg(test)]

@@ -1,0 +1,175 @@
+# dvc-sync's words for people, in English. Every message here has its twin in vi.ftl with the
+# same arguments (tested). JSON, CSV, metric names and log fields never come from here.
+
+## Common
+
+never = never
+not-applicable = N/A
+count-dossiers = { $n ->
+    [one] { $n } dossier
+   *[other] { $n } dossiers
+}
+
+## status
+
+label-health = health
+label-daemon = daemon
+label-dossiers = dossiers
+label-coverage = coverage
+label-outbox = outbox
+label-poll = poll
+label-source = source
+label-push = push
+label-verified = verified
+label-personal = personal
+label-workers = workers
+label-blank = {""}
+health-ok = OK
+health-degraded = DEGRADED
+health-failing = FAILING
+daemon-running = running
+daemon-stopped = stopped
+daemon-stale = stale (no recent heartbeat)
+daemon-pid = { $state } (pid { $pid })
+daemon-pid-version = { $state } (pid { $pid }, v{ $version })
+daemon-heartbeat = { $daemon }, heartbeat { $seconds } s ago
+status-dossiers = { $total } total: { $in_sync } in sync, { $pending } pending, { $retrying } retrying, { $dead } dead, { $quarantined } quarantined
+status-outbox = { $depth } waiting, oldest { $seconds } s
+status-poll = last success { $last }
+status-poll-cursor = last success { $last }, cursor { $at } { $id }
+status-last-error = last error: { $error }
+status-source = { $name } ({ $kind }): { $dossiers } dossiers, { $state }
+status-source-retired = retired (no longer configured; its dossiers are still verified)
+status-push = last success { $last }, session renewals { $renewals }
+status-verified = { $percent } % at the national side, oldest verification { $days } days ago; drift found { $found }, repaired { $repaired }; last pass { $last }
+status-not-sealed = not sealed (store.key_file)
+status-sealed = sealed (key { $keys })
+status-sealed-partly = sealed from the key's start (key { $keys }); those stored before are not until `dvc-sync rekey`
+status-personal = { $clear } dossier(s) hold personal data in clear, { $minimised } minimised; { $quarantined } quarantined record(s) whole; bodies { $sealed }
+worker-busy = busy
+worker-idle = idle
+worker-failing = failing
+worker-stopped = stopped
+status-worker-failures = { $name } { $state } ({ $n } failures in a row)
+status-as-recorded = as last recorded: { $list }
+parked-kind = parked
+parked-key = MaHoSo / key
+parked-reason = reason
+parked-dead = dead
+parked-quarantined = quarantined
+status-parked-more = ... and { $n } more (`dvc-sync status --json` lists the first { $listed })
+problem-dead = { $n } dossier(s) refused by the national portal (dead); fix the cause, then `dvc-sync retry --dead`
+problem-unmatched = { $n } dossier(s) parked because their national history holds entries that match none of ours (read-back inconclusive; nothing was resent); compare with the national portal, then `dvc-sync retry --dead`
+problem-quarantined = { $n } provincial record(s) quarantined (never sent); fix them at the source or the status_map, then `dvc-sync retry --quarantined`
+problem-stale = the daemon's heartbeat is { $seconds } s old and it did not stop cleanly (hung or killed)
+problem-no-heartbeat = the daemon holds the lock but has not written a heartbeat
+problem-outbox-old = the oldest change has waited { $seconds } s in the outbox (threshold { $threshold } s)
+problem-audit-behind = verification is behind its cycle: a dossier was last known good at the national side { $days } days ago (national.audit_cycle_days { $cycle }); raise national.audit_per_second or run `dvc-sync audit`
+problem-push-refused = { $reason } (docs/operations.md, "The first hour")
+problem-source-failing = polling source { $source } has been failing: { $error }
+problem-poll-failing = polling the provincial portal has been failing: { $error }
+problem-push-failing = pushing to the national portal has been failing: { $error }
+problem-unreadable = cannot read the state in { $path }: { $reason }
+
+## report
+
+report-title = Quyết định 766 indicators, { $from } to { $to } (from the local database)
+report-indicator = indicator
+report-name = {""}
+report-share = share
+report-fraction = numerator/denominator
+report-points-header = points
+report-points = { $percent } % of its maximum
+report-points-note = points: only 3.3 (full at 50 %), 4.2 and 4.3 (full at 80 %) have a rule; "-" where the spec gives none
+report-per-agency = per DonViXuLy
+report-per-procedure = per MaTTHC
+report-dash-note = "-": no dossier to count (denominator 0); numerators and denominators: --csv or --json
+report-late-summary = { $total } dossier(s) count late under 2.1; late by cause: { $source } at the source, { $sync } by synchronisation (on time at the source, acknowledged by the national portal after the deadline)
+report-receipt-summary = online dossiers received later than the receipt rule (8 working hours): { $source } at the source, { $sync } by synchronisation
+report-late-hint = (--late lists them with the reason and the cause)
+report-late-processing = late dossiers (2.1)
+report-late-receipt = online dossiers received late
+report-findings = { $n } finding(s) that skew the figures without being late (counted as they are):
+report-not-counted = not in the figures: { $quarantined } quarantined record(s) (status lists them), { $refused } dossier(s) of the period refused by the national portal (in 1.4's denominator only)
+late-not-received = not received
+cause-source = at the source
+cause-sync = by synchronisation
+indicator-1-4 = dossiers synchronized
+indicator-2-1 = processed early or on time
+indicator-3-3 = submitted online
+indicator-3-6 = paid online
+indicator-4-1 = electronic results
+indicator-4-2 = digitised
+indicator-4-3 = reused digitised data
+judgement = { $verdict }: { $how }{ $minus }, against { $against }
+judgement-supplement = , { $time } of supplement time subtracted
+verdict-on-time = on time
+verdict-late = late
+end-status = ended in status { $status } at { $at }
+end-one-supplement = one supplement request and no end yet: the request is the end
+end-many-supplements = late: { $n } supplement requests and no end yet
+end-open = still open at the period's end
+against-due = NgayHenTra { $at }
+against-duration = no NgayHenTra; the procedure's duration ends { $at }
+against-nothing = no NgayHenTra and no duration known for the procedure: not judged late
+duration-days = { $n } days
+duration-hours = { $n } hours
+late-cause-minutes = { $cause }, sync added { $minutes } min
+late-times = counted end { $end }, deadline { $deadline }
+late-receipt-times = submitted { $submitted }, to be received by { $due }, received { $received }
+
+## the page
+
+page-title = dvc-sync: dossiers synchronized with the National Public Service Portal
+page-generated = computed at { $at } (Vietnam time) from the local database
+page-footer = No personal data on this page: MaHoSo, procedures and agencies only. Figures as `dvc-sync report --json` and `status --json` compute them.
+page-health = Synchronization
+page-dossiers-total = dossiers
+page-in-sync = in sync
+page-coverage = coverage (current at the national portal)
+page-verified = verified by reading back from the national portal
+page-backlog = changes waiting to be sent
+page-backlog-age = oldest waiting change (lag)
+page-seconds = { $n } s
+page-quarantined = quarantined records
+page-dead = refused by the national portal
+page-source = source
+page-kind = kind
+page-source-dossiers = dossiers
+page-last-success = last read
+page-last-error = last error
+page-retired = retired
+page-parked = Parked, and why
+page-parked-total = { $n } item(s) parked (quoted values hidden)
+page-count = count
+page-score = The 766 score, { $from } to { $to }
+page-score-note = The six groups as the national portal publishes them. Only the indicators our synchronized data decides are computed here; the rest is the portal's own.
+page-group = group
+page-points = points
+page-our-data = what our data decides
+page-not-ours = what it cannot decide
+page-none-of-ours = nothing: this group is not computed from synchronized dossiers
+group-public = Publicity, transparency
+group-public-not-ours = publication of procedures and results on the portals
+group-progress = Processing on time
+group-progress-not-ours = the national reporting system's own count
+group-online = Online public services
+group-online-not-ours = the catalogue of services offered online
+group-payment = Online payment
+group-payment-not-ours = payments made outside the dossier's record
+group-satisfaction = Satisfaction
+group-satisfaction-not-ours = citizens' ratings on the national portal
+group-digitisation = Digitisation of dossiers
+group-digitisation-not-ours = reuse from the national data stores
+page-over-time = Each indicator over the last twelve months
+page-late-chart = late dossiers per month: grey at the source, red by synchronisation
+page-agencies = Per DonViXuLy, this month (the line: twelve months)
+page-late = Late dossiers this month, with their cause
+page-cause = cause
+page-sync-minutes = minutes added by sync
+page-counted-end = counted end
+page-deadline = deadline
+page-submitted = submitted
+page-receipt-due = to be received by
+page-received = received
+page-more-late = Only the first 200 of each list are shown: `dvc-sync report --late` lists them all.
