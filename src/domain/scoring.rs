@@ -208,11 +208,20 @@ mod tests {
         }
         // Received Thursday 2026-03-05 10:00: Friday, then Monday, Tuesday.
         let received = jiff::civil::date(2026, 3, 5).at(10, 0, 0, 0);
-        assert_eq!(d.deadline(received), Some(jiff::civil::date(2026, 3, 10).at(10, 0, 0, 0)));
+        assert_eq!(
+            d.deadline(received, &crate::domain::calendar::Calendar::official()),
+            Some(jiff::civil::date(2026, 3, 10).at(10, 0, 0, 0))
+        );
         let days = MaxDuration { amount: 3.0, unit: DurationUnit::Days };
-        assert_eq!(days.deadline(received), Some(jiff::civil::date(2026, 3, 8).at(10, 0, 0, 0)));
+        assert_eq!(
+            days.deadline(received, &crate::domain::calendar::Calendar::official()),
+            Some(jiff::civil::date(2026, 3, 8).at(10, 0, 0, 0))
+        );
         let hours = MaxDuration { amount: 8.0, unit: DurationUnit::Hours };
-        assert_eq!(hours.deadline(received), Some(jiff::civil::date(2026, 3, 5).at(18, 0, 0, 0)));
+        assert_eq!(
+            hours.deadline(received, &crate::domain::calendar::Calendar::official()),
+            Some(jiff::civil::date(2026, 3, 5).at(18, 0, 0, 0))
+        );
         assert_eq!(DurationUnit::parse(" NGÀY LÀM VIỆC "), Some(DurationUnit::WorkingDays));
         assert_eq!(DurationUnit::from_stored("working_days"), Some(DurationUnit::WorkingDays));
     }

@@ -197,6 +197,34 @@ mod tests {
         assert_eq!(refused.status(), StatusCode::FORBIDDEN);
     }
 
+    /// The handler itself, as a request from another machine reaches it.
+    #[tokio::test]
+    async fn a_request_from_off_loopback_without_a_token_gets_403_with_the_reason() {
+        use axum::{body::Body, extract::connect_info::MockConnectInfo, http::Request, routing::get};
+        use tower::ServiceExt;
+        let dir = tempfile::tempdir().unwrap();
+        let state = PageState::new(PageConfig {
+            path: dir.path().join("state.db"),
+            keys: crate::store::Keys::default(),
+            thresholds: Thresholds {
+                stale_heartbeat: Duration::from_secs(30),
+                outbox_age: Duration::from_secs(600),
+                audit_cycle: None,
+                sources: vec![],
+            },
+            calendar: CalendarConfig::default(),
+            token: None,
+        });
+        let app = axum::Router::new()
+            .route("/", get(handler).with_state(state))
+            .layer(MockConnectInfo(peer("192.0.2.7")));
+        let answer = app.oneshot(Request::get("/").body(Body::empty()).unwrap()).await.unwrap();
+        assert_eq!(answer.status(), StatusCode::FORBIDDEN);
+        let body = axum::body::to_bytes(answer.into_body(), 4096).await.unwrap();
+        let body = String::from_utf8_lossy(&body);
+        assert!(body.contains("telemetry.access_token_file"), "the reason: {body}");
+    }
+
     #[test]
     fn with_a_token_only_its_bearer_is_served_wherever_it_comes_from() {
         let token = Secret::new("0123456789abcdef0123");

@@ -796,6 +796,101 @@ mod tests {
         Facts::of_national(d.as_object().unwrap(), &history)
     }
 
+    /// Judged on 1 December 2026 at 08:00, the official calendar.
+    fn december_first() -> Context {
+        Context { now: at("20261201080000"), calendar: Default::default(), judged_since: None }
+    }
+
+    fn acked(steps: &[(u8, &str)]) -> Option<AckTimes> {
+        Some(AckTimes {
+            incomplete: false,
+            received: Some(at("20261102080100")),
+            statuses: steps.iter().map(|(s, t)| (*s, at(t))).collect(),
+        })
+    }
+
+    /// Finished at the source on 5 November 16:00, due 6 November 17:00 (on time there).
+    fn finished_in_time() -> Facts {
+        dossier(&[(2, "20261102080000"), (4, "20261103090000"), (9, "20261105160000")])
+    }
+
+    fn causes(f: Facts) -> (Vec<(Cause, Option<i64>)>, BTreeMap<&'static str, u64>) {
+        let r = compute(&[(f, false)], &november(), &december_first());
+        (r.late.iter().map(|l| (l.cause, l.sync_minutes)).collect(), r.late_by_cause)
+    }
+
+    #[test]
+    fn a_dossier_in_time_at_the_source_and_acknowledged_in_time_is_not_late() {
+        let mut f = finished_in_time();
+        f.acks = acked(&[(2, "20261102080100"), (9, "20261105160500")]);
+        assert_eq!(causes(f).0, vec![]);
+    }
+
+    #[test]
+    fn a_dossier_in_time_at_the_source_acknowledged_after_its_deadline_is_late_by_sync() {
+        let mut f = finished_in_time();
+        // The end reached the portal on 7 November 09:00, after the deadline: 2,460 minutes.
+        f.acks = acked(&[(2, "20261102080100"), (9, "20261107090000")]);
+        let (late, by_cause) = causes(f.clone());
+        assert_eq!(late, vec![(Cause::Sync, Some(2_460))]);
+        assert_eq!(by_cause["sync"], 1);
+        // 2.1's own figure is the source's: on time.
+        let r = compute(&[(f.clone(), false)], &november(), &december_first());
+        assert_eq!((r.late_total, r.province.by_id()["2.1"].numerator), (0, 1));
+        // Still not acknowledged on 1 December: late by sync as well.
+        f.acks = acked(&[(2, "20261102080100")]);
+        assert_eq!(causes(f).0, vec![(Cause::Sync, Some(36_960))]);
+    }
+
+    #[test]
+    fn a_dossier_late_at_the_source_is_the_sources_with_the_minutes_sync_added() {
+        let mut f = dossier(&[(2, "20261102080000"), (9, "20261109100000")]);
+        f.acks = acked(&[(2, "20261102080100"), (9, "20261109103000")]);
+        assert_eq!(causes(f).0, vec![(Cause::Source, Some(30))]);
+    }
+
+    #[test]
+    fn without_acknowledgement_times_only_the_source_is_judged() {
+        // Read from the national side (no times), or acknowledged before times were kept.
+        assert_eq!(causes(finished_in_time()).0, vec![]);
+        let mut f = finished_in_time();
+        f.acks = Some(AckTimes { incomplete: true, ..AckTimes::default() });
+        assert_eq!(causes(f).0, vec![]);
+        let late = dossier(&[(2, "20261102080000"), (9, "20261109100000")]);
+        assert_eq!(causes(late).0, vec![(Cause::Source, None)]);
+    }
+
+    #[test]
+    fn supplement_time_moves_the_portals_due_time_too() {
+        // Supplement from 3 Nov 09:00 to 4 Nov 09:00 (a day): the end may arrive by 7 Nov 17:00.
+        let mut f = dossier(&[
+            (2, "20261102080000"),
+            (5, "20261103090000"),
+            (4, "20261104090000"),
+            (9, "20261107100000"),
+        ]);
+        f.acks = acked(&[(2, "20261102080100"), (9, "20261107165900")]);
+        assert_eq!(causes(f.clone()).0, vec![]);
+        f.acks = acked(&[(2, "20261102080100"), (9, "20261107170100")]);
+        assert_eq!(causes(f).0.first().map(|c| c.0), Some(Cause::Sync));
+    }
+
+    #[test]
+    fn receipt_within_eight_working_hours_is_listed_by_cause() {
+        // Submitted online Friday 30 October 16:30; due Monday 2 November 16:30.
+        let mut late = dossier(&[(2, "20261103080000")]);
+        late.submitted = Some(at("20261030163000"));
+        late.intake = Some(at("20261103080000"));
+        late.received = late.intake;
+        late.acks = acked(&[]);
+        let mut in_time = late.clone();
+        in_time.intake = Some(at("20261102100000"));
+        in_time.received = in_time.intake;
+        let r = compute(&[(late, false), (in_time, false)], &november(), &december_first());
+        let listed: Vec<(Cause, &str)> = r.receipt_late.iter().map(|l| (l.cause, l.due.as_str())).collect();
+        assert_eq!(listed, vec![(Cause::Source, "20261102163000")]);
+    }
+
     fn november() -> Period {
         Period::month("2026-11").unwrap()
     }
@@ -879,7 +974,7 @@ mod tests {
         // Neither: not judged late, and listed.
         f.duration = None;
         assert!(judge(&f, &november()).on_time);
-        let r = compute(&[(f, false)], &november());
+        let r = compute(&[(f, false)], &november(), &december_first());
         assert_eq!(r.findings[0].kind, "no_deadline");
     }
 
@@ -931,7 +1026,11 @@ mod tests {
         // Received and finished in October: in no November figure.
         let mut old = dossier(&[(2, "20261001080000"), (10, "20261002080000")]);
         old.received = Some(at("20261001080000"));
-        let r = compute(&[(paid, false), (unpaid, false), (carried, false), (old, false)], &november());
+        let r = compute(
+            &[(paid, false), (unpaid, false), (carried, false), (old, false)],
+            &november(),
+            &december_first(),
+        );
         let f = r.province.by_id();
         assert_eq!((f["1.4"].numerator, f["1.4"].denominator), (1, 2));
         assert_eq!((f["2.1"].numerator, f["2.1"].denominator), (1, 3), "{:?}", r.late);
@@ -943,7 +1042,7 @@ mod tests {
         assert_eq!((f["4.2"].numerator, f["4.2"].denominator), (1, 2));
         assert_eq!(f["4.2"].points_share, Some(Ratio(Some(0.63))), "50 % of 80 %");
         assert_eq!(f["2.1"].ratio, Ratio(Some(0.33)));
-        let empty = compute(&[], &november()).province.by_id();
+        let empty = compute(&[], &november(), &december_first()).province.by_id();
         assert_eq!(serde_json::to_value(&empty["2.1"]).unwrap()["ratio"], "N/A");
         assert_eq!(r.by_agency["Sở Tư pháp"], r.province);
     }
@@ -954,7 +1053,7 @@ mod tests {
         f.status = 10;
         let mut waiting = dossier(&[(2, "20261102080000"), (5, "20261103080000")]);
         waiting.mahoso = "000.00.15.H58-261102-0002".into();
-        let r = compute(&[(f, false), (waiting, false)], &november());
+        let r = compute(&[(f, false), (waiting, false)], &november(), &december_first());
         let kinds: Vec<_> = r.findings.iter().map(|f| (f.mahoso.as_str(), f.kind)).collect();
         assert_eq!(
             kinds,
