@@ -173,3 +173,120 @@ page-submitted = submitted
 page-receipt-due = to be received by
 page-received = received
 page-more-late = Only the first 200 of each list are shown: `dvc-sync report --late` lists them all.
+
+## check-source
+
+check-label-source = source
+check-label-profile = profile
+check-label-server = server
+check-label-tls = tls
+check-label-time-zone = time zone
+check-label-index = index
+check-label-error = error
+check-label-read = read
+check-label-warning = warning
+check-label-summary = summary
+check-source-target = { $name }: { $kind } at { $target }
+check-server = { $server } as { $user }
+check-session-zone = session { $zone }
+check-read = the first { $n } dossiers in { $ms } ms
+check-source-id = {" "}(source id { $id })
+check-no-mahoso = (no MaHoSo)
+check-send = status { $status }, { $entries } history entries
+check-from-catalogue = (from LayThuTuc)
+check-summary = { $send } would be sent, { $quarantine } would be quarantined
+
+## status --dossier, and the operator commands' summaries
+
+dossier-unknown = no dossier { $mahoso } in this database: unknown here, never read from the source (check the MaHoSo; `dvc-sync status` lists what is parked)
+dossier-label = dossier
+dossier-label-state = state
+dossier-label-local = provincial
+dossier-label-source = source
+dossier-label-national = national
+dossier-label-audit = audit
+dossier-label-attempts = attempts
+dossier-label-next = next
+dossier-label-error = last error
+dossier-label-quarantine = quarantine
+dossier-label-calls = calls
+sync-state-in_sync = in sync
+sync-state-pending = pending
+sync-state-retrying = retrying
+sync-state-dead = dead (refused by the national portal)
+sync-state-quarantined = quarantined
+sync-state-unknown = unknown
+dossier-local = version { $version } ({ $at }), status { $status } { $name } (local "{ $local }"), { $entries } history entries
+dossier-moved-from = , moved from { $source }
+dossier-ignored = , { $n } later version(s) of the old copy ignored
+dossier-none = none
+dossier-national = { $exists }, status { $status }, fields { $fields }, { $entries } history entries acknowledged
+dossier-exists = exists
+dossier-not-created = not created
+dossier-current = current
+dossier-behind = behind
+dossier-uncertain = , a write's outcome is being resolved
+dossier-verified = verified { $at }
+dossier-verified-before = verified { $at }, before the last acknowledgement
+dossier-never-verified = never verified
+dossier-read-back = ; last read-back { $at } found: { $finding }
+dossier-no-calls = none to the national portal yet
+dossier-calls = the last { $n } (at most { $kept } are kept per dossier)
+calls-at = national call (newest first)
+calls-service = service
+calls-outcome = outcome
+calls-code = code
+calls-message = what it carried or found
+audit-summary = audited { $audited } dossier(s) ({ $scope } scope, { $per_second } a second): { $verified } verified, { $drifted } drifted, { $failed } failed, { $changed } moved on during the look-up
+audit-drift = drift { $kinds }; { $repairs } repair(s) enqueued, { $parked } parked (national history not ours: see `dvc-sync status`); the dossiers:
+audit-verified = verified { $percent } % at the national side
+retry-summary = re-enqueued { $dead } dead dossier(s); released { $quarantined } quarantined record(s) to be judged again by the next full pass
+reconcile-summary = reconciled { $records } records: { $drift } changes the poller had missed, { $quarantined } quarantined, { $requeued } dossiers re-enqueued; coverage { $coverage }%
+backup-summary = backed up { $dossiers } dossiers to { $path } ({ $bytes } bytes, { $seconds } s, integrity { $integrity }); restored, every dossier is read back before it is written to
+forget-summary = erased the personal data of { $dossiers } dossier(s) and { $quarantined } quarantined record(s); journalled without the data
+forget-not-found = nothing held of: { $list }
+rekey-summary = sealed { $sealed } stored value(s) under key { $key } ({ $already } were already) in { $seconds } s
+rekey-vacuumed = ; free pages rewritten (VACUUM)
+rekey-not-vacuumed = ; the daemon runs: free pages from before are rewritten by a rekey with it stopped
+rekey-wal = ; the WAL is in use and still holds pages of before until it is overwritten (run rekey again with the daemon stopped)
+
+## demo
+
+demo-title = dvc-sync demo: { $seconds } s
+demo-label-dossiers = dossiers
+demo-label-history = history entries
+demo-label-coverage = coverage
+demo-label-quarantined = quarantined
+demo-label-refused = refused (dead)
+demo-label-faults = faults absorbed
+demo-label-retries = retries
+demo-label-lag = lag
+demo-label-throughput = throughput
+demo-label-verdict = verdict
+demo-label-766 = Quyết định 766
+demo-dossiers = { $filed } filed, { $valid } valid, { $changes } changes
+demo-history = { $provincial } at the province, { $national } at the national portal
+demo-coverage = { $percent } % of valid dossiers current nationally (the daemon's own figure, { $daemon } %, counts refused ones as not current)
+demo-as-injected = exactly as injected
+demo-not-as-injected = NOT as injected
+demo-faults = { $total }: { $national }; { $sessions } sessions renewed; { $pages } provincial pages failed
+demo-retries = { $retries } (and { $read_backs } read-backs of uncertain writes)
+demo-lag = p50 { $p50 }, p99 { $p99 } (provincial change to national acknowledgement)
+demo-throughput = { $dossiers } dossiers/s synchronized, { $items } national items/s
+demo-verdict = { $lost } lost, { $duplicated } duplicated, { $out_of_order } out of order: { $kept }
+demo-promise-kept = PROMISE KEPT
+demo-promise-broken = PROMISE BROKEN
+demo-766 = { $from } to { $to }: dvc-sync report (local) / the national side's own figures
+demo-agree = the two agree number for number (1.4: the national side counts only what it holds)
+demo-disagree = THE TWO DISAGREE
+merger-source = source { $name } ({ $unit }): owns { $dossiers } dossiers; { $synchronized }/{ $valid } valid dossiers current nationally
+merger-summary = moved at the cutover { $moved }; old versions ignored { $ignored }; quarantined { $quarantined }; duplicates { $duplicates }, out of order { $out_of_order }, status regressions { $regressions }; { $seconds } s
+merger-kept = verdict: kept (0 lost, 0 duplicates, 0 regressions, nothing re-keyed)
+merger-not-kept = verdict: NOT kept
+
+## configuration
+
+config-invalid = invalid configuration ({ $n ->
+    [one] { $n } problem
+   *[other] { $n } problems
+}):

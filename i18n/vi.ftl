@@ -170,3 +170,117 @@ page-submitted = nộp lúc
 page-receipt-due = hạn tiếp nhận
 page-received = tiếp nhận lúc
 page-more-late = Chỉ hiện 200 hồ sơ đầu của mỗi danh sách: `dvc-sync report --late` liệt kê đủ.
+
+## check-source
+
+check-label-source = nguồn
+check-label-profile = cấu hình
+check-label-server = máy chủ
+check-label-tls = tls
+check-label-time-zone = múi giờ
+check-label-index = chỉ mục
+check-label-error = lỗi
+check-label-read = đã đọc
+check-label-warning = cảnh báo
+check-label-summary = tóm tắt
+check-source-target = { $name }: { $kind } tại { $target }
+check-server = { $server } với tài khoản { $user }
+check-session-zone = phiên { $zone }
+check-read = { $n } hồ sơ đầu tiên trong { $ms } ms
+check-source-id = {" "}(mã tại nguồn { $id })
+check-no-mahoso = (không có MaHoSo)
+check-send = trạng thái { $status }, { $entries } bước xử lý
+check-from-catalogue = (lấy từ LayThuTuc)
+check-summary = { $send } hồ sơ sẽ được gửi, { $quarantine } hồ sơ sẽ bị cách ly
+
+## status --dossier và tóm tắt của các lệnh vận hành
+
+dossier-unknown = không có hồ sơ { $mahoso } trong cơ sở dữ liệu này: chưa từng đọc được từ nguồn (kiểm tra lại MaHoSo; `dvc-sync status` liệt kê các mục tạm giữ)
+dossier-label = hồ sơ
+dossier-label-state = trạng thái
+dossier-label-local = tại tỉnh
+dossier-label-source = nguồn
+dossier-label-national = quốc gia
+dossier-label-audit = đối chiếu
+dossier-label-attempts = số lần gửi
+dossier-label-next = lần tới
+dossier-label-error = lỗi gần nhất
+dossier-label-quarantine = cách ly
+dossier-label-calls = lời gọi
+sync-state-in_sync = đã đồng bộ
+sync-state-pending = chờ gửi
+sync-state-retrying = đang thử lại
+sync-state-dead = bị Cổng DVC quốc gia từ chối
+sync-state-quarantined = bị cách ly
+sync-state-unknown = không rõ
+dossier-local = phiên bản { $version } ({ $at }), trạng thái { $status } { $name } (mã tại tỉnh "{ $local }"), { $entries } bước xử lý
+dossier-moved-from = , chuyển từ { $source }
+dossier-ignored = , bỏ qua { $n } phiên bản sau của bản cũ
+dossier-none = chưa có
+dossier-national = { $exists }, trạng thái { $status }, thông tin { $fields }, { $entries } bước xử lý đã được ghi nhận
+dossier-exists = đã có
+dossier-not-created = chưa tạo
+dossier-current = đã cập nhật
+dossier-behind = chưa cập nhật
+dossier-uncertain = , đang xác định kết quả của một lần ghi
+dossier-verified = đã đối chiếu lúc { $at }
+dossier-verified-before = đã đối chiếu lúc { $at }, trước lần ghi nhận gần nhất
+dossier-never-verified = chưa đối chiếu
+dossier-read-back = ; lần đọc lại { $at } thấy: { $finding }
+dossier-no-calls = chưa gọi Cổng DVC quốc gia lần nào
+dossier-calls = { $n } lời gọi gần nhất (mỗi hồ sơ giữ tối đa { $kept })
+calls-at = lời gọi Cổng quốc gia (mới nhất trước)
+calls-service = dịch vụ
+calls-outcome = kết quả
+calls-code = mã
+calls-message = nội dung gửi hoặc tìm thấy
+audit-summary = đã đối chiếu { $audited } hồ sơ (phạm vi { $scope }, { $per_second } lượt/giây): { $verified } khớp, { $drifted } sai lệch, { $failed } không đọc được, { $changed } thay đổi trong lúc đọc
+audit-drift = sai lệch { $kinds }; { $repairs } lần sửa đã xếp hàng, { $parked } hồ sơ tạm giữ (quá trình xử lý trên Cổng quốc gia không phải của ta: xem `dvc-sync status`); các hồ sơ:
+audit-verified = { $percent } % đã đối chiếu với Cổng DVC quốc gia
+retry-summary = đã xếp lại hàng đợi { $dead } hồ sơ bị từ chối; trả { $quarantined } bản ghi bị cách ly để lượt đối soát tới xét lại
+reconcile-summary = đã đối soát { $records } bản ghi: { $drift } thay đổi bị bỏ sót khi đọc, { $quarantined } bị cách ly, { $requeued } hồ sơ xếp lại hàng đợi; độ phủ { $coverage }%
+backup-summary = đã sao lưu { $dossiers } hồ sơ vào { $path } ({ $bytes } byte, { $seconds } giây, kiểm tra toàn vẹn { $integrity }); khi khôi phục, mỗi hồ sơ được đọc lại trước khi ghi
+forget-summary = đã xóa dữ liệu cá nhân của { $dossiers } hồ sơ và { $quarantined } bản ghi cách ly; nhật ký ghi lại việc xóa, không kèm dữ liệu
+forget-not-found = không giữ gì của: { $list }
+rekey-summary = đã mã hóa { $sealed } giá trị bằng khóa { $key } ({ $already } giá trị đã mã hóa sẵn) trong { $seconds } giây
+rekey-vacuumed = ; các trang trống đã được ghi đè (VACUUM)
+rekey-not-vacuumed = ; dịch vụ đang chạy: các trang trống cũ sẽ được ghi đè khi chạy rekey lúc dịch vụ dừng
+rekey-wal = ; WAL đang được dùng và còn giữ các trang cũ cho đến khi bị ghi đè (chạy lại rekey khi dịch vụ dừng)
+
+## demo
+
+demo-title = dvc-sync chạy thử: { $seconds } giây
+demo-label-dossiers = hồ sơ
+demo-label-history = bước xử lý
+demo-label-coverage = độ phủ
+demo-label-quarantined = bị cách ly
+demo-label-refused = bị từ chối
+demo-label-faults = sự cố đã vượt qua
+demo-label-retries = thử lại
+demo-label-lag = độ trễ
+demo-label-throughput = thông lượng
+demo-label-verdict = kết luận
+demo-label-766 = Quyết định 766
+demo-dossiers = { $filed } hồ sơ nộp, { $valid } hợp lệ, { $changes } thay đổi
+demo-history = { $provincial } tại tỉnh, { $national } trên Cổng DVC quốc gia
+demo-coverage = { $percent } % hồ sơ hợp lệ đã cập nhật trên Cổng quốc gia (số của dịch vụ, { $daemon } %, tính cả hồ sơ bị từ chối là chưa cập nhật)
+demo-as-injected = đúng như đã cài vào
+demo-not-as-injected = KHÔNG đúng như đã cài vào
+demo-faults = { $total }: { $national }; làm mới phiên { $sessions } lần; { $pages } trang của tỉnh bị lỗi
+demo-retries = { $retries } (và { $read_backs } lần đọc lại các lần ghi chưa rõ kết quả)
+demo-lag = p50 { $p50 }, p99 { $p99 } (từ khi tỉnh thay đổi đến khi Cổng quốc gia ghi nhận)
+demo-throughput = { $dossiers } hồ sơ/giây được đồng bộ, { $items } mục/giây lên Cổng quốc gia
+demo-verdict = mất { $lost }, trùng { $duplicated }, sai thứ tự { $out_of_order }: { $kept }
+demo-promise-kept = GIỮ ĐÚNG CAM KẾT
+demo-promise-broken = KHÔNG GIỮ ĐƯỢC CAM KẾT
+demo-766 = từ { $from } đến { $to }: dvc-sync report (tại chỗ) / số liệu của phía quốc gia
+demo-agree = hai bên khớp từng con số (1.4: phía quốc gia chỉ đếm hồ sơ mình có)
+demo-disagree = HAI BÊN KHÔNG KHỚP
+merger-source = nguồn { $name } ({ $unit }): quản lý { $dossiers } hồ sơ; { $synchronized }/{ $valid } hồ sơ hợp lệ đã cập nhật trên Cổng quốc gia
+merger-summary = chuyển khi chuyển đổi hệ thống { $moved }; bỏ qua phiên bản cũ { $ignored }; cách ly { $quarantined }; trùng { $duplicates }, sai thứ tự { $out_of_order }, lùi trạng thái { $regressions }; { $seconds } giây
+merger-kept = kết luận: giữ đúng cam kết (không mất, không trùng, không lùi trạng thái, không đổi mã)
+merger-not-kept = kết luận: KHÔNG giữ được cam kết
+
+## cấu hình
+
+config-invalid = cấu hình không hợp lệ ({ $n } lỗi):

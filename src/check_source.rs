@@ -15,8 +15,10 @@ use crate::{
         normalize::{CATALOGUE_FIELDS, normalize_raw},
         raw::Raw,
     },
+    i18n::Lang,
     provincial::{Provincial, sql::ServerInfo},
     sync::ports::{Cursor, Source},
+    tr,
 };
 
 /// Fields that identify a person (Nghị định 13/2023): masked unless `--show-personal`.
@@ -271,98 +273,109 @@ pub(crate) async fn check(
     report
 }
 
-/// The report for people.
-pub(crate) fn render(report: &Report) -> String {
+/// The report for people, in `lang`. The verdict words SEND and QUARANTINE stay: an
+/// operator greps for them.
+pub(crate) fn render(report: &Report, lang: Lang) -> String {
     let mut out = String::new();
-    let line = |out: &mut String, k: &str, v: &str| out.push_str(&format!("{k:<11} {v}\n"));
-    line(&mut out, "source", &format!("{}: {} at {}", report.source, report.kind, report.target));
+    let line = |out: &mut String, k: &str, v: &str| out.push_str(&format!("{:<12} {v}\n", lang.t(k)));
+    let source = tr!(
+        lang,
+        "check-source-target",
+        name = report.source.as_str(),
+        kind = report.kind,
+        target = report.target.as_str()
+    );
+    line(&mut out, "check-label-source", &source);
     if let Some(p) = &report.profile {
-        line(&mut out, "profile", p);
+        line(&mut out, "check-label-profile", p);
     }
     if let Some(s) = &report.server {
-        line(&mut out, "server", &format!("{} as {}", s.server, s.user));
-        line(&mut out, "tls", &s.tls);
-        line(&mut out, "time zone", &format!("session {}", s.time_zone));
+        let server = tr!(lang, "check-server", server = s.server.as_str(), user = s.user.as_str());
+        line(&mut out, "check-label-server", &server);
+        line(&mut out, "check-label-tls", &s.tls);
+        line(
+            &mut out,
+            "check-label-time-zone",
+            &tr!(lang, "check-session-zone", zone = s.time_zone.as_str()),
+        );
         for (index, found) in &s.indexes {
-            line(&mut out, "index", &format!("{} {index}", if *found { "present:" } else { "MISSING:" }));
+            let word = if *found { "present:" } else { "MISSING:" };
+            line(&mut out, "check-label-index", &format!("{word} {index}"));
         }
     }
     if let Some(e) = &report.error {
-        line(&mut out, "error", e);
+        line(&mut out, "check-label-error", e);
         return out;
     }
-    line(&mut out, "read", &format!("the first {} dossiers in {} ms", report.records.len(), report.read_ms));
+    let read = tr!(lang, "check-read", n = report.records.len(), ms = report.read_ms);
+    line(&mut out, "check-label-read", &read);
     out.push('\n');
     for r in &report.records {
-        let id = r.source_id.as_deref().map(|i| format!(" (source id {i})")).unwrap_or_default();
-        let name = r.mahoso.clone().unwrap_or_else(|| "(no MaHoSo)".into());
-        match (&r.dossier, &r.quarantined) {
-            (Some(d), _) => {
-                let status = d.get("TrangThaiHoSo").and_then(Value::as_str).unwrap_or("?");
-                out.push_str(&format!(
-                    "SEND        {name}{id}: status {status}, {} history entries\n",
-                    r.history.len()
-                ));
-                let fields: Vec<String> = d
-                    .iter()
-                    .filter(|(k, _)| k.as_str() != "MaHoSo")
-                    .map(|(k, v)| {
-                        let v = v.as_str().unwrap_or_default();
-                        if v.is_empty() && CATALOGUE_FIELDS.contains(&k.as_str()) {
-                            format!("{k}=(from LayThuTuc)")
-                        } else {
-                            format!("{k}={}", v.chars().take(60).collect::<String>())
-                        }
-                    })
-                    .collect();
-                // Wrapped to a terminal's width.
-                let mut line = String::new();
-                for f in fields {
-                    if !line.is_empty() && line.chars().count() + f.chars().count() > 88 {
-                        out.push_str(&format!("            {line}\n"));
-                        line.clear();
-                    }
-                    if !line.is_empty() {
-                        line.push_str("  ");
-                    }
-                    line.push_str(&f);
-                }
-                if !line.is_empty() {
-                    out.push_str(&format!("            {line}\n"));
-                }
-                for (i, e) in r.history.iter().enumerate() {
-                    let g = |k: &str| {
-                        e.get(k)
-                            .and_then(Value::as_str)
-                            .unwrap_or_default()
-                            .chars()
-                            .take(60)
-                            .collect::<String>()
-                    };
-                    out.push_str(&format!(
-                        "            {:>2}. {} {:>2} {}: {}\n",
-                        i + 1,
-                        g("ThoiDiemXuLy"),
-                        g("TrangThai"),
-                        g("NguoiXuLy"),
-                        g("NoiDungXuLy")
-                    ));
-                }
-            }
-            (None, Some(reason)) => out.push_str(&format!("QUARANTINE  {name}{id}: {reason}\n")),
-            (None, None) => {}
-        }
+        record(&mut out, r, lang);
     }
     out.push('\n');
     for w in &report.warnings {
-        line(&mut out, "warning", w);
+        line(&mut out, "check-label-warning", w);
     }
-    line(
-        &mut out,
-        "summary",
-        &format!("{} would be sent, {} would be quarantined", report.would_send, report.would_quarantine),
-    );
+    let summary = tr!(lang, "check-summary", send = report.would_send, quarantine = report.would_quarantine);
+    line(&mut out, "check-label-summary", &summary);
     out
+}
+
+/// One record: as it would be sent (its fields wrapped to a terminal, its history), or why
+/// it would be quarantined.
+fn record(out: &mut String, r: &CheckedRecord, lang: Lang) {
+    let id = r.source_id.as_deref().map(|i| tr!(lang, "check-source-id", id = i)).unwrap_or_default();
+    let name = r.mahoso.clone().unwrap_or_else(|| lang.t("check-no-mahoso"));
+    match (&r.dossier, &r.quarantined) {
+        (Some(d), _) => {
+            let status = d.get("TrangThaiHoSo").and_then(Value::as_str).unwrap_or("?");
+            let what = tr!(lang, "check-send", status = status, entries = r.history.len());
+            out.push_str(&format!("SEND        {name}{id}: {what}\n"));
+            let fields: Vec<String> = d
+                .iter()
+                .filter(|(k, _)| k.as_str() != "MaHoSo")
+                .map(|(k, v)| {
+                    let v = v.as_str().unwrap_or_default();
+                    if v.is_empty() && CATALOGUE_FIELDS.contains(&k.as_str()) {
+                        format!("{k}={}", lang.t("check-from-catalogue"))
+                    } else {
+                        format!("{k}={}", v.chars().take(60).collect::<String>())
+                    }
+                })
+                .collect();
+            // Wrapped to a terminal's width.
+            let mut line = String::new();
+            for f in fields {
+                if !line.is_empty() && line.chars().count() + f.chars().count() > 88 {
+                    out.push_str(&format!("            {line}\n"));
+                    line.clear();
+                }
+                if !line.is_empty() {
+                    line.push_str("  ");
+                }
+                line.push_str(&f);
+            }
+            if !line.is_empty() {
+                out.push_str(&format!("            {line}\n"));
+            }
+            for (i, e) in r.history.iter().enumerate() {
+                let g = |k: &str| {
+                    e.get(k).and_then(Value::as_str).unwrap_or_default().chars().take(60).collect::<String>()
+                };
+                out.push_str(&format!(
+                    "            {:>2}. {} {:>2} {}: {}\n",
+                    i + 1,
+                    g("ThoiDiemXuLy"),
+                    g("TrangThai"),
+                    g("NguoiXuLy"),
+                    g("NoiDungXuLy")
+                ));
+            }
+        }
+        (None, Some(reason)) => out.push_str(&format!("QUARANTINE  {name}{id}: {reason}\n")),
+        (None, None) => {}
+    }
 }
 
 #[cfg(test)]

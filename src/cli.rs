@@ -454,7 +454,8 @@ fn check_source(
         } else if json {
             println!("{}", serde_json::to_string_pretty(&reports)?);
         } else {
-            let text: Vec<String> = reports.iter().map(crate::check_source::render).collect();
+            let text: Vec<String> =
+                reports.iter().map(|r| crate::check_source::render(r, crate::i18n::current())).collect();
             print!("{}", text.join("\n"));
         }
         Ok(ExitCode::from(reports.iter().map(|r| r.exit_code()).max().unwrap_or(0)))
@@ -491,14 +492,7 @@ fn forget(config: &config::Config, mahoso: &[String], json: bool) -> ExitCode {
             ExitCode::SUCCESS
         }
         Ok(done) => {
-            println!(
-                "erased the personal data of {} dossier(s) and {} quarantined record(s); journalled without the data",
-                done.erased.len(),
-                done.quarantined
-            );
-            if !done.not_found.is_empty() {
-                println!("nothing held of: {}", done.not_found.join(", "));
-            }
+            print!("{}", crate::summaries::forgotten(&done, crate::i18n::current()));
             ExitCode::SUCCESS
         }
         Err(e) => failed("forget", &e),
@@ -512,23 +506,7 @@ fn rekey(config: &config::Config, from: Option<&std::path::Path>, json: bool) ->
             ExitCode::SUCCESS
         }
         Ok(done) => {
-            println!(
-                "sealed {} stored value(s) under key {} ({} were already) in {:.1} s{}{}",
-                done.sealed,
-                done.key_id,
-                done.already,
-                done.seconds,
-                if done.vacuumed {
-                    "; free pages rewritten (VACUUM)"
-                } else {
-                    "; the daemon runs: free pages from before are rewritten by a rekey with it stopped"
-                },
-                if done.wal_truncated {
-                    ""
-                } else {
-                    "; the WAL is in use and still holds pages of before until it is overwritten (run rekey again with the daemon stopped)"
-                }
-            );
+            println!("{}", crate::summaries::rekeyed(&done, crate::i18n::current()));
             ExitCode::SUCCESS
         }
         Err(e) => failed("rekey", &e),
@@ -541,10 +519,7 @@ fn retry(config: &config::Config, dead: bool, quarantined: bool, only: &[String]
         .and_then(|store| ops::retry(&store, dead, quarantined, only));
     match result {
         Ok(done) => {
-            println!(
-                "re-enqueued {} dead dossier(s); released {} quarantined record(s) to be judged again by the next full pass",
-                done.dead, done.quarantined
-            );
+            println!("{}", crate::summaries::retried(&done, crate::i18n::current()));
             // Said, but not a failure: what was parked was retried (and retry exits 0).
             if !done.not_parked.is_empty() {
                 eprintln!(
@@ -601,7 +576,7 @@ fn audit(config: config::Config, all: bool, json: bool, per_second: Option<f64>)
     if json {
         println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
     } else {
-        print!("{}", render_audit(&report));
+        print!("{}", crate::summaries::audit(&report, crate::i18n::current()));
     }
     if report.audited > 0 && report.failed == report.audited {
         eprintln!(
@@ -618,14 +593,7 @@ fn backup(config: &config::Config, to: &std::path::Path, json: bool) -> ExitCode
             if json {
                 println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
             } else {
-                println!(
-                    "backed up {} dossiers to {} ({} bytes, {:.2} s, integrity {}); restored, every dossier is read back before it is written to",
-                    report.dossiers,
-                    report.path.display(),
-                    report.bytes,
-                    report.seconds,
-                    report.integrity
-                );
+                println!("{}", crate::summaries::backed_up(&report, crate::i18n::current()));
             }
             ExitCode::SUCCESS
         }
@@ -648,10 +616,7 @@ fn reconcile(config: config::Config, json: bool) -> ExitCode {
     if json {
         println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
     } else {
-        println!(
-            "reconciled {} records: {} changes the poller had missed, {} quarantined, {} dossiers re-enqueued; coverage {:.2}%",
-            report.records, report.drift, report.quarantined, report.requeued, report.coverage_percent
-        );
+        println!("{}", crate::summaries::reconciled(&report, crate::i18n::current()));
     }
     ExitCode::SUCCESS
 }
@@ -717,7 +682,7 @@ fn status_command(config: &config::Config, json: bool, dossier: Option<&str>) ->
                 if json {
                     println!("{}", serde_json::to_string_pretty(&d).unwrap_or_default());
                 } else {
-                    print!("{}", render_dossier(&d));
+                    print!("{}", crate::summaries::dossier(&d, crate::i18n::current()));
                 }
                 if matches!(d.sync_state, "in_sync" | "pending" | "retrying") {
                     ExitCode::SUCCESS
@@ -742,116 +707,6 @@ fn status_command(config: &config::Config, json: bool, dossier: Option<&str>) ->
         status::Health::Ok => ExitCode::SUCCESS,
         _ => ExitCode::FAILURE,
     }
-}
-
-fn render_dossier(d: &status::DossierReport) -> String {
-    if !d.found {
-        return format!(
-            "no dossier {} in this database: unknown here, never read from the source (check the MaHoSo; `dvc-sync status` lists what is parked)\n",
-            d.mahoso
-        );
-    }
-    let mut out = format!(
-        "dossier    {}
-state      {}
-",
-        d.mahoso, d.sync_state
-    );
-    if let Some(l) = &d.local {
-        out.push_str(&format!(
-            "provincial version {} ({}), status {} {} (local {:?}), {} history entries\n",
-            l.version,
-            l.updated_at.as_deref().unwrap_or("?"),
-            l.status,
-            l.status_name,
-            l.local_status.as_deref().unwrap_or("?"),
-            l.history_entries
-        ));
-        let moved = l.moved_from.as_deref().map(|m| format!(", moved from {m}")).unwrap_or_default();
-        let ignored = match l.ignored_versions {
-            0 => String::new(),
-            n => format!(", {n} later version(s) of the old copy ignored"),
-        };
-        out.push_str(&format!("source     {}{moved}{ignored}\n", l.source));
-    }
-    if let Some(n) = &d.national {
-        out.push_str(&format!(
-            "national   {}, status {}, fields {}, {} history entries acknowledged{}\n",
-            if n.exists { "exists" } else { "not created" },
-            n.status.map_or("none".to_owned(), |s| format!("{s} {}", n.status_name.unwrap_or(""))),
-            if n.current { "current" } else { "behind" },
-            n.history_entries_acknowledged,
-            if n.uncertain { ", a write's outcome is being resolved" } else { "" }
-        ));
-        out.push_str(&format!(
-            "audit      {}{}\n",
-            match (&n.verified_at, n.verified_since_acknowledged) {
-                (Some(at), true) => format!("verified {at}"),
-                (Some(at), false) => format!("verified {at}, before the last acknowledgement"),
-                (None, _) => "never verified".to_owned(),
-            },
-            match (&n.audit_finding, &n.audited_at) {
-                (Some(f), Some(at)) if f != "verified" => format!("; last read-back {at} found: {f}"),
-                _ => String::new(),
-            }
-        ));
-    }
-    out.push_str(&format!("attempts   {}\n", d.attempts));
-    if let Some(at) = &d.next_attempt_at {
-        out.push_str(&format!("next       {at}\n"));
-    }
-    if let Some(e) = &d.last_error {
-        out.push_str(&format!("last error {e}\n"));
-    }
-    if let Some(q) = &d.quarantine_reason {
-        out.push_str(&format!("quarantine {q}\n"));
-    }
-    if d.calls.is_empty() {
-        out.push_str("calls      none to the national portal yet\n");
-    } else {
-        let mut table = comfy_table::Table::new();
-        table.set_content_arrangement(comfy_table::ContentArrangement::Dynamic);
-        table.set_header([
-            "national call (newest first)",
-            "service",
-            "outcome",
-            "code",
-            "what it carried or found",
-        ]);
-        for c in &d.calls {
-            let code = match (c.error_code, c.http_status) {
-                (Some(code), _) => format!("error_code {code}"),
-                (None, Some(status)) => format!("HTTP {status}"),
-                (None, None) => String::new(),
-            };
-            table.add_row([c.at.as_deref().unwrap_or("?"), &c.service, &c.outcome, &code, &c.message]);
-        }
-        out.push_str(&format!(
-            "calls      the last {} (at most {} are kept per dossier)\n{table}\n",
-            d.calls.len(),
-            crate::store::journal::KEPT_PER_DOSSIER
-        ));
-    }
-    out
-}
-
-fn render_audit(r: &crate::sync::AuditReport) -> String {
-    let mut out = format!(
-        "audited {} dossier(s) ({} scope, {} a second): {} verified, {} drifted, {} failed, {} moved on during the look-up\n",
-        r.audited, r.scope, r.per_second, r.verified, r.drift_found, r.failed, r.changed
-    );
-    if r.drift_found > 0 {
-        let kinds: Vec<String> = r.drift.iter().map(|(k, n)| format!("{k} {n}")).collect();
-        out.push_str(&format!(
-            "drift      {}; {} repair(s) enqueued, {} parked (national history not ours: see `dvc-sync status`)\n",
-            kinds.join(", "),
-            r.repairs_enqueued,
-            r.parked
-        ));
-        out.push_str(&format!("dossiers   {}\n", r.drifted.join(" ")));
-    }
-    out.push_str(&format!("verified   {:.2} % at the national side\n", r.verified_percent));
-    out
 }
 
 fn block_on(fut: impl Future<Output = anyhow::Result<ExitCode>>) -> ExitCode {

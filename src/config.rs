@@ -246,12 +246,8 @@ pub struct ConfigErrors(pub Vec<(String, String)>);
 
 impl fmt::Display for ConfigErrors {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(
-            f,
-            "invalid configuration ({} problem{}):",
-            self.0.len(),
-            if self.0.len() == 1 { "" } else { "s" }
-        )?;
+        // The frame in the reader's language; each problem names its key, in English for now.
+        writeln!(f, "{}", crate::tr!(crate::i18n::current(), "config-invalid", n = self.0.len()))?;
         for (key, problem) in &self.0 {
             writeln!(f, "  {key}: {problem}")?;
         }

@@ -20,6 +20,7 @@ use crate::{
     config::{self, Purpose},
     daemon::{self, DaemonEngine},
     domain::normalize::StatusMap,
+    i18n::Lang,
     mock::{
         MockServer,
         national::{self, Faults, NationalConfig},
@@ -27,6 +28,7 @@ use crate::{
     },
     status,
     store::lock::DaemonLock,
+    tr,
     verify::{self, Verdict},
 };
 
@@ -492,94 +494,98 @@ impl Demo {
 }
 
 /// The report for people.
-pub fn render(r: &DemoReport) -> String {
+pub fn render(r: &DemoReport, lang: Lang) -> String {
     use std::fmt::Write;
     let mut o = String::new();
-    let yes = |b: bool| if b { "exactly as injected" } else { "NOT as injected" };
-    let _ = writeln!(o, "dvc-sync demo: {:.1} s", r.duration_seconds);
-    let _ = writeln!(
-        o,
-        "  dossiers          {} filed, {} valid, {} changes",
-        r.dossiers, r.valid_dossiers, r.changes
+    let mut line = |label: &str, text: String| {
+        let _ = writeln!(o, "  {:<18}{text}", lang.t(label));
+    };
+    let yes = |b: bool| lang.t(if b { "demo-as-injected" } else { "demo-not-as-injected" });
+    line(
+        "demo-label-dossiers",
+        tr!(lang, "demo-dossiers", filed = r.dossiers, valid = r.valid_dossiers, changes = r.changes),
     );
-    let _ = writeln!(
-        o,
-        "  history entries   {} at the province, {} at the national portal",
-        r.history_entries.provincial, r.history_entries.national
+    line(
+        "demo-label-history",
+        tr!(
+            lang,
+            "demo-history",
+            provincial = r.history_entries.provincial,
+            national = r.history_entries.national
+        ),
     );
-    let _ = writeln!(
-        o,
-        "  coverage          {:.2} % of valid dossiers current nationally (the daemon's own figure, {:.2} %, counts refused ones as not current)",
-        r.coverage_percent, r.daemon_coverage_percent
+    line(
+        "demo-label-coverage",
+        tr!(
+            lang,
+            "demo-coverage",
+            percent = lang.num(r.coverage_percent, 2),
+            daemon = lang.num(r.daemon_coverage_percent, 2)
+        ),
     );
-    let _ = writeln!(o, "  quarantined       {} ({})", r.quarantined.total, yes(r.quarantined.as_injected));
-    for (k, n) in &r.quarantined.by_reason {
-        let _ = writeln!(o, "                      {n:>4}  {k}");
-    }
-    let _ = writeln!(o, "  refused (dead)    {} ({})", r.refused.total, yes(r.refused.as_injected));
-    for (k, n) in &r.refused.by_reason {
-        let _ = writeln!(o, "                      {n:>4}  {k}");
+    for (label, parked) in [("demo-label-quarantined", &r.quarantined), ("demo-label-refused", &r.refused)] {
+        line(label, format!("{} ({})", parked.total, yes(parked.as_injected)));
+        for (k, n) in &parked.by_reason {
+            line("label-blank", format!("  {n:>4}  {k}"));
+        }
     }
     let f = &r.faults_absorbed;
     let national: Vec<String> = f.national.iter().map(|(k, v)| format!("{v} {k}")).collect();
-    let _ = writeln!(
-        o,
-        "  faults absorbed   {}: {}; {} sessions renewed; {} provincial pages failed",
-        f.total,
-        national.join(", "),
-        f.sessions_renewed,
-        f.provincial_pages
+    line(
+        "demo-label-faults",
+        tr!(
+            lang,
+            "demo-faults",
+            total = f.total,
+            national = national.join(", "),
+            sessions = f.sessions_renewed,
+            pages = f.provincial_pages
+        ),
     );
-    let _ = writeln!(
-        o,
-        "  retries           {} (and {} read-backs of uncertain writes)",
-        r.retries, r.read_backs
+    line("demo-label-retries", tr!(lang, "demo-retries", retries = r.retries, read_backs = r.read_backs));
+    let secs = |v: Option<f64>| v.map_or("-".to_owned(), |s| format!("{} s", lang.num(s, 2)));
+    line(
+        "demo-label-lag",
+        tr!(lang, "demo-lag", p50 = secs(r.lag_seconds.p50), p99 = secs(r.lag_seconds.p99)),
     );
-    let secs = |v: Option<f64>| v.map_or("-".to_owned(), |s| format!("{s:.2} s"));
-    let _ = writeln!(
-        o,
-        "  lag               p50 {}, p99 {} (provincial change to national acknowledgement)",
-        secs(r.lag_seconds.p50),
-        secs(r.lag_seconds.p99)
-    );
-    let _ = writeln!(
-        o,
-        "  throughput        {:.0} dossiers/s synchronized, {:.0} national items/s",
-        r.throughput.dossiers_per_second, r.throughput.national_items_per_second
+    line(
+        "demo-label-throughput",
+        tr!(
+            lang,
+            "demo-throughput",
+            dossiers = lang.num(r.throughput.dossiers_per_second, 0),
+            items = lang.num(r.throughput.national_items_per_second, 0)
+        ),
     );
     let v = &r.verdict;
-    let _ = writeln!(
-        o,
-        "  verdict           {} lost, {} duplicated, {} out of order: {}",
-        v.lost,
-        v.duplicated,
-        v.out_of_order,
-        if r.kept_the_promise() { "PROMISE KEPT" } else { "PROMISE BROKEN" }
+    let kept = lang.t(if r.kept_the_promise() { "demo-promise-kept" } else { "demo-promise-broken" });
+    line(
+        "demo-label-verdict",
+        tr!(
+            lang,
+            "demo-verdict",
+            lost = v.lost,
+            duplicated = v.duplicated,
+            out_of_order = v.out_of_order,
+            kept = kept
+        ),
     );
     let i = &r.indicators;
-    let _ = writeln!(
-        o,
-        "  Quyết định 766    {} to {}: dvc-sync report (local) / the national side's own figures",
-        i.from, i.to
-    );
-    for (id, name) in crate::report::INDICATORS {
+    line("demo-label-766", tr!(lang, "demo-766", from = i.from.as_str(), to = i.to.as_str()));
+    for (id, _) in crate::report::INDICATORS {
         let figure = |v: &Value| match (v["numerator"].as_u64(), v["denominator"].as_u64()) {
-            (Some(n), Some(d)) if d > 0 => format!("{:>6.2} % ({n}/{d})", n as f64 * 100.0 / d as f64),
-            (Some(n), Some(d)) => format!("   N/A ({n}/{d})"),
+            (Some(n), Some(d)) if d > 0 => {
+                format!("{:>8} ({n}/{d})", format!("{} %", lang.num(n as f64 * 100.0 / d as f64, 2)))
+            }
+            (Some(n), Some(d)) => format!("{:>8} ({n}/{d})", "-"),
             _ => "?".to_owned(),
         };
-        let _ = writeln!(o, "    {id} {name:<28} {:<24} {}", figure(&i.local[id]), figure(&i.national[id]));
+        let name = crate::report::render::indicator_name(id, lang);
+        let _ = writeln!(o, "    {id} {name:<32} {:<24} {}", figure(&i.local[id]), figure(&i.national[id]));
     }
-    let _ = writeln!(
-        o,
-        "                    {}",
-        if i.agree {
-            "the two agree number for number (1.4: the national side counts only what it holds)"
-        } else {
-            "THE TWO DISAGREE"
-        }
-    );
-    o
+    let agree = lang.t(if i.agree { "demo-agree" } else { "demo-disagree" });
+    let _ = writeln!(o, "{:20}{agree}", "");
+    format!("{}\n{o}", tr!(lang, "demo-title", seconds = lang.num(r.duration_seconds, 1)))
 }
 
 /// `dvc-sync demo`.
@@ -598,7 +604,7 @@ pub async fn run(opts: DemoOptions, json_out: bool) -> anyhow::Result<bool> {
     if json_out {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
-        print!("{}", render(&report));
+        print!("{}", render(&report, crate::i18n::current()));
     }
     Ok(report.kept_the_promise())
 }

@@ -245,34 +245,45 @@ pub async fn run(dossiers: u32, seed: u64, json_out: bool) -> anyhow::Result<boo
     if json_out {
         println!("{}", serde_json::to_string_pretty(&report).context("the report")?);
     } else {
-        print!("{}", render(&report));
+        print!("{}", render(&report, crate::i18n::current()));
     }
     Ok(report.kept_the_promise)
 }
 
-fn render(r: &MergerReport) -> String {
+fn render(r: &MergerReport, lang: crate::i18n::Lang) -> String {
+    use crate::tr;
     let mut out = String::new();
     for s in &r.sources {
         out.push_str(&format!(
-            "source {:<10} ({}): owns {} dossiers; {}/{} valid dossiers current nationally\n",
-            s.name, s.unit, s.dossiers, s.synchronized, s.valid
+            "{}\n",
+            tr!(
+                lang,
+                "merger-source",
+                name = s.name.as_str(),
+                unit = s.unit.as_str(),
+                dossiers = s.dossiers,
+                synchronized = s.synchronized,
+                valid = s.valid
+            )
         ));
     }
     out.push_str(&format!(
-        "moved at the cutover {}; old versions ignored {}; quarantined {}\n\
-         duplicates {}, out of order {}, status regressions {}; {:.0} s\n",
-        r.moved,
-        r.ignored,
-        r.quarantined,
-        r.duplicate_history_entries,
-        r.out_of_order_history_entries,
-        r.status_regressions,
-        r.seconds
+        "{}\n",
+        tr!(
+            lang,
+            "merger-summary",
+            moved = r.moved,
+            ignored = r.ignored,
+            quarantined = r.quarantined,
+            duplicates = r.duplicate_history_entries,
+            out_of_order = r.out_of_order_history_entries,
+            regressions = r.status_regressions,
+            seconds = lang.num(r.seconds, 0)
+        )
     ));
-    out.push_str(if r.kept_the_promise {
-        "verdict: kept (0 lost, 0 duplicates, 0 regressions, nothing re-keyed)\n"
-    } else {
-        "verdict: NOT kept\n"
-    });
+    out.push_str(&format!(
+        "{}\n",
+        lang.t(if r.kept_the_promise { "merger-kept" } else { "merger-not-kept" })
+    ));
     out
 }

@@ -25,6 +25,7 @@ pub(crate) mod shutdown;
 pub mod sim;
 pub mod status;
 pub mod store;
+pub(crate) mod summaries;
 pub mod sync;
 pub mod telemetry;
 pub mod transport;
