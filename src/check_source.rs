@@ -277,7 +277,9 @@ pub(crate) async fn check(
 /// operator greps for them.
 pub(crate) fn render(report: &Report, lang: Lang) -> String {
     let mut out = String::new();
-    let line = |out: &mut String, k: &str, v: &str| out.push_str(&format!("{:<12} {v}\n", lang.t(k)));
+    let line = |out: &mut String, k: &str, v: &str| {
+        out.push_str(&format!("{}\n", crate::i18n::wrap(&format!("{:<12} ", lang.t(k)), v)));
+    };
     let source = tr!(
         lang,
         "check-source-target",
@@ -331,7 +333,7 @@ fn record(out: &mut String, r: &CheckedRecord, lang: Lang) {
         (Some(d), _) => {
             let status = d.get("TrangThaiHoSo").and_then(Value::as_str).unwrap_or("?");
             let what = tr!(lang, "check-send", status = status, entries = r.history.len());
-            out.push_str(&format!("SEND        {name}{id}: {what}\n"));
+            out.push_str(&format!("{}\n", crate::i18n::wrap("SEND        ", &format!("{name}{id}: {what}"))));
             let fields: Vec<String> = d
                 .iter()
                 .filter(|(k, _)| k.as_str() != "MaHoSo")
@@ -359,9 +361,16 @@ fn record(out: &mut String, r: &CheckedRecord, lang: Lang) {
             if !line.is_empty() {
                 out.push_str(&format!("            {line}\n"));
             }
+            // Each entry on one line of at most 100 columns.
             for (i, e) in r.history.iter().enumerate() {
                 let g = |k: &str| {
-                    e.get(k).and_then(Value::as_str).unwrap_or_default().chars().take(60).collect::<String>()
+                    let width = if matches!(k, "NguoiXuLy" | "NoiDungXuLy") { 30 } else { 14 };
+                    e.get(k)
+                        .and_then(Value::as_str)
+                        .unwrap_or_default()
+                        .chars()
+                        .take(width)
+                        .collect::<String>()
                 };
                 out.push_str(&format!(
                     "            {:>2}. {} {:>2} {}: {}\n",
@@ -373,7 +382,12 @@ fn record(out: &mut String, r: &CheckedRecord, lang: Lang) {
                 ));
             }
         }
-        (None, Some(reason)) => out.push_str(&format!("QUARANTINE  {name}{id}: {reason}\n")),
+        (None, Some(reason)) => {
+            out.push_str(&format!(
+                "{}\n",
+                crate::i18n::wrap("QUARANTINE  ", &format!("{name}{id}: {reason}"))
+            ));
+        }
         (None, None) => {}
     }
 }

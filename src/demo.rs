@@ -498,7 +498,7 @@ pub fn render(r: &DemoReport, lang: Lang) -> String {
     use std::fmt::Write;
     let mut o = String::new();
     let mut line = |label: &str, text: String| {
-        let _ = writeln!(o, "  {:<18}{text}", lang.t(label));
+        let _ = writeln!(o, "{}", crate::i18n::wrap(&format!("  {:<18}", lang.t(label)), &text));
     };
     let yes = |b: bool| lang.t(if b { "demo-as-injected" } else { "demo-not-as-injected" });
     line(

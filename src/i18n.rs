@@ -82,6 +82,17 @@ impl Lang {
     }
 }
 
+/// The widest a line printed for people is: a terminal of 100 columns.
+pub const WIDTH: usize = 100;
+
+/// `text` after `prefix`, wrapped to [`WIDTH`] columns, later lines indented by the prefix's
+/// width (a label column stays a column). Words longer than a line are broken.
+pub fn wrap(prefix: &str, text: &str) -> String {
+    let indent = " ".repeat(textwrap::core::display_width(prefix));
+    let options = textwrap::Options::new(WIDTH).initial_indent(prefix).subsequent_indent(&indent);
+    textwrap::fill(text, options)
+}
+
 static CHOSEN: OnceLock<Lang> = OnceLock::new();
 
 /// Fixes this process's language for people (`--lang`, else the locale); the first call wins.

@@ -672,7 +672,7 @@ pub fn render(r: &StatusReport, lang: Lang) -> String {
     let mut out = String::new();
     let never = || lang.t("never");
     let line = |out: &mut String, label: &str, text: String| {
-        let _ = writeln!(out, "{:<12} {text}", lang.t(label));
+        let _ = writeln!(out, "{}", crate::i18n::wrap(&format!("{:<12} ", lang.t(label)), &text));
     };
     let health = match r.health {
         Health::Ok => "health-ok",
@@ -681,7 +681,7 @@ pub fn render(r: &StatusReport, lang: Lang) -> String {
     };
     line(&mut out, "label-health", lang.t(health));
     for p in &r.problem_messages {
-        let _ = writeln!(out, "  ! {}", p.write(lang));
+        let _ = writeln!(out, "{}", crate::i18n::wrap("  ! ", &p.write(lang)));
     }
     let d = &r.daemon;
     let state = lang.t(&format!("daemon-{}", d.state));

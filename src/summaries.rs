@@ -18,7 +18,9 @@ pub(crate) fn dossier(d: &DossierReport, lang: Lang) -> String {
         return format!("{}\n", tr!(lang, "dossier-unknown", mahoso = d.mahoso.as_str()));
     }
     let mut out = String::new();
-    let mut line = |label: &str, text: String| out.push_str(&format!("{:<12} {text}\n", lang.t(label)));
+    let mut line = |label: &str, text: String| {
+        out.push_str(&format!("{}\n", crate::i18n::wrap(&format!("{:<12} ", lang.t(label)), &text)));
+    };
     line("dossier-label", d.mahoso.clone());
     line("dossier-label-state", lang.t(&format!("sync-state-{}", d.sync_state)));
     if let Some(l) = &d.local {
@@ -99,7 +101,8 @@ pub(crate) fn dossier(d: &DossierReport, lang: Lang) -> String {
         table.add_row([c.at.as_deref().unwrap_or("?"), &c.service, &c.outcome, &code, &c.message]);
     }
     let calls = tr!(lang, "dossier-calls", n = d.calls.len(), kept = crate::store::journal::KEPT_PER_DOSSIER);
-    line("dossier-label-calls", format!("{calls}\n{table}"));
+    line("dossier-label-calls", calls);
+    out.push_str(&format!("{table}\n"));
     out
 }
 

@@ -114,7 +114,7 @@ where
                     if token.is_some()
                         && let Err(refused) = crate::page::allowed(token.as_ref(), peer, &headers)
                     {
-                        return refused;
+                        return refused.into_response();
                     }
                     handle.run_upkeep();
                     ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], handle.render())

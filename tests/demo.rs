@@ -74,8 +74,11 @@ async fn a_small_demo_reports_what_the_mocks_themselves_counted() {
     let nat: Value = reqwest::get(url).await.unwrap().json().await.unwrap();
     assert_eq!(nat["province"], i.national);
     assert_eq!(i.local["2.1"]["denominator"].as_u64(), Some(valid as u64), "every valid dossier is judged");
-    let text = dvc_sync::demo::render(&report);
+    let text = dvc_sync::demo::render(&report, dvc_sync::i18n::Lang::En);
     assert!(text.contains("Quyết định 766") && text.contains("agree number for number"), "{text}");
+    let vi = dvc_sync::demo::render(&report, dvc_sync::i18n::Lang::Vi);
+    assert!(vi.contains("hai bên khớp từng con số") && vi.contains("GIỮ ĐÚNG CAM KẾT"), "{vi}");
+    assert!(vi.lines().chain(text.lines()).all(|l| l.chars().count() <= 100), "100 columns:\n{text}\n{vi}");
     demo.stop().await;
 }
 

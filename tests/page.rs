@@ -159,6 +159,33 @@ async fn the_page_in_a_browser_shows_what_report_and_status_compute_and_nothing_
     let en = browser::dump_dom(&format!("http://{addr}/?lang=en"), &profile);
     assert!(en.contains("<html lang=\"en\"") && en.contains("Synchronization"), "English at ?lang=en");
 
+    // The same database read in a terminal, by the locale: Vietnamese, at most 100 columns.
+    for (args, words) in [
+        (&["status"][..], &["tình trạng", "hồ sơ", "đã đồng bộ", "độ phủ", "bị cách ly"][..]),
+        (
+            &["report", "--late"][..],
+            &["Chỉ số theo Quyết định 766", "giải quyết trước hạn, đúng hạn", "trễ hạn"][..],
+        ),
+        (&["check-source", "--limit", "20"][..], &["nguồn", "tóm tắt", "hồ sơ sẽ được gửi"][..]),
+    ] {
+        let out = std::process::Command::new(BIN)
+            .args(["--config", config.to_str().unwrap()])
+            .args(args)
+            .env_remove("LC_ALL")
+            .env_remove("LC_MESSAGES")
+            .env("LANG", "vi_VN.UTF-8")
+            .output()
+            .unwrap();
+        let text = String::from_utf8(out.stdout).unwrap();
+        for w in words {
+            assert!(text.contains(w), "{args:?} does not say {w:?}:\n{text}");
+        }
+        let wide: Vec<&str> = text.lines().filter(|l| l.chars().count() > 100).collect();
+        assert!(wide.is_empty(), "{args:?}: lines wider than 100 columns: {wide:#?}");
+    }
+    let (_, english) = cli(&config, &["--lang", "en", "status"]);
+    assert!(english.contains("coverage") && !english.contains("độ phủ"), "{english}");
+
     // The screenshot, kept as the test's artefact.
     let png = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("page.png");
     browser::screenshot(&format!("http://{addr}/"), &profile, &png);

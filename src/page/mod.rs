@@ -76,9 +76,37 @@ pub fn render(data: &PageData, lang: Lang) -> String {
     html::page(data, lang)
 }
 
+/// Why a request is not served.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// A token is configured, and the request does not bear it.
+    NoToken,
+    /// No token is configured, and the request comes from another machine.
+    OffLoopback,
+}
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        match self {
+            Refusal::NoToken => (
+                StatusCode::UNAUTHORIZED,
+                [(header::WWW_AUTHENTICATE, "Bearer")],
+                "401: this page and /metrics need Authorization: Bearer <the token of telemetry.access_token_file>\n",
+            )
+                .into_response(),
+            Refusal::OffLoopback => (
+                StatusCode::FORBIDDEN,
+                "403: the page is served off loopback only when telemetry.access_token_file is set \
+                 (then with Authorization: Bearer <token>); read it on the machine, or set the token\n",
+            )
+                .into_response(),
+        }
+    }
+}
+
 /// Whether a request may see the page (or `/metrics`): with a token configured, only with it;
 /// without one, only from loopback.
-pub fn allowed(token: Option<&Secret>, peer: SocketAddr, headers: &HeaderMap) -> Result<(), Response> {
+pub fn allowed(token: Option<&Secret>, peer: SocketAddr, headers: &HeaderMap) -> Result<(), Refusal> {
     match token {
         Some(token) => {
             let given = headers
@@ -86,24 +114,10 @@ pub fn allowed(token: Option<&Secret>, peer: SocketAddr, headers: &HeaderMap) ->
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.strip_prefix("Bearer "))
                 .unwrap_or("");
-            if same(given.as_bytes(), token.expose().as_bytes()) {
-                Ok(())
-            } else {
-                Err((
-                    StatusCode::UNAUTHORIZED,
-                    [(header::WWW_AUTHENTICATE, "Bearer")],
-                    "401: this page and /metrics need Authorization: Bearer <the token of telemetry.access_token_file>\n",
-                )
-                    .into_response())
-            }
+            if same(given.as_bytes(), token.expose().as_bytes()) { Ok(()) } else { Err(Refusal::NoToken) }
         }
-        None if peer.ip().is_loopback() || peer.ip().to_canonical().is_loopback() => Ok(()),
-        None => Err((
-            StatusCode::FORBIDDEN,
-            "403: the page is served off loopback only when telemetry.access_token_file is set \
-             (then with Authorization: Bearer <token>); read it on the machine, or set the token\n",
-        )
-            .into_response()),
+        None if peer.ip().to_canonical().is_loopback() => Ok(()),
+        None => Err(Refusal::OffLoopback),
     }
 }
 
@@ -112,11 +126,14 @@ fn same(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
+/// The last page data computed, and when.
+type Cached = Option<(Instant, Arc<PageData>)>;
+
 /// The page's handler state: its configuration and the last page data computed.
 #[derive(Clone)]
 pub struct PageState {
     cfg: Arc<PageConfig>,
-    cache: Arc<Mutex<Option<(Instant, Arc<PageData>)>>>,
+    cache: Arc<Mutex<Cached>>,
 }
 
 impl PageState {
@@ -160,7 +177,7 @@ pub async fn handler(
     headers: HeaderMap,
 ) -> Response {
     if let Err(refused) = allowed(state.token(), peer, &headers) {
-        return refused;
+        return refused.into_response();
     }
     let lang = Lang::of_query(q.lang.as_deref());
     match state.data().await {
@@ -194,7 +211,7 @@ mod tests {
         assert!(allowed(None, peer("127.0.0.1"), &headers).is_ok());
         assert!(allowed(None, peer("[::1]"), &headers).is_ok());
         let refused = allowed(None, peer("10.1.2.3"), &headers).unwrap_err();
-        assert_eq!(refused.status(), StatusCode::FORBIDDEN);
+        assert_eq!(refused.into_response().status(), StatusCode::FORBIDDEN);
     }
 
     /// The handler itself, as a request from another machine reaches it.
@@ -230,12 +247,12 @@ mod tests {
         let token = Secret::new("0123456789abcdef0123");
         let mut headers = HeaderMap::new();
         assert_eq!(
-            allowed(Some(&token), peer("127.0.0.1"), &headers).unwrap_err().status(),
+            allowed(Some(&token), peer("127.0.0.1"), &headers).unwrap_err().into_response().status(),
             StatusCode::UNAUTHORIZED
         );
         headers.insert(header::AUTHORIZATION, "Bearer wrong".parse().unwrap());
         assert_eq!(
-            allowed(Some(&token), peer("10.1.2.3"), &headers).unwrap_err().status(),
+            allowed(Some(&token), peer("10.1.2.3"), &headers).unwrap_err().into_response().status(),
             StatusCode::UNAUTHORIZED
         );
         headers.insert(header::AUTHORIZATION, "Bearer 0123456789abcdef0123".parse().unwrap());

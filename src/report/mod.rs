@@ -814,7 +814,10 @@ mod tests {
         dossier(&[(2, "20261102080000"), (4, "20261103090000"), (9, "20261105160000")])
     }
 
-    fn causes(f: Facts) -> (Vec<(Cause, Option<i64>)>, BTreeMap<&'static str, u64>) {
+    /// Each late dossier's (cause, sync minutes), and the count by cause.
+    type Causes = (Vec<(Cause, Option<i64>)>, BTreeMap<&'static str, u64>);
+
+    fn causes(f: Facts) -> Causes {
         let r = compute(&[(f, false)], &november(), &december_first());
         (r.late.iter().map(|l| (l.cause, l.sync_minutes)).collect(), r.late_by_cause)
     }

@@ -4,7 +4,10 @@
 use comfy_table::{ContentArrangement, Table, presets::ASCII_FULL_CONDENSED};
 
 use super::{Figure, INDICATORS, Report, lateness::Cause};
-use crate::{i18n::Lang, tr};
+use crate::{
+    i18n::{Lang, wrap},
+    tr,
+};
 
 /// The widest a table is drawn: a terminal of 100 columns.
 pub(crate) const WIDTH: u16 = 100;
@@ -41,7 +44,8 @@ fn points(f: &Figure, lang: Lang) -> String {
 /// share only; CSV and JSON carry the numerators), the late dossiers by cause, the findings,
 /// and with `late` every late dossier with its reason and cause.
 pub(crate) fn render_table(r: &Report, late: bool, lang: Lang) -> String {
-    let mut out = format!("{}\n", tr!(lang, "report-title", from = r.from.as_str(), to = r.to.as_str()));
+    let mut out =
+        format!("{}\n", wrap("", &tr!(lang, "report-title", from = r.from.as_str(), to = r.to.as_str())));
     let mut province = table(
         ["report-indicator", "report-name", "report-share", "report-fraction", "report-points-header"]
             .map(|h| lang.t(h)),
@@ -57,7 +61,7 @@ pub(crate) fn render_table(r: &Report, late: bool, lang: Lang) -> String {
             points(f, lang),
         ]);
     }
-    out.push_str(&format!("{province}\n{}\n", lang.t("report-points-note")));
+    out.push_str(&format!("{province}\n{}\n", wrap("", &lang.t("report-points-note"))));
     let scopes = [
         ("report-per-agency", "DonViXuLy", &r.by_agency),
         ("report-per-procedure", "MaTTHC", &r.by_procedure),
@@ -78,22 +82,20 @@ pub(crate) fn render_table(r: &Report, late: bool, lang: Lang) -> String {
         }
         out.push_str(&format!("\n{}\n{t}\n", lang.t(title)));
     }
-    out.push_str(&format!("{}\n", lang.t("report-dash-note")));
+    out.push_str(&format!("{}\n", wrap("", &lang.t("report-dash-note"))));
     late_summary(r, late, lang, &mut out);
     if late {
         late_lists(r, lang, &mut out);
     }
     if !r.findings.is_empty() {
-        out.push_str(&format!("\n{}\n", tr!(lang, "report-findings", n = r.findings.len())));
+        out.push_str(&format!("\n{}\n", wrap("", &tr!(lang, "report-findings", n = r.findings.len()))));
         for f in &r.findings {
-            out.push_str(&format!("  {}  {}: {}\n", f.mahoso, f.kind, f.detail));
+            out.push_str(&format!("{}\n", wrap("  ", &format!("{}  {}: {}", f.mahoso, f.kind, f.detail))));
         }
     }
     if r.quarantined > 0 || r.refused > 0 {
-        out.push_str(&format!(
-            "\n{}\n",
-            tr!(lang, "report-not-counted", quarantined = r.quarantined, refused = r.refused)
-        ));
+        let text = tr!(lang, "report-not-counted", quarantined = r.quarantined, refused = r.refused);
+        out.push_str(&format!("\n{}\n", wrap("", &text)));
     }
     out
 }
@@ -102,26 +104,32 @@ fn late_summary(r: &Report, late: bool, lang: Lang, out: &mut String) {
     let n = |m: &std::collections::BTreeMap<&str, u64>, c: Cause| m.get(c.name()).copied().unwrap_or(0);
     out.push_str(&format!(
         "\n{}\n",
-        tr!(
-            lang,
-            "report-late-summary",
-            total = r.late_total,
-            source = n(&r.late_by_cause, Cause::Source),
-            sync = n(&r.late_by_cause, Cause::Sync)
+        wrap(
+            "",
+            &tr!(
+                lang,
+                "report-late-summary",
+                total = r.late_total,
+                source = n(&r.late_by_cause, Cause::Source),
+                sync = n(&r.late_by_cause, Cause::Sync)
+            )
         )
     ));
     out.push_str(&format!(
         "{}\n",
-        tr!(
-            lang,
-            "report-receipt-summary",
-            source = n(&r.receipt_late_by_cause, Cause::Source),
-            sync = n(&r.receipt_late_by_cause, Cause::Sync)
+        wrap(
+            "",
+            &tr!(
+                lang,
+                "report-receipt-summary",
+                source = n(&r.receipt_late_by_cause, Cause::Source),
+                sync = n(&r.receipt_late_by_cause, Cause::Sync)
+            )
         )
     ));
     let any = r.late_by_cause.values().chain(r.receipt_late_by_cause.values()).any(|n| *n > 0);
     if !late && any {
-        out.push_str(&format!("{}\n", lang.t("report-late-hint")));
+        out.push_str(&format!("{}\n", wrap("", &lang.t("report-late-hint"))));
     }
 }
 
@@ -144,7 +152,10 @@ fn late_lists(r: &Report, lang: Lang, out: &mut String) {
         out.push_str(&format!("\n{}\n", lang.t("report-late-processing")));
         for l in &r.late {
             let j = &l.judgement;
-            out.push_str(&format!("  {}  {}  [{}]\n", l.mahoso, l.agency, cause(l.cause, l.sync_minutes)));
+            out.push_str(&format!(
+                "{}\n",
+                wrap("  ", &format!("{}  {}  [{}]", l.mahoso, l.agency, cause(l.cause, l.sync_minutes)))
+            ));
             let (end, deadline) =
                 (j.counted_end.as_deref().map(readable), j.deadline.as_deref().map(readable));
             let none = || "-".to_owned();
@@ -163,7 +174,10 @@ fn late_lists(r: &Report, lang: Lang, out: &mut String) {
     if !r.receipt_late.is_empty() {
         out.push_str(&format!("\n{}\n", lang.t("report-late-receipt")));
         for l in &r.receipt_late {
-            out.push_str(&format!("  {}  {}  [{}]\n", l.mahoso, l.agency, cause(l.cause, l.sync_minutes)));
+            out.push_str(&format!(
+                "{}\n",
+                wrap("  ", &format!("{}  {}  [{}]", l.mahoso, l.agency, cause(l.cause, l.sync_minutes)))
+            ));
             let received = l.received.as_deref().map_or_else(|| lang.t("late-not-received"), readable);
             out.push_str(&format!(
                 "      {}\n",
