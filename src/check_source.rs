@@ -278,7 +278,7 @@ pub(crate) async fn check(
 pub(crate) fn render(report: &Report, lang: Lang) -> String {
     let mut out = String::new();
     let line = |out: &mut String, k: &str, v: &str| {
-        out.push_str(&format!("{}\n", crate::i18n::wrap(&format!("{:<12} ", lang.t(k)), v)));
+        out.push_str(&format!("{}\n", crate::i18n::wrap(&format!("{:<11} ", lang.t(k)), v)));
     };
     let source = tr!(
         lang,
@@ -349,7 +349,7 @@ fn record(out: &mut String, r: &CheckedRecord, lang: Lang) {
             // Wrapped to a terminal's width.
             let mut line = String::new();
             for f in fields {
-                if !line.is_empty() && line.chars().count() + f.chars().count() > 88 {
+                if !line.is_empty() && line.chars().count() + 2 + f.chars().count() > 88 {
                     out.push_str(&format!("            {line}\n"));
                     line.clear();
                 }

@@ -672,7 +672,7 @@ pub fn render(r: &StatusReport, lang: Lang) -> String {
     let mut out = String::new();
     let never = || lang.t("never");
     let line = |out: &mut String, label: &str, text: String| {
-        let _ = writeln!(out, "{}", crate::i18n::wrap(&format!("{:<12} ", lang.t(label)), &text));
+        let _ = writeln!(out, "{}", crate::i18n::wrap(&format!("{:<10} ", lang.t(label)), &text));
     };
     let health = match r.health {
         Health::Ok => "health-ok",
@@ -845,11 +845,8 @@ pub fn render(r: &StatusReport, lang: Lang) -> String {
         let _ = writeln!(out, "\n{table}");
         let shown = parked.items.len().min(PARKED_SHOWN) as u64;
         if parked.total > shown {
-            let _ = writeln!(
-                out,
-                "{}",
-                tr!(lang, "status-parked-more", n = parked.total - shown, listed = PARKED_LISTED)
-            );
+            let more = tr!(lang, "status-parked-more", n = parked.total - shown, listed = PARKED_LISTED);
+            let _ = writeln!(out, "{}", crate::i18n::wrap("", &more));
         }
     }
     out

@@ -19,7 +19,7 @@ pub(crate) fn dossier(d: &DossierReport, lang: Lang) -> String {
     }
     let mut out = String::new();
     let mut line = |label: &str, text: String| {
-        out.push_str(&format!("{}\n", crate::i18n::wrap(&format!("{:<12} ", lang.t(label)), &text)));
+        out.push_str(&format!("{}\n", crate::i18n::wrap(&format!("{:<10} ", lang.t(label)), &text)));
     };
     line("dossier-label", d.mahoso.clone());
     line("dossier-label-state", lang.t(&format!("sync-state-{}", d.sync_state)));

@@ -189,6 +189,28 @@ async fn a_cutover_from_the_http_listing_to_opencps_on_mariadb_loses_and_repeats
     let before_old_changes = old_truth(&old).await;
     let finished: Vec<&TruthItem> =
         before_old_changes.iter().filter(|t| !moved.contains(&t.key) && t.defect.is_none()).collect();
+    // The old system deletes some of these below, and they are expected nationally as last
+    // synchronised: first let the daemon read each as the old system holds it (its poller may
+    // still be catching up after the last SIGKILL; a dossier deleted unread was never the
+    // daemon's to send).
+    let read_as_held = |dir: &std::path::Path| {
+        let conn = db(dir);
+        finished.iter().all(|t| {
+            let held: Option<i64> = conn
+                .query_row(
+                    "SELECT version FROM dossier WHERE mahoso = ?1 AND source = 'tiengiang'",
+                    [&t.key],
+                    |r| r.get(0),
+                )
+                .ok();
+            held.is_some_and(|v| t.record["version"].as_i64().is_none_or(|want| v >= want))
+        })
+    };
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !read_as_held(dir.path()) {
+        assert!(Instant::now() < deadline, "the old system's finished dossiers were not all read");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
     let late = moved.iter().next().cloned().unwrap();
     let late_record = before_old_changes.iter().find(|t| t.key == late).unwrap().record.clone();
     old.post("/_mock/dossiers", cutover::with_step(&late_record, "Bước làm muộn ở hệ thống cũ")).await;

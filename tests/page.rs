@@ -57,7 +57,8 @@ async fn the_page_in_a_browser_shows_what_report_and_status_compute_and_nothing_
         dir.path(),
         &provincial.server.url(),
         &national.server.url(),
-        &["telemetry.metrics_listen = \"127.0.0.1:0\""],
+        // No background audit: verified coverage stays still between status and the page.
+        &["telemetry.metrics_listen = \"127.0.0.1:0\"", "national.audit_per_second = 0"],
     );
     let daemon = Daemon::start(&config).await;
     let addr = metrics_addr(&daemon).await;

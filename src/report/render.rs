@@ -159,16 +159,13 @@ fn late_lists(r: &Report, lang: Lang, out: &mut String) {
             let (end, deadline) =
                 (j.counted_end.as_deref().map(readable), j.deadline.as_deref().map(readable));
             let none = || "-".to_owned();
-            out.push_str(&format!(
-                "      {}\n      {}\n",
-                tr!(
-                    lang,
-                    "late-times",
-                    end = end.unwrap_or_else(none),
-                    deadline = deadline.unwrap_or_else(none)
-                ),
-                j.reason_in(lang)
-            ));
+            let times = tr!(
+                lang,
+                "late-times",
+                end = end.unwrap_or_else(none),
+                deadline = deadline.unwrap_or_else(none)
+            );
+            out.push_str(&format!("{}\n{}\n", wrap("      ", &times), wrap("      ", &j.reason_in(lang))));
         }
     }
     if !r.receipt_late.is_empty() {
@@ -179,16 +176,14 @@ fn late_lists(r: &Report, lang: Lang, out: &mut String) {
                 wrap("  ", &format!("{}  {}  [{}]", l.mahoso, l.agency, cause(l.cause, l.sync_minutes)))
             ));
             let received = l.received.as_deref().map_or_else(|| lang.t("late-not-received"), readable);
-            out.push_str(&format!(
-                "      {}\n",
-                tr!(
-                    lang,
-                    "late-receipt-times",
-                    submitted = readable(&l.submitted),
-                    due = readable(&l.due),
-                    received = received
-                )
-            ));
+            let times = tr!(
+                lang,
+                "late-receipt-times",
+                submitted = readable(&l.submitted),
+                due = readable(&l.due),
+                received = received
+            );
+            out.push_str(&format!("{}\n", wrap("      ", &times)));
         }
     }
 }
