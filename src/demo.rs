@@ -584,7 +584,7 @@ pub fn render(r: &DemoReport, lang: Lang) -> String {
         let _ = writeln!(o, "    {id} {name:<32} {:<24} {}", figure(&i.local[id]), figure(&i.national[id]));
     }
     let agree = lang.t(if i.agree { "demo-agree" } else { "demo-disagree" });
-    let _ = writeln!(o, "{:20}{agree}", "");
+    let _ = writeln!(o, "{}", crate::i18n::wrap(&" ".repeat(20), &agree));
     format!("{}\n{o}", tr!(lang, "demo-title", seconds = lang.num(r.duration_seconds, 1)))
 }
 

@@ -89,7 +89,11 @@ pub const WIDTH: usize = 100;
 /// width (a label column stays a column). Words longer than a line are broken.
 pub fn wrap(prefix: &str, text: &str) -> String {
     let indent = " ".repeat(textwrap::core::display_width(prefix));
-    let options = textwrap::Options::new(WIDTH).initial_indent(prefix).subsequent_indent(&indent);
+    // Never at a hyphen: `dvc-sync retry` split over two lines cannot be copied.
+    let options = textwrap::Options::new(WIDTH)
+        .initial_indent(prefix)
+        .subsequent_indent(&indent)
+        .word_splitter(textwrap::WordSplitter::NoHyphenation);
     textwrap::fill(text, options)
 }
 
@@ -292,6 +296,15 @@ mod tests {
         assert_eq!(Lang::of_locale(env(&[("LC_ALL", ""), ("LANG", "vi_VN")])), Lang::Vi);
         assert_eq!(Lang::of_locale(env(&[])), Lang::En);
         assert_eq!(Lang::choose(Some(Lang::Vi)), Lang::Vi);
+    }
+
+    #[test]
+    fn wrapping_keeps_the_label_column_and_commands_whole() {
+        let text = "61 bản ghi của tỉnh bị cách ly (chưa gửi); sửa tại nguồn hoặc trong status_map rồi chạy `dvc-sync retry --quarantined`";
+        let wrapped = wrap("  ! ", text);
+        assert!(wrapped.lines().all(|l| l.chars().count() <= WIDTH), "{wrapped}");
+        assert!(wrapped.lines().skip(1).all(|l| l.starts_with("    ")), "{wrapped}");
+        assert!(wrapped.contains("`dvc-sync"), "a command is not split at its hyphen: {wrapped}");
     }
 
     #[test]

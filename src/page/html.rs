@@ -186,6 +186,9 @@ pub(super) fn scrub(reason: &str) -> String {
             let run = w.split(|c: char| !c.is_ascii_digit()).map(str::len).max().unwrap_or(0);
             if w.contains('@') || run >= 8 { "…" } else { w }
         })
+        // The MaHoSo a portal's message repeats is in the list beside it: without it, one
+        // reason groups every dossier it concerns.
+        .filter(|w| !w.starts_with("MaHoSo="))
         .collect::<Vec<_>>()
         .join(" ")
 }
@@ -442,5 +445,12 @@ mod tests {
         );
         assert!(r.contains("000.00.15.H58-261129-0024") && !r.contains("079123456789"), "{r}");
         assert!(!scrub("Email an@example.vn invalid").contains("example"));
+        let a = scrub(
+            "national portal refused (error_code 6): MaHoSo=000.00.13.H58-261128-00407: MaTTHC: thủ tục 3.000777",
+        );
+        let b = scrub(
+            "national portal refused (error_code 6): MaHoSo=000.00.15.H58-261128-1368: MaTTHC: thủ tục 3.000777",
+        );
+        assert_eq!(a, b, "one reason, one group");
     }
 }
