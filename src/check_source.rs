@@ -277,8 +277,15 @@ pub(crate) async fn check(
 /// operator greps for them.
 pub(crate) fn render(report: &Report, lang: Lang) -> String {
     let mut out = String::new();
+    // Wrapped to 100 columns, but for the lines that carry SQL to copy (a missing index, the
+    // GRANT an error names): a statement split over lines cannot be pasted.
     let line = |out: &mut String, k: &str, v: &str| {
-        out.push_str(&format!("{}\n", crate::i18n::wrap(&format!("{:<11} ", lang.t(k)), v)));
+        let label = format!("{:<11} ", lang.t(k));
+        let text = match k {
+            "check-label-error" | "check-label-index" => format!("{label}{v}"),
+            _ => crate::i18n::wrap(&label, v),
+        };
+        out.push_str(&format!("{text}\n"));
     };
     let source = tr!(
         lang,
