@@ -71,11 +71,13 @@ async fn the_page_in_a_browser_shows_what_report_and_status_compute_and_nothing_
     assert!(verdict.clean() && verdict.synchronized == verdict.valid, "{}", verdict.summary());
     // Idle: nothing waiting, and the counts unchanged over a second.
     let mut last = Value::Null;
+    let idle_by = std::time::Instant::now() + Duration::from_secs(60);
     loop {
         let s = status_json(&config);
         if s["outbox"]["depth"] == 0 && s["dossiers"] == last["dossiers"] {
             break;
         }
+        assert!(std::time::Instant::now() < idle_by, "the daemon never went idle: {s}");
         last = s;
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
