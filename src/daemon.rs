@@ -285,7 +285,6 @@ where
     }
 }
 
-/// Where a source is read, for the start-up log line (never a password).
 /// What the page at `/` reads, and its token.
 fn page_state(config: &Config) -> crate::page::PageState {
     crate::page::PageState::new(crate::page::PageConfig {
@@ -297,6 +296,7 @@ fn page_state(config: &Config) -> crate::page::PageState {
     })
 }
 
+/// Where a source is read, for the start-up log line (never a password).
 fn source_target(source: &ProvincialConfig) -> String {
     match (&source.kind, &source.sql) {
         (crate::config::SourceKind::Sql, Some(sql)) => {

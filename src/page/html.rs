@@ -233,7 +233,7 @@ fn parked(data: &PageData, lang: Lang, out: &mut String) {
 }
 
 fn share(lang: Lang, n: u64, d: u64) -> String {
-    if d == 0 { lang.t("not-applicable") } else { format!("{} %", lang.num(n as f64 * 100.0 / d as f64, 2)) }
+    lang.percent((d > 0).then(|| n as f64 / d as f64))
 }
 
 fn score(r: &Report, lang: Lang, out: &mut String) {
@@ -324,14 +324,15 @@ fn agencies(data: &PageData, current: &Report, lang: Lang, out: &mut String) {
     for (agency, figures) in &current.by_agency {
         let _ = write!(out, r#"<tr data-agency="{}"><td>{}</td>"#, attr(agency), esc(agency));
         let by_id = figures.by_id();
+        // The agency's figures of every month, once.
+        let months: Vec<_> = data.months.iter().map(|m| m.by_agency.get(agency).map(|a| a.by_id())).collect();
         for (id, _) in INDICATORS {
             let f = &by_id[id];
-            let history: Vec<Option<f64>> = data
-                .months
+            let history: Vec<Option<f64>> = months
                 .iter()
                 .map(|m| {
-                    let f = m.by_agency.get(agency).map(|a| a.by_id()[id].clone()).unwrap_or_default();
-                    (f.denominator > 0).then(|| f.numerator as f64 / f.denominator as f64)
+                    let f = m.as_ref().map(|m| &m[id]).filter(|f| f.denominator > 0)?;
+                    Some(f.numerator as f64 / f.denominator as f64)
                 })
                 .collect();
             let _ = write!(

@@ -249,16 +249,21 @@ pub(crate) fn judge(f: &Facts, period: &Period) -> Judgement {
 fn judge_within(f: &Facts, history: &[(u8, DateTime)], period: &Period, ctx: &Context) -> Judgement {
     let horizon = period.end();
     let runs = supplements(history);
-    let (end, how) = match true_end(history) {
-        Some((status, at)) => {
-            (Some((status, at)), Message::new("end-status").int("status", status).text("at", national(at)))
+    // The step that ended processing, if one did, and the end counted (an open dossier's is
+    // the period's end; none with two supplement requests and no end).
+    let (end, end_at, how) = match true_end(history) {
+        Some((status, at)) => (
+            Some((status, at)),
+            Some(at),
+            Message::new("end-status").int("status", status).text("at", national(at)),
+        ),
+        None if runs.len() == 1 => {
+            (Some((5, runs[0].0)), Some(runs[0].0), Message::new("end-one-supplement"))
         }
-        None if runs.len() == 1 => (Some((5, runs[0].0)), Message::new("end-one-supplement")),
-        None if runs.len() > 1 => (None, Message::new("end-many-supplements").int("n", runs.len())),
-        None => (None, Message::new("end-open")),
+        None if runs.len() > 1 => (None, None, Message::new("end-many-supplements").int("n", runs.len())),
+        None => (None, Some(horizon), Message::new("end-open")),
     };
-    let still_open = true_end(history).is_none() && runs.is_empty();
-    let Some(end_at) = end.map(|e| e.1).or(still_open.then_some(horizon)) else {
+    let Some(end_at) = end_at else {
         let why = Why { on_time: None, how, supplement: None, against: None };
         return Judgement {
             on_time: false,

@@ -13,31 +13,7 @@ fn chromium() -> Option<PathBuf> {
 
 /// The browser's path, installing Debian's `chromium` if it is missing and we may.
 pub fn ensure_chromium() -> PathBuf {
-    if let Some(p) = chromium() {
-        return p;
-    }
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    let root = unsafe { libc::geteuid() == 0 };
-    assert!(
-        root && Path::new("/usr/bin/apt-get").exists(),
-        "the page's test needs Debian's chromium: apt-get install chromium"
-    );
-    let lock = std::fs::File::create("/tmp/dvc-sync-test-apt.lock").expect("lock file");
-    // SAFETY: flock on an open descriptor we own.
-    unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&lock), libc::LOCK_EX) };
-    if let Some(p) = chromium() {
-        return p;
-    }
-    eprintln!("installing chromium (apt-get) for the page's test");
-    for args in [&["update", "-qq"][..], &["install", "-y", "-qq", "chromium"]] {
-        let status = Command::new("apt-get")
-            .args(args)
-            .env("DEBIAN_FRONTEND", "noninteractive")
-            .stdout(Stdio::null())
-            .status()
-            .expect("apt-get");
-        assert!(status.success(), "apt-get {args:?} failed");
-    }
+    crate::common::dbserver::apt_install(&["chromium"], "the page's test", || chromium().is_some());
     chromium().expect("chromium installed")
 }
 

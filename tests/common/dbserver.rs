@@ -72,24 +72,34 @@ fn is_root() -> bool {
     unsafe { libc::geteuid() == 0 }
 }
 
-/// Installs Debian's mariadb-server and postgresql when missing (as root, once per machine,
-/// serialised by a lock file between test processes).
+/// Installs Debian's mariadb-server and postgresql when missing.
 fn ensure_installed() {
-    if mariadb_bins().is_some() && postgres_bin("postgres").is_some() {
+    apt_install(&["mariadb-server", "postgresql"], "the SQL source's tests", || {
+        mariadb_bins().is_some() && postgres_bin("postgres").is_some()
+    });
+}
+
+/// Installs Debian `packages` for `what` (the SQL servers here; Chromium for the page's test) unless `installed()` (as root, once per machine,
+/// serialised by a lock file between test processes); otherwise stops, saying what to install.
+pub fn apt_install(packages: &[&str], what: &str, installed: impl Fn() -> bool) {
+    if installed() {
         return;
     }
+    let root = is_root();
+    let list = packages.join(" ");
     assert!(
-        is_root() && Path::new("/usr/bin/apt-get").exists(),
-        "the SQL source's tests need Debian's mariadb-server and postgresql: apt-get install mariadb-server postgresql"
+        root && Path::new("/usr/bin/apt-get").exists(),
+        "{what} need Debian's {list}: apt-get install {list}"
     );
     let lock = std::fs::File::create("/tmp/dvc-sync-test-apt.lock").expect("lock file");
     // SAFETY: flock on an open descriptor we own.
     unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&lock), libc::LOCK_EX) };
-    if mariadb_bins().is_some() && postgres_bin("postgres").is_some() {
+    if installed() {
         return;
     }
-    eprintln!("installing mariadb-server and postgresql (apt-get) for the SQL source's tests");
-    let run = |args: &[&str]| {
+    eprintln!("installing {list} (apt-get) for {what}");
+    let install: Vec<&str> = ["install", "-y", "-qq"].into_iter().chain(packages.iter().copied()).collect();
+    for args in [&["update", "-qq"][..], &install] {
         let status = Command::new("apt-get")
             .args(args)
             .env("DEBIAN_FRONTEND", "noninteractive")
@@ -97,11 +107,8 @@ fn ensure_installed() {
             .status()
             .expect("apt-get");
         assert!(status.success(), "apt-get {args:?} failed");
-    };
-    run(&["update", "-qq"]);
-    run(&["install", "-y", "-qq", "mariadb-server", "postgresql"]);
+    }
 }
-
 /// (uid, gid) of a system account, for running the servers unprivileged under root.
 fn account(name: &str) -> Option<(u32, u32)> {
     let name = std::ffi::CString::new(name).ok()?;

@@ -322,6 +322,7 @@ pub fn personal_values(truth: &[Value]) -> std::collections::BTreeSet<String> {
 
 pub mod daemon;
 pub mod dbserver;
+
 pub mod tls;
 
 /// A valid provincial record (national field names, local status, whole history).

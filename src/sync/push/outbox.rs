@@ -130,55 +130,39 @@ pub(super) fn mark_inflight(
 /// it holds (one statement for both phases: a dossier only gets history once its payload is
 /// acknowledged, so the payload's hash and status are current in either), with the in-flight
 /// mark each has now (a payload acknowledged with history still to send is marked for it in
-/// the same statement, before the history call leaves).
+/// the same statement, before the history call leaves), and the first acknowledgement times.
 pub(super) fn save_acks(tx: &Connection, work: &[Work], items: &[usize], now: i64) -> rusqlite::Result<()> {
-    let mut stmt = tx.prepare_cached(
+    let mut stmt = tx.prepare_cached(&format!(
         "UPDATE dossier SET national_exists = 1, acked_hash = ?2, acked_status = ?3, acked_history = ?4,
-             acked_at = ?5, inflight = ?6 WHERE mahoso = ?1",
-    )?;
+             acked_at = ?5, inflight = ?6, {ACK_TIMES} WHERE mahoso = ?1"
+    ))?;
     for &i in items {
         let w = &work[i];
+        let (received, statuses) = ack_times(w, now);
         stmt.execute(params![
             w.mahoso,
             w.payload_hash,
             w.status,
             w.acked_history as i64,
             now,
-            w.inflight.db()
+            w.inflight.db(),
+            received,
+            statuses
         ])?;
-    }
-    save_ack_times(tx, items.iter().map(|&i| &work[i]), now)
-}
-
-/// Records the first acknowledgement of the receipt (a payload with NgayTiepNhan) and of each
-/// status in the acknowledged history: what tells lateness at the source from lateness by
-/// synchronisation (`report`). Earlier times are kept (`COALESCE`, and `json_patch` with the
-/// stored object winning).
-fn save_ack_times<'a>(
-    tx: &Connection,
-    work: impl IntoIterator<Item = &'a Work>,
-    now: i64,
-) -> rusqlite::Result<()> {
-    let mut stmt = tx.prepare_cached(
-        "UPDATE dossier SET received_acked_at = COALESCE(received_acked_at, ?2),
-             status_acked = CASE WHEN ?3 IS NULL THEN status_acked
-                                 ELSE json_patch(?3, COALESCE(status_acked, '{}')) END
-         WHERE mahoso = ?1",
-    )?;
-    for w in work {
-        let (received, statuses) = ack_facts(w);
-        let statuses = (!statuses.is_empty()).then(|| {
-            let times: serde_json::Map<String, serde_json::Value> =
-                statuses.into_iter().map(|s| (s.to_owned(), now.into())).collect();
-            serde_json::Value::Object(times).to_string()
-        });
-        stmt.execute(params![w.mahoso, received.then_some(now), statuses])?;
     }
     Ok(())
 }
 
-/// Whether `w`'s payload holds NgayTiepNhan, and the statuses of its acknowledged entries.
-fn ack_facts(w: &Work) -> (bool, std::collections::BTreeSet<&str>) {
+/// The first acknowledgement of the receipt (a payload with NgayTiepNhan, `?7`) and of each
+/// status in the acknowledged history (`?8`, `{"9": micros}`): what tells lateness at the
+/// source from lateness by synchronisation (`report`). Earlier times are kept (`COALESCE`, and
+/// `json_patch` with the stored object winning).
+const ACK_TIMES: &str = "received_acked_at = COALESCE(received_acked_at, ?7),
+             status_acked = CASE WHEN ?8 IS NULL THEN status_acked
+                                 ELSE json_patch(?8, COALESCE(status_acked, '{}')) END";
+
+/// `?7` and `?8` of [`ACK_TIMES`] for `w` acknowledged at `now`.
+fn ack_times(w: &Work, now: i64) -> (Option<i64>, Option<String>) {
     #[derive(serde::Deserialize)]
     struct Intake<'a> {
         #[serde(rename = "NgayTiepNhan", borrow, default)]
@@ -193,40 +177,47 @@ fn ack_facts(w: &Work) -> (bool, std::collections::BTreeSet<&str>) {
         .ok()
         .and_then(|i| i.received)
         .is_some_and(|r| !r.is_empty());
-    let statuses = w.history[..w.acked_history.min(w.history.len())]
+    let statuses: std::collections::BTreeSet<&str> = w.history[..w.acked_history.min(w.history.len())]
         .iter()
         .filter_map(|e| serde_json::from_str::<Entry<'_>>(e.get()).ok()?.status)
         .filter(|s| !s.is_empty() && s.len() <= 3 && s.bytes().all(|b| b.is_ascii_digit()))
         .collect();
-    (received, statuses)
+    let statuses = (!statuses.is_empty()).then(|| {
+        let times: serde_json::Map<String, serde_json::Value> =
+            statuses.into_iter().map(|s| (s.to_owned(), now.into())).collect();
+        serde_json::Value::Object(times).to_string()
+    });
+    (received.then_some(now), statuses)
 }
 
 /// Records what read-backs found. A dossier found is as good as acknowledged as of now (the
-/// audit dates what it verifies from it).
+/// audit dates what it verifies from it), its steps too, if not earlier.
 pub(super) fn save_read_backs<'a>(
     tx: &Connection,
     work: impl IntoIterator<Item = &'a Work>,
     now: i64,
 ) -> rusqlite::Result<()> {
-    let mut stmt = tx.prepare_cached(
+    let mut stmt = tx.prepare_cached(&format!(
         "UPDATE dossier SET national_exists = ?2, acked_hash = ?3, acked_history = ?4, inflight = ?5,
              acked_at = CASE WHEN ?2 THEN ?6 ELSE acked_at END,
-             acked_status = CASE WHEN ?3 = payload_hash THEN status ELSE acked_status END
-         WHERE mahoso = ?1",
-    )?;
-    let work: Vec<&Work> = work.into_iter().collect();
-    for w in &work {
+             acked_status = CASE WHEN ?3 = payload_hash THEN status ELSE acked_status END,
+             {ACK_TIMES}
+         WHERE mahoso = ?1"
+    ))?;
+    for w in work {
+        let (received, statuses) = if w.national_exists { ack_times(w, now) } else { (None, None) };
         stmt.execute(params![
             w.mahoso,
             w.national_exists,
             w.acked_hash,
             w.acked_history as i64,
             w.inflight.db(),
-            now
+            now,
+            received,
+            statuses
         ])?;
     }
-    // Found there: its steps are acknowledged as of now, if not earlier.
-    save_ack_times(tx, work.into_iter().filter(|w| w.national_exists), now)
+    Ok(())
 }
 
 /// Records that the national portal does not hold a dossier (any more): created again, with
