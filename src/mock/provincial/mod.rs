@@ -32,7 +32,10 @@ use super::{
     faults::{html_error, merge_patch},
     server::{self, MockServer},
 };
-use crate::domain::dates::{format_rfc3339_vn, to_vn_local};
+use crate::{
+    domain::dates::{format_rfc3339_vn, to_vn_local},
+    mock::catalogue::UNKNOWN_PROCEDURE_CODES,
+};
 
 /// A provincial dossier as the simulator knows it.
 #[derive(Debug, Clone)]
@@ -599,7 +602,12 @@ impl World {
                 traits.mess_names(),
                 traits.unknown_procedure,
             ),
-            SlotKind::Raw { statuses, .. } => (statuses.clone(), None, Vec::new(), false),
+            // A record written raw (a touched or edited copy of a generated one) is judged by
+            // what it says: its procedure is unknown if the catalogue's unknown codes name it.
+            SlotKind::Raw { statuses, .. } => {
+                let unknown = record["MaTTHC"].as_str().is_some_and(|c| UNKNOWN_PROCEDURE_CODES.contains(&c));
+                (statuses.clone(), None, Vec::new(), unknown)
+            }
         };
         json!({
             "key": key,
@@ -1000,4 +1008,37 @@ async fn resume(State(mock): State<Arc<Mock>>) -> Response {
     world.paused = false;
     world.carry = 0.0;
     Json(json!({"paused": false})).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A generated record with an unknown procedure, written again unchanged (the merger test
+    /// "touches" finished dossiers so), is still one the national portal refuses: the truth must
+    /// not start counting it as valid.
+    #[test]
+    fn a_touched_record_keeps_its_unknown_procedure() {
+        let knobs = Knobs {
+            dossiers: 20,
+            changes_per_second: 0.0,
+            unknown_procedure_rate: 0.5,
+            bad_record_rate: 0.0,
+            seed: 7,
+            ..Knobs::default()
+        };
+        let mut world = World::new(knobs, wall_clock());
+        world.backfill_some(10_000);
+        let items = truth_items(&world.truth());
+        let unknown: Vec<&TruthItem> = items.iter().filter(|t| t.unknown_procedure).collect();
+        let known = items.iter().find(|t| !t.unknown_procedure).expect("a known procedure");
+        assert!(!unknown.is_empty());
+        world.upsert_raw(unknown[0].record.clone(), 0);
+        world.upsert_raw(known.record.clone(), 0);
+        let after = truth_items(&world.truth());
+        let flag = |key: &str| after.iter().find(|t| t.key == key).unwrap().unknown_procedure;
+        assert!(flag(&unknown[0].key), "the touched record's procedure is still unknown");
+        assert!(!flag(&known.key), "a known procedure stays known");
+        assert_eq!(after.iter().filter(|t| t.unknown_procedure).count(), unknown.len());
+    }
 }
