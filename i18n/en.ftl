@@ -290,3 +290,90 @@ config-invalid = invalid configuration ({ $n ->
     [one] { $n } problem
    *[other] { $n } problems
 }):
+cfg-set-by-env = (set by the environment variable { $var })
+cfg-merge = { $detail }
+cfg-file-missing = cannot read the configuration file: no such file
+cfg-file-unreadable = cannot read the configuration file: { $detail }
+cfg-toml-syntax = line { $line }, column { $column }: TOML syntax error: { $detail } (the line is not shown: it may hold a secret)
+cfg-toml-syntax-key = line { $line }, column { $column } (key { $key }): TOML syntax error: { $detail } (the line is not shown: it may hold a secret)
+cfg-expected = expected { $wanted ->
+    [text] text in quotes
+    [integer] a whole number
+    [number] a number
+   *[bool] true or false
+}, not { $given ->
+    [boolean] a boolean
+    [integer] a whole number
+    [float] a number with a fraction or an exponent
+    [text] text
+    [not-one] text that is not one
+    [table] a table
+    [list] a list
+   *[nothing] nothing
+}
+cfg-expected-detail = expected { $what ->
+    [string] a string
+    [bool] true or false
+    [number] a number
+   *[integer] an integer
+} ({ $detail })
+cfg-cannot-read = cannot be read: { $detail }
+cfg-seconds-zero-or-more = must be 0 or more seconds
+cfg-seconds-positive = must be more than 0 seconds
+cfg-seconds-max = must be at most { $max } seconds (30 days)
+cfg-seconds-within = must be from { $min } to { $max } seconds ({ $why ->
+    [poll] more often floods the source with queries; less often is not a daemon's pace
+   *[drain] the unit's TimeoutStopSec must stay above it, or systemd kills the drain
+})
+cfg-count-within = must be from { $min } to { $max }, not { $value }
+cfg-url-scheme = { $value } must be an http:// or https:// URL with a host
+cfg-url-invalid = { $value } is not a URL: { $detail }
+cfg-not-a-file = { $path } is not a readable file
+cfg-no-pem = { $path } holds no PEM certificate (-----BEGIN CERTIFICATE-----)
+cfg-secret-both = set either { $key } or { $file }, not both
+cfg-required-or = required (or { $file })
+cfg-required = required
+cfg-required-oauth2 = required with national.auth = "oauth2"
+cfg-auth = must be "session" or "oauth2", not { $value }
+cfg-retry-max = must not be less than retry_initial_seconds
+cfg-status-map = expected a table of local status = national code ({ $detail })
+cfg-status-code = must be a national status code from 1 to 10, not { $value }
+cfg-empty = must not be empty
+cfg-offset = { $value } is not an offset like +07:00
+cfg-timezone = { $value } is not a time zone ({ $detail })
+cfg-sql-scheme = must start with mysql://, mariadb:// or postgres:// (SQL Server is not supported yet)
+cfg-sql-url = is not a URL like mysql://user:password@host:3306/database (a password with @, : or / in it must be percent-encoded)
+cfg-sql-profile = required with kind = "sql" (a built-in name such as "opencps-v2", or a path)
+cfg-document-url = must start with https:// or http://
+cfg-previous-key = is for a rotation to store.key_file, which is not set
+cfg-key-short = { $path } holds { $len } bytes; a key is at least { $min } random bytes (head -c 32 /dev/urandom > FILE)
+cfg-provincial-and-sources = [provincial] and [sources.*] are both set: a merged province names every source under [sources.<name>] (the old [provincial] keys go to one of them, e.g. [sources.provincial])
+cfg-source-name = a source's name is lowercase letters, digits, - and _ (it is a metric label)
+cfg-supersedes-cycle = { $name } supersedes itself through { $through }: ownership moves one way only
+cfg-kind = must be "http" or "sql", not { $value }
+cfg-not-another-source = { $value } is not another source's name
+cfg-list = expected a list of text in quotes, such as ["a", "b"]
+cfg-unit-code = { $value } is not a unit code like "000.00.00.H58"
+cfg-predecessor-self = { $code } is national.madonvi itself
+cfg-audit-rate = must be from 0 (off) to 1000 look-ups a second
+cfg-audit-cycle = must be more than 0 and at most 3650 days
+cfg-log-format = must be "json" or "pretty", not { $value }
+cfg-listen = { $value } is not an address like 127.0.0.1:9187
+cfg-token-short = the token must be at least 16 characters
+cfg-periods-overlap = the periods overlap
+cfg-periods-none = must list at least one period like "07:30-11:30"
+cfg-period-invalid = { $value } is not a period like "07:30-11:30"
+cfg-period-backwards = { $value } ends before it starts
+cfg-weekday = { $value } is not a day like "mon" .. "sun"
+cfg-date = { $value } is not a date like "2026-09-02"
+cfg-receipt-hours = must be more than 0 and at most 1000 working hours
+cfg-heartbeat = must be shorter than daemon.stale_heartbeat_seconds, or a running daemon reads as stale
+cfg-unknown-key = unknown key (see config/default.toml for every key)
+cfg-secret-unreadable = cannot read { $path }: { $detail }
+cfg-secret-exposed = { $path } is readable by group or others (mode { $mode }); chmod 600 it
+cfg-secret-not-utf8 = { $path } is not UTF-8 text
+cfg-secret-empty = { $path } is empty
+cfg-digest-key = the digest key beside the database, { $path }: { $detail }
+check-config-file = configuration file: { $path }
+check-config-no-file = no configuration file ({ $path } does not exist): built-in defaults and the environment
+check-config-credentials = credentials from { $path }

@@ -284,3 +284,90 @@ merger-not-kept = kết luận: KHÔNG giữ được cam kết
 ## cấu hình
 
 config-invalid = cấu hình không hợp lệ ({ $n } lỗi):
+cfg-set-by-env = (đặt bằng biến môi trường { $var })
+cfg-merge = không ghép được cấu hình: { $detail }
+cfg-file-missing = không đọc được tệp cấu hình: tệp không tồn tại
+cfg-file-unreadable = không đọc được tệp cấu hình: { $detail }
+cfg-toml-syntax = dòng { $line }, cột { $column }: lỗi cú pháp TOML: { $detail } (không in dòng này ra: nó có thể chứa bí mật)
+cfg-toml-syntax-key = dòng { $line }, cột { $column } (khóa { $key }): lỗi cú pháp TOML: { $detail } (không in dòng này ra: nó có thể chứa bí mật)
+cfg-expected = cần { $wanted ->
+    [text] văn bản trong dấu nháy
+    [integer] một số nguyên
+    [number] một số
+   *[bool] true hoặc false
+}, không phải { $given ->
+    [boolean] giá trị true/false
+    [integer] số nguyên
+    [float] số có phần thập phân hoặc số mũ
+    [text] văn bản
+    [not-one] văn bản không đọc được như vậy
+    [table] một bảng
+    [list] một danh sách
+   *[nothing] giá trị rỗng
+}
+cfg-expected-detail = cần { $what ->
+    [string] một chuỗi văn bản
+    [bool] true hoặc false
+    [number] một số
+   *[integer] một số nguyên
+} ({ $detail })
+cfg-cannot-read = không đọc được: { $detail }
+cfg-seconds-zero-or-more = phải từ 0 giây trở lên
+cfg-seconds-positive = phải lớn hơn 0 giây
+cfg-seconds-max = tối đa { $max } giây (30 ngày)
+cfg-seconds-within = phải từ { $min } đến { $max } giây ({ $why ->
+    [poll] dày hơn thì dồn truy vấn lên hệ thống nguồn; thưa hơn thì không còn là nhịp của một dịch vụ chạy nền
+   *[drain] TimeoutStopSec của unit phải lớn hơn giá trị này, nếu không systemd sẽ dừng ngang khi đang gửi nốt
+})
+cfg-count-within = phải từ { $min } đến { $max }, không phải { $value }
+cfg-url-scheme = { $value } phải là URL http:// hoặc https:// có tên máy chủ
+cfg-url-invalid = { $value } không phải URL: { $detail }
+cfg-not-a-file = { $path } không phải tệp đọc được
+cfg-no-pem = { $path } không chứa chứng thư PEM nào (-----BEGIN CERTIFICATE-----)
+cfg-secret-both = chỉ đặt { $key } hoặc { $file }, không đặt cả hai
+cfg-required-or = bắt buộc (hoặc { $file })
+cfg-required = bắt buộc
+cfg-required-oauth2 = bắt buộc khi national.auth = "oauth2"
+cfg-auth = phải là "session" hoặc "oauth2", không phải { $value }
+cfg-retry-max = không được nhỏ hơn retry_initial_seconds
+cfg-status-map = cần một bảng dạng trạng thái địa phương = mã quốc gia ({ $detail })
+cfg-status-code = phải là mã trạng thái quốc gia từ 1 đến 10, không phải { $value }
+cfg-empty = không được để trống
+cfg-offset = { $value } không phải độ lệch múi giờ dạng +07:00
+cfg-timezone = { $value } không phải múi giờ ({ $detail })
+cfg-sql-scheme = phải bắt đầu bằng mysql://, mariadb:// hoặc postgres:// (chưa hỗ trợ SQL Server)
+cfg-sql-url = không phải URL dạng mysql://user:password@host:3306/database (mật khẩu có @, : hoặc / phải mã hóa phần trăm)
+cfg-sql-profile = bắt buộc khi kind = "sql" (tên có sẵn như "opencps-v2", hoặc một đường dẫn)
+cfg-document-url = phải bắt đầu bằng https:// hoặc http://
+cfg-previous-key = chỉ dùng khi đổi sang store.key_file, mà khóa này chưa được đặt
+cfg-key-short = { $path } có { $len } byte; khóa cần ít nhất { $min } byte ngẫu nhiên (head -c 32 /dev/urandom > FILE)
+cfg-provincial-and-sources = đặt cả [provincial] lẫn [sources.*]: tỉnh sau sáp nhập khai báo mọi nguồn trong [sources.<tên>] (các khóa [provincial] cũ chuyển vào một nguồn, ví dụ [sources.provincial])
+cfg-source-name = tên nguồn chỉ gồm chữ thường, chữ số, - và _ (nó là nhãn số đo)
+cfg-supersedes-cycle = { $name } thay thế chính nó qua { $through }: quyền quản lý hồ sơ chỉ chuyển một chiều
+cfg-kind = phải là "http" hoặc "sql", không phải { $value }
+cfg-not-another-source = { $value } không phải tên của một nguồn khác
+cfg-list = cần danh sách văn bản trong dấu nháy, ví dụ ["a", "b"]
+cfg-unit-code = { $value } không phải mã đơn vị dạng "000.00.00.H58"
+cfg-predecessor-self = { $code } chính là national.madonvi
+cfg-audit-rate = phải từ 0 (tắt) đến 1000 lượt tra cứu mỗi giây
+cfg-audit-cycle = phải lớn hơn 0 và tối đa 3650 ngày
+cfg-log-format = phải là "json" hoặc "pretty", không phải { $value }
+cfg-listen = { $value } không phải địa chỉ dạng 127.0.0.1:9187
+cfg-token-short = mã truy cập phải có ít nhất 16 ký tự
+cfg-periods-overlap = các khoảng giờ chồng lên nhau
+cfg-periods-none = phải có ít nhất một khoảng giờ dạng "07:30-11:30"
+cfg-period-invalid = { $value } không phải khoảng giờ dạng "07:30-11:30"
+cfg-period-backwards = { $value } kết thúc trước khi bắt đầu
+cfg-weekday = { $value } không phải thứ trong tuần dạng "mon" .. "sun"
+cfg-date = { $value } không phải ngày dạng "2026-09-02"
+cfg-receipt-hours = phải lớn hơn 0 và tối đa 1000 giờ làm việc
+cfg-heartbeat = phải ngắn hơn daemon.stale_heartbeat_seconds, nếu không dịch vụ đang chạy sẽ bị coi là không phản hồi
+cfg-unknown-key = khóa không có trong cấu hình (xem mọi khóa trong config/default.toml)
+cfg-secret-unreadable = không đọc được { $path }: { $detail }
+cfg-secret-exposed = nhóm hoặc người khác đọc được { $path } (quyền { $mode }); hãy chmod 600
+cfg-secret-not-utf8 = { $path } không phải văn bản UTF-8
+cfg-secret-empty = { $path } trống
+cfg-digest-key = khóa băm đặt cạnh cơ sở dữ liệu, { $path }: { $detail }
+check-config-file = tệp cấu hình: { $path }
+check-config-no-file = không có tệp cấu hình ({ $path } không tồn tại): dùng giá trị mặc định và biến môi trường
+check-config-credentials = thông tin xác thực lấy từ { $path }

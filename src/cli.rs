@@ -309,7 +309,7 @@ pub fn main() -> ExitCode {
 /// The configuration for `purpose`, or the exit code after printing every problem.
 fn load_config(path: Option<&std::path::Path>, purpose: Purpose) -> Result<config::Config, ExitCode> {
     config::load(path, purpose).map_err(|e| {
-        eprint!("{e}");
+        eprint!("{}", e.for_stderr());
         ExitCode::from(EXIT_CONFIG)
     })
 }
@@ -400,15 +400,13 @@ fn check_config(path: Option<&std::path::Path>, credentials: Option<PathBuf>) ->
         let system = std::path::Path::new(config::SYSTEM_PATH);
         system.exists().then(|| system.to_path_buf())
     });
+    let lang = crate::i18n::current();
     match &file {
-        Some(f) => println!("# configuration file: {}", f.display()),
-        None => println!(
-            "# no configuration file ({} does not exist): built-in defaults and the environment",
-            config::SYSTEM_PATH
-        ),
+        Some(f) => println!("# {}", crate::tr!(lang, "check-config-file", path = f.display().to_string())),
+        None => println!("# {}", crate::tr!(lang, "check-config-no-file", path = config::SYSTEM_PATH)),
     }
     if let Some(dir) = &credentials {
-        println!("# credentials from {}", dir.display());
+        println!("# {}", crate::tr!(lang, "check-config-credentials", path = dir.display().to_string()));
     }
     match config::load_with_env(path, env, Purpose::Run) {
         Ok(c) => {
@@ -416,7 +414,7 @@ fn check_config(path: Option<&std::path::Path>, credentials: Option<PathBuf>) ->
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprint!("{e}");
+            eprint!("{}", e.for_stderr());
             ExitCode::from(EXIT_CONFIG)
         }
     }

@@ -14,7 +14,10 @@ use std::{
 use config::{Environment, File, FileFormat, Value, ValueKind};
 use serde::de::DeserializeOwned;
 
-use crate::domain::status::NationalStatus;
+use crate::{
+    domain::status::NationalStatus,
+    i18n::{Lang, Message},
+};
 
 /// How logs are written: one JSON object a line (journald, log pipelines) or text for people.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Deserialize, serde::Serialize)]
@@ -241,17 +244,88 @@ pub enum Purpose {
 pub(crate) struct NeedsConfig(pub(crate) String);
 
 /// Every problem found, each with the key it concerns.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigErrors(pub Vec<(String, String)>);
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConfigErrors(pub Vec<(String, Problem)>);
 
 impl fmt::Display for ConfigErrors {
+    /// One line per problem, in the reader's language.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        // The frame in the reader's language; each problem names its key, in English for now.
-        writeln!(f, "{}", crate::tr!(crate::i18n::current(), "config-invalid", n = self.0.len()))?;
+        f.write_str(&self.render(crate::i18n::current(), false))
+    }
+}
+
+impl ConfigErrors {
+    /// The report: the frame, then each problem by its key; `wrap` folds long problems to 100
+    /// columns (for a terminal; a pipe or the journal keeps one line per problem, to grep).
+    pub fn render(&self, lang: Lang, wrap: bool) -> String {
+        let mut out = crate::tr!(lang, "config-invalid", n = self.0.len());
+        out.push('\n');
         for (key, problem) in &self.0 {
-            writeln!(f, "  {key}: {problem}")?;
+            let line = format!("{key}: {}", problem.write(lang));
+            if wrap {
+                out.push_str(&crate::i18n::wrap_indented("  ", "      ", &line));
+            } else {
+                out.push_str("  ");
+                out.push_str(&line);
+            }
+            out.push('\n');
         }
-        Ok(())
+        out
+    }
+
+    /// [`ConfigErrors::render`] for standard error: wrapped when that is a terminal.
+    pub fn for_stderr(&self) -> String {
+        use std::io::IsTerminal;
+        self.render(crate::i18n::current(), std::io::stderr().is_terminal())
+    }
+
+    fn one(key: impl Into<String>, message: Message) -> ConfigErrors {
+        ConfigErrors(vec![(key.into(), Problem::new(message))])
+    }
+}
+
+/// What is wrong with one key: a message from the catalogues, shown in the reader's language;
+/// as text (through `Deref`, for tests and logs) it is the English.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Problem {
+    message: Message,
+    /// The environment variable that set the value, when one did (that is what to fix).
+    env_var: Option<String>,
+    english: String,
+}
+
+impl Problem {
+    fn new(message: Message) -> Problem {
+        Problem::from_env(message, None)
+    }
+
+    fn from_env(message: Message, env_var: Option<String>) -> Problem {
+        let mut problem = Problem { message, env_var, english: String::new() };
+        problem.english = problem.write(Lang::En);
+        problem
+    }
+
+    /// The problem in `lang`.
+    pub fn write(&self, lang: Lang) -> String {
+        let text = self.message.write(lang);
+        match &self.env_var {
+            Some(var) => format!("{text} {}", crate::tr!(lang, "cfg-set-by-env", var = var.as_str())),
+            None => text,
+        }
+    }
+}
+
+impl std::ops::Deref for Problem {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        &self.english
+    }
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.english)
     }
 }
 
@@ -309,8 +383,8 @@ fn build(
             .source(Some(env.iter().map(|(k, v)| (k.clone(), v.clone())).collect())),
     );
     let merged = builder.build().map_err(|e| {
-        let key = file.as_ref().map_or_else(|| "environment".to_owned(), |f| f.display().to_string());
-        ConfigErrors(vec![(key, e.to_string())])
+        let key = file.as_ref().map_or_else(|| "DVC_SYNC__*".to_owned(), |f| f.display().to_string());
+        ConfigErrors::one(key, Message::new("cfg-merge").text("detail", e.to_string()))
     })?;
     // `[provincial]` as the user wrote it (the defaults always have one).
     let user_provincial = env.keys().any(|k| k.starts_with("DVC_SYNC__PROVINCIAL__"))
@@ -346,37 +420,35 @@ enum Want {
 fn read_config_file(path: &Path) -> Result<String, ConfigErrors> {
     let where_ = path.display().to_string();
     let text = std::fs::read_to_string(path).map_err(|e| {
-        let why = match e.kind() {
-            std::io::ErrorKind::NotFound => "no such file".to_owned(),
-            _ => e.to_string(),
+        let message = match e.kind() {
+            std::io::ErrorKind::NotFound => Message::new("cfg-file-missing"),
+            _ => Message::new("cfg-file-unreadable").text("detail", e.to_string()),
         };
-        ConfigErrors(vec![(where_.clone(), format!("cannot read the configuration file: {why}"))])
+        ConfigErrors::one(where_.clone(), message)
     })?;
     if let Err(e) = toml::from_str::<toml::Table>(&text) {
         let at = e.span().map_or(0, |s| s.start).min(text.len());
         let before = &text[..at];
         let line = before.matches('\n').count() + 1;
         let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
-        let key = text
-            .lines()
-            .nth(line - 1)
-            .and_then(|l| l.split_once('='))
-            .map(|(k, _)| k.trim())
-            .filter(|k| !k.is_empty() && k.chars().all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c)))
-            .map(|k| format!(" (key {k})"))
-            .unwrap_or_default();
-        let message = e.message().lines().next().unwrap_or("").trim();
-        return Err(ConfigErrors(vec![(
-            format!("{where_}, line {line}, column {column}{key}"),
-            format!("TOML syntax error: {message} (the line is not shown: it may hold a secret)"),
-        )]));
+        let key =
+            text.lines().nth(line - 1).and_then(|l| l.split_once('=')).map(|(k, _)| k.trim()).filter(|k| {
+                !k.is_empty() && k.chars().all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c))
+            });
+        let detail = e.message().lines().next().unwrap_or("").trim();
+        let message = match key {
+            Some(key) => Message::new("cfg-toml-syntax-key").text("key", key),
+            None => Message::new("cfg-toml-syntax"),
+        };
+        let message = message.int("line", line).int("column", column).text("detail", detail);
+        return Err(ConfigErrors::one(where_, message));
     }
     Ok(text)
 }
 
 struct Reader<'a> {
     cfg: &'a config::Config,
-    problems: Vec<(String, String)>,
+    problems: Vec<(String, Problem)>,
     /// The environment variables that were set.
     from_env: BTreeSet<String>,
     /// The file or the environment sets `[provincial]` keys.
@@ -393,12 +465,14 @@ pub fn is_source_name(name: &str) -> bool {
 impl Reader<'_> {
     /// A problem, by its key; by the environment variable too when that is where the value
     /// came from (that is what the operator must fix).
-    fn problem(&mut self, key: &str, message: impl Into<String>) {
-        let mut message = message.into();
-        if self.from_env.contains(&env_var(key)) {
-            message = format!("{message} (set by the environment variable {})", env_var(key));
-        }
-        self.problems.push((key.to_owned(), message));
+    fn problem(&mut self, key: &str, message: Message) {
+        let var = Some(env_var(key)).filter(|v| self.from_env.contains(v));
+        self.problems.push((key.to_owned(), Problem::from_env(message, var)));
+    }
+
+    /// A problem that is just its message's id.
+    fn plainly(&mut self, key: &str, id: &'static str) {
+        self.problem(key, Message::new(id));
     }
 
     /// Where `key`'s value is: a named source's key it does not set is `[provincial]`'s
@@ -419,7 +493,10 @@ impl Reader<'_> {
             Err(e) => {
                 let detail = e.to_string();
                 let detail = detail.split(" for key").next().unwrap_or(&detail).to_owned();
-                self.problem(key, format!("expected {what} ({detail})"));
+                self.problem(
+                    key,
+                    Message::new("cfg-expected-detail").text("what", what).text("detail", detail),
+                );
                 None
             }
         }
@@ -433,19 +510,17 @@ impl Reader<'_> {
         let value = match self.cfg.get::<Value>(&self.at(key)) {
             Ok(v) => v,
             Err(e) => {
-                self.problem(key, format!("cannot be read: {e}"));
+                self.problem(key, Message::new("cfg-cannot-read").text("detail", e.to_string()));
                 return None;
             }
         };
         let given = match &value.kind {
-            ValueKind::Boolean(_) => "a boolean",
-            ValueKind::I64(_) | ValueKind::I128(_) | ValueKind::U64(_) | ValueKind::U128(_) => {
-                "a whole number"
-            }
-            ValueKind::Float(_) => "a number with a fraction or an exponent",
+            ValueKind::Boolean(_) => "boolean",
+            ValueKind::I64(_) | ValueKind::I128(_) | ValueKind::U64(_) | ValueKind::U128(_) => "integer",
+            ValueKind::Float(_) => "float",
             ValueKind::String(_) => "text",
-            ValueKind::Table(_) => "a table",
-            ValueKind::Array(_) => "a list",
+            ValueKind::Table(_) => "table",
+            ValueKind::Array(_) => "list",
             ValueKind::Nil => "nothing",
         };
         let ok = match (&value.kind, want) {
@@ -471,14 +546,13 @@ impl Reader<'_> {
         };
         if !ok {
             let wanted = match want {
-                Want::Text => "text in quotes",
-                Want::Integer => "a whole number",
-                Want::Number => "a number",
-                Want::Bool => "true or false",
+                Want::Text => "text",
+                Want::Integer => "integer",
+                Want::Number => "number",
+                Want::Bool => "bool",
             };
-            let given =
-                if matches!(value.kind, ValueKind::String(_)) { "text that is not one" } else { given };
-            self.problem(key, format!("expected {wanted}, not {given}"));
+            let given = if matches!(value.kind, ValueKind::String(_)) { "not-one" } else { given };
+            self.problem(key, Message::new("cfg-expected").text("wanted", wanted).text("given", given));
             return None;
         }
         Some(value)
@@ -486,41 +560,43 @@ impl Reader<'_> {
 
     fn string(&mut self, key: &str) -> Option<String> {
         self.typed(key, Want::Text)?;
-        self.get::<String>(key, "a string")
+        self.get::<String>(key, "string")
     }
 
     fn boolean(&mut self, key: &str) -> Option<bool> {
         self.typed(key, Want::Bool)?;
-        self.get::<bool>(key, "true or false")
+        self.get::<bool>(key, "bool")
     }
 
     /// A number (whole or not) at `key`.
     fn number(&mut self, key: &str) -> Option<f64> {
         self.typed(key, Want::Number)?;
-        self.get::<f64>(key, "a number")
+        self.get::<f64>(key, "number")
     }
 
     fn seconds(&mut self, key: &str, allow_zero: bool) -> Option<Duration> {
         let v = self.number(key)?;
         if !v.is_finite() || v < 0.0 || (!allow_zero && v == 0.0) {
-            self.problem(
-                key,
-                if allow_zero { "must be 0 or more seconds" } else { "must be more than 0 seconds" },
-            );
+            self.plainly(key, if allow_zero { "cfg-seconds-zero-or-more" } else { "cfg-seconds-positive" });
             return None;
         }
         if v > MAX_SECONDS {
-            self.problem(key, format!("must be at most {MAX_SECONDS} seconds (30 days)"));
+            self.problem(key, Message::new("cfg-seconds-max").text("max", MAX_SECONDS.to_string()));
             return None;
         }
         Some(Duration::from_secs_f64(v))
     }
 
-    /// As [`Reader::seconds`], within `min..=max` seconds (`why` says what the bounds protect).
+    /// As [`Reader::seconds`], within `min..=max` seconds (`why` says what the bounds protect: a
+    /// variant of the message `cfg-seconds-within`).
     fn seconds_within(&mut self, key: &str, min: f64, max: f64, why: &str) -> Option<Duration> {
         let d = self.seconds(key, min == 0.0)?;
         if d.as_secs_f64() < min || d.as_secs_f64() > max {
-            self.problem(key, format!("must be from {min} to {max} seconds ({why})"));
+            let message = Message::new("cfg-seconds-within")
+                .text("min", min.to_string())
+                .text("max", max.to_string())
+                .text("why", why);
+            self.problem(key, message);
             return None;
         }
         Some(d)
@@ -528,9 +604,13 @@ impl Reader<'_> {
 
     fn count(&mut self, key: &str, min: u64, max: u64) -> Option<usize> {
         self.typed(key, Want::Integer)?;
-        let v = self.get::<i64>(key, "an integer")?;
+        let v = self.get::<i64>(key, "integer")?;
         if v < min as i64 || v > max as i64 {
-            self.problem(key, format!("must be from {min} to {max}, not {v}"));
+            let message = Message::new("cfg-count-within")
+                .text("min", min.to_string())
+                .text("max", max.to_string())
+                .text("value", v.to_string());
+            self.problem(key, message);
             return None;
         }
         usize::try_from(v).ok()
@@ -541,11 +621,12 @@ impl Reader<'_> {
         match reqwest::Url::parse(&s) {
             Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => Some(u),
             Ok(_) => {
-                self.problem(key, format!("{s:?} must be an http:// or https:// URL with a host"));
+                self.problem(key, Message::new("cfg-url-scheme").text("value", format!("{s:?}")));
                 None
             }
             Err(e) => {
-                self.problem(key, format!("{s:?} is not a URL: {e}"));
+                let message = Message::new("cfg-url-invalid").text("value", format!("{s:?}"));
+                self.problem(key, message.text("detail", e.to_string()));
                 None
             }
         }
@@ -558,14 +639,14 @@ impl Reader<'_> {
         }
         let path = PathBuf::from(&s);
         if !path.is_file() {
-            self.problem(key, format!("{s} is not a readable file"));
+            self.problem(key, Message::new("cfg-not-a-file").text("path", s));
             return None;
         }
         if key.ends_with("ca_file") {
             let certificates =
                 std::fs::read(&path).ok().and_then(|pem| reqwest::Certificate::from_pem_bundle(&pem).ok());
             if certificates.is_none_or(|c| c.is_empty()) {
-                self.problem(key, format!("{s} holds no PEM certificate (-----BEGIN CERTIFICATE-----)"));
+                self.problem(key, Message::new("cfg-no-pem").text("path", s));
                 return None;
             }
         }
@@ -578,7 +659,7 @@ impl Reader<'_> {
         let file = self.string(file_key)?;
         match (inline.is_empty(), file.is_empty()) {
             (false, false) => {
-                self.problem(key, format!("set either {key} or {file_key}, not both"));
+                self.problem(key, Message::new("cfg-secret-both").text("key", key).text("file", file_key));
                 None
             }
             (false, true) => Some(Secret(inline)),
@@ -590,7 +671,7 @@ impl Reader<'_> {
                 }
             },
             (true, true) if required => {
-                self.problem(key, format!("required (or {file_key})"));
+                self.problem(key, Message::new("cfg-required-or").text("file", file_key));
                 None
             }
             (true, true) => Some(Secret::default()),
@@ -605,7 +686,7 @@ impl Reader<'_> {
                 let token_url = self.url("national.token_url");
                 let client_id = self.string("national.client_id");
                 if run && client_id.as_deref() == Some("") {
-                    self.problem("national.client_id", "required with national.auth = \"oauth2\"");
+                    self.plainly("national.client_id", "cfg-required-oauth2");
                 }
                 let client_secret = self.secret(SECRETS[3].0, SECRETS[3].1, run);
                 Some(NationalAuth::OAuth2 {
@@ -615,7 +696,7 @@ impl Reader<'_> {
                 })
             }
             other => {
-                self.problem("national.auth", format!("must be \"session\" or \"oauth2\", not {other:?}"));
+                self.problem("national.auth", Message::new("cfg-auth").text("value", format!("{other:?}")));
                 None
             }
         }
@@ -633,7 +714,7 @@ impl Reader<'_> {
         if let (Some(a), Some(b)) = (retry_initial, retry_max)
             && b < a
         {
-            self.problem(&k("retry_max_seconds"), "must not be less than retry_initial_seconds");
+            self.plainly(&k("retry_max_seconds"), "cfg-retry-max");
         }
         Some(HttpConfig {
             base_url: base_url?,
@@ -650,7 +731,7 @@ impl Reader<'_> {
         let table = match self.cfg.get_table("status_map") {
             Ok(t) => t,
             Err(e) => {
-                self.problem("status_map", format!("expected a table of local status = national code ({e})"));
+                self.problem("status_map", Message::new("cfg-status-map").text("detail", e.to_string()));
                 return None;
             }
         };
@@ -672,7 +753,7 @@ impl Reader<'_> {
                     map.insert(local, status);
                 }
                 None => {
-                    self.problem(&key, format!("must be a national status code from 1 to 10, not {value}"));
+                    self.problem(&key, Message::new("cfg-status-code").text("value", value.to_string()));
                     ok = false;
                 }
             }
@@ -685,15 +766,17 @@ impl Reader<'_> {
     fn timezone(&mut self, key: &str) -> Option<(jiff::tz::TimeZone, String)> {
         let name = self.string(key)?;
         let parsed = match name.as_str() {
-            "" => Err("must not be empty".to_owned()),
+            "" => Err(Message::new("cfg-empty")),
             // Vietnam has no DST: its fixed offset is exact even without a tz database.
             "Asia/Ho_Chi_Minh" | "Asia/Saigon" => {
                 Ok(jiff::tz::TimeZone::get(&name).unwrap_or_else(|_| crate::domain::dates::vn_tz()))
             }
             n if n.starts_with(['+', '-']) => parse_offset(n)
                 .map(jiff::tz::TimeZone::fixed)
-                .ok_or(format!("{n:?} is not an offset like +07:00")),
-            n => jiff::tz::TimeZone::get(n).map_err(|e| format!("{n:?} is not a time zone ({e})")),
+                .ok_or_else(|| Message::new("cfg-offset").text("value", format!("{n:?}"))),
+            n => jiff::tz::TimeZone::get(n).map_err(|e| {
+                Message::new("cfg-timezone").text("value", format!("{n:?}")).text("detail", e.to_string())
+            }),
         };
         match parsed {
             Ok(tz) => Some((tz, name)),
@@ -713,23 +796,13 @@ impl Reader<'_> {
         let supported = matches!(scheme.as_deref(), Some("mysql" | "mariadb" | "postgres" | "postgresql"));
         if !url.is_empty() && !supported {
             // Never echo the URL: the password is in it.
-            self.problem(
-                &url_key,
-                "must start with mysql://, mariadb:// or postgres:// (SQL Server is not supported yet)",
-            );
+            self.plainly(&url_key, "cfg-sql-scheme");
         } else if !url.is_empty() && !reqwest::Url::parse(url.expose()).is_ok_and(|u| u.host().is_some()) {
-            self.problem(
-                &url_key,
-                "is not a URL like mysql://user:password@host:3306/database (a password with @, : or / in \
-                 it must be percent-encoded)",
-            );
+            self.plainly(&url_key, "cfg-sql-url");
         }
         let profile = self.string(&k("profile"));
         if profile.as_deref() == Some("") {
-            self.problem(
-                &k("profile"),
-                "required with kind = \"sql\" (a built-in name such as \"opencps-v2\", or a path)",
-            );
+            self.plainly(&k("profile"), "cfg-sql-profile");
         }
         let timezone = self.timezone(&k("database_timezone"));
         let document_url = self.string(&k("document_url")).map(|u| u.trim_end_matches('/').to_owned());
@@ -737,7 +810,7 @@ impl Reader<'_> {
             && !u.is_empty()
             && !(u.starts_with("https://") || u.starts_with("http://"))
         {
-            self.problem(&k("document_url"), "must start with https:// or http://");
+            self.plainly(&k("document_url"), "cfg-document-url");
         }
         let pool_size = self.count(&k("database_pool_size"), 1, 32);
         let statement_timeout = self.seconds(&k("statement_timeout_seconds"), false);
@@ -778,7 +851,7 @@ impl Reader<'_> {
     fn store(&mut self) -> Option<StoreConfig> {
         let store_path = self.string("store.path");
         if store_path.as_deref() == Some("") {
-            self.problem("store.path", "must not be empty");
+            self.plainly("store.path", "cfg-empty");
         }
         let create_dir = self.boolean("store.create_dir");
         let key_file = self.optional_path("store.key_file");
@@ -790,7 +863,7 @@ impl Reader<'_> {
                 None => Some(None),
                 Some(Ok(k)) => Some(Some(k)),
                 Some(Err(e)) => {
-                    self.problem(key, e.to_string().trim_start_matches("store.key_file: ").to_owned());
+                    self.problem(key, e.message());
                     None
                 }
             };
@@ -798,7 +871,7 @@ impl Reader<'_> {
         let previous = load("store.previous_key_file", &previous_key_file);
         if key_file.is_none() && previous_key_file.is_some() {
             // Bodies would be written unsealed beside sealed ones.
-            self.problem("store.previous_key_file", "is for a rotation to store.key_file, which is not set");
+            self.plainly("store.previous_key_file", "cfg-previous-key");
             return None;
         }
         let keys = crate::store::Keys::new(sealing?, previous?);
@@ -823,11 +896,7 @@ impl Reader<'_> {
             return Some(vec![self.source("provincial", "provincial", needs_source)?]);
         }
         if self.user_provincial {
-            self.problem(
-                "provincial",
-                "[provincial] and [sources.*] are both set: a merged province names every source under \
-                 [sources.<name>] (the old [provincial] keys go to one of them, e.g. [sources.provincial])",
-            );
+            self.plainly("provincial", "cfg-provincial-and-sources");
             return None;
         }
         let mut names = named;
@@ -837,10 +906,7 @@ impl Reader<'_> {
         for name in &names {
             let section = format!("sources.{name}");
             if !is_source_name(name) {
-                self.problem(
-                    &section,
-                    "a source's name is lowercase letters, digits, - and _ (it is a metric label)",
-                );
+                self.plainly(&section, "cfg-source-name");
                 ok = false;
                 continue;
             }
@@ -858,11 +924,9 @@ impl Reader<'_> {
                 if n == source.name {
                     self.problem(
                         &format!("{}.supersedes", source.section),
-                        format!(
-                            "{} supersedes itself through {}: ownership moves one way only",
-                            source.name,
-                            seen[1..].join(", ")
-                        ),
+                        Message::new("cfg-supersedes-cycle")
+                            .text("name", source.name.as_str())
+                            .text("through", seen[1..].join(", ")),
                     );
                     ok = false;
                     break;
@@ -888,7 +952,7 @@ impl Reader<'_> {
             Some("http") => Some(SourceKind::Http),
             Some("sql") => Some(SourceKind::Sql),
             Some(other) => {
-                self.problem(&k("kind"), format!("must be \"http\" or \"sql\", not {other:?}"));
+                self.problem(&k("kind"), Message::new("cfg-kind").text("value", format!("{other:?}")));
                 None
             }
             None => None,
@@ -904,12 +968,7 @@ impl Reader<'_> {
             Some(SourceKind::Sql) => Some(self.sql(section, needs_source)),
             _ => None,
         };
-        let poll_interval = self.seconds_within(
-            &k("poll_interval_seconds"),
-            0.1,
-            3600.0,
-            "more often floods the source with queries; less often is not a daemon's pace",
-        );
+        let poll_interval = self.seconds_within(&k("poll_interval_seconds"), 0.1, 3600.0, "poll");
         let page_size = self.count(&k("page_size"), 1, 1000);
         let look_back = self.seconds(&k("look_back_seconds"), true);
         let reconcile = self.seconds(&k("reconcile_interval_seconds"), true);
@@ -943,7 +1002,10 @@ impl Reader<'_> {
         let mut ok = true;
         for other in &list {
             if !is_source_name(other) || other == name {
-                self.problem(&key, format!("{other:?} is not another source's name"));
+                self.problem(
+                    &key,
+                    Message::new("cfg-not-another-source").text("value", format!("{other:?}")),
+                );
                 ok = false;
             }
         }
@@ -960,7 +1022,7 @@ impl Reader<'_> {
                     match item.kind {
                         ValueKind::String(s) => out.push(s.trim().to_owned()),
                         _ => {
-                            self.problem(key, "expected a list of text in quotes, such as [\"a\", \"b\"]");
+                            self.plainly(key, "cfg-list");
                             return None;
                         }
                     }
@@ -971,7 +1033,7 @@ impl Reader<'_> {
                 s.split(',').map(|p| p.trim().to_owned()).filter(|p| !p.is_empty()).collect()
             }
             _ => {
-                self.problem(key, "expected a list of text in quotes, such as [\"a\", \"b\"]");
+                self.plainly(key, "cfg-list");
                 return None;
             }
         };
@@ -995,7 +1057,7 @@ impl Reader<'_> {
             }
             for (key, value) in required {
                 if value.as_deref() == Some("") {
-                    self.problem(key, "required");
+                    self.plainly(key, "cfg-required");
                 }
             }
         }
@@ -1003,17 +1065,23 @@ impl Reader<'_> {
             && !code.is_empty()
             && !crate::domain::mahoso::is_unit_code(code)
         {
-            self.problem("national.madonvi", format!("{code:?} is not a unit code like \"000.00.00.H58\""));
+            self.problem(
+                "national.madonvi",
+                Message::new("cfg-unit-code").text("value", format!("{code:?}")),
+            );
         }
         let predecessors = self.names("national.predecessors").unwrap_or_default();
         for code in &predecessors {
             if !crate::domain::mahoso::is_unit_code(code) {
                 self.problem(
                     "national.predecessors",
-                    format!("{code:?} is not a unit code like \"000.00.00.H58\""),
+                    Message::new("cfg-unit-code").text("value", format!("{code:?}")),
                 );
             } else if madonvi.as_deref() == Some(code.as_str()) {
-                self.problem("national.predecessors", format!("{code} is national.madonvi itself"));
+                self.problem(
+                    "national.predecessors",
+                    Message::new("cfg-predecessor-self").text("code", code.as_str()),
+                );
             }
         }
         let dstcode = self.string("national.dstcode");
@@ -1042,7 +1110,7 @@ impl Reader<'_> {
         let per_second = self.number("national.audit_per_second").filter(|v| {
             let ok = v.is_finite() && (0.0..=1000.0).contains(v);
             if !ok {
-                self.problem("national.audit_per_second", "must be from 0 (off) to 1000 look-ups a second");
+                self.plainly("national.audit_per_second", "cfg-audit-rate");
             }
             ok
         });
@@ -1050,7 +1118,7 @@ impl Reader<'_> {
             if days.is_finite() && days > 0.0 && days <= 3650.0 {
                 Some(Duration::from_secs_f64(days * 86_400.0))
             } else {
-                self.problem("national.audit_cycle_days", "must be more than 0 and at most 3650 days");
+                self.plainly("national.audit_cycle_days", "cfg-audit-cycle");
                 None
             }
         });
@@ -1064,7 +1132,7 @@ impl Reader<'_> {
             Some(other) => {
                 self.problem(
                     "telemetry.log_format",
-                    format!("must be \"json\" or \"pretty\", not {other:?}"),
+                    Message::new("cfg-log-format").text("value", format!("{other:?}")),
                 );
                 None
             }
@@ -1077,7 +1145,7 @@ impl Reader<'_> {
                 Err(_) => {
                     self.problem(
                         "telemetry.metrics_listen",
-                        format!("{s:?} is not an address like 127.0.0.1:9187"),
+                        Message::new("cfg-listen").text("value", format!("{s:?}")),
                     );
                     None
                 }
@@ -1089,7 +1157,7 @@ impl Reader<'_> {
             Some(Some(path)) => match read_secret_file(&path) {
                 Ok(token) if token.trim().len() >= 16 => Some(Some(Secret::new(token.trim()))),
                 Ok(_) => {
-                    self.problem("telemetry.access_token_file", "the token must be at least 16 characters");
+                    self.plainly("telemetry.access_token_file", "cfg-token-short");
                     None
                 }
                 Err(e) => {
@@ -1111,21 +1179,18 @@ impl Reader<'_> {
     fn calendar(&mut self) -> Option<CalendarConfig> {
         use crate::domain::calendar::{Calendar, parse_period, parse_weekday};
         let periods = self.names("calendar.office_hours").and_then(|list| {
-            let parsed: Result<Vec<_>, String> = list.iter().map(|p| parse_period(p)).collect();
+            let parsed: Result<Vec<_>, Message> = list.iter().map(|p| parse_period(p)).collect();
             match parsed {
                 Ok(mut periods) if !periods.is_empty() => {
                     periods.sort();
                     if periods.windows(2).any(|w| w[1].0 < w[0].1) {
-                        self.problem("calendar.office_hours", "the periods overlap");
+                        self.plainly("calendar.office_hours", "cfg-periods-overlap");
                         return None;
                     }
                     Some(periods)
                 }
                 Ok(_) => {
-                    self.problem(
-                        "calendar.office_hours",
-                        "must list at least one period like \"07:30-11:30\"",
-                    );
+                    self.plainly("calendar.office_hours", "cfg-periods-none");
                     None
                 }
                 Err(e) => {
@@ -1142,7 +1207,7 @@ impl Reader<'_> {
                     None => {
                         self.problem(
                             "calendar.working_days",
-                            format!("{d:?} is not a day like \"mon\" .. \"sun\""),
+                            Message::new("cfg-weekday").text("value", format!("{d:?}")),
                         );
                         return None;
                     }
@@ -1159,7 +1224,7 @@ impl Reader<'_> {
                         out.insert(date);
                     }
                     Err(_) => {
-                        self.problem(key, format!("{d:?} is not a date like \"2026-09-02\""));
+                        self.problem(key, Message::new("cfg-date").text("value", format!("{d:?}")));
                         return None;
                     }
                 }
@@ -1170,7 +1235,7 @@ impl Reader<'_> {
         let make_up_days = dates("calendar.make_up_days");
         let receipt_hours = self.number("calendar.receipt_hours");
         if receipt_hours.is_some_and(|h| !(h > 0.0 && h <= 1000.0)) {
-            self.problem("calendar.receipt_hours", "must be more than 0 and at most 1000 working hours");
+            self.plainly("calendar.receipt_hours", "cfg-receipt-hours");
             return None;
         }
         Some(CalendarConfig {
@@ -1185,21 +1250,13 @@ impl Reader<'_> {
     }
 
     fn daemon(&mut self) -> Option<DaemonConfig> {
-        let drain = self.seconds_within(
-            "daemon.drain_seconds",
-            0.1,
-            600.0,
-            "the unit's TimeoutStopSec must stay above it, or systemd kills the drain",
-        );
+        let drain = self.seconds_within("daemon.drain_seconds", 0.1, 600.0, "drain");
         let heartbeat = self.seconds("daemon.heartbeat_seconds", false);
         let stale_heartbeat = self.seconds("daemon.stale_heartbeat_seconds", false);
         if let (Some(beat), Some(stale)) = (heartbeat, stale_heartbeat)
             && beat >= stale
         {
-            self.problem(
-                "daemon.heartbeat_seconds",
-                "must be shorter than daemon.stale_heartbeat_seconds, or a running daemon reads as stale",
-            );
+            self.plainly("daemon.heartbeat_seconds", "cfg-heartbeat");
         }
         let outbox_age_threshold = self.seconds("daemon.outbox_age_threshold_seconds", false);
         Some(DaemonConfig {
@@ -1224,7 +1281,7 @@ impl Reader<'_> {
             let source_key =
                 as_source.is_some_and(|k| k == "supersedes" || known.contains(&format!("provincial.{k}")));
             if !known.contains(&key) && !key.starts_with("status_map.") && !source_key {
-                self.problem(&key, "unknown key (see config/default.toml for every key)");
+                self.plainly(&key, "cfg-unknown-key");
             }
         }
     }
@@ -1283,12 +1340,14 @@ fn redacted(secret: &Secret) -> String {
 }
 
 /// Reads a secret file: it must be readable and not readable by group or others.
-pub(crate) fn read_secret_file(path: &Path) -> Result<String, String> {
+pub(crate) fn read_secret_file(path: &Path) -> Result<String, Message> {
     let bytes = crate::secret::read_bytes(path)?;
-    let text = String::from_utf8(bytes).map_err(|_| format!("{} is not UTF-8 text", path.display()))?;
+    let at = || path.display().to_string();
+    let text =
+        String::from_utf8(bytes).map_err(|_| Message::new("cfg-secret-not-utf8").text("path", at()))?;
     let secret = text.trim_end_matches(['\n', '\r']).to_owned();
     if secret.is_empty() {
-        return Err(format!("{} is empty", path.display()));
+        return Err(Message::new("cfg-secret-empty").text("path", at()));
     }
     Ok(secret)
 }
@@ -1435,6 +1494,61 @@ mod tests {
             ("DVC_SYNC__NATIONAL__PASSWORD", "0123"),
             ("DVC_SYNC__NATIONAL__MADONVI", "000.00.00.H20"),
         ])
+    }
+
+    /// Many problems at once, each in both languages: the Vietnamese names the same keys, keeps
+    /// the values quoted as written, has no English sentence left, and folds to 100 columns for
+    /// a terminal; the English (what tests and logs read) is unchanged by the translation.
+    #[test]
+    fn every_problem_reads_in_vietnamese_and_in_english() {
+        let f = file(
+            "[store]\npath = \"\"\n[provincial]\nkind = \"ftp\"\npage_size = 5.5\npoll_interval_seconds = 0.01\n\
+             base_url = \"ftp://x\"\nca_file = \"/nonexistent/ca.pem\"\n[national]\nmadonvi = \"58\"\nauth = \"magic\"\n\
+             batch_size = 0\npredecessors = [1]\n[calendar]\noffice_hours = [\"11:30-07:30\"]\nworking_days = [\"monday\"]\n\
+             holidays = [\"2026-13-01\"]\nreceipt_hours = 0\n[telemetry]\nmetrics_listen = \"localhost\"\nlog_format = \"xml\"\n\
+             bogus = 1\n[daemon]\nheartbeat_seconds = 100\nstale_heartbeat_seconds = 10\n",
+        );
+        let e =
+            load_with_env(Some(f.path()), env(&[("DVC_SYNC__NATIONAL__MAX_CONCURRENCY", "0")]), Purpose::Run)
+                .unwrap_err();
+        assert!(e.0.len() >= 18, "{e}");
+        let english = e.render(Lang::En, false);
+        for said in [
+            "store.path: must not be empty",
+            "provincial.kind: must be \"http\" or \"sql\", not \"ftp\"",
+            "provincial.page_size: expected a whole number, not a number with a fraction or an exponent",
+            "national.max_concurrency: must be from 1 to 256, not 0 (set by the environment variable \
+             DVC_SYNC__NATIONAL__MAX_CONCURRENCY)",
+            "calendar.office_hours: \"11:30-07:30\" ends before it starts",
+            "telemetry.bogus: unknown key (see config/default.toml for every key)",
+        ] {
+            assert!(english.contains(said), "{said:?} not in\n{english}");
+        }
+        let vietnamese = e.render(Lang::Vi, true);
+        let unwrapped = e.render(Lang::Vi, false);
+        for said in [
+            "cấu hình không hợp lệ",
+            "store.path: không được để trống",
+            "provincial.kind: phải là \"http\" hoặc \"sql\", không phải \"ftp\"",
+            "(đặt bằng biến môi trường DVC_SYNC__NATIONAL__MAX_CONCURRENCY)",
+            "national.password: bắt buộc (hoặc national.password_file)",
+            "\"11:30-07:30\" kết thúc trước khi bắt đầu",
+        ] {
+            assert!(unwrapped.contains(said), "{said:?} not in\n{unwrapped}");
+        }
+        for (key, problem) in &e.0 {
+            assert!(unwrapped.contains(&format!("  {key}: ")), "{key} not named");
+            let vi = problem.write(Lang::Vi);
+            assert_ne!(vi, **problem, "{key}: not translated");
+        }
+        for english_word in [" must ", " expected ", "required", " is not ", " not a ", "unknown key"] {
+            assert!(!unwrapped.contains(english_word), "{english_word:?} left in\n{unwrapped}");
+        }
+        assert!(vietnamese.lines().all(|l| l.chars().count() <= crate::i18n::WIDTH), "{vietnamese}");
+        assert!(
+            unwrapped.lines().any(|l| l.chars().count() > crate::i18n::WIDTH),
+            "the pipe's lines are whole"
+        );
     }
 
     #[test]
@@ -1592,7 +1706,9 @@ mod tests {
         {
             use std::os::unix::fs::PermissionsExt;
             std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
-            assert!(read_secret_file(&path).unwrap_err().contains("readable by group or others"));
+            assert!(
+                read_secret_file(&path).unwrap_err().write(Lang::En).contains("readable by group or others")
+            );
             std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
         }
         assert_eq!(read_secret_file(&path).unwrap(), "from-file");

@@ -89,10 +89,15 @@ pub const WIDTH: usize = 100;
 /// width (a label column stays a column). Words longer than a line are broken.
 pub fn wrap(prefix: &str, text: &str) -> String {
     let indent = " ".repeat(textwrap::core::display_width(prefix));
+    wrap_indented(prefix, &indent, text)
+}
+
+/// `text` wrapped to [`WIDTH`] columns, its first line after `first`, the others after `rest`.
+pub fn wrap_indented(first: &str, rest: &str, text: &str) -> String {
     // Never at a hyphen: `dvc-sync retry` split over two lines cannot be copied.
     let options = textwrap::Options::new(WIDTH)
-        .initial_indent(prefix)
-        .subsequent_indent(&indent)
+        .initial_indent(first)
+        .subsequent_indent(rest)
         .word_splitter(textwrap::WordSplitter::NoHyphenation);
     textwrap::fill(text, options)
 }

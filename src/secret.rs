@@ -2,22 +2,28 @@
 
 use std::path::Path;
 
-/// Reads a secret file's bytes, refusing one readable by group or others.
-pub(crate) fn read_bytes(path: &Path) -> Result<Vec<u8>, String> {
-    let meta = std::fs::metadata(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+use crate::i18n::Message;
+
+/// Reads a secret file's bytes, refusing one readable by group or others. The refusal is a
+/// message, for the reader's language (its English is `.write(Lang::En)`).
+pub(crate) fn read_bytes(path: &Path) -> Result<Vec<u8>, Message> {
+    let unreadable = |e: std::io::Error| {
+        Message::new("cfg-secret-unreadable")
+            .text("path", path.display().to_string())
+            .text("detail", e.to_string())
+    };
+    let meta = std::fs::metadata(path).map_err(unreadable)?;
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
         let mode = meta.permissions().mode();
         if mode & 0o044 != 0 {
-            return Err(format!(
-                "{} is readable by group or others (mode {:o}); chmod 600 it",
-                path.display(),
-                mode & 0o777
-            ));
+            return Err(Message::new("cfg-secret-exposed")
+                .text("path", path.display().to_string())
+                .text("mode", format!("{:o}", mode & 0o777)));
         }
     }
     #[cfg(not(unix))]
     let _ = meta;
-    std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
+    std::fs::read(path).map_err(unreadable)
 }

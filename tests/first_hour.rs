@@ -159,6 +159,34 @@ fn a_toml_syntax_error_names_the_line_and_key_but_never_echoes_the_secret() {
     assert!(err.contains("line ") && err.contains("key password"), "{err}");
 }
 
+// 3b. The problems read in the operator's language: Vietnamese by the locale, English by the flag.
+#[test]
+fn configuration_problems_are_in_the_locales_language() {
+    let dir = test_dir();
+    let config = offline_config(dir.path(), &["national.batch_size = 0", "store.path = \"\""]);
+    let run = |lang_env: &str, flag: &[&str]| {
+        let out = Command::new(BIN)
+            .args(["--config", config.to_str().unwrap()])
+            .args(flag)
+            .arg("check-config")
+            .env_remove("LC_ALL")
+            .env_remove("LC_MESSAGES")
+            .env("LANG", lang_env)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(78));
+        (String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    let (out, err) = run("vi_VN.UTF-8", &[]);
+    assert!(out.contains("# tệp cấu hình: "), "{out}");
+    assert!(err.starts_with("cấu hình không hợp lệ (2 lỗi):"), "{err}");
+    assert!(err.contains("  national.batch_size: phải từ 1 đến 1000, không phải 0"), "{err}");
+    assert!(err.contains("  store.path: không được để trống"), "{err}");
+    let (_, err) = run("vi_VN.UTF-8", &["--lang", "en"]);
+    assert!(err.starts_with("invalid configuration (2 problems):"), "{err}");
+    assert!(err.contains("  national.batch_size: must be from 1 to 1000, not 0"), "{err}");
+}
+
 // 4. Types are types.
 #[test]
 fn a_boolean_a_fraction_or_an_exponent_where_a_whole_number_is_due_is_refused_by_key() {

@@ -123,13 +123,13 @@ impl Calendar {
 }
 
 /// `"07:30-11:30"`: one working period.
-pub fn parse_period(s: &str) -> Result<(Time, Time), String> {
-    let bad = || format!("{s:?} is not a period like \"07:30-11:30\"");
+pub fn parse_period(s: &str) -> Result<(Time, Time), crate::i18n::Message> {
+    let bad = || crate::i18n::Message::new("cfg-period-invalid").text("value", format!("{s:?}"));
     let (a, b) = s.split_once('-').ok_or_else(bad)?;
     let time = |t: &str| Time::strptime("%H:%M", t.trim()).map_err(|_| bad());
     let (a, b) = (time(a)?, time(b)?);
     if b <= a {
-        return Err(format!("{s:?} ends before it starts"));
+        return Err(crate::i18n::Message::new("cfg-period-backwards").text("value", format!("{s:?}")));
     }
     Ok((a, b))
 }

@@ -26,18 +26,38 @@ pub const MIN_KEY_BYTES: usize = 32;
 /// Bytes of the key's id carried by every sealed body, to pick the key that opens it.
 pub(crate) const TAG_BYTES: usize = 4;
 pub(crate) const NONCE_BYTES: usize = 24;
-use crate::domain::personal::{DIGEST_PREFIX, Digester};
+use crate::{
+    domain::personal::{DIGEST_PREFIX, Digester},
+    i18n::{Lang, Message},
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
-    #[error("store.key_file: {0}")]
-    File(String),
+    #[error("store.key_file: {}", .0.write(Lang::En))]
+    File(Message),
     #[error(
         "store.key_file: {path} holds {len} bytes; a key is at least {MIN_KEY_BYTES} random bytes (head -c 32 /dev/urandom > FILE)"
     )]
     TooShort { path: PathBuf, len: usize },
     #[error("the digest key beside the database, {path}: {reason}")]
     DigestFile { path: PathBuf, reason: String },
+}
+
+impl KeyError {
+    /// The problem as a message for the reader (without the key's name, which the
+    /// configuration's report puts before it).
+    pub(crate) fn message(&self) -> Message {
+        match self {
+            KeyError::File(m) => m.clone(),
+            KeyError::TooShort { path, len } => Message::new("cfg-key-short")
+                .text("path", path.display().to_string())
+                .int("len", *len)
+                .int("min", MIN_KEY_BYTES),
+            KeyError::DigestFile { path, reason } => Message::new("cfg-digest-key")
+                .text("path", path.display().to_string())
+                .text("detail", reason.as_str()),
+        }
+    }
 }
 
 fn derive(secret: &[u8], label: &str) -> [u8; 32] {
@@ -153,7 +173,7 @@ impl DigestKey {
                 Err(e) => return Err(fail(e.to_string())),
             }
         }
-        let secret = crate::secret::read_bytes(&path).map_err(fail)?;
+        let secret = crate::secret::read_bytes(&path).map_err(|m| fail(m.write(Lang::En)))?;
         if secret.len() < MIN_KEY_BYTES {
             return Err(fail(format!("{} bytes; remove it to have a new one made", secret.len())));
         }
