@@ -292,7 +292,22 @@ pub(crate) const EXIT_CONFIG: u8 = 78;
 /// Parses the command line (a usage error exits 64, `--help` and `--version` 0) and runs the
 /// command.
 pub fn main() -> ExitCode {
-    match Cli::try_parse() {
+    use clap::{CommandFactory, FromArgMatches};
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    // The help in the reader's language, chosen before clap reads the line.
+    let lang = crate::help::lang_of_args(&args);
+    let mut command = crate::help::localise(Cli::command(), lang);
+    let parsed = command.try_get_matches_from_mut(&args).and_then(|matches| {
+        if let Some(again) = crate::help::help_subcommand(&matches) {
+            // `dvc-sync help CMD` in a rewritten tree: CMD's `--help`, which ends in help.
+            return Err(crate::help::localise(Cli::command(), lang)
+                .try_get_matches_from(again)
+                .err()
+                .unwrap_or_else(|| clap::Error::new(clap::error::ErrorKind::DisplayHelp)));
+        }
+        Cli::from_arg_matches(&matches).map_err(|e| e.format(&mut command))
+    });
+    match parsed {
         Ok(cli) => run(cli),
         Err(e) => {
             let _ = e.print();

@@ -52,6 +52,11 @@ impl Lang {
         self.format(id, None)
     }
 
+    /// The message `id` if the catalogue has it (the help's optional messages).
+    pub fn lookup(self, id: &str) -> Option<String> {
+        bundles()[self as usize].has_message(id).then(|| self.t(id))
+    }
+
     /// The message `id` with `args` (see [`tr!`](crate::tr)).
     pub fn format(self, id: &str, args: Option<&FluentArgs>) -> String {
         let bundle = &bundles()[self as usize];

@@ -9,6 +9,7 @@ pub mod daemon;
 pub mod demo;
 pub mod demo_merger;
 pub mod domain;
+pub(crate) mod help;
 pub mod i18n;
 pub mod memory;
 pub(crate) mod metrics;
