@@ -288,10 +288,10 @@ cfg-set-by-env = (đặt bằng biến môi trường { $var })
 cfg-merge = không ghép được cấu hình: { $detail }
 cfg-file-missing = không đọc được tệp cấu hình: tệp không tồn tại
 cfg-file-unreadable = không đọc được tệp cấu hình: { $detail }
-cfg-toml-syntax = dòng { $line }, cột { $column }: lỗi cú pháp TOML: { $detail } (không in dòng này ra: nó có thể chứa bí mật)
-cfg-toml-syntax-key = dòng { $line }, cột { $column } (khóa { $key }): lỗi cú pháp TOML: { $detail } (không in dòng này ra: nó có thể chứa bí mật)
+cfg-toml-syntax = dòng { $line }, cột { $column }: lỗi cú pháp TOML: { $detail } (không hiển thị nội dung dòng vì có thể chứa thông tin bí mật)
+cfg-toml-syntax-key = dòng { $line }, cột { $column } (khóa { $key }): lỗi cú pháp TOML: { $detail } (không hiển thị nội dung dòng vì có thể chứa thông tin bí mật)
 cfg-expected = cần { $wanted ->
-    [text] văn bản trong dấu nháy
+    [text] văn bản trong dấu ngoặc kép
     [integer] một số nguyên
     [number] một số
    *[bool] true hoặc false
@@ -300,7 +300,7 @@ cfg-expected = cần { $wanted ->
     [integer] số nguyên
     [float] số có phần thập phân hoặc số mũ
     [text] văn bản
-    [not-one] văn bản không đọc được như vậy
+    [not-one] văn bản không chuyển được sang kiểu đó
     [table] một bảng
     [list] một danh sách
    *[nothing] giá trị rỗng
@@ -314,10 +314,10 @@ cfg-expected-detail = cần { $what ->
 cfg-cannot-read = không đọc được: { $detail }
 cfg-seconds-zero-or-more = phải từ 0 giây trở lên
 cfg-seconds-positive = phải lớn hơn 0 giây
-cfg-seconds-max = tối đa { $max } giây (30 ngày)
+cfg-seconds-max = không được quá { $max } giây (30 ngày)
 cfg-seconds-within = phải từ { $min } đến { $max } giây ({ $why ->
-    [poll] dày hơn thì dồn truy vấn lên hệ thống nguồn; thưa hơn thì không còn là nhịp của một dịch vụ chạy nền
-   *[drain] TimeoutStopSec của unit phải lớn hơn giá trị này, nếu không systemd sẽ dừng ngang khi đang gửi nốt
+    [poll] ngắn hơn sẽ dồn dập truy vấn vào hệ thống nguồn; dài hơn thì quá chậm cho một dịch vụ chạy nền
+   *[drain] TimeoutStopSec của unit phải lớn hơn giá trị này, nếu không systemd sẽ buộc dừng tiến trình khi đang gửi nốt
 })
 cfg-count-within = phải từ { $min } đến { $max }, không phải { $value }
 cfg-url-scheme = { $value } phải là URL http:// hoặc https:// có tên máy chủ
@@ -339,14 +339,14 @@ cfg-sql-scheme = phải bắt đầu bằng mysql://, mariadb:// hoặc postgres
 cfg-sql-url = không phải URL dạng mysql://user:password@host:3306/database (mật khẩu có @, : hoặc / phải mã hóa phần trăm)
 cfg-sql-profile = bắt buộc khi kind = "sql" (tên có sẵn như "opencps-v2", hoặc một đường dẫn)
 cfg-document-url = phải bắt đầu bằng https:// hoặc http://
-cfg-previous-key = chỉ dùng khi đổi sang store.key_file, mà khóa này chưa được đặt
+cfg-previous-key = chỉ dùng khi xoay vòng khóa sang store.key_file, nhưng store.key_file chưa được đặt
 cfg-key-short = { $path } có { $len } byte; khóa cần ít nhất { $min } byte ngẫu nhiên (head -c 32 /dev/urandom > FILE)
 cfg-provincial-and-sources = đặt cả [provincial] lẫn [sources.*]: tỉnh sau sáp nhập khai báo mọi nguồn trong [sources.<tên>] (các khóa [provincial] cũ chuyển vào một nguồn, ví dụ [sources.provincial])
-cfg-source-name = tên nguồn chỉ gồm chữ thường, chữ số, - và _ (nó là nhãn số đo)
+cfg-source-name = tên nguồn chỉ gồm chữ thường, chữ số, - và _ (tên này dùng làm nhãn metric)
 cfg-supersedes-cycle = { $name } thay thế chính nó qua { $through }: quyền quản lý hồ sơ chỉ chuyển một chiều
 cfg-kind = phải là "http" hoặc "sql", không phải { $value }
 cfg-not-another-source = { $value } không phải tên của một nguồn khác
-cfg-list = cần danh sách văn bản trong dấu nháy, ví dụ ["a", "b"]
+cfg-list = cần danh sách văn bản trong dấu ngoặc kép, ví dụ ["a", "b"]
 cfg-unit-code = { $value } không phải mã đơn vị dạng "000.00.00.H58"
 cfg-predecessor-self = { $code } chính là national.madonvi
 cfg-audit-rate = phải từ 0 (tắt) đến 1000 lượt tra cứu mỗi giây
@@ -362,11 +362,11 @@ cfg-weekday = { $value } không phải thứ trong tuần dạng "mon" .. "sun"
 cfg-date = { $value } không phải ngày dạng "2026-09-02"
 cfg-receipt-hours = phải lớn hơn 0 và tối đa 1000 giờ làm việc
 cfg-heartbeat = phải ngắn hơn daemon.stale_heartbeat_seconds, nếu không dịch vụ đang chạy sẽ bị coi là không phản hồi
-cfg-unknown-key = khóa không có trong cấu hình (xem mọi khóa trong config/default.toml)
+cfg-unknown-key = khóa không được hỗ trợ (xem mọi khóa trong config/default.toml)
 cfg-secret-unreadable = không đọc được { $path }: { $detail }
 cfg-secret-exposed = nhóm hoặc người khác đọc được { $path } (quyền { $mode }); hãy chmod 600
 cfg-secret-not-utf8 = { $path } không phải văn bản UTF-8
-cfg-secret-empty = { $path } trống
+cfg-secret-empty = { $path } là tệp rỗng
 cfg-digest-key = khóa băm đặt cạnh cơ sở dữ liệu, { $path }: { $detail }
 check-config-file = tệp cấu hình: { $path }
 check-config-no-file = không có tệp cấu hình ({ $path } không tồn tại): dùng giá trị mặc định và biến môi trường
@@ -379,7 +379,7 @@ help-heading-commands = Lệnh
 help-heading-options = Tùy chọn
 help-heading-arguments = Đối số
 help-default = mặc định
-help-values = giá trị có thể
+help-values = giá trị hợp lệ
 help-flag-help = In hướng dẫn
 help-flag-version = In phiên bản
 help-about-help = In hướng dẫn này hoặc hướng dẫn của lệnh đã nêu
@@ -387,11 +387,11 @@ help-arg-help-command = Lệnh cần xem hướng dẫn
 help-about-root = Đồng bộ hồ sơ của hệ thống một cửa cấp tỉnh lên Cổng Dịch vụ công quốc gia và giữ cho hai bên luôn khớp
 help-arg-root-config = Tệp cấu hình [mặc định: /etc/dvc-sync/dvc-sync.toml nếu có, nếu không thì các giá trị có sẵn]
 help-arg-root-lang = Ngôn ngữ của những gì in ra cho người đọc (JSON, CSV và nhật ký không đổi) [mặc định: theo locale (LC_ALL, LC_MESSAGES, LANG) nếu là tiếng Việt, nếu không thì tiếng Anh]
-help-about-run = Chạy dịch vụ đến khi nhận SIGTERM hoặc SIGINT (mã thoát 0 khi đã gửi nốt xong, 75 sau khi gửi nốt vì SIGHUP, để khởi động lại; 78 cấu hình sai, 1 lỗi nghiêm trọng)
+help-about-run = Chạy dịch vụ đến khi nhận SIGTERM hoặc SIGINT (mã thoát 0 khi đã dừng sạch sau khi xử lý xong việc dở dang, 75 khi dừng do SIGHUP để khởi động lại; 78 cấu hình sai, 1 lỗi nghiêm trọng)
 help-about-status = Tình trạng đồng bộ, đọc từ cơ sở dữ liệu (mã thoát 0 tốt, 1 cần xử lý, 2 không đọc được)
 help-arg-status-json = JSON với tên trường cố định
 help-arg-status-dossier = Một hồ sơ: trạng thái ở tỉnh và trên Cổng quốc gia, tình trạng đồng bộ, số lần gửi, lỗi gần nhất, quá trình xử lý
-help-about-check-config = Kiểm tra cấu hình và in ra, đã che các bí mật (mã thoát 78 khi không hợp lệ)
+help-about-check-config = Kiểm tra cấu hình và in ra với các thông tin bí mật được che (mã thoát 78 khi không hợp lệ)
 help-arg-check-config-credentials = Đọc các bí mật từ thư mục này, như unit systemd chuyển giao (national-password, provincial-database-url, ...) [mặc định: $CREDENTIALS_DIRECTORY]
 help-about-check-source = Đọc các bản ghi đầu tiên của nguồn dữ liệu tỉnh theo cấu hình và cho xem từng bản ghi sẽ được gửi đi thế nào, hoặc vì sao bị cách ly (mã thoát 0 tất cả sẽ được gửi, 1 có bản ghi bị cách ly, 2 không đọc được nguồn, 78 cấu hình sai)
 help-arg-check-source-limit = Số hồ sơ cần đọc, tính từ hồ sơ đầu tiên
@@ -405,7 +405,7 @@ help-arg-retry-mahoso = Chỉ những hồ sơ này (MaHoSo, hoặc khóa cách 
 help-about-reconcile = Chạy ngay một lượt đối soát đầy đủ (do dịch vụ đang chạy thực hiện, nếu có)
 help-arg-reconcile-json = In báo cáo dạng JSON
 help-about-audit = Đọc lại hồ sơ từ Cổng DVC quốc gia ngay bây giờ và bổ sung những gì bị mất (do dịch vụ đang chạy thực hiện, nếu có; mã thoát 0 không sai lệch, 1 có sai lệch hoặc lỗi nghiêm trọng, 69 không đọc lại được gì, 78 cấu hình sai hoặc thiếu tài khoản Cổng quốc gia)
-help-arg-audit-all = Mọi hồ sơ đã đồng bộ (mặc định: phần đến lượt tiếp theo, ít nhất bằng lượng của một ngày)
+help-arg-audit-all = Mọi hồ sơ đã đồng bộ (mặc định: phần đến hạn kiểm tra tiếp theo, tối thiểu tương đương một ngày)
 help-arg-audit-json = In báo cáo dạng JSON
 help-arg-audit-per_second = Số lượt tra cứu mỗi giây cho lượt này [mặc định: national.audit_per_second, hoặc 1 khi giá trị đó là 0]
 help-about-report = Các chỉ số theo Quyết định 766 tính từ cơ sở dữ liệu tại chỗ cho một kỳ: toàn tỉnh, theo DonViXuLy và theo thủ tục (chỉ đọc: dịch vụ vẫn có thể chạy; mã thoát 0 đã in, 2 không đọc được cơ sở dữ liệu, 64 kỳ không hợp lệ)
@@ -421,7 +421,7 @@ help-arg-backup-json = In báo cáo dạng JSON
 help-about-forget = Xóa dữ liệu cá nhân của các hồ sơ này khỏi cơ sở dữ liệu tại chỗ, theo một yêu cầu xóa đã thực hiện ở nguồn (ghi nhật ký không kèm dữ liệu; mã thoát 0, 78 thiếu khóa)
 help-arg-forget-mahoso = Các hồ sơ (MaHoSo)
 help-arg-forget-json = In kết quả dạng JSON
-help-about-rekey = Mã hóa mọi nội dung đã lưu bằng store.key_file, ngay khi dịch vụ đang chạy (dịch vụ phải dùng cùng khóa) và có thể chạy tiếp nếu bị ngắt (mã thoát 0 đã mã hóa, 78 thiếu khóa hoặc sai khóa)
+help-about-rekey = Mã hóa mọi nội dung đã lưu bằng store.key_file, ngay cả khi dịch vụ đang chạy (dịch vụ phải dùng cùng khóa) và có thể chạy tiếp nếu bị ngắt (mã thoát 0 đã mã hóa, 78 thiếu khóa hoặc sai khóa)
 help-arg-rekey-from = Khóa đang dùng để mã hóa cơ sở dữ liệu, khi đổi sang store.key_file
 help-arg-rekey-json = In kết quả dạng JSON
 help-about-demo = Toàn bộ hệ thống trong một tiến trình trên loopback: hai cổng mô phỏng, dịch vụ, các sự cố, và báo cáo đã đối chiếu (mã thoát 0 chỉ khi không mất, không trùng, không sai thứ tự)
@@ -431,6 +431,6 @@ help-arg-demo-json = In báo cáo dạng JSON
 help-arg-demo-seed = Hạt giống (seed) của mô phỏng và các sự cố
 help-arg-demo-merger = Tỉnh sau sáp nhập: hai hệ thống của tỉnh (H58, rồi H20 thay thế) và chuyển đổi hệ thống giữa chừng; kết luận theo từng nguồn
 help-about-mock = Chạy cổng mô phỏng (cho kiểm thử, trình diễn và đo hiệu năng; chỉ nghe trên loopback)
-help-about-mock-national = Bộ tiếp nhận tích hợp DVCQG quốc gia: phiên hoặc cổng OAuth2, bốn dịch vụ, các sự cố
+help-about-mock-national = Bộ điều hợp tích hợp của Cổng DVCQG: phiên hoặc cổng OAuth2, bốn dịch vụ, các sự cố
 help-about-mock-provincial = Hệ thống một cửa của tỉnh được mô phỏng, cung cấp danh sách hồ sơ qua HTTP
 help-about-mock-opencps = Cùng tỉnh đó được ghi vào các bảng OpenCPS v2 của một cơ sở dữ liệu MariaDB/MySQL hoặc PostgreSQL thật, cho nguồn SQL (chạy đến khi nhận SIGTERM/SIGINT)

@@ -36,12 +36,14 @@ pub fn lang_of_args(args: &[OsString]) -> Lang {
     Lang::choose(flag)
 }
 
-/// The command tree as the reader reads it: unchanged in English, rewritten in Vietnamese.
+/// The command tree as the reader reads it: its help folded at 100 columns (at most: a
+/// narrower terminal folds it narrower); unchanged otherwise in English, rewritten in
+/// Vietnamese.
 pub fn localise(command: Command, lang: Lang) -> Command {
+    let command = command.max_term_width(crate::i18n::WIDTH);
     if lang == Lang::En {
         return command;
     }
-    let command = walk(command, "root", lang);
     let version = Arg::new("version")
         .short('V')
         .long("version")
@@ -49,29 +51,36 @@ pub fn localise(command: Command, lang: Lang) -> Command {
         .help(lang.t("help-flag-version"))
         .help_heading(lang.t("help-heading-options"))
         .display_order(usize::MAX);
-    let help = Command::new("help").about(lang.t("help-about-help")).arg(
+    walk(command, "root", lang).disable_version_flag(true).arg(version)
+}
+
+/// `help` of a rewritten tree, at any level (`dvc-sync help report`, `dvc-sync mock help
+/// national`): the command line that prints the same help through `--help`, or None when the
+/// command line is not that.
+pub fn help_subcommand(matches: &clap::ArgMatches) -> Option<Vec<String>> {
+    let mut args = vec!["dvc-sync".to_owned()];
+    let mut level = matches;
+    loop {
+        let (name, sub) = level.subcommand()?;
+        if name == "help" {
+            args.extend(sub.get_many::<String>("command").into_iter().flatten().cloned());
+            args.push("--help".to_owned());
+            return Some(args);
+        }
+        args.push(name.to_owned());
+        level = sub;
+    }
+}
+
+/// clap's `help` subcommand, in the reader's language (clap's own cannot be translated).
+fn help_command(lang: Lang) -> Command {
+    Command::new("help").about(lang.t("help-about-help")).arg(
         Arg::new("command")
             .action(ArgAction::Append)
             .num_args(0..)
             .value_name("COMMAND")
-            .help(lang.t("help-arg-help-command"))
-            .help_heading(lang.t("help-heading-arguments")),
-    );
-    command
-        .disable_version_flag(true)
-        .arg(version)
-        .disable_help_subcommand(true)
-        .subcommand(walk(help, "help", lang))
-}
-
-/// The `help` subcommand of a rewritten tree (`dvc-sync help report`): the arguments that
-/// print the same help through `--help`, or None when the command line is not that.
-pub fn help_subcommand(matches: &clap::ArgMatches) -> Option<Vec<String>> {
-    let ("help", sub) = matches.subcommand()? else { return None };
-    let mut args = vec!["dvc-sync".to_owned()];
-    args.extend(sub.get_many::<String>("command").into_iter().flatten().cloned());
-    args.push("--help".to_owned());
-    Some(args)
+            .help(lang.t("help-arg-help-command")),
+    )
 }
 
 fn walk(mut command: Command, path: &str, lang: Lang) -> Command {
@@ -84,9 +93,12 @@ fn walk(mut command: Command, path: &str, lang: Lang) -> Command {
         command = command.mut_arg(&id, |a| localise_arg(a, lang, &key));
     }
     let names: Vec<String> = command.get_subcommands().map(|s| s.get_name().to_owned()).collect();
-    for name in names {
+    for name in &names {
         let sub = if path == "root" { name.clone() } else { format!("{path}-{name}") };
-        command = command.mut_subcommand(&name, |s| walk(s, &sub, lang));
+        command = command.mut_subcommand(name, |s| walk(s, &sub, lang));
+    }
+    if !names.is_empty() {
+        command = command.disable_help_subcommand(true).subcommand(walk(help_command(lang), "help", lang));
     }
     let help = Arg::new("help")
         .short('h')
@@ -210,7 +222,7 @@ mod tests {
             "In hướng dẫn",
             "In phiên bản",
             "Tệp cấu hình",
-            "[giá trị có thể: vi, en]",
+            "[giá trị hợp lệ: vi, en]",
         ] {
             assert!(top.contains(said), "{said:?} not in\n{top}");
         }
@@ -235,8 +247,19 @@ mod tests {
         assert!(source.contains("[mặc định: 20]") && !source.contains("[default"), "{source}");
         let retry = help_of(Lang::Vi, &["retry", "--help"]);
         assert!(retry.contains("Đối số:") && retry.contains("[MAHOSO]"), "{retry}");
-        // `dvc-sync help report` is `dvc-sync report --help`.
+        // `dvc-sync help report` is `dvc-sync report --help`, at any level.
         assert_eq!(help_of(Lang::Vi, &["help", "report"]), report);
+        let national = help_of(Lang::Vi, &["mock", "national", "--help"]);
+        assert!(national.contains("Cách dùng: dvc-sync mock national"), "{national}");
+        assert_eq!(help_of(Lang::Vi, &["mock", "help", "national"]), national);
+        assert_eq!(help_of(Lang::Vi, &["help", "mock", "national"]), national);
+        // At most 100 columns, in both languages.
+        for lang in [Lang::Vi, Lang::En] {
+            for args in [&["--help"][..], &["report", "--help"], &["check-source", "--help"]] {
+                let help = help_of(lang, args);
+                assert!(help.lines().all(|l| l.chars().count() <= crate::i18n::WIDTH), "{help}");
+            }
+        }
         // English is clap's own, from the doc comments.
         let en = help_of(Lang::En, &["--help"]);
         assert!(en.contains("Usage: dvc-sync") && en.contains("Keeps provincial dossiers"), "{en}");
