@@ -148,8 +148,8 @@ async fn a_refused_dossier_does_not_hold_back_the_rest_of_its_batch() {
     let dir = test_dir();
     let config = write_config(dir.path(), &provincial.server.url(), &national.server.url(), &[]);
     let mut daemon = Daemon::start(&config).await;
-    // The simulator's truth does not know that raw record 5 is unknown nationally: expect
-    // exactly it to be missing.
+    // The simulator's truth knows that raw record 5's procedure is unknown nationally: the
+    // other nine are expected, and it is not.
     let http = reqwest::Client::new();
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     let verdict = loop {
@@ -163,7 +163,9 @@ async fn a_refused_dossier_does_not_hold_back_the_rest_of_its_batch() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     assert_eq!(verdict.synchronized, 9, "{}", verdict.summary());
-    assert_eq!(verdict.not_synchronized.keys().collect::<Vec<_>>(), [&code(5)]);
+    assert_eq!(verdict.valid, 9, "{}", verdict.summary());
+    assert!(verdict.not_synchronized.is_empty(), "{}", verdict.summary());
+    assert_eq!(verdict.injected_unknown_procedures, [code(5)]);
     assert_eq!(verdict.duplicate_history_entries, 0);
     let (_, calls) = national.get("/_mock/calls").await;
     let creates: Vec<&Value> =
