@@ -305,7 +305,6 @@ cfg-expected = expected { $wanted ->
     [boolean] a boolean
     [integer] a whole number
     [float] a number with a fraction or an exponent
-    [text] text
     [not-one] text that is not one
     [table] a table
     [list] a list

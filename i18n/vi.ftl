@@ -299,7 +299,6 @@ cfg-expected = cần { $wanted ->
     [boolean] giá trị true/false
     [integer] số nguyên
     [float] số có phần thập phân hoặc số mũ
-    [text] văn bản
     [not-one] văn bản không chuyển được sang kiểu đó
     [table] một bảng
     [list] một danh sách

@@ -518,7 +518,9 @@ impl Reader<'_> {
             ValueKind::Boolean(_) => "boolean",
             ValueKind::I64(_) | ValueKind::I128(_) | ValueKind::U64(_) | ValueKind::U128(_) => "integer",
             ValueKind::Float(_) => "float",
-            ValueKind::String(_) => "text",
+            // Text is refused only where it does not read as the type wanted (the environment
+            // gives only text).
+            ValueKind::String(_) => "not-one",
             ValueKind::Table(_) => "table",
             ValueKind::Array(_) => "list",
             ValueKind::Nil => "nothing",
@@ -551,7 +553,6 @@ impl Reader<'_> {
                 Want::Number => "number",
                 Want::Bool => "bool",
             };
-            let given = if matches!(value.kind, ValueKind::String(_)) { "not-one" } else { given };
             self.problem(key, Message::new("cfg-expected").text("wanted", wanted).text("given", given));
             return None;
         }

@@ -44,14 +44,19 @@ pub fn localise(command: Command, lang: Lang) -> Command {
     if lang == Lang::En {
         return command;
     }
-    let version = Arg::new("version")
-        .short('V')
-        .long("version")
-        .action(ArgAction::Version)
-        .help(lang.t("help-flag-version"))
-        .help_heading(lang.t("help-heading-options"))
-        .display_order(usize::MAX);
+    let version = flag(lang, "version", 'V', ArgAction::Version);
     walk(command, "root", lang).disable_version_flag(true).arg(version)
+}
+
+/// clap's own `-h, --help` or `-V, --version`, in the reader's language, listed last.
+fn flag(lang: Lang, name: &'static str, short: char, action: ArgAction) -> Arg {
+    Arg::new(name)
+        .short(short)
+        .long(name)
+        .action(action)
+        .help(lang.t(&format!("help-flag-{name}")))
+        .help_heading(lang.t("help-heading-options"))
+        .display_order(usize::MAX)
 }
 
 /// `help` of a rewritten tree, at any level (`dvc-sync help report`, `dvc-sync mock help
@@ -100,13 +105,7 @@ fn walk(mut command: Command, path: &str, lang: Lang) -> Command {
     if !names.is_empty() {
         command = command.disable_help_subcommand(true).subcommand(walk(help_command(lang), "help", lang));
     }
-    let help = Arg::new("help")
-        .short('h')
-        .long("help")
-        .action(ArgAction::Help)
-        .help(lang.t("help-flag-help"))
-        .help_heading(lang.t("help-heading-options"))
-        .display_order(usize::MAX);
+    let help = flag(lang, "help", 'h', ArgAction::Help);
     let template = format!(
         "{{before-help}}{{about-with-newline}}\n{}: {{usage}}\n\n{{all-args}}{{after-help}}",
         lang.t("help-usage")
